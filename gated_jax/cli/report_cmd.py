@@ -1,0 +1,19 @@
+"""``gated-jax report``: the main job, the homework reproduced and verified."""
+
+from __future__ import annotations
+
+HELP = "write the report (Markdown + PNG): the homework reproduced and verified end to end"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--out", default="report", help="output folder (default: report/)")
+    p.add_argument("--quick", action="store_true", help="small sizes everywhere (seconds)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args) -> int:
+    from gated_jax.report import write_report
+
+    path = write_report(args.out, quick=args.quick, seed=args.seed)
+    print(f"report written to {path.resolve()}")
+    return 0
