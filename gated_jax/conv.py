@@ -1,0 +1,759 @@
+r"""Closed-form convolution derivatives, proved against JAX autodiff (seed 1.1(c)).
+
+One spatial dimension tells the whole story (every other dimension is an independent copy of
+it). ``lax.conv_general_dilated`` with window stride :math:`s`, kernel (rhs) dilation :math:`d`,
+input (lhs) dilation :math:`a` and padding :math:`(lo, hi)` computes, for an input ``x`` of
+length :math:`n`, a kernel ``w`` with :math:`K` taps and an output of length :math:`P`,
+
+.. math::
+
+    y[p] = \sum_{k, t} w[k]\, x[t]\, E[p, k, t], \qquad
+    E[p, k, t] = [\, p s + k d = a t + lo \,]
+
+(:math:`[\cdot]` is the Kronecker delta). In words: the input is stretched by :math:`a`
+(:math:`a-1` zeros between samples), padded by :math:`(lo, hi)` (negative padding crops), and
+tap :math:`k` of window :math:`p` reads position :math:`ps + kd` of that padded signal. ``E`` is
+the whole convolution; everything in this module is read off it:
+
+* **weight Jacobian** (seed (ii)): :math:`\partial y[p] / \partial w[k] = \sum_t x[t] E[p,k,t]`,
+  the *patch* of ``x`` under window :math:`p`, tap :math:`k` (zero where the tap reads padding);
+  with channels it also carries :math:`\delta_{o o'}`: output channel ``o`` depends only on
+  filter ``o``;
+* **input Jacobian** (seed (iii)): :math:`\partial y[p] / \partial x[t] = \sum_k w[k] E[p,k,t]`,
+  the kernel tap that lands on ``x[t]`` from window :math:`p`, **and zero when no tap does**;
+* **weight gradient** (seed (iv)): :math:`\bar w[k] = \sum_p \bar y[p]\, \tilde x[ps + kd]`,
+  a correlation of the padded input with the upstream gradient :math:`\bar y` *dilated by the
+  forward stride*, evaluated with stride :math:`d`;
+* **input gradient**: :math:`\bar x[t] = \sum_{p,k} \bar y[p] w[k] E[p,k,t]`, a convolution of
+  the stride-dilated :math:`\bar y` with the *flipped* kernel, read out with stride :math:`a`.
+
+Both gradients are computed as exactly one ``lax.conv_general_dilated`` each (see
+:func:`conv_weight_grad`, :func:`conv_input_grad`), and :func:`conv_general_dilated` is a
+``jax.custom_vjp`` drop-in for the lax op whose backward pass is those two functions.
+
+Layouts: ``dimension_numbers`` are those of lax: ``lhs`` has a batch ``N`` and feature ``C``
+axis, ``rhs`` an output-feature ``O`` and input-feature ``I`` axis, the output ``N`` and ``C``.
+With ``feature_group_count = G`` the ``C`` input channels split into ``G`` groups of ``I``
+(group-major) and output channel ``o`` belongs to group ``o // (O / G)``; with
+``batch_group_count = B`` the batch splits into ``B`` groups (group-major) and output channel
+``o`` reads batch group ``o // (O / B)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import string
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from gated_jax.shapes import conv_output_shape, padding_pairs
+
+__all__ = [
+    "conv1d",
+    "conv_general_dilated",
+    "conv_input_grad",
+    "conv_input_jacobian",
+    "conv_weight_grad",
+    "conv_weight_jacobian",
+]
+
+ConvDimensionNumbers = lax.ConvDimensionNumbers
+
+
+def _dil(size: int, factor: int) -> int:
+    """Length of a signal of ``size`` samples with ``factor - 1`` zeros between samples."""
+    return 0 if size == 0 else (size - 1) * factor + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Conv:
+    """A validated convolution config, with every derived number the formulas need.
+
+    ``n``, ``k``, ``p``, ``strides``, ``pads``, ``lhs_dil``, ``rhs_dil`` are per spatial
+    dimension, in the order of the kernel spec's spatial characters (lax's convention).
+    """
+
+    lhs_shape: tuple[int, ...]
+    rhs_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    dn: ConvDimensionNumbers
+    strides: tuple[int, ...]
+    pads: tuple[tuple[int, int], ...]
+    lhs_dil: tuple[int, ...]
+    rhs_dil: tuple[int, ...]
+    fgc: int
+    bgc: int
+
+    @property
+    def n(self) -> tuple[int, ...]:
+        return tuple(self.lhs_shape[i] for i in self.dn.lhs_spec[2:])
+
+    @property
+    def k(self) -> tuple[int, ...]:
+        return tuple(self.rhs_shape[i] for i in self.dn.rhs_spec[2:])
+
+    @property
+    def p(self) -> tuple[int, ...]:
+        return tuple(self.out_shape[i] for i in self.dn.out_spec[2:])
+
+    @property
+    def keff(self) -> tuple[int, ...]:
+        return tuple(_dil(k, d) for k, d in zip(self.k, self.rhs_dil, strict=True))
+
+
+def _config(
+    lhs_shape,
+    rhs_shape,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    batch_group_count=1,
+) -> _Conv:
+    """Validate a config with the shape rules of :mod:`gated_jax.shapes` and resolve it."""
+    out_shape = conv_output_shape(
+        lhs_shape,
+        rhs_shape,
+        window_strides,
+        padding,
+        lhs_dilation,
+        rhs_dilation,
+        dimension_numbers,
+        feature_group_count,
+        batch_group_count,
+    )
+    # validated above: the conversions below cannot fail
+    lhs_shape = tuple(int(d) for d in lhs_shape)
+    rhs_shape = tuple(int(d) for d in rhs_shape)
+    dn = lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers)
+    nsp = len(lhs_shape) - 2
+
+    def ints(value) -> tuple[int, ...]:
+        return (1,) * nsp if value is None else tuple(int(v) for v in value)
+
+    strides, lhs_dil, rhs_dil = ints(window_strides), ints(lhs_dilation), ints(rhs_dilation)
+    n = tuple(lhs_shape[i] for i in dn.lhs_spec[2:])
+    k = tuple(rhs_shape[i] for i in dn.rhs_spec[2:])
+    pads = padding_pairs(padding, n, k, strides, rhs_dil)
+    return _Conv(
+        lhs_shape=lhs_shape,
+        rhs_shape=rhs_shape,
+        out_shape=tuple(out_shape),
+        dn=dn,
+        strides=strides,
+        pads=pads,
+        lhs_dil=lhs_dil,
+        rhs_dil=rhs_dil,
+        fgc=int(feature_group_count),
+        bgc=int(batch_group_count),
+    )
+
+
+def _check_array(name: str, x, expected: tuple[int, ...], why: str) -> None:
+    if tuple(jnp.shape(x)) != expected:
+        raise ValueError(f"{name} (shape={tuple(jnp.shape(x))}) must have shape {expected} ({why})")
+
+
+def _swap_nc(spec: Sequence[int]) -> tuple[int, ...]:
+    """Exchange the roles of the first two entries of a spec (batch <-> feature, O <-> I)."""
+    return (spec[1], spec[0], *spec[2:])
+
+
+def _fold_group(x, src: int, dst: int, groups: int):
+    """Split axis ``src`` as ``(groups, rest)`` and fold ``groups`` into axis ``dst`` (major).
+
+    Every other axis keeps its place; axis ``src`` shrinks to ``rest`` and axis ``dst`` grows
+    to ``groups * size``. Only reshapes and a transpose.
+    """
+    shape = list(x.shape)
+    rest = shape[src] // groups
+    x = x.reshape(shape[:src] + [groups, rest] + shape[src + 1 :])
+    g_ax, d_ax = src, dst + 1 if dst > src else dst
+    perm = [i for i in range(x.ndim) if i != g_ax]
+    at = perm.index(d_ax)
+    perm.insert(at, g_ax)
+    x = x.transpose(perm)
+    new_shape = list(x.shape)
+    new_shape[at : at + 2] = [new_shape[at] * new_shape[at + 1]]
+    return x.reshape(new_shape)
+
+
+def _zeros_if_degenerate(c: _Conv) -> bool:
+    # A zero-size output or input has identically zero gradients; XLA cannot lower the
+    # corresponding zero-size-window convolution, so no conv is emitted then.
+    return 0 in c.p or 0 in c.n or 0 in c.out_shape or 0 in c.lhs_shape
+
+
+# --------------------------------------------------------------------------------------------
+# gradients as one convolution each
+# --------------------------------------------------------------------------------------------
+
+
+def _weight_grad(c: _Conv, lhs, cotangent, precision, pet, op):
+    """:func:`conv_weight_grad` for a validated config; ``op`` is the convolution to call."""
+    dtype = jnp.result_type(cotangent)
+    if _zeros_if_degenerate(c):
+        return jnp.zeros(c.rhs_shape, dtype)
+    lhs = jnp.asarray(lhs).astype(dtype)
+    pads = []
+    for n, k, p, s, (lo, _), a, d in zip(
+        c.n, c.k, c.p, c.strides, c.pads, c.lhs_dil, c.rhs_dil, strict=True
+    ):
+        pads.append((lo, (k - 1) * d + _dil(p, s) - _dil(n, a) - lo))
+    lhs_spec, rhs_spec, out_spec = c.dn
+    dn = ConvDimensionNumbers(_swap_nc(lhs_spec), _swap_nc(out_spec), _swap_nc(rhs_spec))
+    return op(
+        lhs,
+        cotangent,
+        window_strides=c.rhs_dil,
+        padding=pads,
+        lhs_dilation=c.lhs_dil,
+        rhs_dilation=c.strides,
+        dimension_numbers=dn,
+        feature_group_count=c.bgc,
+        batch_group_count=c.fgc,
+        precision=precision,
+        preferred_element_type=pet,
+    )
+
+
+def _input_grad(c: _Conv, rhs, cotangent, precision, pet, op):
+    """:func:`conv_input_grad` for a validated config; ``op`` is the convolution to call."""
+    dtype = jnp.result_type(cotangent)
+    if _zeros_if_degenerate(c):
+        return jnp.zeros(c.lhs_shape, dtype)
+    lhs_spec, rhs_spec, out_spec = c.dn
+    w = jnp.asarray(rhs).astype(dtype)
+    groups = max(c.fgc, c.bgc)
+    if groups > 1:
+        w = _fold_group(w, rhs_spec[0], rhs_spec[1], groups)
+    w = lax.rev(w, tuple(rhs_spec[2:]))
+    pads = []
+    for n, p, s, (lo, _), a, ke in zip(c.n, c.p, c.strides, c.pads, c.lhs_dil, c.keff, strict=True):
+        before = ke - 1 - lo
+        pads.append((before, (n - 1) * a + ke - _dil(p, s) - before))
+    out = op(
+        cotangent,
+        w,
+        window_strides=c.lhs_dil,
+        padding=pads,
+        lhs_dilation=c.strides,
+        rhs_dilation=c.rhs_dil,
+        dimension_numbers=ConvDimensionNumbers(out_spec, _swap_nc(rhs_spec), lhs_spec),
+        feature_group_count=groups,
+        precision=precision,
+        preferred_element_type=pet,
+    )
+    if c.bgc > 1:
+        out = _fold_group(out, lhs_spec[1], lhs_spec[0], c.bgc)
+    return out
+
+
+def conv_weight_grad(
+    lhs,
+    cotangent,
+    rhs_shape,
+    window_strides,
+    padding,
+    *,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision=None,
+    preferred_element_type=None,
+):
+    r"""``dl/dW`` of ``lax.conv_general_dilated`` given ``dl/dy``, as ONE convolution.
+
+    Per spatial dimension (stride :math:`s`, kernel dilation :math:`d`, input dilation
+    :math:`a`, padding :math:`(lo, hi)`; :math:`\tilde x` is ``x`` stretched by :math:`a` and
+    padded by :math:`lo`),
+
+    .. math::
+
+        \frac{\partial l}{\partial W}[o, i, k]
+          = \sum_{n, p} \bar y[n, o, p]\; \tilde x[n, c(o, i), p s + k d].
+
+    Read as a convolution: **the input correlated with the stride-dilated upstream
+    gradient**. The cotangent :math:`\bar y` plays the kernel, with kernel dilation = the
+    forward stride :math:`s` (its taps sit :math:`s` apart, exactly where the forward windows
+    started); the window stride is the forward kernel dilation :math:`d` (tap :math:`k` of ``W``
+    is the output position :math:`k`); the input keeps its dilation :math:`a` and low padding
+    :math:`lo`, and the high padding is whatever makes exactly :math:`K` outputs,
+    :math:`hi' = (K-1)d + \mathrm{dil}(P, s) - \mathrm{dil}(n, a) - lo` (may be negative: the
+    tail of the input no window reached is cropped). The batch axis ``N`` is the contraction
+    (feature) axis of this convolution and the input channels are its batch, so feature groups
+    of the forward become batch groups here and vice versa. No kernel flip: the forward pass
+    and this one are both cross-correlations of the input.
+
+    Seed 1.1(c)(iv): for ``x`` of shape ``(5, 2)``, ``W`` of shape ``(1, 2, 3)`` and stride 2,
+    ``dl/dW[0, c, k] = g[0] x[k, c] + g[1] x[k + 2, c]`` (0-based): the seed's two terms are this
+    sum over the two output positions.
+
+    Args:
+      lhs: the forward input ``x``.
+      cotangent: ``dl/dy``, of the forward output's shape.
+      rhs_shape: the kernel's shape.
+      window_strides, padding: as in ``lax.conv_general_dilated``.
+      lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count, batch_group_count,
+        precision, preferred_element_type: as in ``lax.conv_general_dilated``.
+
+    Returns:
+      ``dl/dW`` of shape ``rhs_shape``, equal to ``jax.vjp`` of the lax op.
+
+    Raises:
+      ValueError: naming the argument when the config is invalid or ``cotangent`` does not have
+        the output's shape.
+    """
+    c = _config(
+        jnp.shape(lhs),
+        rhs_shape,
+        window_strides,
+        padding,
+        lhs_dilation,
+        rhs_dilation,
+        dimension_numbers,
+        feature_group_count,
+        batch_group_count,
+    )
+    _check_array("cotangent", cotangent, c.out_shape, "the convolution's output shape")
+    return _weight_grad(
+        c, lhs, cotangent, precision, preferred_element_type, lax.conv_general_dilated
+    )
+
+
+def conv_input_grad(
+    rhs,
+    cotangent,
+    lhs_shape,
+    window_strides,
+    padding,
+    *,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision=None,
+    preferred_element_type=None,
+):
+    r"""``dl/dx`` of ``lax.conv_general_dilated`` given ``dl/dy``, as ONE convolution.
+
+    Per spatial dimension (notation of :func:`conv_weight_grad`; :math:`K_e = (K-1)d + 1`),
+
+    .. math::
+
+        \frac{\partial l}{\partial x}[n, c, t]
+          = \sum_{o, p, k} \bar y[n', o, p]\, W[o, i(c), k]\, [\, p s + k d = a t + lo \,]
+          = \sum_{k'} \hat y[a t + k' d]\; W[o, i, K - 1 - k'],
+
+    where :math:`\hat y` is :math:`\bar y` stretched by the forward stride :math:`s` and padded
+    by :math:`K_e - 1 - lo` below. Read as a convolution: **the stride-dilated upstream
+    gradient convolved with the flipped kernel** (a true convolution, i.e. a correlation with
+    the spatially reversed kernel, with input and output channels swapped), evaluated with
+    window stride = the forward input dilation :math:`a` and kernel dilation :math:`d`; the high
+    padding :math:`(n-1)a + K_e - \mathrm{dil}(P, s) - (K_e - 1 - lo)` makes exactly :math:`n`
+    outputs. Positions of ``x`` that no window reads get zero. With ``feature_group_count = G``
+    the kernel's groups move from its output to its input-channel axis and the convolution is
+    grouped by ``G``; with ``batch_group_count = B`` the same, and the ``B`` output-channel
+    groups are moved back into the batch axis afterwards.
+
+    The seed's "similarities and differences" (1.1(c)): the forward pass and the weight
+    gradient are both *correlations of the input* (the weight gradient with the stride-dilated
+    upstream gradient as kernel, no flip); the input gradient is the one with the *flipped*
+    kernel, and it runs over the stride-dilated upstream gradient, not over ``x``. The seed's
+    "convolution of the input with spatially-flipped filters" mixes the two.
+
+    Returns:
+      ``dl/dx`` of shape ``lhs_shape``, equal to ``jax.vjp`` of the lax op.
+
+    Raises:
+      ValueError: naming the argument when the config is invalid or ``cotangent`` does not have
+        the output's shape.
+    """
+    c = _config(
+        lhs_shape,
+        jnp.shape(rhs),
+        window_strides,
+        padding,
+        lhs_dilation,
+        rhs_dilation,
+        dimension_numbers,
+        feature_group_count,
+        batch_group_count,
+    )
+    _check_array("cotangent", cotangent, c.out_shape, "the convolution's output shape")
+    return _input_grad(
+        c, rhs, cotangent, precision, preferred_element_type, lax.conv_general_dilated
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the custom-VJP drop-in
+# --------------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6, 7, 8, 9, 10))
+def _conv(lhs, rhs, strides, padding, lhs_dil, rhs_dil, dn, fgc, bgc, precision, pet):
+    return lax.conv_general_dilated(
+        lhs, rhs, strides, padding, lhs_dil, rhs_dil, dn, fgc, bgc, precision, pet
+    )
+
+
+def _conv_fwd(lhs, rhs, strides, padding, lhs_dil, rhs_dil, dn, fgc, bgc, precision, pet):
+    out = _conv(lhs, rhs, strides, padding, lhs_dil, rhs_dil, dn, fgc, bgc, precision, pet)
+    return out, (lhs, rhs)
+
+
+def _conv_bwd(strides, padding, lhs_dil, rhs_dil, dn, fgc, bgc, precision, pet, res, g):
+    lhs, rhs = res
+    c = _config(lhs.shape, rhs.shape, strides, padding, lhs_dil, rhs_dil, dn, fgc, bgc)
+    # The backward convolutions are this custom-VJP op again, so every order of reverse-mode
+    # derivative runs through the closed form.
+    dlhs = _input_grad(c, rhs, g, precision, None, _closed_form_op)
+    drhs = _weight_grad(c, lhs, g, precision, None, _closed_form_op)
+    return dlhs.astype(lhs.dtype), drhs.astype(rhs.dtype)
+
+
+def _closed_form_op(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation,
+    rhs_dilation,
+    dimension_numbers,
+    feature_group_count=1,
+    batch_group_count=1,
+    precision=None,
+    preferred_element_type=None,
+):
+    """``_conv`` with lax's keyword names (explicit padding, resolved config)."""
+    return _conv(
+        lhs,
+        rhs,
+        tuple(window_strides),
+        tuple((int(lo), int(hi)) for lo, hi in padding),
+        tuple(lhs_dilation),
+        tuple(rhs_dilation),
+        dimension_numbers,
+        feature_group_count,
+        batch_group_count,
+        precision,
+        preferred_element_type,
+    )
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def _hashable_precision(precision):
+    if isinstance(precision, list):
+        return tuple(precision)
+    return precision
+
+
+def conv_general_dilated(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision=None,
+    preferred_element_type=None,
+):
+    r"""Drop-in for ``lax.conv_general_dilated`` whose VJP is the closed form.
+
+    Same arguments, same result, same positional order as the lax op. The backward pass
+    (``jax.custom_vjp``) is :func:`conv_input_grad` and :func:`conv_weight_grad`, one
+    convolution each, and those convolutions are this op again, so ``grad(grad(...))`` (and
+    any higher reverse-mode order) also runs through the closed form. ``jit`` and ``vmap``
+    work as for the lax op.
+    As for every ``jax.custom_vjp`` function, forward-mode autodiff (``jax.jvp``,
+    ``jax.jacfwd``, ``jax.hessian``) is not available: use ``lax.conv_general_dilated`` there.
+
+    The configuration arguments are static (Python values): the config is validated up front
+    by :func:`gated_jax.shapes.conv_output_shape`, so a bad config raises a ``ValueError``
+    naming the argument instead of an XLA error.
+    """
+    lhs = jnp.asarray(lhs)
+    rhs = jnp.asarray(rhs)
+    c = _config(
+        lhs.shape,
+        rhs.shape,
+        window_strides,
+        padding,
+        lhs_dilation,
+        rhs_dilation,
+        dimension_numbers,
+        feature_group_count,
+        batch_group_count,
+    )
+    return _conv(
+        lhs,
+        rhs,
+        c.strides,
+        c.pads,
+        c.lhs_dil,
+        c.rhs_dil,
+        c.dn,
+        c.fgc,
+        c.bgc,
+        _hashable_precision(precision),
+        preferred_element_type,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# dense Jacobians from the Kronecker delta E
+# --------------------------------------------------------------------------------------------
+
+
+def _deltas(c: _Conv) -> list[np.ndarray]:
+    """``E_j[p, k, t] = [p s + k d == a t + lo]`` per spatial dimension, as 0/1 arrays."""
+    out = []
+    for n, k, p, s, (lo, _), a, d in zip(
+        c.n, c.k, c.p, c.strides, c.pads, c.lhs_dil, c.rhs_dil, strict=True
+    ):
+        pp = np.arange(p)[:, None, None]
+        kk = np.arange(k)[None, :, None]
+        tt = np.arange(n)[None, None, :]
+        out.append((pp * s + kk * d == a * tt + lo).astype(np.float64))
+    return out
+
+
+def _group_index(c: _Conv) -> tuple[np.ndarray, np.ndarray]:
+    """Per output channel ``o``: its batch group and its feature group."""
+    o_total = c.rhs_shape[c.dn.rhs_spec[0]]
+    o = np.arange(o_total)
+    return o // (o_total // c.bgc), o // (o_total // c.fgc)
+
+
+def _to_user_layout(jc, c: _Conv, second_spec: Sequence[int]):
+    """Canonical ``(N, C, spatial...) + canonical second`` axes -> the user's layouts."""
+    r = len(c.out_shape)
+    perm = list(np.argsort(c.dn.out_spec)) + [r + int(i) for i in np.argsort(second_spec)]
+    return jnp.transpose(jc, perm)
+
+
+def _letters(count: int, skip: str) -> list[str]:
+    return [ch for ch in string.ascii_letters if ch not in skip][:count]
+
+
+def conv_weight_jacobian(
+    lhs,
+    rhs_shape,
+    window_strides,
+    padding,
+    *,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+):
+    r"""Dense ``d out / d W`` of ``lax.conv_general_dilated``, from the closed form.
+
+    Shape ``out.shape + rhs_shape``. With :math:`E` the Kronecker delta of the module docstring
+    (per spatial dimension :math:`E[p,k,t] = [ps + kd = at + lo]`),
+
+    .. math::
+
+        \frac{\partial y[n', o, p]}{\partial W[o', i, k]}
+          = \delta_{o o'} \sum_t x[b(o) N' + n',\; g(o) I + i,\; t]\; E[p, k, t]
+
+    with :math:`b(o)`, :math:`g(o)` the batch and feature group of output channel ``o``. The sum
+    has at most one term: it is the input patch under window ``p``, tap ``k`` (zero where the
+    tap reads padding or a hole of the input dilation). Built from this formula with constant
+    0/1 arrays, not by calling autodiff; the linear map is exact.
+
+    Seed 1.1(c)(ii): for ``x`` of shape ``(5, 2)``, ``W`` of shape ``(1, 2, 3)``, stride 2 the
+    entries are ``x[2i + k, c]`` (0-based) times :math:`\delta_{f f'}`; the seed's
+    ``x[m + 2(i-1)][l]`` is this with 1-based indices and the single filter's delta left
+    implicit.
+    """
+    lhs = jnp.asarray(lhs)
+    c = _config(
+        lhs.shape,
+        rhs_shape,
+        window_strides,
+        padding,
+        lhs_dilation,
+        rhs_dilation,
+        dimension_numbers,
+        feature_group_count,
+        batch_group_count,
+    )
+    nsp = len(c.n)
+    lhs_spec, rhs_spec, _ = c.dn
+    xc = jnp.transpose(lhs, lhs_spec)  # (N, C, t...)
+    n_total, c_total = xc.shape[:2]
+    o_total, i_size = c.rhs_shape[rhs_spec[0]], c.rhs_shape[rhs_spec[1]]
+    xc = xc.reshape((c.bgc, n_total // c.bgc, c.fgc, i_size) + xc.shape[2:])
+    bidx, gidx = _group_index(c)
+    xo = xc[bidx, :, gidx]  # (O, N', I, t...)
+    p_, k_, t_ = (_letters(3 * nsp, "onicq")[j::3] for j in range(3))
+    deltas = [jnp.asarray(e, lhs.dtype) for e in _deltas(c)]
+    eye = jnp.eye(o_total, dtype=lhs.dtype)
+    spec = (
+        "oni"
+        + "".join(t_)
+        + ","
+        + ",".join(p + k + t for p, k, t in zip(p_, k_, t_, strict=True))
+        + ",oq"
+    )
+    spec += "->no" + "".join(p_) + "qi" + "".join(k_)
+    jc = jnp.einsum(spec, xo, *deltas, eye, precision=lax.Precision.HIGHEST)
+    return _to_user_layout(jc, c, rhs_spec)
+
+
+def conv_input_jacobian(
+    rhs,
+    lhs_shape,
+    window_strides,
+    padding,
+    *,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+):
+    r"""Dense ``d out / d x`` of ``lax.conv_general_dilated``, from the closed form.
+
+    Shape ``out.shape + lhs_shape``. With :math:`E` as in the module docstring,
+
+    .. math::
+
+        \frac{\partial y[n', o, p]}{\partial x[n, c, t]}
+          = [n = b(o) N' + n']\,[c \in \text{group } g(o)]
+            \sum_k W[o, c - g(o) I, k]\; E[p, k, t].
+
+    The sum over taps has at most one term (:math:`k = (at + lo - ps)/d` when that is an integer
+    in :math:`[0, K)`), and **no term at all** -- a zero entry -- when ``x[t]`` lies outside
+    window ``p``. Seed 1.1(c)(iii) writes ``W[k - 2(i-1)][l]`` (1-based) for the ``(5, 2)``
+    example, which is this entry only inside the window; outside it the seed's index runs off
+    the kernel, where the true derivative is 0.
+    """
+    rhs = jnp.asarray(rhs)
+    c = _config(
+        lhs_shape,
+        rhs.shape,
+        window_strides,
+        padding,
+        lhs_dilation,
+        rhs_dilation,
+        dimension_numbers,
+        feature_group_count,
+        batch_group_count,
+    )
+    nsp = len(c.n)
+    lhs_spec, rhs_spec, _ = c.dn
+    wc = jnp.transpose(rhs, rhs_spec)  # (O, I, k...)
+    o_total, i_size = wc.shape[:2]
+    n_total = c.lhs_shape[lhs_spec[0]]
+    c_total = c.lhs_shape[lhs_spec[1]]
+    n_out = n_total // c.bgc
+    bidx, gidx = _group_index(c)
+    batch = (
+        np.arange(n_total)[None, None, :]
+        == (bidx * n_out)[None, :, None] + np.arange(n_out)[:, None, None]
+    )
+    chan = (
+        np.arange(c_total)[None, :, None]
+        == (gidx * i_size)[:, None, None] + np.arange(i_size)[None, None, :]
+    )
+    p_, k_, t_ = (_letters(3 * nsp, "oimcqn")[j::3] for j in range(3))
+    deltas = [jnp.asarray(e, rhs.dtype) for e in _deltas(c)]
+    spec = (
+        "oi" + "".join(k_) + "," + ",".join(p + k + t for p, k, t in zip(p_, k_, t_, strict=True))
+    )
+    spec += ",qon,oci->qo" + "".join(p_) + "nc" + "".join(t_)
+    jc = jnp.einsum(
+        spec,
+        wc,
+        *deltas,
+        jnp.asarray(batch, rhs.dtype),
+        jnp.asarray(chan, rhs.dtype),
+        precision=lax.Precision.HIGHEST,
+    )
+    return _to_user_layout(jc, c, lhs_spec)
+
+
+# --------------------------------------------------------------------------------------------
+# the seed's layer
+# --------------------------------------------------------------------------------------------
+
+
+def conv1d(x, w, *, stride: int = 1, padding=0, dilation: int = 1):
+    r"""The seed's 1-D layer: ``x`` of shape ``(..., T, C)``, ``w`` of shape ``(F, C, K)``.
+
+    Cross-correlation, as in the seed and in every deep-learning library:
+
+    .. math::
+
+        y[i, f] = \sum_{k=0}^{K-1} \sum_{c} x_{pad}[i s + k d,\ c]\; W[f, c, k],
+        \qquad i = 0, \dots, \lfloor (T + lo + hi - (K-1)d - 1) / s \rfloor,
+
+    with ``x_pad`` the input padded by ``(lo, hi)``. Seed 1.1(c)(i): ``x`` in
+    :math:`\mathbb{R}^{5 \times 2}`, ``W`` in :math:`\mathbb{R}^{1 \times 2 \times 3}`,
+    stride 2, no padding gives shape ``(2, 1)`` with
+    ``y[i, 0] = sum_{k, c} x[2i + k, c] W[0, c, k]`` (the seed's ``x[2i + m][c] W[m+2][c]``,
+    1-based, ``m = -1..1``). Gradients go through the closed form of
+    :func:`conv_general_dilated`.
+
+    Args:
+      x: ``(..., T, C)``; leading axes are batch axes.
+      w: ``(F, C, K)``.
+      stride: window stride ``s >= 1``.
+      padding: an int (both sides), a ``(lo, hi)`` pair (negative crops), or ``'SAME'``,
+        ``'SAME_LOWER'``, ``'VALID'``.
+      dilation: kernel dilation ``d >= 1``.
+
+    Returns:
+      ``(..., T_out, F)``.
+    """
+    x = jnp.asarray(x)
+    w = jnp.asarray(w)
+    if x.ndim < 2:
+        raise ValueError(f"x (shape={x.shape}) must have shape (..., T, C)")
+    if w.ndim != 3:
+        raise ValueError(f"w (shape={w.shape}) must have shape (F, C, K)")
+    if w.shape[1] != x.shape[-1]:
+        raise ValueError(
+            f"w (shape={w.shape}) must have as many input channels, w.shape[1], as x "
+            f"(shape={x.shape}) has, x.shape[-1] = {x.shape[-1]}"
+        )
+    for name, v in (("stride", stride), ("dilation", dilation)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} (={v!r}) must be an int >= 1")
+    if isinstance(padding, str):
+        pad = padding
+    elif isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
+        pad = ((int(padding), int(padding)),)
+    else:
+        try:
+            lo, hi = padding
+            pad = ((int(lo), int(hi)),)
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"padding (={padding!r}) must be an int, a (lo, hi) pair or a string"
+            ) from e
+    batch = x.shape[:-2]
+    xb = x.reshape((-1,) + x.shape[-2:])
+    y = conv_general_dilated(
+        xb, w, (stride,), pad, rhs_dilation=(dilation,), dimension_numbers=("NWC", "OIW", "NWC")
+    )
+    return y.reshape(batch + y.shape[-2:])
