@@ -36,3 +36,33 @@ from gated_jax.conv import conv_input_grad as conv_input_grad
 from gated_jax.conv import conv_input_jacobian as conv_input_jacobian
 from gated_jax.conv import conv_weight_grad as conv_weight_grad
 from gated_jax.conv import conv_weight_jacobian as conv_weight_jacobian
+
+# gated_jax.cell: the gated recurrence (issue 4)
+from gated_jax.cell import GatedParams as GatedParams
+from gated_jax.cell import gated_bptt as gated_bptt
+from gated_jax.cell import gated_scan as gated_scan
+from gated_jax.cell import gated_step as gated_step
+from gated_jax.cell import gradient_flow as gradient_flow
+from gated_jax.cell import init_gated_params as init_gated_params
+from gated_jax.cell import jacobian_norm_bound as jacobian_norm_bound
+from gated_jax.cell import jacobian_product as jacobian_product
+from gated_jax.cell import state_jacobians as state_jacobians
+from gated_jax.cell import step_jacobian as step_jacobian
+
+# gated_jax.nn / gated_jax.nnx: Flax modules, linen and NNX (issue 5). Both define GatedCell
+# and GatedRNN, so those are reached through the submodules (gated_jax.nn.GatedRNN, ...)
+from gated_jax import nn as nn
+from gated_jax import nnx as nnx
+from gated_jax.nn import from_gated_params as from_gated_params
+from gated_jax.nn import to_gated_params as to_gated_params
+
+# gated_jax.experiments: gradient-flow experiments, seed 1.2(d) (issue 6)
+from gated_jax.experiments import FlowConfig as FlowConfig
+from gated_jax.experiments import counterexample_check as counterexample_check
+from gated_jax.experiments import flow_sweep as flow_sweep
+from gated_jax.experiments import learning_experiment as learning_experiment
+from gated_jax.experiments import run_flow as run_flow
+from gated_jax.experiments import worst_case_search as worst_case_search
+
+# gated_jax.diagrams: the gated cell drawn unrolled in time (issue 7)
+from gated_jax.diagrams import draw_unrolled_cell as draw_unrolled_cell

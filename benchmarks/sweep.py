@@ -1,0 +1,13 @@
+"""Gradient-flow sweep: vmap over 64 configurations vs a Python loop (full size).
+
+Run: ``python benchmarks/sweep.py`` (``--quick`` for small sizes).
+"""
+
+import sys
+
+from gated_jax.bench.harness import device_line
+from gated_jax.bench.sweep import run
+
+if __name__ == "__main__":
+    print(device_line())
+    print(run(quick="--quick" in sys.argv).to_markdown())

@@ -1,0 +1,374 @@
+"""The gated recurrence: scan vs a NumPy loop, closed-form BPTT vs autodiff, Jacobians."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax import lax
+
+import gated_jax
+from gated_jax.cell import (
+    GatedParams,
+    gated_bptt,
+    gated_scan,
+    gated_step,
+    gradient_flow,
+    init_gated_params,
+    jacobian_norm_bound,
+    jacobian_product,
+    state_jacobians,
+    step_jacobian,
+)
+
+# ---- independent references (written here, not imported from the package) -------------------
+
+
+def np_loop(p, xs, z0, lengths=None, reverse=False):
+    """Seed 1.2 step by step in float64; xs (B, T, n), z0 (B, m)."""
+    w_x, w_c, w_z, b_c, b_x = (None if a is None else np.asarray(a, np.float64) for a in p)
+    B, T, _ = xs.shape
+    out = np.zeros((B, T, w_x.shape[0]))
+    for b in range(B):
+        z = np.array(z0[b], np.float64)
+        for t in range(T - 1, -1, -1) if reverse else range(T):
+            if lengths is None or t < lengths[b]:
+                pre = w_c @ xs[b, t] + w_z @ z + (0 if b_c is None else b_c)
+                c = 1 / (1 + np.exp(-pre))
+                z = c * z + (1 - c) * (w_x @ xs[b, t] + (0 if b_x is None else b_x))
+            out[b, t] = z
+    return out
+
+
+def plain(p, xs, z0, lengths=None, reverse=False):
+    """A plain lax.scan with all three matmuls in the step; xs (B, T, n), z0 (B, m)."""
+    T = xs.shape[1]
+    lengths = jnp.full(xs.shape[:1], T) if lengths is None else lengths
+
+    def step(z, inp):
+        x, t = inp
+        pre = x @ p.w_c.T + z @ p.w_z.T + (0.0 if p.b_c is None else p.b_c[None])
+        c = jax.nn.sigmoid(pre)
+        zn = c * z + (1 - c) * (x @ p.w_x.T + (0.0 if p.b_x is None else p.b_x[None]))
+        zn = jnp.where((t < lengths)[:, None], zn, z)
+        return zn, zn
+
+    _, zs = lax.scan(step, z0, (jnp.swapaxes(xs, 0, 1), jnp.arange(T)), reverse=reverse)
+    return jnp.swapaxes(zs, 0, 1)
+
+
+def rand_params(rng, n, m, bias, scale=1.0):
+    shapes = [(m, n), (m, n), (m, m)] + ([(m,), (m,)] if bias else [])
+    return GatedParams(*[scale * rng.normal(size=s) for s in shapes])
+
+
+def rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def tree_rel(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(la) == len(lb)
+    return max(rel(x, y) for x, y in zip(la, lb, strict=True))
+
+
+# ---- forward -----------------------------------------------------------------------------------
+
+CONFIGS = [
+    # (batch, T, n, m, bias, reverse, lengths?, remat, z0 kind)
+    ((), 5, 3, 4, False, False, False, False, "none"),
+    ((2, 3), 4, 2, 3, True, True, True, False, "bcast"),
+    ((3,), 9, 4, 2, True, False, True, True, "full"),
+    ((2,), 9, 3, 3, False, True, True, 4, "none"),  # remat, padded to 12 steps
+    ((2,), 66, 2, 3, True, True, True, False, "full"),  # 2 blocks of 33 steps, reversed
+]
+
+
+def _config(rng, batch, T, n, m, bias, has_len, zkind):
+    p = rand_params(rng, n, m, bias)
+    xs = rng.normal(size=batch + (T, n))
+    z0 = {"none": None, "full": rng.normal(size=batch + (m,)), "bcast": rng.normal(size=(m,))}[
+        zkind
+    ]
+    lengths = rng.integers(0, T + 1, size=batch) if has_len else None
+    return p, xs, z0, lengths
+
+
+def _flat(batch, T, n, m, xs, z0, lengths):
+    B = int(np.prod(batch))
+    xf = np.reshape(xs, (B, T, n))
+    zf = np.zeros((B, m)) if z0 is None else np.reshape(np.broadcast_to(z0, batch + (m,)), (B, m))
+    lf = None if lengths is None else np.reshape(lengths, (B,))
+    return xf, zf, lf
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_scan_equals_numpy_loop_and_grads_equal_autodiff(cfg):
+    batch, T, n, m, bias, reverse, has_len, remat, zkind = cfg
+    rng = np.random.default_rng(hash(cfg) % 2**32)
+    p, xs, z0, lengths = _config(rng, batch, T, n, m, bias, has_len, zkind)
+    xf, zf, lf = _flat(batch, T, n, m, xs, z0, lengths)
+    kw = dict(seq_lengths=lengths, reverse=reverse, remat=remat)
+    ct = rng.normal(size=batch + (T, m))
+    z0_arg = zf.reshape(batch + (m,)) if z0 is None else z0
+    if z0 is None:
+        assert rel(gated_scan(p, xs, **kw), gated_scan(p, xs, z0_arg, **kw)) == 0.0
+
+    def ours(p, xs, z0):
+        return gated_scan(p, xs, z0, **kw)
+
+    def ref(p, xs, z0):
+        z0b = jnp.broadcast_to(z0, batch + (m,)).reshape(-1, m)
+        lf_ = None if lengths is None else jnp.asarray(lf)
+        out = plain(p, xs.reshape(-1, T, n), z0b, lf_, reverse)
+        return out.reshape(batch + (T, m))
+
+    zs, vjp1 = jax.vjp(ours, p, xs, z0_arg)
+    assert zs.shape == batch + (T, m) and zs.dtype == jnp.float64
+    expect = np_loop(p, xf, zf, lf, reverse).reshape(batch + (T, m))
+    assert rel(zs, expect) < 1e-12
+    # vjp of every argument against autodiff of the plain scan
+    _, vjp2 = jax.vjp(ref, p, xs, z0_arg)
+    g1, g2 = vjp1(ct), vjp2(ct)
+    assert tree_rel(g1, g2) < 1e-11
+    # the exposed closed form agrees too, and dl/dW_x has W_x's shape (m, n)
+    g3 = gated_bptt(p, xs, z0_arg, ct, seq_lengths=lengths, reverse=reverse)
+    assert tree_rel(g3, g2) < 1e-11
+    assert g3[0].w_x.shape == (m, n)
+    if lengths is not None:
+        # no gradient past a sequence's length, exactly
+        t = np.arange(T)
+        past = t[None, :] >= np.reshape(lengths, (-1, 1))
+        dxs = np.reshape(np.asarray(g1[1]), (-1, T, n))
+        assert np.all(dxs[past.reshape(-1, T)] == 0.0)
+
+
+def test_held_states_past_length():
+    rng = np.random.default_rng(1)
+    p = rand_params(rng, 3, 4, True)
+    xs = rng.normal(size=(3, 6, 3))
+    z0 = rng.normal(size=(3, 4))
+    lengths = np.array([0, 2, 6])
+    zs = np.asarray(gated_scan(p, xs, z0, seq_lengths=lengths))
+    np.testing.assert_array_equal(zs[0], np.broadcast_to(z0[0], (6, 4)))
+    np.testing.assert_array_equal(zs[1, 2:], np.broadcast_to(zs[1, 1], (4, 4)))
+    zr = np.asarray(gated_scan(p, xs, z0, seq_lengths=lengths, reverse=True))
+    np.testing.assert_array_equal(zr[1, 2:], np.broadcast_to(z0[1], (4, 4)))
+
+
+def test_step_matches_scan_and_broadcasts():
+    rng = np.random.default_rng(2)
+    p = rand_params(rng, 3, 4, True)
+    xs = rng.normal(size=(2, 5, 3))
+    zs = gated_scan(p, xs)
+    z = np.zeros((2, 4))
+    for t in range(5):
+        z = gated_step(p, z, xs[:, t])
+        assert rel(z, zs[:, t]) < 1e-13
+    # a single state broadcast against a batch of inputs
+    zb = gated_step(p, np.ones(4), xs[:, 0])
+    assert zb.shape == (2, 4)
+    assert rel(zb[1], gated_step(p, np.ones(4), xs[1, 0])) < 1e-14
+
+
+def test_transforms_jit_vmap_params_jacrev_unroll():
+    rng = np.random.default_rng(3)
+    p = rand_params(rng, 3, 4, True)
+    xs = rng.normal(size=(5, 6, 3))
+    zs = gated_scan(p, xs)
+    assert rel(jax.jit(gated_scan)(p, xs), zs) < 1e-14
+    assert rel(jax.vmap(gated_scan, in_axes=(None, 0))(p, xs), zs) < 1e-14
+    assert rel(gated_scan(p, xs, unroll=3), zs) < 1e-14
+    # vmap over a stack of parameter sets, and its gradient
+    ps = jax.tree.map(lambda *a: jnp.stack(a), p, rand_params(rng, 3, 4, True))
+    out = jax.vmap(gated_scan, in_axes=(0, None))(ps, xs)
+    assert rel(out[1], gated_scan(jax.tree.map(lambda a: a[1], ps), xs)) < 1e-14
+    loss = lambda p, x: jnp.sum(jnp.tanh(gated_scan(p, x, unroll=2)))
+    gv = jax.vmap(jax.grad(loss), in_axes=(0, None))(ps, xs)
+    g0 = jax.grad(lambda p, x: jnp.sum(jnp.tanh(plain(p, x, jnp.zeros((5, 4))))))(
+        jax.tree.map(lambda a: a[0], ps), xs
+    )
+    assert tree_rel(jax.tree.map(lambda a: a[0], gv), g0) < 1e-12
+
+
+def test_forward_mode_switch():
+    rng = np.random.default_rng(4)
+    p = rand_params(rng, 3, 4, False)
+    xs = rng.normal(size=(6, 3))
+    with pytest.raises(TypeError, match="backward='autodiff'"):
+        jax.jvp(lambda x: gated_scan(p, x), (xs,), (xs,))
+    jf = jax.jacfwd(lambda x: gated_scan(p, x, backward="autodiff"))(xs)
+    jr = jax.jacrev(lambda x: gated_scan(p, x))(xs)
+    jp = jax.jacfwd(lambda x: plain(p, x[None], jnp.zeros((1, 4)))[0])(xs)
+    assert jr.shape == (6, 4, 6, 3) and rel(jf, jp) < 1e-12 and rel(jr, jp) < 1e-12
+    jfr = jax.jacfwd(lambda x: gated_scan(p, x, backward="autodiff", remat=True))(xs)
+    assert rel(jfr, jp) < 1e-12
+    # hessian (forward over reverse) differentiates the closed-form backward pass itself
+    f = lambda x, **k: jnp.sum(jnp.sin(gated_scan(p, x, **k)))
+    h1 = jax.hessian(f)(xs)
+    h2 = jax.hessian(lambda x: jnp.sum(jnp.sin(plain(p, x[None], jnp.zeros((1, 4))))))(xs)
+    assert rel(h1, h2) < 1e-11
+
+
+def test_dtypes_float32_bfloat16():
+    p32 = init_gated_params(jax.random.key(0), 8, 16, use_bias=True, dtype=jnp.float32)
+    xs = jax.random.normal(jax.random.key(1), (2, 10, 8), jnp.float32)
+    z32 = gated_scan(p32, xs)
+    assert z32.dtype == jnp.float32
+    p64 = jax.tree.map(lambda a: a.astype(jnp.float64), p32)
+    z64 = gated_scan(p64, xs.astype(jnp.float64))
+    assert rel(z32, z64) < 1e-5
+    g = jax.grad(lambda p: jnp.sum(gated_scan(p, xs) ** 2))(p32)
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(g))
+    pb = jax.tree.map(lambda a: a.astype(jnp.bfloat16), p32)
+    zb = gated_scan(pb, xs.astype(jnp.bfloat16))
+    assert zb.dtype == jnp.bfloat16
+    # float32 accumulation: only the bf16 rounding of inputs/params/outputs, no drift over T
+    zref = gated_scan(
+        jax.tree.map(lambda a: a.astype(jnp.float32), pb),
+        xs.astype(jnp.bfloat16).astype(jnp.float32),
+    )
+    assert rel(zb.astype(jnp.float32), zref) < 1e-2
+    gb = jax.grad(lambda p: jnp.sum(gated_scan(p, xs.astype(jnp.bfloat16)).astype(jnp.float32)))(pb)
+    assert all(a.dtype == jnp.bfloat16 for a in jax.tree.leaves(gb))
+
+
+def test_empty_sequence_and_reexports():
+    p = init_gated_params(jax.random.key(0), 3, 4)
+    zs = gated_scan(p, jnp.zeros((2, 0, 3)))
+    assert zs.shape == (2, 0, 4)
+    g = jax.grad(lambda x: jnp.sum(gated_scan(p, x)))(jnp.zeros((2, 0, 3)))
+    assert g.shape == (2, 0, 3)
+    assert gated_jax.gated_scan is gated_scan and gated_jax.GatedParams is GatedParams
+
+
+def test_init():
+    p = init_gated_params(jax.random.key(0), 5, 7, use_bias=True, dtype=jnp.float64)
+    assert p.w_x.shape == p.w_c.shape == (7, 5) and p.w_z.shape == (7, 7)
+    assert p.b_c.shape == p.b_x.shape == (7,) and p.w_x.dtype == jnp.float64
+    np.testing.assert_allclose(p.w_z @ p.w_z.T, np.eye(7), atol=1e-12)
+    big = init_gated_params(jax.random.key(1), 200, 150)
+    assert big.b_c is None and abs(float(jnp.var(big.w_x)) * 200 - 1) < 0.05
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda p: gated_scan(p, np.zeros(3)), "xs"),
+        (lambda p: gated_scan(p, np.zeros((4, 5))), "n = 3"),
+        (lambda p: gated_scan(p._replace(w_z=np.zeros((4, 3))), np.zeros((4, 3))), "w_z"),
+        (lambda p: gated_scan(p._replace(w_c=np.zeros((3, 3))), np.zeros((4, 3))), "w_c"),
+        (lambda p: gated_scan(p._replace(b_c=np.zeros(3)), np.zeros((4, 3))), "b_c"),
+        (lambda p: gated_scan(p, np.zeros((2, 4, 3)), np.zeros((3, 4))), "z0"),
+        (lambda p: gated_scan(p, np.zeros((2, 4, 3)), np.zeros((2, 5))), "z0"),
+        (lambda p: gated_scan(p, np.zeros((2, 4, 3)), seq_lengths=np.array([1])), "seq_lengths"),
+        (lambda p: gated_scan(p, np.zeros((2, 4, 3)), seq_lengths=np.array([1, 5])), r"\[0, 4\]"),
+        (lambda p: gated_scan(p, np.zeros((2, 4, 3)), seq_lengths=np.array([-1, 2])), "-1"),
+        (lambda p: gated_scan(p, np.zeros((2, 4, 3)), seq_lengths=np.ones(2)), "integers"),
+        (lambda p: gated_scan(p, np.zeros((4, 3)), unroll=0), "unroll"),
+        (lambda p: gated_scan(p, np.zeros((4, 3)), remat=-2), "remat"),
+        (lambda p: gated_scan(p, np.zeros((4, 3)), backward="fast"), "backward"),
+        (lambda p: gated_bptt(p, np.zeros((4, 3)), None, np.zeros((4, 3))), "dzs"),
+        (lambda p: gated_step(p, np.zeros(4), np.zeros(2)), "x_t"),
+        (lambda p: step_jacobian(p, np.zeros(3), np.zeros(3)), "z_prev"),
+        (lambda p: jacobian_product(p, np.zeros((4, 3)), start=3, end=2), "start"),
+        (lambda p: init_gated_params(jax.random.key(0), 0, 3), "n"),
+    ],
+)
+def test_bad_input_raises_value_error_naming_argument(call, match):
+    p = GatedParams(np.zeros((4, 3)), np.zeros((4, 3)), np.zeros((4, 4)))
+    with pytest.raises(ValueError, match=match):
+        call(p)
+
+
+# ---- Jacobians -------------------------------------------------------------------------------
+
+
+def _perturbed_states(p, xs, z0, deltas):
+    """States z[1..T] of the plain scan when ``deltas[k]`` is added to ``z[k]`` (k = 0..T-1).
+
+    So ``d z[e] / d deltas[k] = dz[e]/dz[k]`` for ``k < e``: one ``jacfwd`` gives every
+    product of Jacobians, independently of the library's formulas.
+    """
+
+    def step(z, inp):
+        x, d = inp
+        z = z + d
+        out = plain(p, x[None, None], z[None])[0, 0]
+        return out, out
+
+    return lax.scan(step, z0, (xs, deltas))[1]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_jacobians_match_jacfwd(seed):
+    rng = np.random.default_rng(10 + seed)
+    n, m, T = 3, 4, 6
+    p = rand_params(rng, n, m, seed == 0, scale=1.0 + 2 * seed)
+    xs, z0 = rng.normal(size=(T, n)), rng.normal(size=m)
+    # D[e-1, :, k, :] = dz[e]/dz[k]
+    D = jax.jit(jax.jacfwd(_perturbed_states, argnums=3))(p, xs, z0, jnp.zeros((T, m)))
+    # one step, at the first state
+    assert rel(step_jacobian(p, z0, xs[0]), D[0, :, 0]) < 1e-13
+    # all steps, and batched
+    Js = state_jacobians(p, xs, z0)
+    assert Js.shape == (T, m, m)
+    assert rel(Js, jnp.stack([D[t, :, t] for t in range(T)])) < 1e-13
+    Jb = state_jacobians(p, np.stack([xs, 2 * xs]), np.stack([z0, z0]))
+    assert Jb.shape == (2, T, m, m) and rel(Jb[0], Js) < 1e-14
+    # products dz[end]/dz[start]
+    for start, end in [(0, T), (2, 5), (0, 1), (5, 6)]:
+        assert rel(jacobian_product(p, xs, z0, start=start, end=end), D[end - 1, :, start]) < 1e-12
+    np.testing.assert_array_equal(jacobian_product(p, xs, z0, start=3, end=3), np.eye(m))
+    # gradient flow: spectral norms of dz[T]/dz[k], k = 0..T
+    ref = [np.linalg.norm(D[T - 1, :, k], 2) for k in range(T)] + [1.0]
+    gf = gradient_flow(p, xs, z0)
+    assert gf.shape == (T + 1,) and rel(gf, np.array(ref)) < 1e-12
+
+
+_bound_fn = jax.jit(
+    lambda p, xs, z0: (
+        jnp.linalg.matrix_norm(state_jacobians(p, xs, z0), ord=2),
+        jacobian_norm_bound(p, xs, z0),
+    )
+)
+
+
+@settings(max_examples=60)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    w_scale=st.floats(0.01, 30.0),
+    x_scale=st.floats(0.0, 10.0),
+    z_scale=st.floats(0.0, 10.0),
+)
+def test_norm_bound_is_an_upper_bound(seed, w_scale, x_scale, z_scale):
+    rng = np.random.default_rng(seed)
+    p = rand_params(rng, 3, 5, True, scale=w_scale)
+    xs = x_scale * rng.normal(size=(4, 8, 3))
+    z0 = z_scale * rng.normal(size=(4, 5))
+    actual, bound = _bound_fn(p, xs, z0)
+    assert bound.shape == (4, 8)
+    assert np.all(np.asarray(actual) <= np.asarray(bound) * (1 + 1e-12) + 1e-15)
+
+
+def test_gradient_flow_shows_vanishing_and_growth():
+    """Seed 1.2(d) says gradients cannot explode; a large W_z with states far from u says no."""
+    rng = np.random.default_rng(7)
+    m = 6
+    small = GatedParams(0.1 * rng.normal(size=(m, 2)), rng.normal(size=(m, 2)), 0.01 * np.eye(m))
+    xs = rng.normal(size=(40, 2))
+    gf = gradient_flow(small, xs)
+    assert gf[0] < 1e-6 * gf[-1]  # vanishing
+    # large W_z, gate kept half open by its bias, state far from the candidate u = -1:
+    # J = 0.5 I + 0.25 (z - u) W_z = 4.5 I, a one-step gain of 4.5
+    big = GatedParams(
+        np.zeros((m, 2)), np.zeros((m, 2)), 8.0 * np.eye(m), -8.0 * np.ones(m), -np.ones(m)
+    )
+    J = step_jacobian(big, np.ones(m), np.zeros(2))
+    np.testing.assert_allclose(J, 4.5 * np.eye(m), rtol=1e-14)
+    assert float(jacobian_norm_bound(big, np.zeros((1, 2)), np.ones(m))[0]) >= 4.5
+    chex.assert_trees_all_close(J, J.T)

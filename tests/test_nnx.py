@@ -1,0 +1,265 @@
+"""NNX modules: GatedCell in nnx.RNN / nnx.Bidirectional, GatedRNN, training and transforms."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+from flax import nnx
+
+from gated_jax import nn as gnn
+from gated_jax.cell import GatedParams, gated_scan
+from gated_jax.nnx import GatedCell, GatedRNN
+
+F64 = jnp.float64
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def _randomize(module, seed):
+    """Random normal values (numpy, no compilation) in every Param; biases nonzero."""
+    state = nnx.state(module, nnx.Param)
+    leaves, tdef = jax.tree.flatten(state)
+    rng = np.random.default_rng(seed)
+    new = [jnp.asarray(0.7 * rng.normal(size=l.shape), l.dtype) for l in leaves]
+    nnx.update(module, jax.tree.unflatten(tdef, new))
+    return module
+
+
+def _make(cls, n, m, seed, **kw):
+    """``cls(n, m, ...)`` built abstractly (no initialiser runs) and filled with random weights."""
+    return _randomize(nnx.eval_shape(lambda: cls(n, m, rngs=nnx.Rngs(0), **kw)), seed)
+
+
+def _linen_tree(cell: GatedCell):
+    """The NNX cell's weights as a linen parameter tree (same names, same leaves)."""
+    return gnn.from_gated_params(cell.gated_params())
+
+
+B, T, N, M = 3, 6, 4, 5  # shared small sizes: repeated shapes reuse compiled primitives
+
+
+def _run(model, xs, **kw):
+    """``model(xs, **kw)`` under ``nnx.jit``; array keywords are traced, the rest static."""
+    arrays = {k: v for k, v in kw.items() if isinstance(v, jax.Array)}
+    static = {k: v for k, v in kw.items() if k not in arrays}
+    return nnx.jit(lambda model, xs, arrays: model(xs, **arrays, **static))(model, xs, arrays)
+
+
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_cell_shapes_and_initialize_carry(use_bias):
+    cell = GatedCell(5, 6, use_bias=use_bias, rngs=nnx.Rngs(0))
+    params = nnx.state(cell, nnx.Param)
+    shapes = jax.tree.map(jnp.shape, nnx.to_pure_dict(params))
+    expected = {"ic": {"kernel": (5, 6)}, "hc": {"kernel": (6, 6)}, "ix": {"kernel": (5, 6)}}
+    if use_bias:
+        expected["ic"]["bias"] = (6,)
+        expected["ix"]["bias"] = (6,)
+    assert shapes == expected
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(params))
+    assert cell.num_feature_axes == 1
+    carry = cell.initialize_carry((2, 3, 5))
+    assert carry.shape == (2, 3, 6) and carry.dtype == jnp.float32
+    np.testing.assert_array_equal(carry, 0.0)
+    # a random carry_init draws from the given rngs (Rngs -> its carry stream, or a stream)
+    normal = nnx.initializers.normal(1.0)
+    a = cell.initialize_carry((4, 5), nnx.Rngs(carry=1), carry_init=normal)
+    b = cell.initialize_carry((4, 5), nnx.Rngs(carry=1).carry, carry_init=normal)
+    c = cell.initialize_carry((4, 5), nnx.Rngs(carry=2), carry_init=normal)
+    assert a.shape == (4, 6)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    new, y = cell(carry, jnp.ones((2, 3, 5), jnp.float32))
+    assert new.shape == (2, 3, 6)
+    np.testing.assert_array_equal(new, y)
+
+
+def test_cell_equals_linen_cell_same_weights():
+    rng = np.random.default_rng(0)
+    for trial in range(4):
+        n, m = (int(v) for v in rng.integers(1, 6, size=2))
+        batch = tuple(int(v) for v in rng.integers(1, 4, size=trial % 3))
+        use_bias = bool(trial % 2)
+        cell = _make(GatedCell, n, m, trial, use_bias=use_bias, param_dtype=F64)
+        x = jnp.asarray(rng.normal(size=batch + (n,)))
+        z = jnp.asarray(rng.normal(size=batch + (m,)))
+        linen = gnn.GatedCell(m, use_bias=use_bias, param_dtype=F64)
+        new, ref = nnx.jit(
+            lambda cell, z, x, linen=linen: (
+                cell(z, x)[0],
+                linen.apply({"params": _linen_tree(cell)}, z, x)[0],
+            )
+        )(cell, z, x)
+        assert _rel(new, ref) < 1e-14
+
+
+@pytest.mark.parametrize("reverse,keep_order", [(False, False), (True, True)])
+def test_step_by_hand_equals_nnx_rnn_and_gated_rnn(reverse, keep_order):
+    xs = jax.random.normal(jax.random.key(0), (B, T, N), F64)
+    cell = _make(GatedCell, N, M, 1, use_bias=True, param_dtype=F64)
+    rnn = nnx.RNN(cell, return_carry=True, reverse=reverse, keep_order=keep_order)
+    carry, ys = _run(rnn, xs)
+    z = cell.initialize_carry((B, N))
+    step = nnx.jit(lambda cell, z, x: cell(z, x))
+    steps = []
+    for t in range(T - 1, -1, -1) if reverse else range(T):
+        z, y = step(cell, z, xs[:, t])
+        steps.append(y)
+    expected = jnp.stack(steps, axis=1)
+    if reverse and keep_order:
+        expected = expected[:, ::-1]
+    assert _rel(ys, expected) < 1e-13 and _rel(carry, z) < 1e-13
+    fast = _make(GatedRNN, N, M, 9, use_bias=True, param_dtype=F64)
+    nnx.update(fast, nnx.state(rnn, nnx.Param))
+    fc, fy = _run(fast, xs, return_carry=True, reverse=reverse, keep_order=keep_order)
+    assert _rel(fy, expected) < 1e-13 and _rel(fc, z) < 1e-13
+
+
+def test_gated_rnn_state_tree_matches_nnx_rnn():
+    slow = nnx.eval_shape(lambda: nnx.RNN(GatedCell(3, 4, use_bias=True, rngs=nnx.Rngs(0))))
+    fast = nnx.eval_shape(lambda: GatedRNN(3, 4, use_bias=True, rngs=nnx.Rngs(0)))
+    ps, pf = nnx.state(slow, nnx.Param), nnx.state(fast, nnx.Param)
+    assert jax.tree.structure(ps) == jax.tree.structure(pf)
+    shape = lambda s: jax.tree.map(lambda a: a.shape, nnx.to_pure_dict(s))
+    assert shape(ps) == shape(pf)
+    assert shape(pf) == {
+        "cell": {
+            "ic": {"kernel": (3, 4), "bias": (4,)},
+            "hc": {"kernel": (4, 4)},
+            "ix": {"kernel": (3, 4), "bias": (4,)},
+        }
+    }
+
+
+def test_gated_rnn_equals_nnx_rnn_and_linen():
+    """Options sweep, float64: fast NNX layer == nnx.RNN(GatedCell) == linen GatedRNN."""
+    rng = np.random.default_rng(0)
+    for trial in range(4):
+        time_major, reverse, keep_order = (bool(v) for v in rng.integers(2, size=3))
+        use_lengths = bool(trial % 2)
+        T, n, m = int(rng.integers(1, 7)), int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        x = jnp.asarray(rng.normal(size=(B, T, n)))
+        xs = jnp.swapaxes(x, 0, 1) if time_major else x
+        lengths = jnp.asarray(rng.integers(1, T + 1, size=(B,))) if use_lengths else None
+        z0 = jnp.asarray(rng.normal(size=(B, m)))
+        kw = dict(return_carry=True, time_major=time_major, reverse=reverse, keep_order=keep_order)
+        arrays = dict(initial_carry=z0)
+        if lengths is not None:
+            arrays["seq_lengths"] = lengths
+        fast = _make(GatedRNN, n, m, trial, use_bias=True, param_dtype=F64)
+        slow = nnx.RNN(_make(GatedCell, n, m, 99, use_bias=True, param_dtype=F64))
+        nnx.update(slow, nnx.state(fast, nnx.Param))
+        cf, yf = _run(fast, xs, **kw, **arrays)
+        cs, ys = _run(slow, xs, **kw, **arrays)
+        linen = gnn.GatedRNN(m, use_bias=True, param_dtype=F64, **kw)
+        cl, yl = jax.jit(linen.apply)({"params": {"cell": _linen_tree(fast.cell)}}, xs, **arrays)
+        assert _rel(cf, cs) < 1e-12 and _rel(cf, cl) < 1e-14
+        assert _rel(yf, yl) < 1e-14
+        if lengths is None:
+            assert _rel(yf, ys) < 1e-12
+        else:
+            valid = np.arange(T)[None, :] < np.asarray(lengths)[:, None]  # (B, T)
+            valid = valid.T if time_major else valid
+            assert _rel(np.asarray(yf)[valid], np.asarray(ys)[valid]) < 1e-12
+
+
+def test_bidirectional():
+    xs = jax.random.normal(jax.random.key(0), (B, T, N), F64)
+
+    def rnn(fast, seed):
+        if fast:
+            return _make(GatedRNN, N, M, seed, use_bias=True, param_dtype=F64)
+        return nnx.RNN(_make(GatedCell, N, M, seed, use_bias=True, param_dtype=F64))
+
+    slow = nnx.Bidirectional(rnn(False, 0), rnn(False, 1))
+    fast = nnx.Bidirectional(rnn(True, 2), rnn(True, 3))
+    nnx.update(fast, nnx.state(slow, nnx.Param))
+    lengths = jnp.array([T, 2, 4])
+    out_s = _run(slow, xs, seq_lengths=lengths)
+    out_f = _run(fast, xs, seq_lengths=lengths)
+    assert out_f.shape == (B, T, 2 * M)
+    for b, L in enumerate(lengths.tolist()):
+        assert _rel(out_f[b, :L], out_s[b, :L]) < 1e-13
+
+
+def test_gradients_equal_nnx_rnn():
+    xs = jax.random.normal(jax.random.key(1), (B, T, N), F64)
+    lengths = jnp.array([T, 3, 5])
+    mask = (jnp.arange(T)[None, :] < lengths[:, None])[..., None]
+    fast = _make(GatedRNN, N, M, 2, use_bias=True, param_dtype=F64)
+    slow = nnx.RNN(_make(GatedCell, N, M, 3, use_bias=True, param_dtype=F64))
+    nnx.update(slow, nnx.state(fast, nnx.Param))
+
+    @nnx.jit
+    def grads(model):
+        def loss(model):
+            carry, ys = model(xs, seq_lengths=lengths, return_carry=True)
+            return jnp.sum(jnp.where(mask, jnp.tanh(ys), 0.0)) + jnp.sum(carry**2)
+
+        return nnx.grad(loss)(model)
+
+    lf, ls = jax.tree.leaves(grads(fast)), jax.tree.leaves(grads(slow))
+    assert len(lf) == len(ls) == 5
+    for a, b in zip(lf, ls, strict=True):
+        assert _rel(a, b) < 1e-11
+
+
+def test_load_gated_params_and_errors():
+    rng = np.random.default_rng(0)
+    gp = GatedParams(*(jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (4, 3), (4, 4), 4, 4]))
+    layer = _make(GatedRNN, 3, 4, 0, use_bias=True, param_dtype=F64)
+    layer.cell.load_gated_params(gp)
+    xs = jax.random.normal(jax.random.key(1), (2, 6, 3), F64)
+    y, ref = nnx.jit(lambda layer, xs, gp: (layer(xs), gated_scan(gp, xs)))(layer, xs, gp)
+    assert _rel(y, ref) < 1e-14
+    with pytest.raises(ValueError, match=r"`params.b_c`"):
+        _make(GatedCell, 3, 4, 0).load_gated_params(gp)
+    with pytest.raises(ValueError, match=r"`in_features` \(=0\)"):
+        GatedCell(0, 4, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"`hidden_features` \(=-1\)"):
+        GatedRNN(3, -1, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"in_features = 3; got shape \(2, 6, 5\)"):
+        layer(jnp.ones((2, 6, 5)))
+    with pytest.raises(ValueError, match=r"`carry` must have shape"):
+        layer.cell(jnp.ones((2, 5)), jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"`seq_lengths`"):
+        layer(xs, seq_lengths=jnp.array([1, 2, 3]))
+
+
+def test_float32_matches_linen():
+    fast = _make(GatedRNN, N, M, 4, param_dtype=jnp.float32)
+    xs = jax.random.normal(jax.random.key(2), (B, T, N), jnp.float32)
+    y = _run(fast, xs)
+    assert y.dtype == jnp.float32
+    linen = nn.RNN(gnn.GatedCell(M))
+    ref = jax.jit(linen.apply)({"params": {"cell": _linen_tree(fast.cell)}}, xs)
+    np.testing.assert_allclose(y, ref, rtol=2e-5, atol=2e-6)
+
+
+def test_cell_in_nnx_rnn_trains_under_nnx_jit():
+    """``nnx.RNN(GatedCell)`` (its RNG stream included) trains with ``nnx.Optimizer``."""
+    import optax
+
+    xs = jax.random.normal(jax.random.key(3), (B, T, N), jnp.float32)
+    target = jnp.cumsum(xs[..., :1], axis=1) / T
+    model = nnx.RNN(GatedCell(N, M, use_bias=True, rngs=nnx.Rngs(0)))
+    readout = jnp.ones((M, 1), jnp.float32) / M
+    optimizer = nnx.Optimizer(model, optax.adam(5e-2), wrt=nnx.Param)
+    before = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
+
+    @nnx.jit
+    def train_step(model, optimizer):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(xs) @ readout - target) ** 2))(model)
+        optimizer.update(model, grads)
+        return loss
+
+    losses = [float(train_step(model, optimizer)) for _ in range(15)]
+    assert losses[-1] < 0.5 * losses[0], losses
+    after = nnx.state(model, nnx.Param)
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
+        assert not np.allclose(a, b)
