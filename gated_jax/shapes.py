@@ -915,9 +915,13 @@ def receptive_field(layers: Sequence[Any]) -> ReceptiveField:
     (Araujo et al., *Computing receptive fields of convolutional neural networks*, Distill
     2019, who track the centre ``start + (size-1)/2`` instead of the first position). Output
     element ``i`` of the last layer depends on input positions inside
-    ``[start + i*jump, start + i*jump + size - 1]``, and, with non-zero weights and no holes
-    from dilation or ``stride > kernel``, on every one of them that lies inside the input:
-    this span is exactly the support of ``jax.grad`` of that output element.
+    ``[start + i*jump, start + i*jump + size - 1]``: the support of ``jax.grad`` of that
+    output element always lies inside this span (clipped to the input). With non-zero weights,
+    no padding, and no holes from dilation or ``stride > kernel``, it *is* the span. Padding on
+    an inner layer can leave positions at the span's edge unread: a window that reaches into an
+    inner layer's padding reads zeros there, not the input positions the span formula maps them
+    to (e.g. layers ``[(2, 1, 1, 0), (4, 4, 1, 1), (3, 1, 1, 2)]`` on 17 inputs: the last
+    output's span is 11..16, but input 16 gets no gradient).
 
     Args:
       layers: a sequence of :class:`ConvLayer`, plain tuples ``(kernel, stride, dilation,

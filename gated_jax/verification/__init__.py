@@ -70,6 +70,11 @@ def run_all(seed: int = 0, progress: Callable[[str], None] | None = None) -> lis
     return rows
 
 
+def _fmt_error(v: float) -> str:
+    # Ratios near 1 (a bound's actual/bound) need digits that scientific .2e rounds away.
+    return f"{v:.2e}" if v < 1e-2 or v == float("inf") else f"{v:.6f}"
+
+
 def format_table(rows: list[Check]) -> str:
     """Markdown table of the checks."""
     lines = [
@@ -79,6 +84,6 @@ def format_table(rows: list[Check]) -> str:
     for r in rows:
         lines.append(
             f"| {r.capability} | {r.formula} | {r.reference} | {r.cases} | "
-            f"{r.max_rel_error:.2e} | {'yes' if r.ok else '**NO**'} |"
+            f"{_fmt_error(r.max_rel_error)} | {'yes' if r.ok else '**NO**'} |"
         )
     return "\n".join(lines)
