@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import string
 from collections.abc import Sequence
 
@@ -51,7 +52,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from gated_jax.shapes import conv_output_shape, padding_pairs
+from gated_jax.shapes import _dilate as _dil
+from gated_jax.shapes import _index, conv_output_shape, padding_pairs
 
 __all__ = [
     "conv1d",
@@ -63,11 +65,6 @@ __all__ = [
 ]
 
 ConvDimensionNumbers = lax.ConvDimensionNumbers
-
-
-def _dil(size: int, factor: int) -> int:
-    """Length of a signal of ``size`` samples with ``factor - 1`` zeros between samples."""
-    return 0 if size == 0 else (size - 1) * factor + 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -746,13 +743,13 @@ def conv1d(x, w, *, stride: int = 1, padding=0, dilation: int = 1):
     else:
         try:
             lo, hi = padding
-            pad = ((int(lo), int(hi)),)
+            pad = ((_index(lo, "padding[0]"), _index(hi, "padding[1]")),)
         except (TypeError, ValueError) as e:
             raise ValueError(
                 f"padding (={padding!r}) must be an int, a (lo, hi) pair or a string"
             ) from e
     batch = x.shape[:-2]
-    xb = x.reshape((-1,) + x.shape[-2:])
+    xb = x.reshape((math.prod(batch),) + x.shape[-2:])
     y = conv_general_dilated(
         xb, w, (stride,), pad, rhs_dilation=(dilation,), dimension_numbers=("NWC", "OIW", "NWC")
     )

@@ -63,7 +63,6 @@ __all__ = [
 ]
 
 _LAX_PADDINGS = ("SAME", "SAME_LOWER", "VALID")
-_FLAX_PADDINGS = ("CIRCULAR", "REFLECT", "CAUSAL")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -71,7 +70,9 @@ _FLAX_PADDINGS = ("CIRCULAR", "REFLECT", "CAUSAL")
 
 
 def _index(value: Any, name: str) -> int:
-    """``operator.index(value)`` with a ``ValueError`` naming ``name`` (floats are rejected)."""
+    """``operator.index(value)`` with a ``ValueError`` naming ``name`` (floats, bools rejected)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} (={value!r}) must be an integer, not a bool")
     try:
         return operator.index(value)
     except TypeError:
@@ -649,8 +650,8 @@ def _flax_padding(padding: Any, rank: int) -> Any:
         for p in padding:
             if isinstance(p, int):
                 new.append((p, p))
-            elif isinstance(p, tuple) and len(p) == 2:
-                new.append(p)
+            elif isinstance(p, Sequence) and not isinstance(p, str) and len(p) == 2:
+                new.append(tuple(p))  # linen turns list attributes into tuples when bound
             else:
                 break
         if len(new) == rank:
@@ -842,7 +843,10 @@ class ReceptiveField(NamedTuple):
 
 def _layer_dims(layer: Any, idx: int) -> tuple[list, bool]:
     if isinstance(layer, dict):
-        layer = ConvLayer(**layer)
+        try:
+            layer = ConvLayer(**layer)
+        except TypeError as e:
+            raise ValueError(f"layers[{idx}] (={layer!r}): {e}") from None
     elif not isinstance(layer, ConvLayer):
         if isinstance(layer, (int, np.integer)):
             layer = (layer,)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from jax import lax
 
 import gated_jax
+import gated_jax as gj
 from gated_jax import conv
 from gated_jax.verification import conv as vconv
 
@@ -572,3 +573,14 @@ def test_bench_suite_quick_table():
     assert [r[-1] for r in table.rows] == ["yes"] * 4
     a, b = (jax.jit(f).lower(jnp.ones(3)).compile() for f in (jnp.sin, jnp.cos))
     assert bconv._program(a) != bconv._program(b) and bconv._program(a) == bconv._program(a)
+
+
+def test_conv1d_rejects_float_padding_and_handles_empty_inputs():
+    x = jnp.ones((5, 2))
+    w = jnp.ones((1, 2, 3))
+    with pytest.raises(ValueError, match="padding"):
+        gj.conv1d(x, w, padding=(1.7, 0))
+    y = gj.conv1d(jnp.ones((3, 0, 2)), w)  # T = 0: a zero-size output per batch element
+    assert y.shape == (3, 0, 1)
+    y = gj.conv1d(jnp.ones((0, 5, 2)), w)  # empty batch
+    assert y.shape == (0, 3, 1)

@@ -94,3 +94,9 @@ def test_cli_runs_as_module_without_traceback():
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_max_rel_error_never_matches_nan_or_inf():
+    assert verification.max_rel_error(np.array([np.nan]), np.array([1.0])) == float("inf")
+    assert verification.max_rel_error(np.array([1.0]), np.array([np.inf])) == float("inf")
+    assert not verification.Check("c", "f", "r", float("inf"), 1).ok

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jax import lax
 
+import gated_jax as gj
 from gated_jax import shapes as S
 from gated_jax.verification import shapes as V
 
@@ -510,3 +511,22 @@ def test_conv_transpose_rejections_name_the_argument():
         S.conv_transpose_output_shape((1, 5, 1), (0, 1, 1), (2,), "SAME")
     with pytest.raises(ValueError, match="dimension_numbers"):
         S.conv_transpose_output_shape((1, 5, 1, 1, 1, 1), (3, 1, 1, 1, 1, 1), (1,) * 4, "SAME")
+
+
+def test_bools_are_not_integers():
+    with pytest.raises(ValueError, match="stride"):
+        gj.conv_output_size(10, 3, stride=True)
+
+
+def test_linen_list_padding_pairs_are_accepted_like_flax():
+    import flax.linen as nn
+
+    mod = nn.Conv(3, (3, 3), padding=[[1, 2], [0, 0]])
+    x = jnp.ones((2, 10, 10, 2))
+    expected = jax.eval_shape(lambda x: mod.init_with_output(jax.random.key(0), x)[0], x).shape
+    assert gj.flax_conv_output_shape(mod, x.shape) == tuple(expected) == (2, 11, 8, 3)
+
+
+def test_receptive_field_misspelt_layer_field_is_a_value_error():
+    with pytest.raises(ValueError, match=r"layers\[0\]"):
+        gj.receptive_field([{"kernal": 3}])

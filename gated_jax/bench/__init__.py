@@ -7,20 +7,13 @@ scripts in the repository's ``benchmarks/`` folder run the suites at full size.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
+from gated_jax._plugins import discover
 from gated_jax.bench.harness import Table
 
 
 def suites() -> list:
     """Suite modules, in ``ORDER``."""
-    mods = []
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_") or info.name == "harness":
-            continue
-        mods.append(importlib.import_module(f"{__name__}.{info.name}"))
-    return sorted(mods, key=lambda m: getattr(m, "ORDER", 100))
+    return discover(__name__, __path__, skip=("harness",))
 
 
 def run_all(quick: bool = False, only: list[str] | None = None) -> list[Table]:

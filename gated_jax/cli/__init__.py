@@ -2,7 +2,8 @@
 
 Each sub-command lives in its own module of this package with ``HELP``,
 ``add_arguments(parser)`` and ``run(args) -> int``. Bad input exits with status 2 and one line
-on stderr, never a traceback.
+on stderr, never a traceback (a ``ValueError`` from the library names the bad argument; any
+other exception is a bug and keeps its traceback).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (ValueError, TypeError) as e:
+    except ValueError as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"gated-jax {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -8,12 +8,12 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from gated_jax._plugins import discover
 
 
 @dataclasses.dataclass
@@ -36,12 +36,7 @@ class Context:
 
 def sections() -> list:
     """Section modules, in ``ORDER``."""
-    mods = []
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
-        mods.append(importlib.import_module(f"{__name__}.{info.name}"))
-    return sorted(mods, key=lambda m: getattr(m, "ORDER", 100))
+    return discover(__name__, __path__)
 
 
 def write_report(

@@ -8,11 +8,11 @@ adds rows to ``gated-jax verify`` and to the report.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 from collections.abc import Callable
 
 import jax
+
+from gated_jax._plugins import discover
 
 TOLERANCE = 1e-10
 
@@ -45,18 +45,15 @@ def max_rel_error(actual, expected) -> float:
             return float("inf")
         if e.size == 0:
             continue
+        if not (np.all(np.isfinite(a)) and np.all(np.isfinite(e))):
+            return float("inf")  # a NaN or inf result is never a match
         scale = max(float(np.max(np.abs(e))), 1e-300)
         worst = max(worst, float(np.max(np.abs(a - e))) / scale)
     return worst
 
 
 def _suites() -> list:
-    mods = []
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
-        mods.append(importlib.import_module(f"{__name__}.{info.name}"))
-    return sorted(mods, key=lambda m: getattr(m, "ORDER", 100))
+    return discover(__name__, __path__)
 
 
 def run_all(seed: int = 0, progress: Callable[[str], None] | None = None) -> list[Check]:

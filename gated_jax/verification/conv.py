@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from gated_jax.shapes import _dilate as _dil
 from gated_jax.verification import Check, max_rel_error
 
 ORDER = 20
@@ -56,10 +57,6 @@ class ConvCase:
         lhs = jnp.asarray(rng.standard_normal(self.lhs_shape), dtype)
         rhs = jnp.asarray(rng.standard_normal(self.rhs_shape), dtype)
         return lhs, rhs
-
-
-def _dil(n: int, r: int) -> int:
-    return 0 if n == 0 else (n - 1) * r + 1
 
 
 def random_case(
