@@ -49,20 +49,73 @@ from gated_jax.cell import jacobian_product as jacobian_product
 from gated_jax.cell import state_jacobians as state_jacobians
 from gated_jax.cell import step_jacobian as step_jacobian
 
-# gated_jax.nn / gated_jax.nnx: Flax modules, linen and NNX (issue 5). Both define GatedCell
-# and GatedRNN, so those are reached through the submodules (gated_jax.nn.GatedRNN, ...)
-from gated_jax import nn as nn
-from gated_jax import nnx as nnx
-from gated_jax.nn import from_gated_params as from_gated_params
-from gated_jax.nn import to_gated_params as to_gated_params
+# The layers above the core load flax, optax and matplotlib; they are imported on first use
+# (PEP 562), so `import gated_jax` and `gated-jax shape` stay light. Each name's module:
+_LAZY = {
+    # gated_jax.nn / gated_jax.nnx: Flax modules, linen and NNX (issue 5). Both define GatedCell
+    # and GatedRNN, so those are reached through the submodules (gated_jax.nn.GatedRNN, ...).
+    "nn": "gated_jax.nn",
+    "nnx": "gated_jax.nnx",
+    "from_gated_params": "gated_jax.nn",
+    "to_gated_params": "gated_jax.nn",
+    # gated_jax.experiments: gradient-flow experiments, seed 1.2(d) (issue 6)
+    "experiments": "gated_jax.experiments",
+    "FlowConfig": "gated_jax.experiments",
+    "counterexample_check": "gated_jax.experiments",
+    "flow_sweep": "gated_jax.experiments",
+    "learning_experiment": "gated_jax.experiments",
+    "run_flow": "gated_jax.experiments",
+    "worst_case_search": "gated_jax.experiments",
+    # gated_jax.diagrams: the gated cell drawn unrolled in time, seed 1.2(a) (issue 7)
+    "draw_unrolled_cell": "gated_jax.diagrams",
+}
 
-# gated_jax.experiments: gradient-flow experiments, seed 1.2(d) (issue 6)
-from gated_jax.experiments import FlowConfig as FlowConfig
-from gated_jax.experiments import counterexample_check as counterexample_check
-from gated_jax.experiments import flow_sweep as flow_sweep
-from gated_jax.experiments import learning_experiment as learning_experiment
-from gated_jax.experiments import run_flow as run_flow
-from gated_jax.experiments import worst_case_search as worst_case_search
 
-# gated_jax.diagrams: the gated cell drawn unrolled in time (issue 7)
-from gated_jax.diagrams import draw_unrolled_cell as draw_unrolled_cell
+def __getattr__(name: str):
+    import importlib
+
+    if name not in _LAZY:
+        raise AttributeError(f"module 'gated_jax' has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name])
+    value = module if module.__name__ == f"gated_jax.{name}" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [  # noqa: F822 (lazy names resolve through __getattr__)
+    "__version__",
+    # shapes
+    "ConvExplanation",
+    "ConvLayer",
+    "ReceptiveField",
+    "conv_output_shape",
+    "conv_output_size",
+    "conv_transpose_output_shape",
+    "explain_conv",
+    "flax_conv_output_shape",
+    "padding_pairs",
+    "receptive_field",
+    # conv
+    "conv1d",
+    "conv_general_dilated",
+    "conv_input_grad",
+    "conv_input_jacobian",
+    "conv_weight_grad",
+    "conv_weight_jacobian",
+    # cell
+    "GatedParams",
+    "gated_bptt",
+    "gated_scan",
+    "gated_step",
+    "gradient_flow",
+    "init_gated_params",
+    "jacobian_norm_bound",
+    "jacobian_product",
+    "state_jacobians",
+    "step_jacobian",
+    *_LAZY,
+]

@@ -100,3 +100,41 @@ def test_max_rel_error_never_matches_nan_or_inf():
     assert verification.max_rel_error(np.array([np.nan]), np.array([1.0])) == float("inf")
     assert verification.max_rel_error(np.array([1.0]), np.array([np.inf])) == float("inf")
     assert not verification.Check("c", "f", "r", float("inf"), 1).ok
+
+
+def test_core_import_is_light_and_lazy_names_resolve():
+    code = (
+        "import sys, gated_jax as g; "
+        "light = not {'flax', 'optax', 'matplotlib'} & set(sys.modules); "
+        "ok = all(hasattr(g, n) for n in g.__all__); print(light, ok)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]
+
+
+def test_imports_flow_one_way_through_the_layers():
+    import ast
+    from pathlib import Path
+
+    root = Path(gated_jax.__file__).parent
+    layer = {"shapes": 0, "conv": 0, "cell": 0, "_cell_reference": 0, "_plugins": 0}
+    layer.update({"nn": 1, "nnx": 1, "diagrams": 1, "experiments": 2})
+    layer.update({"verification": 3, "bench": 3, "report": 4, "cli": 5})
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).with_suffix("")
+        own = layer.get(rel.parts[0], None)
+        if own is None:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] != "gated_jax" or len(parts) < 2:
+                    continue
+                target = layer.get(parts[1])
+                assert target is None or target <= own, f"{rel} imports {name}"
