@@ -9,6 +9,8 @@ gradients); Flax's ``GRUCell`` does 6 / 15 and ``MGUCell`` 4 / 10.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 
@@ -41,7 +43,13 @@ def _flax(kind: str, m: int, xs):
     return params, rnn.apply
 
 
+def _load() -> float:
+    """1-minute load average (NaN where the OS has none): ratios drift when the CPUs are busy."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 def run(quick: bool = False) -> Table:
+    load0 = _load()
     B, T, n, m = (8, 64, 64, 64) if quick else (32, 256, 256, 256)
     T_mem = 512 if quick else 4096
     rounds = 3 if quick else 9
@@ -127,7 +135,9 @@ def run(quick: bool = False) -> Table:
             ]
         )
     table.notes += [
-        device_line() + f"; large jnp.dot: {dot:.1f} GFLOP/s in the same run.",
+        device_line() + f"; large jnp.dot: {dot:.1f} GFLOP/s in the same run; 1-minute load "
+        f"average {load0:.2f} at the start, {_load():.2f} at the end, on {os.cpu_count()} CPUs "
+        "(a busy machine slows the large matmuls and lowers the speed-ups).",
         "Forward+backward rows: speed-up vs the plain scan's jax.grad; forward-only rows: vs the "
         "plain forward. Loss mean(zs**2), gradient w.r.t. all parameters.",
         "FLOPs: 2*B*n*m per matmul; gated cell 3/step forward, 7/step forward+backward; GRUCell "
