@@ -84,7 +84,7 @@ CONFIGS = [
     ((2, 3), 4, 2, 3, True, True, True, False, "bcast"),
     ((3,), 9, 4, 2, True, False, True, True, "full"),
     ((2,), 9, 3, 3, False, True, True, 4, "none"),  # remat, padded to 12 steps
-    ((2,), 66, 2, 3, True, True, True, False, "full"),  # 2 blocks of 33 steps, reversed
+    ((2,), 66, 2, 3, True, True, True, False, "full"),  # 2 segment loops of 33 steps, reversed
 ]
 
 

@@ -22,7 +22,7 @@ _CONFIGS = [
     # (B, T, n, m, bias, reverse, with lengths)
     (3, 8, 3, 4, False, False, False),
     (2, 7, 4, 3, True, True, True),
-    (2, 70, 2, 3, True, False, True),  # two blocks of 35 steps in the backward pass
+    (2, 70, 2, 3, True, False, True),  # two segment loops of 35 steps
 ]
 
 
@@ -117,15 +117,15 @@ def checks(seed: int) -> list[Check]:
     rows += [
         (
             f"bptt_{name}",
-            f"gated_bptt dl/d{name} = sum_t {bar} {src}^T",
+            f"gated_bptt dl/d{name} = sum_t {term}",
             "jax.vjp of plain lax.scan",
         )
-        for name, bar, src in [
-            ("w_x", "ubar[t]", " x[t]^T, shape (m, n)"),
-            ("w_c", "pbar[t]", " x[t]^T"),
-            ("w_z", "pbar[t]", " z[t-1]^T"),
-            ("b_c", "pbar[t]", ""),
-            ("b_x", "ubar[t]", ""),
+        for name, term in [
+            ("w_x", "ubar[t] x[t]^T, shape (m, n)"),
+            ("w_c", "pbar[t] x[t]^T"),
+            ("w_z", "pbar[t] z[t-1]^T"),
+            ("b_c", "pbar[t]"),
+            ("b_x", "ubar[t]"),
         ]
     ]
     rows += [
