@@ -529,6 +529,8 @@ def _prepare(params, xs, z0, seq_lengths):
     if z0 is not None:
         _check_z0(z0, batch, m)
     if seq_lengths is not None:
+        if isinstance(seq_lengths, (list, tuple, int)):
+            seq_lengths = np.asarray(seq_lengths)  # JAX arrays only from here on
         _check_seq_lengths(seq_lengths, batch, T)
     leaves = [params.w_x, params.w_c, params.w_z, params.b_c, params.b_x, xs, z0]
     out_dtype = jnp.result_type(*[a for a in leaves if a is not None])

@@ -372,3 +372,14 @@ def test_gradient_flow_shows_vanishing_and_growth():
     np.testing.assert_allclose(J, 4.5 * np.eye(m), rtol=1e-14)
     assert float(jacobian_norm_bound(big, np.zeros((1, 2)), np.ones(m))[0]) >= 4.5
     chex.assert_trees_all_close(J, J.T)
+
+
+def test_seq_lengths_as_a_python_list_equals_an_array():
+    p = gated_jax.init_gated_params(jax.random.key(0), 3, 4, dtype=jnp.float64)
+    xs = jax.random.normal(jax.random.key(1), (2, 5, 3), dtype=jnp.float64)
+    a = gated_jax.gated_scan(p, xs, seq_lengths=[1, 2])
+    b = gated_jax.gated_scan(p, xs, seq_lengths=jnp.array([1, 2]))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # held state past the length: equal to the state at the last valid step
+    held = np.broadcast_to(np.asarray(a[0, 0]), (4, 4))
+    np.testing.assert_array_equal(np.asarray(a[0, 1:]), held)
