@@ -241,6 +241,7 @@ def _cli(argv):
         (["--parts", "sweep,nope"], "parts"),
         (["--hidden", "x"], "--hidden"),
         (["--bogus"], "--bogus"),
+        (["--norm", "qr"], "--norm"),
     ],
 )
 def test_flow_cli_bad_options_exit_2_with_one_line(argv, needle, capsys, tmp_path):
@@ -288,3 +289,13 @@ def test_flow_cli_quick_writes_data_and_plots(tmp_path, capsys):
     assert "counterexample T=16" in text
     md = (out / "flow.md").read_text()
     assert "![flow_heatmap](flow_heatmap.png)" in md
+
+
+def test_flow_cli_norm_power_equals_svd(tmp_path):
+    def rates(norm):
+        out = tmp_path / norm
+        argv = ["flow", "--quick", "--out", str(out), "--parts", "sweep", "--cells", "gated"]
+        assert main([*argv, "--lengths", "6", "--norm", norm, "--no-progress"]) == 0
+        return np.load(out / "flow_gated.npz")["norms_T6"]
+
+    np.testing.assert_allclose(rates("power"), rates("svd"), rtol=1e-8)

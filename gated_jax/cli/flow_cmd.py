@@ -62,6 +62,12 @@ def add_arguments(p) -> None:
     p.add_argument("--inputs", type=int, default=None, help="input width n")
     p.add_argument("--hidden", type=int, default=None, help="state width m")
     p.add_argument("--chunk-size", type=int, default=None, help="configurations per chunk")
+    p.add_argument(
+        "--norm",
+        choices=("svd", "power"),
+        default=None,
+        help="spectral norms of the sweep: svd (default) or power (batched matmuls only)",
+    )
     p.add_argument("--worst-lengths", type=_list(int, "--worst-lengths"), default=None)
     p.add_argument("--worst-steps", type=int, default=None)
     p.add_argument("--worst-restarts", type=int, default=None)
@@ -82,6 +88,7 @@ _FIELDS = {
     "inputs": "n",
     "hidden": "m",
     "chunk_size": "chunk_size",
+    "norm": "norm",
     "worst_lengths": "worst_lengths",
     "worst_steps": "worst_steps",
     "worst_restarts": "worst_restarts",

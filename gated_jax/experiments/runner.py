@@ -29,7 +29,8 @@ class FlowConfig:
     ``worst_input_bound``. Learning: ``learn_lengths``, ``learn_seeds``, ``learn_steps``,
     ``learn_hidden``, ``learn_batch``. ``bound_configs``: random
     configurations for the bound checks. ``counterexample_lengths``: lengths at which the
-    counterexample is evaluated. ``parts``: which of :data:`PARTS` to run.
+    counterexample is evaluated. ``parts``: which of :data:`PARTS` to run. ``norm``: the sweep's
+    spectral-norm method, ``'svd'`` or ``'power'`` (see :func:`~gated_jax.experiments.flow_sweep`).
     Every field is validated on construction (``ValueError`` naming the field and value).
     """
 
@@ -56,9 +57,12 @@ class FlowConfig:
     bound_configs: int = 256
     counterexample_lengths: tuple[int, ...] = (16, 64, 100)
     parts: tuple[str, ...] = PARTS
+    norm: str = "svd"
 
     def __post_init__(self):
-        from gated_jax.experiments.baselines import FAMILIES
+        from gated_jax.experiments.baselines import FAMILIES, check_norm
+
+        check_norm(self.norm)
 
         def ints(name, minimum):
             v = getattr(self, name)
@@ -274,6 +278,7 @@ def _sweeps(cfg, out, summary, md, save, say, progress):
             n=cfg.n,
             m=cfg.m,
             chunk_size=cfg.chunk_size,
+            norm=cfg.norm,
             progress=progress,
         )
         summary.setdefault("sweep_seconds", {})[cell] = time.perf_counter() - t0
