@@ -36,9 +36,13 @@ def config_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh | None:
     return Mesh(np.array(devices), (AXIS,))
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=8)
 def _compiled(fn: Callable, nargs: int, mesh: Mesh | None):
-    """``jit(vmap(fn))``, sharded on ``mesh``; cached so repeated calls reuse the executable."""
+    """``jit(vmap(fn))``, sharded on ``mesh``.
+
+    Cached on the function object, so every chunk of one sweep (and any later call with the same
+    ``fn``) reuses one executable; a new closure per call is a new entry, hence the small cache.
+    """
     vfn = jax.vmap(fn, in_axes=(None,) + (0,) * nargs)
     if mesh is None:
         return jax.jit(vfn)
