@@ -218,14 +218,8 @@ def _candidate(params: GatedParams, x_t):
     return _add_bias(u, params.b_x)
 
 
-def gated_step(params: GatedParams, z_prev: jax.Array, x_t: jax.Array) -> jax.Array:
-    r"""One step of the cell: ``z_t = c * z_prev + (1 - c) * (W_x x_t + b_x)``.
-
-    ``c = sigmoid(W_c x_t + W_z z_prev + b_c)``. ``z_prev`` is ``(..., m)``, ``x_t`` is
-    ``(..., n)``; their leading batch dims broadcast. Returns ``(..., m)`` in the promoted dtype.
-    """
-    n, m = _check_params(params)
-    params = _as_params(params)
+def _step_operands(z_prev, x_t, n: int, m: int):
+    """Validate one step's ``(z_prev, x_t)`` and broadcast their batch dims together."""
     sx, sz = _shape(x_t), _shape(z_prev)
     if len(sx) < 1 or sx[-1] != n:
         raise ValueError(f"`x_t` must have shape (..., n) with n = {n}; got shape {sx}")
@@ -239,6 +233,18 @@ def gated_step(params: GatedParams, z_prev: jax.Array, x_t: jax.Array) -> jax.Ar
         ) from None
     x_t = jnp.broadcast_to(x_t, batch + (n,))
     z_prev = jnp.broadcast_to(z_prev, batch + (m,))
+    return z_prev, x_t
+
+
+def gated_step(params: GatedParams, z_prev: jax.Array, x_t: jax.Array) -> jax.Array:
+    r"""One step of the cell: ``z_t = c * z_prev + (1 - c) * (W_x x_t + b_x)``.
+
+    ``c = sigmoid(W_c x_t + W_z z_prev + b_c)``. ``z_prev`` is ``(..., m)``, ``x_t`` is
+    ``(..., n)``; their leading batch dims broadcast. Returns ``(..., m)`` in the promoted dtype.
+    """
+    n, m = _check_params(params)
+    params = _as_params(params)
+    z_prev, x_t = _step_operands(z_prev, x_t, n, m)
     c = jax.nn.sigmoid(_gate_pre(params, z_prev, x_t))
     return c * z_prev + (1 - c) * _candidate(params, x_t)
 
@@ -797,19 +803,7 @@ def step_jacobian(params: GatedParams, z_prev: jax.Array, x_t: jax.Array) -> jax
     """
     n, m = _check_params(params)
     p = _as_params(params)
-    sx, sz = _shape(x_t), _shape(z_prev)
-    if len(sx) < 1 or sx[-1] != n:
-        raise ValueError(f"`x_t` must have shape (..., n) with n = {n}; got shape {sx}")
-    if len(sz) < 1 or sz[-1] != m:
-        raise ValueError(f"`z_prev` must have shape (..., m) with m = {m}; got shape {sz}")
-    try:
-        batch = np.broadcast_shapes(sx[:-1], sz[:-1])
-    except ValueError:
-        raise ValueError(
-            f"batch dims of `z_prev` (shape {sz}) and `x_t` (shape {sx}) do not broadcast"
-        ) from None
-    x_t = jnp.broadcast_to(x_t, batch + (n,))
-    z_prev = jnp.broadcast_to(z_prev, batch + (m,))
+    z_prev, x_t = _step_operands(z_prev, x_t, n, m)
     return _assemble(p, *_jacobian_parts(p, z_prev, x_t))
 
 
