@@ -69,23 +69,14 @@ def conv_configs(draw, max_size=12):
     padding = draw(pad_strings | pad_pairs) if string_ok else draw(pad_pairs)
 
     kind = draw(st.sampled_from(["none", "strings", "cdn"]))
-    if kind == "none":
-        lhs = (batch, feat, *sizes)
-        rhs = (out_f, in_f, *kernel)
-        dn = None
-    else:
-        lhs_spec = "".join(draw(st.permutations(["N", "C", *letters])))
-        rhs_spec = "".join(draw(st.permutations(["O", "I", *letters])))
-        out_spec = "".join(draw(st.permutations(["N", "C", *letters])))
-        # window_strides etc. follow the order of the spatial letters in rhs_spec.
-        order = [c for c in rhs_spec if c not in "OI"]
-        size_of = dict(zip(order, sizes, strict=True)) | {"N": batch, "C": feat}
-        k_of = dict(zip(order, kernel, strict=True)) | {"O": out_f, "I": in_f}
-        lhs = tuple(size_of[c] for c in lhs_spec)
-        rhs = tuple(k_of[c] for c in rhs_spec)
-        dn = (lhs_spec, rhs_spec, out_spec)
-        if kind == "cdn":
-            dn = lax.conv_dimension_numbers(lhs, rhs, dn)
+    specs = None
+    if kind != "none":
+        specs = (
+            "".join(draw(st.permutations(["N", "C", *letters]))),
+            "".join(draw(st.permutations(["O", "I", *letters]))),
+            "".join(draw(st.permutations(["N", "C", *letters]))),
+        )
+    lhs, rhs, dn = V.lay_out(specs, sizes, kernel, batch, feat, out_f, in_f, as_cdn=kind == "cdn")
     kw = dict(
         lhs_dilation=lhs_dil,
         rhs_dilation=rhs_dil,

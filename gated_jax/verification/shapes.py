@@ -24,6 +24,7 @@ __all__ = [
     "grad_support",
     "jax_conv_outcome",
     "jax_conv_transpose_outcome",
+    "lay_out",
     "random_conv_config",
     "random_flax_module_args",
     "random_stack",
@@ -32,6 +33,27 @@ __all__ = [
 ]
 
 _PAD_STRINGS = ("SAME", "same", "Same_Lower", "SAME_LOWER", "VALID", "valid")
+
+
+def lay_out(specs, sizes, kernel, batch, feat, out_f, in_f, *, as_cdn: bool = False) -> tuple:
+    """``(lhs_shape, rhs_shape, dimension_numbers)`` for spec strings ``(lhs, rhs, out)``.
+
+    ``specs=None`` is lax's default layout (``NC...``/``OI...``). Spatial sizes follow the order
+    of the spatial letters in the kernel spec, as ``window_strides`` and the dilations do.
+    ``as_cdn`` returns the dimension numbers as a ``ConvDimensionNumbers``.
+    """
+    if specs is None:
+        return (batch, feat, *sizes), (out_f, in_f, *kernel), None
+    from jax import lax
+
+    lhs_spec, rhs_spec, _ = specs
+    order = [c for c in rhs_spec if c not in "OI"]
+    size_of = dict(zip(order, sizes, strict=True)) | {"N": batch, "C": feat}
+    k_of = dict(zip(order, kernel, strict=True)) | {"O": out_f, "I": in_f}
+    lhs = tuple(size_of[c] for c in lhs_spec)
+    rhs = tuple(k_of[c] for c in rhs_spec)
+    dn = lax.conv_dimension_numbers(lhs, rhs, tuple(specs)) if as_cdn else tuple(specs)
+    return lhs, rhs, dn
 
 
 def random_conv_config(rng: random.Random, *, max_size: int = 12) -> tuple:
@@ -60,29 +82,17 @@ def random_conv_config(rng: random.Random, *, max_size: int = 12) -> tuple:
     else:
         padding = tuple((rng.randint(-4, 5), rng.randint(-4, 5)) for _ in range(n))
     kind = rng.choice(("none", "strings", "cdn"))
-    if kind == "none":
-        lhs, rhs, dn = (batch, feat, *sizes), (out_f, in_f, *kernel), None
-    else:
-        from jax import lax
+    specs = None
+    if kind != "none":
 
         def perm(chars):
             chars = list(chars)
             rng.shuffle(chars)
             return "".join(chars)
 
-        lhs_spec, rhs_spec, out_spec = (
-            perm("NC" + "".join(letters)),
-            perm("OI" + "".join(letters)),
-            perm("NC" + "".join(letters)),
-        )
-        order = [c for c in rhs_spec if c not in "OI"]
-        size_of = dict(zip(order, sizes, strict=True)) | {"N": batch, "C": feat}
-        k_of = dict(zip(order, kernel, strict=True)) | {"O": out_f, "I": in_f}
-        lhs = tuple(size_of[c] for c in lhs_spec)
-        rhs = tuple(k_of[c] for c in rhs_spec)
-        dn = (lhs_spec, rhs_spec, out_spec)
-        if kind == "cdn":
-            dn = lax.conv_dimension_numbers(lhs, rhs, dn)
+        specs = (perm("NC" + "".join(letters)), perm("OI" + "".join(letters)))
+        specs += (perm("NC" + "".join(letters)),)
+    lhs, rhs, dn = lay_out(specs, sizes, kernel, batch, feat, out_f, in_f, as_cdn=kind == "cdn")
     kw = dict(
         lhs_dilation=lhs_dil,
         rhs_dilation=rhs_dil,
