@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from gated_jax._validate import positive_int
+
 __all__ = [
     "GatedParams",
     "init_gated_params",
@@ -97,10 +99,7 @@ def init_gated_params(
       input_init, recurrent_init, bias_init: ``jax.nn.initializers``-style
         ``init(key, shape, dtype)`` overrides.
     """
-    for name, v in (("n", n), ("m", m)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
-            raise ValueError(f"`{name}` (={v!r}) must be a positive int")
-    n, m = int(n), int(m)
+    n, m = positive_int("n", n), positive_int("m", m)
     input_init = input_init or jax.nn.initializers.lecun_normal(in_axis=-1, out_axis=-2)
     recurrent_init = recurrent_init or jax.nn.initializers.orthogonal()
     bias_init = bias_init or jax.nn.initializers.zeros

@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from gated_jax._validate import positive_int
+
 __all__ = ["CellGraph", "cell_graph", "draw_unrolled_cell", "evaluate_cell_graph"]
 
 # Horizontal distance between consecutive states, node radius, and node heights.
@@ -154,14 +156,6 @@ def _shapes_text(n: int | None, m: int | None) -> str:
     )
 
 
-def _check_dim(name: str, v: Any) -> int | None:
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-        raise ValueError(f"`{name}` (={v!r}) must be a positive int or None")
-    return int(v)
-
-
 def draw_unrolled_cell(
     num_steps: int = 3,
     *,
@@ -197,7 +191,7 @@ def draw_unrolled_cell(
       ValueError: for ``num_steps`` outside ``[1, 12]`` or non-positive ``n``/``m``.
     """
     graph = cell_graph(num_steps)
-    n, m = _check_dim("n", n), _check_dim("m", m)
+    n, m = positive_int("n", n, allow_none=True), positive_int("m", m, allow_none=True)
     import matplotlib.pyplot as plt
     from matplotlib.patches import Circle, FancyArrowPatch
 

@@ -48,23 +48,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 from flax.linen import initializers
-from flax.linen.dtypes import canonicalize_dtype
 from flax.linen.linear import default_kernel_init
-from flax.linen.recurrent import flip_sequences
 from flax.typing import Dtype, Initializer, PRNGKey
 
-from gated_jax.cell import GatedParams, gated_scan, gated_step
+from gated_jax._rnn_common import apply_sequence, check_step_shapes, promote
+from gated_jax._validate import positive_int
+from gated_jax.cell import GatedParams, gated_step
 
 __all__ = ["GatedCell", "GatedRNN", "to_gated_params", "from_gated_params"]
 
 
 # --------------------------------------------------------------------------------------------
 # the parameter map
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"`{name}` (={value!r}) must be a positive int")
 
 
 def _unwrap_cell_tree(tree: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -117,93 +112,6 @@ def from_gated_params(params: GatedParams) -> dict[str, Any]:
         ic["bias"] = jnp.asarray(params.b_c)
         ix["bias"] = jnp.asarray(params.b_x)
     return {"ic": ic, "hc": {"kernel": jnp.asarray(params.w_z).T}, "ix": ix}
-
-
-# --------------------------------------------------------------------------------------------
-# shared numerics (also used by gated_jax.nnx)
-
-
-def _promote(params: GatedParams, carry, inputs, dtype):
-    """Cast params, carry and inputs to the computation dtype, as ``nn.Dense`` does.
-
-    The computation dtype is ``dtype`` if given, else the promoted type of all of them. The
-    returned state dtype is ``result_type(computation dtype, carry dtype)``: a float32 carry
-    stays float32 under a bfloat16 computation (as in Flax's ``MGUCell``), so ``nn.RNN``'s
-    scan carry keeps its type.
-    """
-    leaves = [inputs, carry, params.w_x, params.w_c, params.w_z, params.b_c, params.b_x]
-    d = canonicalize_dtype(*leaves, dtype=dtype)
-    out_dtype = jnp.result_type(d, carry)
-    x, z, w_x, w_c, w_z, b_c, b_x = (None if v is None else jnp.asarray(v, d) for v in leaves)
-    return GatedParams(w_x, w_c, w_z, b_c, b_x), z, x, out_dtype
-
-
-def _check_step_shapes(carry, inputs, features: int) -> None:
-    sx, sz = np.shape(inputs), np.shape(carry)
-    if len(sx) < 1:
-        raise ValueError(f"`inputs` must have shape (*batch, in_features); got shape {sx}")
-    if len(sz) < 1 or sz[-1] != features:
-        raise ValueError(
-            f"`carry` must have shape (*batch, features) with features = {features}; got shape {sz}"
-        )
-
-
-def _apply_sequence(
-    params: GatedParams,
-    inputs: jax.Array,
-    carry: jax.Array,
-    *,
-    dtype=None,
-    seq_lengths: jax.Array | None = None,
-    time_major: bool = False,
-    reverse: bool = False,
-    keep_order: bool = False,
-    unroll: int = 1,
-    remat: bool = False,
-) -> tuple[jax.Array, jax.Array]:
-    """``(final_carry, outputs)`` of the cell over ``inputs`` with ``nn.RNN``'s conventions.
-
-    ``inputs`` is ``(*batch, T, n)`` (``(T, *batch, n)`` if ``time_major``), ``carry``
-    ``(*batch, m)``. ``reverse`` flips each sequence's valid part (padding stays at the end,
-    ``flax.linen.recurrent.flip_sequences``), runs forward and leaves the outputs in processing
-    order unless ``keep_order``. Runs on :func:`gated_jax.cell.gated_scan`'s fast path.
-    """
-    sx = np.shape(inputs)
-    if len(sx) < 2:
-        raise ValueError(
-            f"`inputs` must have shape (*batch, time, features) with rank >= 2; got shape {sx}"
-        )
-    xs = jnp.moveaxis(inputs, 0, -2) if time_major else inputs
-    num_batch = xs.ndim - 2
-    if seq_lengths is not None:
-        seq_lengths = jnp.asarray(seq_lengths)
-        if seq_lengths.shape != xs.shape[:-2]:
-            raise ValueError(
-                f"`seq_lengths` must have the batch shape {xs.shape[:-2]} of `inputs` "
-                f"(shape {sx}, time_major={time_major}); got shape {seq_lengths.shape}"
-            )
-    want = xs.shape[:-2] + (int(np.shape(params.w_z)[0]),)
-    if tuple(np.shape(carry)) != want:
-        raise ValueError(
-            f"`initial_carry` must have shape (*batch, features) = {want} for inputs of shape "
-            f"{sx} (time_major={time_major}); got shape {tuple(np.shape(carry))}"
-        )
-    if reverse:
-        xs = flip_sequences(xs, seq_lengths, num_batch_dims=num_batch, time_major=False)
-    params, z0, xs, out_dtype = _promote(params, carry, xs, dtype)
-    zs = gated_scan(params, xs, z0, seq_lengths=seq_lengths, unroll=unroll, remat=remat)
-    zs = zs.astype(out_dtype)
-    # gated_scan holds the last valid state past each sequence's length, so the final row is
-    # the carry after the last valid step (z0 for an empty sequence).
-    final = (
-        zs[..., -1, :] if zs.shape[-2] > 0 else jnp.broadcast_to(z0, zs.shape[:-2] + z0.shape[-1:])
-    )
-    final = final.astype(out_dtype)
-    if reverse and keep_order:
-        zs = flip_sequences(zs, seq_lengths, num_batch_dims=num_batch, time_major=False)
-    if time_major:
-        zs = jnp.moveaxis(zs, -2, 0)
-    return final, zs
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,7 +184,7 @@ class GatedCell(nn.RNNCellBase):
     param_dtype: Dtype = jnp.float32
 
     def __post_init__(self) -> None:
-        _check_positive_int("features", self.features)
+        positive_int("features", self.features)
         super().__post_init__()
 
     def setup(self) -> None:
@@ -296,7 +204,7 @@ class GatedCell(nn.RNNCellBase):
 
     def gated_params(self, in_features: int) -> GatedParams:
         """This cell's parameters as ``GatedParams`` (created on first use, ``(out, in)``)."""
-        _check_positive_int("in_features", in_features)
+        positive_int("in_features", in_features)
         k_c, b_c = self.ic(in_features)
         (k_z, _) = self.hc(self.features)
         k_x, b_x = self.ix(in_features)
@@ -304,9 +212,9 @@ class GatedCell(nn.RNNCellBase):
 
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
         """One step: ``carry`` ``(*batch, m)``, ``inputs`` ``(*batch, n)`` -> ``(z', z')``."""
-        _check_step_shapes(carry, inputs, self.features)
+        check_step_shapes(carry, inputs, self.features)
         params = self.gated_params(int(np.shape(inputs)[-1]))
-        params, z, x, out_dtype = _promote(params, carry, inputs, self.dtype)
+        params, z, x, out_dtype = promote(params, carry, inputs, self.dtype)
         new = gated_step(params, z, x).astype(out_dtype)
         return new, new
 
@@ -383,8 +291,8 @@ class GatedRNN(nn.Module):
     remat: bool = False
 
     def __post_init__(self) -> None:
-        _check_positive_int("features", self.features)
-        _check_positive_int("unroll", self.unroll)
+        positive_int("features", self.features)
+        positive_int("unroll", self.unroll)
         super().__post_init__()
 
     def setup(self) -> None:
@@ -430,7 +338,7 @@ class GatedRNN(nn.Module):
             key = jax.random.key(0) if init_key is None else init_key
             initial_carry = self.cell.initialize_carry(key, batch + sx[-1:])
         params = self.cell.gated_params(sx[-1])
-        carry, outputs = _apply_sequence(
+        carry, outputs = apply_sequence(
             params,
             inputs,
             initial_carry,

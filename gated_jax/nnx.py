@@ -41,8 +41,9 @@ from flax.nnx.nn import initializers
 from flax.nnx.nn.linear import default_kernel_init
 from flax.typing import Dtype, Initializer
 
+from gated_jax._rnn_common import apply_sequence, check_step_shapes, promote
+from gated_jax._validate import positive_int
 from gated_jax.cell import GatedParams, gated_step
-from gated_jax.nn import _apply_sequence, _check_positive_int, _check_step_shapes, _promote
 
 __all__ = ["GatedCell", "GatedRNN"]
 
@@ -112,8 +113,8 @@ class GatedCell(nnx.RNNCellBase):
         param_dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        _check_positive_int("in_features", in_features)
-        _check_positive_int("hidden_features", hidden_features)
+        positive_int("in_features", in_features)
+        positive_int("hidden_features", hidden_features)
         self.in_features = int(in_features)
         self.hidden_features = int(hidden_features)
         self.use_bias = bool(use_bias)
@@ -175,13 +176,13 @@ class GatedCell(nnx.RNNCellBase):
 
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:  # type: ignore[override]
         """One step: ``carry`` ``(*batch, m)``, ``inputs`` ``(*batch, n)`` -> ``(z', z')``."""
-        _check_step_shapes(carry, inputs, self.hidden_features)
+        check_step_shapes(carry, inputs, self.hidden_features)
         if np.shape(inputs)[-1] != self.in_features:
             raise ValueError(
                 f"`inputs` must have last dimension in_features = {self.in_features}; "
                 f"got shape {np.shape(inputs)}"
             )
-        params, z, x, out_dtype = _promote(self.gated_params(), carry, inputs, self.dtype)
+        params, z, x, out_dtype = promote(self.gated_params(), carry, inputs, self.dtype)
         new = gated_step(params, z, x).astype(out_dtype)
         return new, new
 
@@ -259,7 +260,7 @@ class GatedRNN(nnx.Module):
         remat: bool | int = False,
         rngs: nnx.Rngs,
     ):
-        _check_positive_int("unroll", unroll)
+        positive_int("unroll", unroll)
         self.cell = GatedCell(
             in_features,
             hidden_features,
@@ -313,7 +314,7 @@ class GatedRNN(nnx.Module):
         batch = sx[1:-1] if time_major else sx[:-2]
         if initial_carry is None:
             initial_carry = self.cell.initialize_carry(batch + sx[-1:], rngs)
-        carry, outputs = _apply_sequence(
+        carry, outputs = apply_sequence(
             self.cell.gated_params(),
             inputs,
             initial_carry,

@@ -53,6 +53,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gated_jax._validate import positive_int
+from gated_jax.cell import (
+    GatedParams,
+    gated_scan,
+    gated_step,
+    gradient_flow,
+    jacobian_norm_bound,
+    state_jacobians,
+)
+
 __all__ = [
     "state_box",
     "step_norm_bound",
@@ -84,14 +94,12 @@ def state_box(params, xs: jax.Array, z0: jax.Array) -> tuple[jax.Array, jax.Arra
 
 
 def step_norm_bound(params, z_prev: jax.Array, x_t: jax.Array) -> jax.Array:
-    """``max c + max |(z_prev - u) c (1 - c)| ||W_z||_2``, an upper bound on ``||J||_2``."""
-    pre = params.w_c @ x_t + params.w_z @ z_prev
-    if params.b_c is not None:
-        pre = pre + params.b_c
-    c = jax.nn.sigmoid(pre)
-    u = params.w_x @ x_t if params.b_x is None else params.w_x @ x_t + params.b_x
-    s = (z_prev - u) * c * (1 - c)
-    return jnp.max(c) + jnp.max(jnp.abs(s)) * jnp.linalg.matrix_norm(params.w_z, ord=2)
+    """``max c + max |(z_prev - u) c (1 - c)| ||W_z||_2``, an upper bound on ``||J||_2``.
+
+    ``z_prev`` is ``(m,)``, ``x_t`` is ``(n,)``. The bound of
+    :func:`gated_jax.cell.jacobian_norm_bound` on the one-step trajectory from ``z_prev``.
+    """
+    return jacobian_norm_bound(params, jnp.asarray(x_t)[None], z_prev)[0]
 
 
 def a_priori_step_bound(params, xs: jax.Array, z0: jax.Array) -> jax.Array:
@@ -109,10 +117,7 @@ def counterexample(length: int = 64, *, dtype=jnp.float64):
 
     ``||dz[T]/dz[0]|| = 2^(T/2)`` for even ``T``, with ``||W_z|| = 1.5`` and ``|x| <= 3``.
     """
-    from gated_jax.cell import GatedParams
-
-    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
-        raise ValueError(f"`length` (={length!r}) must be a positive int")
+    length = positive_int("length", length)
     one = lambda v: jnp.full((1, 1), v, dtype)
     params = GatedParams(w_x=one(1.0), w_c=one(0.5), w_z=one(1.5))
     signs = np.where(np.arange(1, length + 1) % 2 == 1, 1.0, -1.0)
@@ -122,11 +127,14 @@ def counterexample(length: int = 64, *, dtype=jnp.float64):
 
 
 def _plain_final_state(w_x, w_c, w_z, xs, z0):
-    """``z[T]`` by a Python loop over the seed's formula (no scan, no closed forms)."""
+    """``z[T]`` by a Python loop over the seed's formula, :func:`gated_jax.cell.gated_step`.
+
+    No scan and no closed forms: ``jax.grad`` of it is JAX's own autodiff of the formula.
+    """
+    params = GatedParams(w_x=w_x, w_c=w_c, w_z=w_z)
     z = z0
     for t in range(xs.shape[0]):
-        c = jax.nn.sigmoid(w_c @ xs[t] + w_z @ z)
-        z = c * z + (1 - c) * (w_x @ xs[t])
+        z = gated_step(params, z, xs[t])
     return z
 
 
@@ -139,8 +147,6 @@ def counterexample_check(length: int = 64) -> dict[str, float]:
     ``z[T]`` with respect to ``W_z``), ``state_min``/``state_max`` (the visited states) and
     ``rate`` (``log|jax_grad| / T``).
     """
-    from gated_jax.cell import gated_scan, gradient_flow
-
     with jax.enable_x64(True):
         params, xs, z0 = counterexample(length, dtype=jnp.float64)
         f = lambda z: _plain_final_state(params.w_x, params.w_c, params.w_z, xs, z)[0]
@@ -178,8 +184,6 @@ def check_bounds(
     ``a_priori_ratio`` (largest ``||J[t]||_2`` over ``1 + R ||W_z|| / 4``), and the fractions of
     steps whose bound exceeds 1 and whose actual ``||J[t]||_2`` exceeds 1.
     """
-    from gated_jax.cell import GatedParams, gated_scan, jacobian_norm_bound, state_jacobians
-
     rng = np.random.default_rng(seed)
     c = num_configs
     rho = np.exp(rng.uniform(np.log(0.1), np.log(20.0), c))

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gated_jax._validate import positive_int
 from gated_jax.experiments.baselines import FAMILIES, check_norm, random_bases
 from gated_jax.experiments.sharding import map_configs
 
@@ -232,9 +233,7 @@ def flow_sweep(
         raise ValueError(f"`input_scales` (={input_scales!r}) must be >= 0")
     lens = _ints("lengths", lengths, minimum=1)
     seeds_a = _ints("seeds", seeds, minimum=0)
-    for name, v in (("n", n), ("m", m)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-            raise ValueError(f"`{name}` (={v!r}) must be a positive int")
+    n, m = positive_int("n", n), positive_int("m", m)
     dt = _dtype(dtype)
     check_norm(norm)
 

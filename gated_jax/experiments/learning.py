@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from gated_jax._validate import positive_int
+
 __all__ = ["LearningResult", "adding_problem", "learning_experiment"]
 
 CELLS = ("gated", "tanh")
@@ -128,12 +130,6 @@ class LearningResult:
         return path
 
 
-def _positive_int(name, v, minimum=1):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-        raise ValueError(f"`{name}` (={v!r}) must be an int >= {minimum}")
-    return int(v)
-
-
 def learning_experiment(
     *,
     lengths: Sequence[int] = (10, 30, 60),
@@ -155,17 +151,17 @@ def learning_experiment(
     import optax
     from tqdm.auto import tqdm
 
-    lengths = tuple(_positive_int("lengths", t, 2) for t in lengths)
-    seeds = tuple(_positive_int("seeds", s, 0) for s in seeds)
+    lengths = tuple(positive_int("lengths", t, minimum=2) for t in lengths)
+    seeds = tuple(positive_int("seeds", s, minimum=0) for s in seeds)
     if not lengths or not seeds:
         raise ValueError(f"`lengths` (={lengths!r}) and `seeds` (={seeds!r}) must be non-empty")
     for c in cells:
         if c not in CELLS:
             raise ValueError(f"`cells` entry {c!r} must be one of {', '.join(CELLS)}")
-    hidden = _positive_int("hidden", hidden)
-    batch = _positive_int("batch", batch)
-    steps = _positive_int("steps", steps)
-    test_size = _positive_int("test_size", test_size)
+    hidden = positive_int("hidden", hidden)
+    batch = positive_int("batch", batch)
+    steps = positive_int("steps", steps)
+    test_size = positive_int("test_size", test_size)
     if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
         raise ValueError(f"`learning_rate` (={learning_rate!r}) must be a positive number")
     dt = jnp.dtype(dtype)

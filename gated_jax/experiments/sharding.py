@@ -23,6 +23,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from gated_jax._validate import positive_int
+
 __all__ = ["config_mesh", "map_configs"]
 
 AXIS = "config"
@@ -54,12 +56,6 @@ def _compiled(fn: Callable, nargs: int, mesh: Mesh | None):
     )
 
 
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"`{name}` (={value!r}) must be a positive int")
-    return int(value)
-
-
 def map_configs(
     fn: Callable,
     configs: Sequence[np.ndarray],
@@ -89,7 +85,7 @@ def map_configs(
     """
     from tqdm.auto import tqdm
 
-    chunk_size = _check_positive_int("chunk_size", chunk_size)
+    chunk_size = positive_int("chunk_size", chunk_size)
     configs = [np.asarray(c) for c in configs]
     if not configs:
         raise ValueError("`configs` (=[]) must hold at least one array")

@@ -1,0 +1,30 @@
+"""Validation of static arguments shared by every layer (imports nothing from ``gated_jax``).
+
+Messages name the argument and its value, e.g. "`features` (=0) must be a positive int".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["positive_int"]
+
+
+def positive_int(
+    name: str, value: Any, *, minimum: int = 1, allow_none: bool = False
+) -> int | None:
+    """``int(value)`` if ``value`` is an int (Python or NumPy, not ``bool``) ``>= minimum``.
+
+    ``allow_none`` lets ``None`` through (returned as ``None``). Otherwise raises
+    ``ValueError("`name` (=value) must be a positive int")``; with ``minimum != 1`` the
+    message reads "must be an int >= minimum", and with ``allow_none`` it ends "or None".
+    """
+    if allow_none and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        tail = " or None" if allow_none else ""
+        raise ValueError(f"`{name}` (={value!r}) must be {what}{tail}")
+    return int(value)
