@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gated_jax.experiments import FAMILIES, flow_sweep, random_bases
-from gated_jax.experiments.baselines import reverse_products, spectral_norms
+from gated_jax.experiments.baselines import resolve_norm, reverse_products, spectral_norms
 from gated_jax.experiments.flow import config_flow_fn
 
 _power = jax.jit(lambda a: spectral_norms(a, norm="power"))
@@ -94,7 +94,7 @@ _KW = dict(
 
 @pytest.mark.parametrize("cell", ["gated", "tanh", "lstm"])
 def test_power_sweep_equals_svd_sweep_and_growth_rates(cell):
-    svd = flow_sweep(cell, **_KW)
+    svd = flow_sweep(cell, norm="svd", **_KW)
     power = flow_sweep(cell, norm="power", **_KW)
     a, b = svd.norms[24], power.norms[24]
     assert np.all(np.isfinite(a)) and a.min() > 0
@@ -107,7 +107,7 @@ def test_power_sweep_equals_svd_sweep_and_growth_rates(cell):
 
 def test_power_sweep_float32_close():
     kw = dict(_KW, wz_norms=(0.5, 4.0), seeds=(0,))
-    a = flow_sweep("gated", **kw)
+    a = flow_sweep("gated", norm="svd", **kw)
     b = flow_sweep("gated", norm="power", dtype=jnp.float32, **kw)
     assert b.norms[24].dtype == np.float32
     np.testing.assert_allclose(b.norms[24], a.norms[24], rtol=1e-3)
@@ -127,6 +127,24 @@ def test_config_flow_fn_power_matches_gated_svd_per_config():
         params, 1.5 * base["xs"]
     )[::-1]
     np.testing.assert_allclose(np.asarray(direct), np.asarray(power), rtol=1e-13)
+
+
+def test_auto_norm_is_svd_on_cpu_and_power_on_accelerators():
+    assert resolve_norm("auto", "cpu") == "svd"
+    assert resolve_norm("auto", "gpu") == resolve_norm("auto", "tpu") == "power"
+    assert resolve_norm("svd", "gpu") == "svd" and resolve_norm("power", "cpu") == "power"
+    with pytest.raises(ValueError, match="`norm`"):
+        resolve_norm("fast", "cpu")
+    # flow_sweep's default is "auto" (spectral_norms takes it too), resolved on the platform
+    kw = dict(_KW, wz_norms=(0.5, 4.0), seeds=(0,))
+    here = resolve_norm("auto")
+    np.testing.assert_array_equal(
+        flow_sweep("gated", **kw).norms[24], flow_sweep("gated", norm=here, **kw).norms[24]
+    )
+    mats = jnp.asarray(np.random.default_rng(0).standard_normal((5, 4, 4)))
+    np.testing.assert_array_equal(
+        spectral_norms(mats, norm="auto"), spectral_norms(mats, norm=here)
+    )
 
 
 @pytest.mark.parametrize("bad", ["lanczos", None, 2])

@@ -64,9 +64,10 @@ def add_arguments(p) -> None:
     p.add_argument("--chunk-size", type=int, default=None, help="configurations per chunk")
     p.add_argument(
         "--norm",
-        choices=("svd", "power"),
+        choices=("auto", "svd", "power"),
         default=None,
-        help="spectral norms of the sweep: svd (default) or power (batched matmuls only)",
+        help="spectral norms of the sweep: auto (default: svd on CPU, power on GPU/TPU), svd, "
+        "or power (batched matmuls only)",
     )
     p.add_argument("--worst-lengths", type=_list(int, "--worst-lengths"), default=None)
     p.add_argument("--worst-steps", type=int, default=None)

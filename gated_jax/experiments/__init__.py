@@ -23,6 +23,8 @@ from gated_jax.experiments.analysis import step_norm_bound as step_norm_bound
 from gated_jax.experiments.baselines import FAMILIES as FAMILIES
 from gated_jax.experiments.baselines import CellFamily as CellFamily
 from gated_jax.experiments.baselines import random_bases as random_bases
+from gated_jax.experiments.baselines import resolve_norm as resolve_norm
+from gated_jax.experiments.baselines import spectral_norms as spectral_norms
 from gated_jax.experiments.baselines import state_flow as state_flow
 from gated_jax.experiments.flow import FlowSweep as FlowSweep
 from gated_jax.experiments.flow import flow_sweep as flow_sweep
@@ -59,7 +61,9 @@ __all__ = [
     "learning_experiment",
     "map_configs",
     "random_bases",
+    "resolve_norm",
     "run_flow",
+    "spectral_norms",
     "state_box",
     "state_flow",
     "step_norm_bound",

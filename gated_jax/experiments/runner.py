@@ -30,7 +30,8 @@ class FlowConfig:
     ``learn_hidden``, ``learn_batch``. ``bound_configs``: random
     configurations for the bound checks. ``counterexample_lengths``: lengths at which the
     counterexample is evaluated. ``parts``: which of :data:`PARTS` to run. ``norm``: the sweep's
-    spectral-norm method, ``'svd'`` or ``'power'`` (see :func:`~gated_jax.experiments.flow_sweep`).
+    spectral-norm method, ``'auto'`` (default: ``'svd'`` on CPU, ``'power'`` on GPU/TPU),
+    ``'svd'`` or ``'power'`` (see :func:`~gated_jax.experiments.flow_sweep`).
     Every field is validated on construction (``ValueError`` naming the field and value).
     """
 
@@ -57,7 +58,7 @@ class FlowConfig:
     bound_configs: int = 256
     counterexample_lengths: tuple[int, ...] = (16, 64, 100)
     parts: tuple[str, ...] = PARTS
-    norm: str = "svd"
+    norm: str = "auto"
 
     def __post_init__(self):
         from gated_jax.experiments.baselines import FAMILIES, check_norm
