@@ -13,7 +13,7 @@ import numpy as np
 from flax.linen.dtypes import canonicalize_dtype
 from flax.linen.recurrent import flip_sequences
 
-from gated_jax.cell import GatedParams, gated_scan
+from gated_jax.cell import BACKWARDS, GatedParams, gated_scan
 
 __all__ = ["apply_sequence", "check_step_shapes", "promote"]
 
@@ -43,6 +43,13 @@ def check_step_shapes(carry, inputs, features: int) -> None:
         )
 
 
+def check_backward(backward) -> str:
+    """Validate a ``backward`` option (one of ``gated_jax.cell.BACKWARDS``)."""
+    if not isinstance(backward, str) or backward not in BACKWARDS:
+        raise ValueError(f"`backward` (={backward!r}) must be one of {BACKWARDS}")
+    return backward
+
+
 def apply_sequence(
     params: GatedParams,
     inputs: jax.Array,
@@ -55,6 +62,7 @@ def apply_sequence(
     keep_order: bool = False,
     unroll: int = 1,
     remat: bool = False,
+    backward: str = "closed_form",
 ) -> tuple[jax.Array, jax.Array]:
     """``(final_carry, outputs)`` of the cell over ``inputs`` with ``nn.RNN``'s conventions.
 
@@ -86,7 +94,9 @@ def apply_sequence(
     if reverse:
         xs = flip_sequences(xs, seq_lengths, num_batch_dims=num_batch, time_major=False)
     params, z0, xs, out_dtype = promote(params, carry, xs, dtype)
-    zs = gated_scan(params, xs, z0, seq_lengths=seq_lengths, unroll=unroll, remat=remat)
+    zs = gated_scan(
+        params, xs, z0, seq_lengths=seq_lengths, unroll=unroll, remat=remat, backward=backward
+    )
     zs = zs.astype(out_dtype)
     # gated_scan holds the last valid state past each sequence's length, so the final row is
     # the carry after the last valid step (z0 for an empty sequence).

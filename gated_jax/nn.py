@@ -51,7 +51,7 @@ from flax.linen import initializers
 from flax.linen.linear import default_kernel_init
 from flax.typing import Dtype, Initializer, PRNGKey
 
-from gated_jax._rnn_common import apply_sequence, check_step_shapes, promote
+from gated_jax._rnn_common import apply_sequence, check_backward, check_step_shapes, promote
 from gated_jax._validate import positive_int
 from gated_jax.cell import GatedParams, gated_step
 
@@ -273,6 +273,9 @@ class GatedRNN(nn.Module):
       time_major, return_carry, reverse, keep_order, unroll: as in ``nn.RNN``.
       remat: recompute the forward states in the backward pass instead of storing them
         (``gated_scan(remat=True)``): less memory on long sequences.
+      backward: ``"closed_form"`` (default, fast; reverse mode: ``grad``, ``vjp``) or
+        ``"autodiff"`` (JAX differentiates the scan; also forward mode: ``jvp``, ``jacfwd``),
+        as in :func:`gated_jax.cell.gated_scan`.
     """
 
     features: int
@@ -289,10 +292,12 @@ class GatedRNN(nn.Module):
     keep_order: bool = False
     unroll: int = 1
     remat: bool = False
+    backward: str = "closed_form"
 
     def __post_init__(self) -> None:
         positive_int("features", self.features)
         positive_int("unroll", self.unroll)
+        check_backward(self.backward)
         super().__post_init__()
 
     def setup(self) -> None:
@@ -349,5 +354,6 @@ class GatedRNN(nn.Module):
             keep_order=keep_order,
             unroll=self.unroll,
             remat=self.remat,
+            backward=self.backward,
         )
         return (carry, outputs) if return_carry else outputs

@@ -41,7 +41,7 @@ from flax.nnx.nn import initializers
 from flax.nnx.nn.linear import default_kernel_init
 from flax.typing import Dtype, Initializer
 
-from gated_jax._rnn_common import apply_sequence, check_step_shapes, promote
+from gated_jax._rnn_common import apply_sequence, check_backward, check_step_shapes, promote
 from gated_jax._validate import positive_int
 from gated_jax.cell import GatedParams, gated_step
 
@@ -237,6 +237,8 @@ class GatedRNN(nnx.Module):
         carry_init, dtype, param_dtype: as in :class:`GatedCell`.
       time_major, return_carry, reverse, keep_order, unroll: as in ``nnx.RNN``.
       remat: recompute forward states in the backward pass (``gated_scan(remat=...)``).
+      backward: ``"closed_form"`` (default, fast; reverse mode) or ``"autodiff"`` (also forward
+        mode: ``jvp``, ``jacfwd``), as in :func:`gated_jax.cell.gated_scan`.
       rngs: ``nnx.Rngs`` for the parameters.
     """
 
@@ -258,9 +260,11 @@ class GatedRNN(nnx.Module):
         keep_order: bool = False,
         unroll: int = 1,
         remat: bool | int = False,
+        backward: str = "closed_form",
         rngs: nnx.Rngs,
     ):
         positive_int("unroll", unroll)
+        check_backward(backward)
         self.cell = GatedCell(
             in_features,
             hidden_features,
@@ -279,6 +283,7 @@ class GatedRNN(nnx.Module):
         self.keep_order = bool(keep_order)
         self.unroll = int(unroll)
         self.remat = remat
+        self.backward = backward
 
     def __call__(
         self,
@@ -325,5 +330,6 @@ class GatedRNN(nnx.Module):
             keep_order=keep_order,
             unroll=self.unroll,
             remat=self.remat,
+            backward=self.backward,
         )
         return (carry, outputs) if return_carry else outputs

@@ -214,6 +214,36 @@ def test_forward_mode_switch():
     assert rel(h1, h2) < 1e-11
 
 
+def test_bptt_edge_cases_empty_integer_and_dtypes():
+    p = init_gated_params(jax.random.key(0), 3, 4, dtype=jnp.float64)
+    # T = 0: zero gradients of the right shapes (batch dims kept)
+    dp, dxs, dz0 = gated_bptt(p, jnp.ones((2, 0, 3)), None, jnp.ones((2, 0, 4)))
+    assert dxs.shape == (2, 0, 3) and dz0.shape == (2, 4)
+    assert all(float(jnp.abs(d).max()) == 0.0 for d in jax.tree.leaves((dp, dz0)))
+    # integer inputs: the gradient is the float one, not truncated to the input's int dtype
+    x = jnp.asarray(np.random.default_rng(0).integers(-3, 4, (2, 5, 3)))
+    g = jnp.asarray(np.random.default_rng(1).normal(size=(2, 5, 4)))
+    d_int = gated_bptt(p, x, None, g)[1]
+    d_flt = gated_bptt(p, x.astype(jnp.float64), None, g)[1]
+    assert d_int.dtype == jnp.float64 and float(jnp.abs(d_flt).max()) > 0.1
+    np.testing.assert_array_equal(d_int, d_flt)
+    # bfloat16 in, bfloat16 gradients out, dz0 included when z0 is None
+    pb = jax.tree.map(lambda a: a.astype(jnp.bfloat16), p)
+    out = gated_bptt(pb, x.astype(jnp.bfloat16), None, g.astype(jnp.bfloat16))
+    assert {a.dtype for a in jax.tree.leaves(out)} == {jnp.dtype(jnp.bfloat16)}
+
+
+def test_diagnostics_are_differentiable_in_forward_mode():
+    rng = np.random.default_rng(5)
+    p = rand_params(rng, 3, 4, True)
+    xs = jnp.asarray(rng.normal(size=(6, 3)))
+    for fn in (gradient_flow, state_jacobians, jacobian_norm_bound, jacobian_product):
+        f = lambda x, fn=fn: fn(p, x)
+        jr = jax.jacrev(f)(xs)
+        assert rel(jax.jacfwd(f)(xs), jr) < 1e-12, fn.__name__
+        assert rel(jax.jit(jax.jacfwd(f))(xs), jr) < 1e-12, fn.__name__
+
+
 def test_dtypes_float32_bfloat16():
     p32 = init_gated_params(jax.random.key(0), 8, 16, use_bias=True, dtype=jnp.float32)
     xs = jax.random.normal(jax.random.key(1), (2, 10, 8), jnp.float32)
@@ -277,6 +307,11 @@ def test_init():
         (lambda p: step_jacobian(p, np.zeros(3), np.zeros(3)), "z_prev"),
         (lambda p: jacobian_product(p, np.zeros((4, 3)), start=3, end=2), "start"),
         (lambda p: init_gated_params(jax.random.key(0), 0, 3), "n"),
+        (lambda p: init_gated_params(jax.random.key(0), 3, 4, dtype=jnp.int32), "dtype"),
+        (lambda p: gated_scan(p, [[1.0, 2.0, 3.0]]), r"`xs` .* got list"),
+        (lambda p: gated_scan(p, "abc"), r"`xs` .* got str"),
+        (lambda p: gated_scan(p, np.zeros((2, 3)), [0.0] * 4), r"`z0` .* got list"),
+        (lambda p: gated_bptt(p, np.zeros((2, 3)), None, [[0.0] * 4] * 2), r"`dzs` .* got list"),
     ],
 )
 def test_bad_input_raises_value_error_naming_argument(call, match):

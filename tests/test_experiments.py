@@ -211,6 +211,8 @@ def test_flow_sweep_grid_indexing_matches_direct_computation():
         np.testing.assert_allclose(sw.norms[5][i, j, k, r], want5, rtol=1e-12)
     np.testing.assert_allclose(sw.growth_rate(9), np.log(sw.norms[9][..., 9]) / 9)
     assert growth_rate(np.array([1.0, np.e**3])) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match=r"`length` \(=7\) was not swept.*\(5, 9\)"):
+        sw.growth_rate(7)
 
 
 def test_flow_sweep_is_chunk_invariant_and_float32_close(tmp_path):

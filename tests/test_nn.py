@@ -420,6 +420,20 @@ def test_remat_and_unroll_reach_the_scan():
         GatedRNN(M, remat=-1).apply(v, xs)
 
 
+def test_backward_autodiff_gives_forward_mode():
+    """``backward="autodiff"`` reaches the scan: ``jacfwd`` works and equals ``jacrev``."""
+    xs = jax.random.normal(jax.random.key(2), (2, 5, N), F64)
+    v = _vars(N, M, True, 2)
+    fast = GatedRNN(M, use_bias=True, param_dtype=F64)
+    fwd = GatedRNN(M, use_bias=True, param_dtype=F64, backward="autodiff")
+    jr = jax.jacrev(lambda x: fast.apply(v, x))(xs)
+    assert _rel(jax.jacfwd(lambda x: fwd.apply(v, x))(xs), jr) < 1e-12
+    with pytest.raises(TypeError, match="backward='autodiff'"):
+        jax.jacfwd(lambda x: fast.apply(v, x))(xs)
+    with pytest.raises(ValueError, match=r"`backward` \(='fast'\)"):
+        GatedRNN(M, backward="fast")
+
+
 # ---------------------------------------------------------------------------------------------
 # errors name the argument and its value
 

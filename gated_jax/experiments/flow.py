@@ -78,6 +78,10 @@ class FlowSweep:
 
     def growth_rate(self, length: int) -> np.ndarray:
         """``log ||dz[T]/dz[0]|| / T`` per configuration, shape ``(W, B, S, R)``."""
+        if length not in self.norms:
+            raise ValueError(
+                f"`length` (={length!r}) was not swept; the sweep has lengths {self.lengths}"
+            )
         return growth_rate(self.norms[length])
 
     def save_npz(self, path: str | Path) -> Path:
