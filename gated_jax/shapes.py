@@ -1056,8 +1056,11 @@ def explain_conv(
     Args:
       input_shape: spatial sizes (an int for 1-D), e.g. ``(10, 11)`` for seed 1.1(a).
       kernel_size, stride, dilation, input_dilation: an int or one per dim.
-      padding: ``'SAME'``, ``'SAME_LOWER'``, ``'VALID'``, an int, a ``(lo, hi)`` pair (every
-        dim) or one int / pair per dim.
+      padding: ``'SAME'``, ``'SAME_LOWER'``, ``'VALID'``, an int, or one int / ``(lo, hi)``
+        pair per dim, read as :func:`padding_pairs` and Flax read it (so in 2-D ``(1, 2)``
+        means 1 on both sides of dim 0 and 2 on both sides of dim 1). Where a sequence of two
+        ints cannot be one per dim (1-D, or 3 and more dims) it is a ``(lo, hi)`` pair for
+        every dim.
       channels: input channels ``C`` (validated against ``feature_group_count``).
       filters: number of filters ``F``; the output is then ``F x H1 x W1``.
       feature_group_count: groups ``G``; each filter sees ``C / G`` channels.
@@ -1169,11 +1172,13 @@ def explain_conv(
                 )
             pads = list(padding_pairs(mode, ins, ks, ss, ds))
         elif (
-            isinstance(padding, (Sequence, np.ndarray))
+            n != 2
+            and isinstance(padding, (Sequence, np.ndarray))
             and len(padding) == 2
             and all(isinstance(p, (int, np.integer)) for p in padding)
         ):
-            # A bare (lo, hi) pair applies to every dim (also in 2-D: per-dim values are pairs).
+            # Two ints that cannot be one per dim: a (lo, hi) pair for every dim. In 2-D they
+            # are per-dim values, as padding_pairs and Flax read them.
             pads = [(int(padding[0]), int(padding[1]))] * n
         else:
             pads = list(padding_pairs(padding, ins, ks, ss, ds))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +18,7 @@ from gated_jax.shapes import (
     conv_output_shape,
     conv_transpose_output_shape,
     explain_conv,
+    padding_pairs,
     receptive_field,
 )
 from gated_jax.verification import shapes as V
@@ -191,6 +193,21 @@ def test_explain_agrees_with_eval_shape_on_random_configs():
             jax.ShapeDtypeStruct((1, 1, *k), jnp.float32),
         ).shape
         assert e.output_shape == tuple(expected[2:])
+
+
+def test_explain_reads_two_ints_as_padding_pairs_and_flax_do():
+    # 2-D: one int per dim, symmetric (Flax's reading), the same as padding_pairs
+    e = explain_conv((9, 8), 3, padding=(1, 2))
+    assert e.pads == padding_pairs((1, 2), (9, 8), (3, 3), (1, 1)) == ((1, 1), (2, 2))
+    assert e.output_shape == (9, 10)
+    y = jax.eval_shape(
+        lambda x: nn.Conv(1, (3, 3), padding=(1, 2)).init_with_output(jax.random.key(0), x)[0],
+        jax.ShapeDtypeStruct((1, 9, 8, 1), jnp.float32),
+    )
+    assert y.shape[1:3] == e.output_shape
+    # 1-D and 3-D: two ints cannot be one per dim, so they are (lo, hi) for every dim
+    assert explain_conv((9,), 3, padding=(1, 2)).pads == ((1, 2),)
+    assert explain_conv((9, 8, 7), 3, padding=(1, 2)).pads == ((1, 2),) * 3
 
 
 def test_explain_transposed_agrees_with_conv_transpose():

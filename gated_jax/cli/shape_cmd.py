@@ -56,7 +56,7 @@ def _int(text: str | None, option: str) -> int | None:
         raise ValueError(f"{option} (={text!r}) must be an integer") from None
 
 
-def _padding(text: str):
+def _padding(text: str, ndim: int):
     if text.upper() in ("SAME", "SAME_LOWER", "VALID"):
         return text.upper()
     per_dim = text.lower().split("x")
@@ -72,19 +72,22 @@ def _padding(text: str):
         if len(nums) not in (1, 2):
             raise ValueError(f"--padding (={text!r}): each dim takes P or lo,hi, got {part!r}")
         out.append(nums[0] if len(nums) == 1 else nums)
-    if len(out) == 1:
+    if len(out) == 1 and not isinstance(out[0], tuple):
         return out[0]
+    if len(out) == 1:  # one lo,hi for every dim, spelled out (two ints alone are per-dim in 2-D)
+        out = out * ndim
     return [p if isinstance(p, tuple) else (p, p) for p in out]
 
 
 def run(args) -> int:
     from gated_jax.shapes import explain_conv
 
+    input_shape = _ints(args.input, "input")
     text = explain_conv(
-        _ints(args.input, "input"),
+        input_shape,
         _one(_ints(args.kernel, "--kernel")),
         stride=_one(_ints(args.stride, "--stride")),
-        padding=_padding(args.padding),
+        padding=_padding(args.padding, len(input_shape)),
         dilation=_one(_ints(args.dilation, "--dilation")),
         input_dilation=_one(_ints(args.input_dilation, "--input-dilation")),
         channels=_int(args.channels, "--channels"),
