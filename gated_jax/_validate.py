@@ -5,11 +5,21 @@ Messages name the argument and its value, e.g. "`features` (=0) must be a positi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["positive_int"]
+__all__ = ["output_dir", "positive_int"]
+
+
+def output_dir(name: str, path) -> Path:
+    """``Path(path)``, created if missing; a ``ValueError`` naming ``name`` if it is a file."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"`{name}` (={str(path)!r}) is a file, not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def positive_int(

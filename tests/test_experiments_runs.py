@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 
 from gated_jax.cli import main
 from gated_jax.experiments import (
+    FlowConfig,
     adding_problem,
+    flow_sweep,
     learning_experiment,
     map_configs,
     worst_case_lengths,
@@ -62,6 +64,22 @@ def test_worst_case_search_respects_bounds_and_improves(searched):
     assert searched[0].history[-1].max() > searched[0].history[0].max()  # the ascent climbs
 
 
+def test_worst_case_returns_the_best_iterate_not_the_last(searched):
+    """Adam's ascent is not monotone: each restart keeps the best point it visited."""
+    for r in searched:
+        final = r.final
+        frob = [
+            float(log_jacobian_norm(*(final[k][i] for k in ("w_x", "w_c", "w_z", "xs")), z0))
+            / r.length
+            for i in range(final["xs"].shape[0])
+            for z0 in [jnp.zeros(final["w_z"].shape[-1])]
+        ]
+        # every restart's kept point is at least as good as every step it took
+        np.testing.assert_array_less(r.history.max(axis=0) - 1e-12, np.array(frob))
+        # and the reported spectral rate belongs to the best of them
+        assert r.rate * r.length >= max(frob) * r.length - np.log(np.sqrt(final["w_z"].shape[-1]))
+
+
 def test_worst_case_continuation_warm_starts_longer_lengths(searched):
     assert [r.length for r in searched] == [4, 8]
     assert searched[1].final["xs"].shape == (2, 8, 2)
@@ -71,12 +89,38 @@ def test_worst_case_continuation_warm_starts_longer_lengths(searched):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(length=0), "length"), (dict(wz_norm=-1.0), "wz_norm"), (dict(restarts=0), "restarts")],
+    [
+        (dict(length=0), "length"),
+        (dict(wz_norm=-1.0), "wz_norm"),
+        (dict(restarts=0), "restarts"),
+        (dict(seed=-1), "`seed`"),
+        (dict(seed=1.5), "`seed`"),
+        (dict(init={"xs": np.zeros((2, 4, 2))}), "`init`"),
+        (dict(init={k: np.zeros((2, 3, 2)) for k in ("w_x", "w_c", "w_z", "xs")}), "`init`"),
+        (
+            dict(
+                restarts=5,
+                init={
+                    "w_x": np.zeros((2, 4, 2)),
+                    "w_c": np.zeros((2, 4, 2)),
+                    "w_z": np.zeros((2, 4, 4)),
+                    "xs": np.zeros((2, 3, 2)),
+                },
+            ),
+            "`restarts`",
+        ),
+    ],
 )
 def test_worst_case_search_rejects_bad_arguments(kwargs, match):
     kwargs = {"length": 4, **kwargs}
     with pytest.raises(ValueError, match=match):
         worst_case_search(kwargs.pop("length"), **kwargs)
+
+
+@pytest.mark.parametrize("lengths", [(4.7,), (), 8, (0, 4)])
+def test_worst_case_lengths_rejects_bad_lengths(lengths):
+    with pytest.raises(ValueError, match="`lengths`"):
+        worst_case_lengths(lengths, steps=2, restarts=1)
 
 
 # ---- learning -------------------------------------------------------------------------------
@@ -91,6 +135,35 @@ def test_adding_problem_batches():
     np.testing.assert_allclose((xs[..., 0] * marks).sum(1), ys)
     with pytest.raises(ValueError, match="length"):
         adding_problem(np.random.default_rng(0), 2, 1)
+    for batch, length, name in ((-1, 5, "`batch`"), (2, 5.5, "`length`"), (2, "10", "`length`")):
+        with pytest.raises(ValueError, match=name):
+            adding_problem(np.random.default_rng(0), batch, length)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(learning_rate=float("inf")), "`learning_rate`"),
+        (dict(learning_rate=True), "`learning_rate`"),
+        (dict(dtype=jnp.int32), "`dtype`"),
+        (dict(cells=()), "`cells`"),
+        (dict(lengths=10), "`lengths`"),
+        (dict(seeds=()), "`seeds`"),
+    ],
+)
+def test_learning_experiment_names_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        learning_experiment(**{"lengths": (4,), "steps": 2, "progress": False, **kwargs})
+
+
+def test_learning_experiment_float32_ignores_the_global_x64_flag():
+    kw = dict(lengths=(4,), seeds=(0,), hidden=4, batch=8, steps=15, progress=False)
+    kw.update(cells=("tanh",), learning_rate=np.float32(2e-2))  # NumPy floats are accepted
+    with jax.enable_x64(True):
+        on = learning_experiment(**kw)
+    with jax.enable_x64(False):
+        off = learning_experiment(**kw)
+    np.testing.assert_array_equal(on.curves[("tanh", 4)], off.curves[("tanh", 4)])
 
 
 @pytest.fixture(scope="module")
@@ -249,6 +322,46 @@ def test_flow_cli_bad_options_exit_2_with_one_line(argv, needle, capsys, tmp_pat
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and needle in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()  # rejected before any work
+
+
+def test_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for argv in (["flow", "--quick", "--parts", "bounds"], ["report", "--quick"]):
+        assert _cli([*argv, "--out", str(afile)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is a file, not a directory" in err
+    assert _cli(["report", "--quick", "--seed", "-1", "--out", str(tmp_path / "r")]) == 2
+    assert "`seed` (=-1)" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # rejected before any work
+
+
+def test_summary_json_is_strict_json_when_a_statistic_is_undefined(tmp_path):
+    # no ||W_z|| <= 1 in the grid: the "small weights" statistics are undefined (null, not NaN)
+    argv = ["flow", "--quick", "--out", str(tmp_path), "--parts", "sweep", "--cells", "tanh"]
+    assert main([*argv, "--wz-norms", "2,4", "--lengths", "5", "--no-progress"]) == 0
+    text = (tmp_path / "summary.json").read_text()
+    typical = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))["typical"]
+    assert typical["tanh"]["median_rate_small"] is None
+
+
+def test_plots_name_an_unswept_length_or_bad_index():
+    from gated_jax.experiments.plots import plot_heatmap, plot_norm_vs_lag
+
+    kw = dict(wz_norms=(1.0,), gate_biases=(0.0,), input_scales=(1.0,), lengths=(4,), seeds=(0,))
+    sw = flow_sweep("tanh", n=2, m=2, progress=False, **kw)
+    for plot in (plot_norm_vs_lag, plot_heatmap):
+        with pytest.raises(ValueError, match=r"`length` \(=16\) was not swept"):
+            plot(sw, 16)
+        with pytest.raises(ValueError, match="`bias_index`"):
+            plot(sw, 4, bias_index=3)
+
+
+def test_flow_config_takes_lists_and_rejects_no_parts():
+    cfg = FlowConfig(lengths=[32], wz_norms=[1.0, 2.0])
+    assert cfg.lengths == (32,) and cfg.wz_norms == (1.0, 2.0)
+    with pytest.raises(ValueError, match="`parts`"):
+        FlowConfig(parts=())
 
 
 def test_flow_cli_quick_writes_data_and_plots(tmp_path, capsys):

@@ -84,6 +84,9 @@ def test_cli_lists_commands_and_bad_input_is_one_line(capsys):
     assert main(["bench", "--only", "no-such-suite"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no-such-suite" in err
+    with pytest.raises(SystemExit) as e:  # --only with no names is an error, not "run all"
+        main(["bench", "--only"])
+    assert e.value.code == 2
 
 
 def test_cli_runs_as_module_without_traceback():

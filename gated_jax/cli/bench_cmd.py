@@ -7,7 +7,7 @@ HELP = "run the side-by-side benchmarks and print their tables"
 
 def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes (seconds, for smoke tests)")
-    p.add_argument("--only", nargs="*", default=None, help="suite names to run")
+    p.add_argument("--only", nargs="+", default=None, help="suite names to run")
 
 
 def run(args) -> int:

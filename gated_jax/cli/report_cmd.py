@@ -8,7 +8,14 @@ HELP = "write the report (Markdown + PNG): the homework reproduced and verified 
 def add_arguments(p) -> None:
     p.add_argument("--out", default="report", help="output folder (default: report/)")
     p.add_argument("--quick", action="store_true", help="small sizes everywhere (seconds)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed (>= 0) of the random configs in the conv, diagram, cell, Flax-module and "
+        "verification sections; the gradient-flow section uses its fixed, documented seeds "
+        "(`gated-jax flow` takes --seeds)",
+    )
 
 
 def run(args) -> int:

@@ -38,8 +38,8 @@ BASELINE_MSE = 1.0 / 6.0
 
 def adding_problem(rng: np.random.Generator, batch: int, length: int):
     """One batch: ``xs`` ``(batch, length, 2)`` float64 and targets ``ys`` ``(batch,)``."""
-    if length < 2:
-        raise ValueError(f"`length` (={length!r}) must be >= 2 for the adding problem")
+    batch = positive_int("batch", batch)
+    length = positive_int("length", length, minimum=2)
     values = rng.uniform(0.0, 1.0, (batch, length))
     half = length // 2
     i = rng.integers(0, half, batch)
@@ -145,16 +145,24 @@ def learning_experiment(
 ) -> LearningResult:
     """Train each cell on the adding problem at each length, all seeds at once.
 
-    Defaults take a few minutes on 2 CPU cores; on a GPU raise ``lengths`` (e.g. 100-400),
-    ``hidden``, ``batch`` and ``steps``. Returns a :class:`LearningResult`.
+    Defaults take ~20 s on 2 CPU cores; on a GPU raise ``lengths`` (e.g. 100-400), ``hidden``,
+    ``batch`` and ``steps``. Returns a :class:`LearningResult`.
+
+    Reproducibility: the same arguments give the same numbers, whatever the global
+    ``jax_enable_x64`` flag (the run sets it for ``dtype``). The seeds train together as one
+    vmapped batch, compiled for that batch size, so one seed's float32 numbers can change in
+    their last digits with the *set* of seeds, which training of the tanh RNN can amplify
+    (measured: seed 2, tanh, T = 30, normalised MSE 0.650 with seeds (0, 1, 2), 0.609 alone;
+    the gated cell's agreed to 7 digits). Compare seeds within one call.
     """
     import optax
     from tqdm.auto import tqdm
 
+    for name, v in (("lengths", lengths), ("seeds", seeds), ("cells", cells)):
+        if isinstance(v, (str, bytes)) or not isinstance(v, (Sequence, np.ndarray)) or not len(v):
+            raise ValueError(f"`{name}` (={v!r}) must be a non-empty sequence")
     lengths = tuple(positive_int("lengths", t, minimum=2) for t in lengths)
     seeds = tuple(positive_int("seeds", s, minimum=0) for s in seeds)
-    if not lengths or not seeds:
-        raise ValueError(f"`lengths` (={lengths!r}) and `seeds` (={seeds!r}) must be non-empty")
     for c in cells:
         if c not in CELLS:
             raise ValueError(f"`cells` entry {c!r} must be one of {', '.join(CELLS)}")
@@ -162,9 +170,16 @@ def learning_experiment(
     batch = positive_int("batch", batch)
     steps = positive_int("steps", steps)
     test_size = positive_int("test_size", test_size)
-    if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
-        raise ValueError(f"`learning_rate` (={learning_rate!r}) must be a positive number")
+    if (
+        isinstance(learning_rate, bool)
+        or not isinstance(learning_rate, (int, float, np.integer, np.floating))
+        or not (np.isfinite(learning_rate) and learning_rate > 0)
+    ):
+        raise ValueError(f"`learning_rate` (={learning_rate!r}) must be a positive finite number")
+    learning_rate = float(learning_rate)
     dt = jnp.dtype(dtype)
+    if dt not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+        raise ValueError(f"`dtype` (={dtype!r}) must be float32 or float64")
     np_dt = np.float64 if dt == jnp.float64 else np.float32
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate))
 

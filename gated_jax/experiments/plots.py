@@ -33,8 +33,21 @@ def _plt():
     return plt
 
 
+def _slice(sweep, length, bias_index, scale_index):
+    """``norms[length][:, bias_index, scale_index]`` (``(W, R, T+1)``), arguments checked."""
+    if length not in sweep.norms:
+        raise ValueError(f"`length` (={length!r}) was not swept; the sweep has {sweep.lengths}")
+    for name, i, size in (
+        ("bias_index", bias_index, sweep.gate_biases.size),
+        ("scale_index", scale_index, sweep.input_scales.size),
+    ):
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < size:
+            raise ValueError(f"`{name}` (={i!r}) must be an int in [0, {size})")
+    return sweep.norms[length][:, bias_index, scale_index]
+
+
 def _curves(ax, sweep, length, bias_index, scale_index, title):
-    a = sweep.norms[length][:, bias_index, scale_index]  # (W, R, T+1)
+    a = _slice(sweep, length, bias_index, scale_index)  # (W, R, T+1)
     lags = np.arange(length + 1)
     cmap = _plt().get_cmap("viridis")
     for i, rho in enumerate(sweep.wz_norms):
@@ -50,6 +63,7 @@ def _curves(ax, sweep, length, bias_index, scale_index, title):
 
 def plot_norm_vs_lag(sweep, length: int, *, bias_index: int = 0, scale_index: int = 0):
     """Norm of ``dz[T]/dz[T-L]`` against ``L`` for every recurrent-weight scale."""
+    _slice(sweep, length, bias_index, scale_index)  # check the arguments before drawing
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     b = sweep.gate_biases[bias_index]
@@ -70,8 +84,8 @@ def plot_norm_vs_lag(sweep, length: int, *, bias_index: int = 0, scale_index: in
 
 def plot_heatmap(sweep, length: int, *, bias_index: int = 0, scale_index: int = 0):
     """``log10`` median norm over (scale, lag)."""
+    a = np.log10(np.median(_slice(sweep, length, bias_index, scale_index), axis=1))
     plt = _plt()
-    a = np.log10(np.median(sweep.norms[length][:, bias_index, scale_index], axis=1))
     fig, ax = plt.subplots(figsize=(7, 3.5))
     lim = max(float(np.nanmax(np.abs(a[np.isfinite(a)]))), 1.0) if np.isfinite(a).any() else 1.0
     im = ax.imshow(

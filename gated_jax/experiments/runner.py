@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gated_jax._validate import output_dir
+
 __all__ = ["FlowConfig", "FlowRun", "run_flow", "PARTS"]
 
 PARTS = ("bounds", "counterexample", "sweep", "worst-case", "learning")
@@ -64,6 +66,10 @@ class FlowConfig:
         from gated_jax.experiments.baselines import FAMILIES, check_norm
 
         check_norm(self.norm)
+        for f in dataclasses.fields(self):  # lists (and arrays) for tuple fields become tuples
+            v = getattr(self, f.name)
+            if isinstance(f.default, tuple) and isinstance(v, (list, np.ndarray)):
+                object.__setattr__(self, f.name, tuple(np.asarray(v).tolist()))
 
         def ints(name, minimum):
             v = getattr(self, name)
@@ -119,7 +125,7 @@ class FlowConfig:
         if not self.cells or bad:
             raise ValueError(f"`cells` (={self.cells!r}) must be among {', '.join(FAMILIES)}")
         bad = [p for p in self.parts if p not in PARTS]
-        if bad:
+        if bad or not self.parts:
             raise ValueError(f"`parts` (={self.parts!r}) must be among {', '.join(PARTS)}")
 
     @classmethod
@@ -170,8 +176,19 @@ def _default_saver(out_dir: Path) -> Callable:
     return save
 
 
-def _fmt(v: float) -> str:
-    return f"{v:.3g}"
+def _fmt(v: float | None) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{v:.3g}"
+
+
+def _json_safe(obj):
+    """Non-finite floats as ``None`` (JSON ``null``): ``NaN`` is not JSON."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
+        return None
+    return obj
 
 
 def run_flow(
@@ -184,8 +201,7 @@ def run_flow(
 ) -> FlowRun:
     """Run every part, write data and figures into ``out_dir``, return a :class:`FlowRun`."""
     cfg = config or FlowConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir("out_dir", out_dir)
     save = save_figure or _default_saver(out)
     say = log or (lambda s: None)
     files: list[Path] = []
@@ -206,7 +222,7 @@ def run_flow(
         files += _learning(cfg, out, summary, md, save, say, progress)
     summary["seconds"] = time.perf_counter() - t_all
     spath = out / "summary.json"
-    spath.write_text(json.dumps(summary, indent=1, default=float))
+    spath.write_text(json.dumps(_json_safe(summary), indent=1, default=float))
     files.append(spath)
     return FlowRun(out, files, summary, "\n".join(md))
 

@@ -17,7 +17,8 @@ axis, one objective sum, one ``lax.scan`` over ascent steps, one compile).
 A priori the rate cannot exceed ``log(1 + omega xi sqrt(n) rho / 2)`` (the one-step bound of
 :mod:`gated_jax.experiments.analysis` with the box width ``R <= 2 omega xi sqrt(n)``). A
 positive rate that persists as ``T`` grows is exploding gradients: ``||dz[T]/dz[0]|| ~ e^{rT}``.
-The best point found is re-evaluated exactly (spectral norm, float64) with
+Adam's ascent is not monotone, so each restart keeps the best iterate it has visited (by the
+Frobenius objective); the best of those is re-evaluated exactly (spectral norm, float64) with
 :func:`gated_jax.cell.gradient_flow` and with ``jax.jacrev`` of the plain recurrence.
 """
 
@@ -30,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from gated_jax._validate import positive_int
 
 __all__ = ["WorstCase", "worst_case_search", "log_jacobian_norm"]
 
@@ -50,8 +53,8 @@ class WorstCase:
       bound_rate: ``mean_t log(step bound)`` on the found trajectory (an upper bound on ``rate``).
       a_priori_rate: ``log(1 + omega xi sqrt(n) rho / 2)``.
       history: ``(steps, restarts)`` objective (Frobenius rate) during the ascent.
-      final: the last iterate of every restart (``w_x, w_c, w_z, xs`` stacked), for
-        warm starts.
+      final: the best iterate of every restart (``w_x, w_c, w_z, xs`` stacked, the one with the
+        highest objective over the start and all steps), for warm starts.
     """
 
     length: int
@@ -109,6 +112,24 @@ def _check(name, value, *, integer=False):
         raise ValueError(f"`{name}` (={value!r}) must be a positive {kind}")
 
 
+def _check_init(init, *, n: int, m: int, restarts: int) -> None:
+    """``init`` must be a :attr:`WorstCase.final` dict for these widths and restarts."""
+    keys = ("w_x", "w_c", "w_z", "xs")
+    if not isinstance(init, dict) or set(init) != set(keys):
+        got = sorted(init) if isinstance(init, dict) else type(init).__name__
+        raise ValueError(f"`init` must be a WorstCase.final dict with keys {keys}; got {got}")
+    r = np.shape(init["xs"])[0] if np.ndim(init["xs"]) == 3 else None
+    want = {"w_x": (r, m, n), "w_c": (r, m, n), "w_z": (r, m, m)}
+    shapes = {k: tuple(np.shape(v)) for k, v in init.items()}
+    if r is None or shapes["xs"][2:] != (n,) or any(shapes[k] != w for k, w in want.items()):
+        raise ValueError(
+            f"`init` shapes {shapes} do not fit n = {n}, m = {m} (w_x, w_c (R, m, n); "
+            "w_z (R, m, m); xs (R, T, n))"
+        )
+    if r != restarts:
+        raise ValueError(f"`restarts` (={restarts}) must equal the {r} restarts stacked in `init`")
+
+
 def worst_case_search(
     length: int = 64,
     *,
@@ -125,18 +146,25 @@ def worst_case_search(
 ) -> WorstCase:
     """Search for weights and inputs maximising the growth rate of ``||dz[T]/dz[0]||``.
 
-    Bounds default to the scales of the scalar counterexample (``||W_z|| = 1.5``,
-    ``||W_x|| = 1``, ``||W_c|| = 0.5``, ``|x| <= 3``), which reaches rate ``log(2)/2 = 0.347``.
+    Bounds: ``||W_z||_2 <= wz_norm``, ``||W_x||_2, ||W_c||_2 <= weight_norm``,
+    ``|x_i| <= input_bound``; the defaults contain the scalar counterexample (``W_z = 1.5``,
+    ``W_x = 1``, ``W_c = 0.5``, ``|x| = 3``), which reaches rate ``log(2)/2 = 0.347``.
     Runs in float64. Random starts are drawn with ``numpy.random.default_rng(seed)``.
     Inputs start at random corners of the box (``+-xi``). ``init`` (a :attr:`WorstCase.final`
     dict of stacked restarts) warm-starts the search instead: its weights are kept and its
-    inputs are repeated to length ``T`` (continuation from a shorter search).
+    inputs are repeated to length ``T`` (continuation from a shorter search); its number of
+    restarts is used (``restarts`` must then equal it). Each restart returns the best iterate
+    it visited, not its last one.
     """
     from gated_jax.cell import GatedParams, gradient_flow
 
     for name, v in (("length", length), ("n", n), ("m", m), ("steps", steps)):
         _check(name, v, integer=True)
     _check("restarts", restarts, integer=True)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"`seed` (={seed!r}) must be an int >= 0")
+    if init is not None:
+        _check_init(init, n=n, m=m, restarts=restarts)
 
     for name, v in (
         ("wz_norm", wz_norm),
@@ -178,17 +206,25 @@ def worst_case_search(
                 "xs": jnp.clip(p["xs"], -input_bound, input_bound),
             }
 
+        def keep_best(best, best_r, p, r):
+            better = r > best_r  # NaN never wins
+            pick = lambda b, q: jnp.where(better.reshape((-1,) + (1,) * (q.ndim - 1)), q, b)
+            return jax.tree.map(pick, best, p), jnp.where(better, r, best_r)
+
         def ascent(carry, _):
-            p, state = carry
+            p, state, best, best_r = carry
             r, grads = jax.value_and_grad(lambda q: -jnp.sum(rates(q)))(p)
             updates, state = opt.update(grads, state, p)
             p = project(optax.apply_updates(p, updates))
-            return (p, state), rates(p)
+            r = rates(p)
+            best, best_r = keep_best(best, best_r, p, r)
+            return (p, state, best, best_r), r
 
         @jax.jit
         def run(p):
-            (p, _), hist = lax.scan(ascent, (p, opt.init(p)), None, length=steps)
-            return p, hist
+            carry = (p, opt.init(p), p, rates(p))
+            (_, _, best, _), hist = lax.scan(ascent, carry, None, length=steps)
+            return best, hist
 
         params, history = run(params)
         final = np.asarray(rates(params))
@@ -249,8 +285,12 @@ def worst_case_lengths(lengths: Sequence[int] = (8, 16, 32, 64), **kwargs) -> li
     of ``T`` Jacobians), so a long search starts from the weights and (repeated) inputs found
     for a shorter one. Returns one :class:`WorstCase` per length, in increasing order.
     """
+    if isinstance(lengths, (str, bytes)) or not isinstance(lengths, (Sequence, np.ndarray)):
+        raise ValueError(f"`lengths` (={lengths!r}) must be a sequence of positive ints")
+    if len(lengths) == 0:
+        raise ValueError("`lengths` (=()) must not be empty")
     out: list[WorstCase] = []
-    for t in sorted(int(v) for v in lengths):
+    for t in sorted(positive_int("lengths", v) for v in lengths):
         init = out[-1].final if out else None
         out.append(worst_case_search(t, init=init, **kwargs))
     return out

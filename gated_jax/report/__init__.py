@@ -14,6 +14,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from gated_jax._plugins import discover
+from gated_jax._validate import output_dir, positive_int
 
 
 @dataclasses.dataclass
@@ -46,8 +47,8 @@ def write_report(
     import matplotlib
 
     matplotlib.use("Agg")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    seed = positive_int("seed", seed, minimum=0)
+    out = output_dir("out_dir", out_dir)
     ctx = Context(out_dir=out, quick=quick, seed=seed)
     parts = [
         "# gated_jax report: the homework reproduced and verified",
