@@ -24,10 +24,10 @@ def plain_scan(params, xs, z0=None, *, seq_lengths=None, reverse=False, remat=Fa
         x, t = inp
         pre = x @ params.w_c.T + z @ params.w_z.T
         if params.b_c is not None:
-            pre = pre + params.b_c
+            pre = pre + params.b_c[None, :]
         u = x @ params.w_x.T
         if params.b_x is not None:
-            u = u + params.b_x
+            u = u + params.b_x[None, :]
         c = jax.nn.sigmoid(pre)
         z_new = c * z + (1 - c) * u
         z_new = jnp.where((t < lengths)[:, None], z_new, z)

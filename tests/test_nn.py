@@ -357,7 +357,7 @@ def test_two_batch_dims_seq_lengths_return_carry():
     assert _rel(carry.reshape(6, M), c_ref) < 1e-13
 
 
-@pytest.mark.parametrize("reverse", [True])
+@pytest.mark.parametrize("reverse", [False, True])
 def test_gradients_equal_nn_rnn(reverse):
     """d loss / d (params, inputs) through the fast path (closed-form BPTT) == nn.RNN's."""
     rng = np.random.default_rng(10 + reverse)
