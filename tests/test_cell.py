@@ -27,6 +27,12 @@ from gated_jax.cell import (
 # ---- independent references (written here, not imported from the package) -------------------
 
 
+def _sigmoid(x):
+    """``1 / (1 + e^-x)`` in NumPy, accurate to rounding for large ``|x|`` and without overflow."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
 def np_loop(p, xs, z0, lengths=None, reverse=False):
     """Seed 1.2 step by step in float64; xs (B, T, n), z0 (B, m)."""
     w_x, w_c, w_z, b_c, b_x = (None if a is None else np.asarray(a, np.float64) for a in p)
@@ -37,7 +43,7 @@ def np_loop(p, xs, z0, lengths=None, reverse=False):
         for t in range(T - 1, -1, -1) if reverse else range(T):
             if lengths is None or t < lengths[b]:
                 pre = w_c @ xs[b, t] + w_z @ z + (0 if b_c is None else b_c)
-                c = 0.5 * (1 + np.tanh(pre / 2))  # the sigmoid, without overflow
+                c = _sigmoid(pre)
                 z = c * z + (1 - c) * (w_x @ xs[b, t] + (0 if b_x is None else b_x))
             out[b, t] = z
     return out
@@ -364,7 +370,7 @@ def test_jacobians_match_jacfwd(seed, n, m, T, bias, scale):
     assert Js.shape == (T, m, m)
     assert rel(Js, jnp.stack([D[k, :, k] for k in range(T)])) < 1e-12
     Jb = state_jacobians(p, np.stack([xs, 2 * xs]), np.stack([z0, z0]))
-    assert Jb.shape == (2, T, m, m) and rel(Jb[0], Js) < 1e-14
+    assert Jb.shape == (2, T, m, m) and rel(Jb[0], Js) < 1e-12
     # products dz[end]/dz[start], every pair
     for start in range(T):
         for end in range(start + 1, T + 1):
@@ -421,7 +427,7 @@ def test_norm_bound_is_an_upper_bound(seed, w_scale, x_scale, z_scale):
     w_x, w_c, w_z, b_c, b_x = (np.asarray(a, np.float64) for a in p)
     zs = np_loop(p, xs, z0)
     zprev = np.concatenate([z0[:, None], zs[:, :-1]], axis=1)
-    c = 0.5 * (1 + np.tanh((xs @ w_c.T + zprev @ w_z.T + b_c) / 2))  # sigmoid
+    c = _sigmoid(xs @ w_c.T + zprev @ w_z.T + b_c)
     s = (zprev - (xs @ w_x.T + b_x)) * c * (1 - c)
     want = c.max(-1) + np.abs(s).max(-1) * np.linalg.norm(w_z, 2)
     # (1 - c) of a saturated gate cancels to a few digits in either computation: rtol 1e-8 still
