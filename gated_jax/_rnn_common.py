@@ -15,7 +15,7 @@ from flax.linen.recurrent import flip_sequences
 
 from gated_jax.cell import BACKWARDS, GatedParams, gated_scan
 
-__all__ = ["apply_sequence", "check_step_shapes", "promote"]
+__all__ = ["apply_sequence", "check_backward", "check_step_shapes", "promote"]
 
 
 def promote(params: GatedParams, carry, inputs, dtype):
