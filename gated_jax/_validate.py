@@ -5,12 +5,24 @@ Messages name the argument and its value, e.g. "`features` (=0) must be a positi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["output_dir", "positive_int"]
+__all__ = ["nonempty_sequence", "output_dir", "positive_int"]
+
+
+def nonempty_sequence(name: str, value: Any) -> Sequence:
+    """``value`` if it is a non-empty sequence (or array), not a string or a bare number."""
+    if (
+        isinstance(value, (str, bytes))
+        or not isinstance(value, (Sequence, np.ndarray))
+        or len(value) == 0
+    ):
+        raise ValueError(f"`{name}` (={value!r}) must be a non-empty sequence")
+    return value
 
 
 def output_dir(name: str, path) -> Path:

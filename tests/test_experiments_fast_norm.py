@@ -1,8 +1,5 @@
 """The batch-friendly spectral norm (``norm="power"``) against the SVD path (float64)."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -172,13 +169,5 @@ _SHARDED = textwrap.dedent(
 )
 
 
-def test_power_sweep_sharded_equals_single_device_in_subprocess():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["JAX_ENABLE_X64"] = "1"
-    proc = subprocess.run(
-        [sys.executable, "-c", _SHARDED], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().endswith("OK")
+def test_power_sweep_sharded_equals_single_device_in_subprocess(run_on_four_cpu_devices):
+    run_on_four_cpu_devices(_SHARDED)

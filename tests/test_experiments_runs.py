@@ -1,9 +1,6 @@
 """Gradient-flow experiments: worst-case search, learning, sharding, plots and the CLI."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -265,16 +262,8 @@ _SHARDED = textwrap.dedent(
 )
 
 
-def test_sharded_sweep_equals_single_device_in_subprocess():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["JAX_ENABLE_X64"] = "1"
-    proc = subprocess.run(
-        [sys.executable, "-c", _SHARDED], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().endswith("OK")
+def test_sharded_sweep_equals_single_device_in_subprocess(run_on_four_cpu_devices):
+    run_on_four_cpu_devices(_SHARDED)
 
 
 # ---- plots and the command line -------------------------------------------------------------

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from gated_jax._validate import positive_int
+from gated_jax._validate import nonempty_sequence, positive_int
 
 __all__ = ["LearningResult", "adding_problem", "learning_experiment"]
 
@@ -159,8 +159,7 @@ def learning_experiment(
     from tqdm.auto import tqdm
 
     for name, v in (("lengths", lengths), ("seeds", seeds), ("cells", cells)):
-        if isinstance(v, (str, bytes)) or not isinstance(v, (Sequence, np.ndarray)) or not len(v):
-            raise ValueError(f"`{name}` (={v!r}) must be a non-empty sequence")
+        nonempty_sequence(name, v)
     lengths = tuple(positive_int("lengths", t, minimum=2) for t in lengths)
     seeds = tuple(positive_int("seeds", s, minimum=0) for s in seeds)
     for c in cells:

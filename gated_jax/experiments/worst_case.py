@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from gated_jax._validate import positive_int
+from gated_jax._validate import nonempty_sequence, positive_int
 
 __all__ = ["WorstCase", "worst_case_search", "log_jacobian_norm"]
 
@@ -161,8 +161,7 @@ def worst_case_search(
     for name, v in (("length", length), ("n", n), ("m", m), ("steps", steps)):
         _check(name, v, integer=True)
     _check("restarts", restarts, integer=True)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"`seed` (={seed!r}) must be an int >= 0")
+    positive_int("seed", seed, minimum=0)
     if init is not None:
         _check_init(init, n=n, m=m, restarts=restarts)
 
@@ -285,10 +284,7 @@ def worst_case_lengths(lengths: Sequence[int] = (8, 16, 32, 64), **kwargs) -> li
     of ``T`` Jacobians), so a long search starts from the weights and (repeated) inputs found
     for a shorter one. Returns one :class:`WorstCase` per length, in increasing order.
     """
-    if isinstance(lengths, (str, bytes)) or not isinstance(lengths, (Sequence, np.ndarray)):
-        raise ValueError(f"`lengths` (={lengths!r}) must be a sequence of positive ints")
-    if len(lengths) == 0:
-        raise ValueError("`lengths` (=()) must not be empty")
+    nonempty_sequence("lengths", lengths)
     out: list[WorstCase] = []
     for t in sorted(positive_int("lengths", v) for v in lengths):
         init = out[-1].final if out else None
