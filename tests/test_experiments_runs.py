@@ -319,7 +319,7 @@ def test_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
     for argv in (["flow", "--quick", "--parts", "bounds"], ["report", "--quick"]):
         assert _cli([*argv, "--out", str(afile)]) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and "is a file, not a directory" in err
+        assert err.count("\n") == 1 and "must be a folder, not a file" in err
     assert _cli(["report", "--quick", "--seed", "-1", "--out", str(tmp_path / "r")]) == 2
     assert "`seed` (=-1)" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # rejected before any work
