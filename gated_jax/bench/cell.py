@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 
 from gated_jax import cell
-from gated_jax._cell_reference import plain_scan
 from gated_jax.bench.harness import (
     Table,
     compile_stats,
@@ -25,6 +24,7 @@ from gated_jax.bench.harness import (
     ratios,
     time_interleaved,
 )
+from gated_jax.testing import plain_scan
 
 ORDER = 30
 TITLE = "Gated recurrence: closed-form BPTT vs plain scan vs Flax"

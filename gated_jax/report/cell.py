@@ -12,7 +12,7 @@ def section(ctx) -> str:
     import numpy as np
 
     from gated_jax import cell
-    from gated_jax._cell_reference import plain_scan
+    from gated_jax.testing import plain_scan
     from gated_jax.verification import max_rel_error
 
     n, m, T, t_star = 3, 5, 12, 8
@@ -38,7 +38,7 @@ def section(ctx) -> str:
         # the seed's 1.2(c) sum: dl/dz[t] sum_k (prod_{i=k+1}^t J[i]) dz[k]/dW_x (direct part),
         # with dz[k]/dW_x[a, b] = (1 - c[k])_a x[k]_b on row a: a row vector times an outer product
         zprev = jnp.concatenate([z0[None], zs[:-1]])
-        c = jax.nn.sigmoid(xs @ p.w_c.T + zprev @ p.w_z.T)
+        c = cell.step.step_with_factors(p, zprev, xs)[1]
         seed_sum = jnp.zeros((m, n))
         for k in range(1, t_star + 1):
             prod = cell.jacobian_product(p, xs, z0, start=k, end=t_star)

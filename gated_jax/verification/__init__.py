@@ -13,6 +13,7 @@ from collections.abc import Callable
 import jax
 
 from gated_jax._plugins import discover
+from gated_jax.testing import max_rel_error as max_rel_error
 
 TOLERANCE = 1e-10
 
@@ -31,25 +32,6 @@ class Check:
     @property
     def ok(self) -> bool:
         return bool(self.max_rel_error <= self.tolerance)
-
-
-def max_rel_error(actual, expected) -> float:
-    """``max |a - e| / max(max |e|, tiny)`` over all leaves: a scale-free error of a pytree."""
-    import numpy as np
-
-    worst = 0.0
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
-        a = np.asarray(a, dtype=np.float64)
-        e = np.asarray(e, dtype=np.float64)
-        if a.shape != e.shape:
-            return float("inf")
-        if e.size == 0:
-            continue
-        if not (np.all(np.isfinite(a)) and np.all(np.isfinite(e))):
-            return float("inf")  # a NaN or inf result is never a match
-        scale = max(float(np.max(np.abs(e))), 1e-300)
-        worst = max(worst, float(np.max(np.abs(a - e))) / scale)
-    return worst
 
 
 def _suites() -> list:

@@ -13,7 +13,7 @@ import numpy as np
 from jax import lax
 
 from gated_jax import cell
-from gated_jax._cell_reference import numpy_loop, plain_scan
+from gated_jax.testing import numpy_loop, plain_scan
 from gated_jax.verification import Check, max_rel_error
 
 ORDER = 30
