@@ -19,7 +19,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from gated_jax.report import write_report
+    from gated_jax.lab import write_report
 
     path = write_report(args.out, quick=args.quick, seed=args.seed)
     print(f"report written to {path.resolve()}")
