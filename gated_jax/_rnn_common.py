@@ -19,7 +19,7 @@ import numpy as np
 from flax.linen.dtypes import canonicalize_dtype
 from flax.linen.recurrent import flip_sequences
 
-from gated_jax._validate import boolean, fail, positive_int
+from gated_jax._validate import boolean, check_fits_in_memory, fail, positive_int
 from gated_jax.cell import BACKWARDS, GatedParams, gated_scan
 
 __all__ = [
@@ -28,9 +28,11 @@ __all__ = [
     "as_inputs",
     "batch_shape",
     "brief",
+    "brief_shape",
     "check_backward",
     "check_dtype",
     "check_initializer",
+    "check_param_memory",
     "check_remat",
     "check_step_shapes",
     "check_unroll",
@@ -102,10 +104,10 @@ def check_unroll(value: Any) -> int:
 
 
 def as_inputs(name: str, value: Any) -> jax.Array:
-    """An input sequence as an array: arrays pass, lists and NumPy arrays of numbers convert.
+    """An operand as an array: arrays pass, lists and NumPy arrays of numbers convert.
 
-    Anything else (strings, ragged lists, ``None``, non-numeric NumPy arrays) is refused with
-    a message naming ``name`` and what was given.
+    Integer and bool arrays pass (the computation promotes them as ``nn.Dense`` does). Strings,
+    ragged lists, ``None`` and object arrays are refused with a message naming ``name``.
     """
     if isinstance(value, (jax.Array, jax.core.Tracer)):
         arr = value
@@ -116,9 +118,13 @@ def as_inputs(name: str, value: Any) -> jax.Array:
             raise fail(name, value, "an array (or nested list) of numbers") from None
     if not (jnp.issubdtype(arr.dtype, jnp.number) or jnp.issubdtype(arr.dtype, jnp.bool_)):
         raise fail(name, value, "an array (or nested list) of numbers", error=TypeError)
-    if not jnp.issubdtype(arr.dtype, jnp.inexact):
-        raise fail(name, value, "a floating array (cast integers with .astype(jnp.float32))")
     return jnp.asarray(arr)
+
+
+def check_param_memory(name: str, value: int, n: int, m: int, dtype: Any) -> None:
+    """Refuse parameter sizes that cannot fit in memory before allocating them."""
+    nbytes = float(2 * n * m + m * m + 2 * m) * jnp.dtype(dtype).itemsize
+    check_fits_in_memory(name, value, nbytes, f"the cell's parameters (n={n}, m={m})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,6 +169,11 @@ class _Shown:
 
     def __repr__(self) -> str:
         return self.text
+
+
+def brief_shape(width: int) -> Any:
+    """``inputs`` described by their last dimension, for messages that only know it."""
+    return _Shown(f"array of shape (..., {width})")
 
 
 def brief(value: Any) -> Any:
@@ -219,7 +230,10 @@ def to_tree(tree: Any, name: str = "tree") -> GatedParams:
         return b
 
     return GatedParams(
-        w_x=kernels["ix"].T, w_c=kernels["ic"].T, w_z=kernels["hc"].T, b_c=bias("ic"),
+        w_x=kernels["ix"].T,
+        w_c=kernels["ic"].T,
+        w_z=kernels["hc"].T,
+        b_c=bias("ic"),
         b_x=bias("ix"),
     )
 
@@ -239,11 +253,17 @@ def from_tree(params: Any, name: str = "params") -> dict[str, Any]:
     if (params.b_c is None) != (params.b_x is None):
         got = f"b_c={'None' if params.b_c is None else 'array'}, "
         got += f"b_x={'None' if params.b_x is None else 'array'}"
-        raise fail(name, _Shown(got), "a GatedParams with both biases or neither (GatedCell.use_bias covers both)")
+        raise fail(
+            name,
+            _Shown(got),
+            "a GatedParams with both biases or neither (GatedCell.use_bias covers both)",
+        )
     w_x, w_c, w_z = (jnp.asarray(a) for a in (params.w_x, params.w_c, params.w_z))
     if w_x.ndim != 2 or w_c.shape != w_x.shape or w_z.shape != (w_x.shape[0],) * 2:
         got = f"w_x {w_x.shape}, w_c {w_c.shape}, w_z {w_z.shape}"
-        raise fail(name, _Shown(got), "a GatedParams with w_x, w_c of shape (m, n) and w_z of shape (m, m)")
+        raise fail(
+            name, _Shown(got), "a GatedParams with w_x, w_c of shape (m, n) and w_z of shape (m, m)"
+        )
     ic: dict[str, Any] = {"kernel": w_c.T}
     ix: dict[str, Any] = {"kernel": w_x.T}
     if params.b_c is not None:
@@ -253,7 +273,6 @@ def from_tree(params: Any, name: str = "params") -> dict[str, Any]:
             raise fail(name, _Shown(got), f"a GatedParams with biases of shape ({w_x.shape[0]},)")
         ic["bias"], ix["bias"] = b_c, b_x
     return {"ic": ic, "hc": {"kernel": w_z.T}, "ix": ix}
-
 
 
 def promote(params: GatedParams, carry, inputs, dtype):
@@ -293,6 +312,30 @@ def batch_shape(inputs, time_major: bool) -> tuple[int, ...]:
     return sx[1:-1] if time_major else sx[:-2]
 
 
+def _check_lengths(given, batch, T: int, sx, time_major: bool) -> jax.Array:
+    """``seq_lengths``: ints of the batch shape in ``[0, T]`` (the range checked when concrete)."""
+    lengths = given
+    if not isinstance(given, (jax.Array, jax.core.Tracer)):
+        try:
+            lengths = np.asarray(given)
+        except (TypeError, ValueError):
+            lengths = None
+    if lengths is None or not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise fail("seq_lengths", given, f"an integer array of the batch shape {batch}")
+    if tuple(lengths.shape) != batch:
+        raise fail(
+            "seq_lengths",
+            given,
+            f"of the batch shape {batch} of `inputs` (shape {sx}, time_major={time_major})",
+        )
+    if not isinstance(lengths, jax.core.Tracer):
+        v = np.asarray(lengths)
+        if v.size and (v.min() < 0 or v.max() > T):
+            shown = _Shown(str(v.tolist())) if v.size <= 16 else given
+            raise fail("seq_lengths", shown, f"ints in [0, T] = [0, {T}]")
+    return jnp.asarray(lengths)
+
+
 def apply_sequence(
     params: GatedParams,
     inputs: jax.Array,
@@ -321,20 +364,7 @@ def apply_sequence(
     xs = jnp.moveaxis(inputs, 0, -2) if time_major else inputs
     num_batch = len(batch)
     if seq_lengths is not None:
-        if not isinstance(seq_lengths, (jax.Array, jax.core.Tracer)):
-            try:
-                seq_lengths = np.asarray(seq_lengths)
-            except (TypeError, ValueError):
-                raise fail("seq_lengths", seq_lengths, "an int array of the batch shape") from None
-        if not jnp.issubdtype(seq_lengths.dtype, jnp.integer):
-            raise fail("seq_lengths", seq_lengths, "an integer array")
-        if tuple(seq_lengths.shape) != batch:
-            raise fail(
-                "seq_lengths",
-                seq_lengths,
-                f"of the batch shape {batch} of `inputs` (shape {sx}, time_major={time_major})",
-            )
-        seq_lengths = jnp.asarray(seq_lengths)
+        seq_lengths = _check_lengths(seq_lengths, batch, int(xs.shape[-2]), sx, time_major)
     want = batch + (params.m,)
     if not hasattr(carry, "shape") or tuple(np.shape(carry)) != want:
         raise fail(

@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from flax.errors import ScopeParamShapeError
 from flax.linen import initializers
 from flax.linen.linear import default_kernel_init
 from flax.typing import Dtype, Initializer, PRNGKey
@@ -263,10 +264,28 @@ class GatedCell(nn.RNNCellBase):
 
     def gated_params(self, in_features: int) -> GatedParams:
         """This cell's parameters as ``GatedParams`` (created on first use, ``(out, in)``)."""
-        positive_int("in_features", in_features)
-        k_c, b_c = self.ic(in_features)
-        (k_z, _) = self.hc(self.features)
-        k_x, b_x = self.ix(in_features)
+        if self.is_initializing():
+            common.check_param_memory(
+                "features", self.features, in_features, self.features, self.param_dtype
+            )
+        try:
+            k_c, b_c = self.ic(in_features)
+            (k_z, _) = self.hc(self.features)
+            k_x, b_x = self.ix(in_features)
+        except ScopeParamShapeError:
+            given = self.variables.get("params", {}).get("ic", {}).get("kernel")
+            have = tuple(np.shape(given)) if given is not None else None
+            if have is not None and have[0] != in_features:
+                raise fail(
+                    "inputs",
+                    common.brief_shape(in_features),
+                    f"of width {have[0]}, the input width of the given parameters",
+                ) from None
+            raise fail(
+                "features",
+                self.features,
+                f"{have[1] if have else '?'}, the state width of the given parameters",
+            ) from None
         return GatedParams(w_x=k_x.T, w_c=k_c.T, w_z=k_z.T, b_c=b_c, b_x=b_x)
 
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -282,6 +301,8 @@ class GatedCell(nn.RNNCellBase):
         inputs = common.as_inputs("inputs", inputs)
         carry = common.as_inputs("carry", carry)
         check_step_shapes(carry, inputs, self.features)
+        if np.shape(inputs)[-1] < 1:
+            raise fail("inputs", inputs, "of shape (*batch, n) with n >= 1")
         params = self.gated_params(int(np.shape(inputs)[-1]))
         params, z, x, out_dtype = promote(params, carry, inputs, self.dtype)
         new = gated_step(params, z, x).astype(out_dtype)

@@ -282,6 +282,9 @@ class GatedCell(nnx.RNNCellBase):
             raise fail("rngs", rngs, "an nnx.Rngs (e.g. nnx.Rngs(0))", error=TypeError)
         self.dtype = dtype
         self.param_dtype = param_dtype
+        common.check_param_memory(
+            "hidden_features", hidden_features, self.in_features, self.hidden_features, param_dtype
+        )
         gate_bias_init = bias_init if gate_bias_init is None else gate_bias_init
         n, m = self.in_features, self.hidden_features
         linear = dict(param_dtype=param_dtype, rngs=rngs)

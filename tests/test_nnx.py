@@ -239,7 +239,9 @@ def test_load_gated_params_and_errors():
         GatedCell(0, 4, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"`hidden_features` \(=-1\)"):
         GatedRNN(3, -1, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"`inputs` \(=array of shape \(2, 6, 5\).*in_features = 3"):
+    with pytest.raises(
+        ValueError, match=r"`inputs` \(=array of shape \(2, 6, 5\).*in_features = 3"
+    ):
         layer(jnp.ones((2, 6, 5)))
     with pytest.raises(ValueError, match=r"`carry` \(=array of shape \(2, 5\).*features = 4"):
         layer.cell(jnp.ones((2, 5)), jnp.ones((2, 3)))
@@ -372,7 +374,9 @@ def test_gate_bias_init_is_separate():
     )
     np.testing.assert_array_equal(cell.ic.bias[...], 2.0)
     np.testing.assert_array_equal(cell.ix.bias[...], -1.0)
-    same = GatedCell(3, 4, use_bias=True, bias_init=nnx.initializers.constant(-1.0), rngs=nnx.Rngs(0))
+    same = GatedCell(
+        3, 4, use_bias=True, bias_init=nnx.initializers.constant(-1.0), rngs=nnx.Rngs(0)
+    )
     np.testing.assert_array_equal(same.ic.bias[...], -1.0)  # default: follows bias_init
 
 
