@@ -52,6 +52,8 @@ def flag(name: str, value: Any, *, allow_none: bool = False) -> bool | None:
     """A strict bool option (``None`` passes with ``allow_none``: "use the attribute")."""
     if allow_none and value is None:
         return None
+    if isinstance(value, jax.core.Tracer):
+        raise fail(name, value, "a Python bool, not a traced value (make it static under jit)")
     if not isinstance(value, (bool, np.bool_)):
         raise fail(name, value, "a bool (True or False)" + (" or None" if allow_none else ""))
     return boolean(name, value)

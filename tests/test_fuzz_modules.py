@@ -148,7 +148,23 @@ CASES = [
         "use_bias",
         "'False'",
     ),
+    Case(
+        "reverse traced under jit",
+        lambda: jax.jit(lambda r: gnn.GatedRNN(M, param_dtype=jnp.float64).apply(V, X, reverse=r))(
+            True
+        ),
+        ValueError,
+        "reverse",
+        "array of shape (), dtype bool",
+    ),
     # loop options
+    Case(
+        "unroll as an array",
+        lambda: gnn.GatedRNN(M, unroll=jnp.array(2)),
+        ValueError,
+        "unroll",
+        "()",
+    ),
     Case("unroll zero", lambda: gnn.GatedRNN(M, unroll=0), ValueError, "unroll", "0"),
     Case("unroll bool", lambda: gnn.GatedRNN(M, unroll=True), ValueError, "unroll", "True"),
     Case("remat negative", lambda: gnn.GatedRNN(M, remat=-1), ValueError, "remat", "-1"),
