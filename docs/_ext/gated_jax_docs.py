@@ -75,7 +75,7 @@ class ApiModel:
 
 
 def _public_all(mod: types.ModuleType) -> list[str]:
-    return [n for n in getattr(mod, "__all__", []) if n != "__version__" or mod.__name__ == "gated_jax"]
+    return list(getattr(mod, "__all__", []))
 
 
 def _kind(obj: object) -> str:
@@ -89,7 +89,7 @@ def _kind(obj: object) -> str:
 
 
 def _public_module_of(obj: object) -> str | None:
-    """The public module an object is defined in (``gated_jax.cell._scan`` -> ``gated_jax.cell``)."""
+    """The public module defining an object (``gated_jax.cell._scan`` -> ``gated_jax.cell``)."""
     modname = getattr(obj, "__module__", None)
     if not isinstance(modname, str) or not modname.startswith("gated_jax"):
         return None
@@ -102,7 +102,11 @@ def _public_module_of(obj: object) -> str | None:
 
 
 def _slug(module: str) -> str:
-    return "gated_jax" if module == "gated_jax" else module.removeprefix("gated_jax.").replace(".", "_")
+    return (
+        "gated_jax"
+        if module == "gated_jax"
+        else module.removeprefix("gated_jax.").replace(".", "_")
+    )
 
 
 def build_model() -> ApiModel:
@@ -120,7 +124,11 @@ def build_model() -> ApiModel:
             if obj.__name__ not in pages and hasattr(obj, "__all__"):
                 pages.append(obj.__name__)
             continue
-        if any(name in required[m] and getattr(importlib.import_module(m), name) is obj for m in pages if m in required):
+        if any(
+            name in required[m] and getattr(importlib.import_module(m), name) is obj
+            for m in pages
+            if m in required
+        ):
             continue
         home_mod = _public_module_of(obj)
         while home_mod and home_mod != "gated_jax":
@@ -241,7 +249,9 @@ def _render_entry(entry: Entry) -> list[str]:
     if len(value) <= 60 and "\n" not in value:
         lines.append(f"   :value: {value}")
     lines.append("")
-    lines += [f"   {line}" if line else "" for line in _attr_doc(entry.module, entry.name, entry.obj)]
+    lines += [
+        f"   {line}" if line else "" for line in _attr_doc(entry.module, entry.name, entry.obj)
+    ]
     return [*lines, ""]
 
 
@@ -257,7 +267,11 @@ def _submodule_lines(modules: list[str], heading: bool = True) -> list[str]:
         return []
     lines = _title("Submodules", "-") if heading else []
     for modname in modules:
-        lines += [*_title(f"``{modname}``", "~" if heading else "-"), f".. automodule:: {modname}", ""]
+        lines += [
+            *_title(f"``{modname}``", "~" if heading else "-"),
+            f".. automodule:: {modname}",
+            "",
+        ]
     return lines
 
 
@@ -347,7 +361,10 @@ def write_kernel_spec(build_dir: Path) -> None:
         "language": "python",
     }
     (kdir / "kernel.json").write_text(json.dumps(spec, indent=1))
-    paths = [str(build_dir / "jupyter"), *filter(None, os.environ.get("JUPYTER_PATH", "").split(os.pathsep))]
+    paths = [
+        str(build_dir / "jupyter"),
+        *filter(None, os.environ.get("JUPYTER_PATH", "").split(os.pathsep)),
+    ]
     os.environ["JUPYTER_PATH"] = os.pathsep.join(dict.fromkeys(paths))
 
 
@@ -360,6 +377,8 @@ def on_builder_inited(app) -> None:
     root = docs.parent
     model = build_model()
     app._gated_jax_model = model  # type: ignore[attr-defined]
+    if not app.config.gated_jax_api:
+        return
     write_api_pages(model, docs / "api")
     copy_notebooks(root, docs)
     write_kernel_spec(Path(app.outdir).parent / ".kernel")
@@ -423,6 +442,8 @@ def _exists(path: str) -> bool:
 
 def on_env_check_consistency(app, env) -> None:
     """Every public name of the required modules is documented (its home is a Python object)."""
+    if not app.config.gated_jax_api:
+        return
     model = _model(app)
     domain = env.get_domain("py")
     objects, modules = domain.objects, domain.modules
@@ -440,7 +461,7 @@ def on_env_check_consistency(app, env) -> None:
                 )
 
 
-_ARG_SECTIONS = ("Args:", "Arguments:", "Parameters:", "Attributes:", "Keyword Args:", "Other Parameters:")
+_ARG_SECTIONS = ("Args:", "Arguments:", "Parameters:", "Attributes:", "Keyword Args:")
 
 
 def on_process_docstring(app, what, name, obj, options, lines) -> None:
@@ -486,7 +507,11 @@ def on_skip_member(app, what, name, obj, skip, options):
 
 
 class SummaryDirective(SphinxDirective):
-    """``.. gj-summary:: MODULE``: the module's public names, one line each, linked."""
+    """``.. gj-summary:: MODULE``: the module's public names, one line each, linked.
+
+    The summaries are docstrings' first lines, so the directive must be parsed as reST (in a
+    MyST page: inside an ``{eval-rst}`` block).
+    """
 
     required_arguments = 1
     has_content = False
@@ -512,25 +537,37 @@ class SummaryDirective(SphinxDirective):
             ref += nodes.literal(name, name, classes=["xref", "py"])
             para = nodes.paragraph()
             para += ref
-            summary = (
-                f"the {obj.__name__} module" if is_mod else _first_line(obj)
-                if _kind(obj) != "data"
-                else f"{type(obj).__name__} constant"
-            )
+            if is_mod:
+                summary = f"the ``{obj.__name__}`` module"
+            elif _kind(obj) == "data":
+                summary = f"a ``{type(obj).__name__}`` constant"
+            else:
+                summary = _first_line(obj)
             if summary:
                 para += nodes.Text(": ")
-                para += self.parse_inline(summary)[0] if summary else []
+                para += self.parse_inline(summary)[0]
             item = nodes.list_item()
             item += para
             table += item
         return [table]
 
     def parse_inline(self, text: str):
-        nodes_, messages = self.state.inline_text(text, self.lineno)
-        return nodes_, messages
+        """reST inline markup, relative names read in the summarised module (as autodoc does)."""
+        context = self.env.ref_context
+        saved = context.get("py:module")
+        context["py:module"] = self.arguments[0]
+        try:
+            return self.state.inline_text(text, self.lineno)
+        finally:
+            if saved is None:
+                context.pop("py:module", None)
+            else:
+                context["py:module"] = saved
 
 
 def setup(app):
+    # False: a site without the generated API and notebook pages (the strictness test's).
+    app.add_config_value("gated_jax_api", True, "env")
     app.connect("builder-inited", on_builder_inited)
     app.connect("missing-reference", on_missing_reference)
     app.connect("env-check-consistency", on_env_check_consistency)
