@@ -53,10 +53,15 @@ nitpick_ignore_regex = [(r"py:.*", r"(?!gated_jax\b).*")]
 
 # --- autodoc / napoleon: Google-style docstrings with reST math -------------------------------
 autodoc_default_options = {"member-order": "bysource"}
-autodoc_typehints = "signature"
+# Types go to the argument descriptions, so signatures stay readable (Flax modules have many
+# fields with long types).
+autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented_params"
 autodoc_typehints_format = "short"
 autodoc_preserve_defaults = True
 autodoc_class_signature = "mixed"
+# A method without its own docstring is not shown with its base class's (Flax's `setup`).
+autodoc_inherit_docstrings = False
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_ivar = True  # `Attributes:` as fields, not duplicate attribute entries

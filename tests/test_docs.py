@@ -174,8 +174,9 @@ def test_a_broken_reference_fails_the_build(tmp_path):
     src = tmp_path / "src"
     (src / "_static").mkdir(parents=True)
     (src / "_static" / "gated_jax.css").write_text("")
+    conf = DOCS / "conf.py"
     (src / "conf.py").write_text(
-        f"__file__ = {str(DOCS / 'conf.py')!r}\nexec(open(__file__).read())\ngated_jax_api = False\n"
+        f"__file__ = {str(conf)!r}\nexec(open(__file__).read())\ngated_jax_api = False\n"
     )
     (src / "index.md").write_text("# ok\n\n{py:func}`gated_jax.cell.gated_scan`\n")
     ok = _sphinx(src, tmp_path / "ok")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -138,6 +139,12 @@ def build_model() -> ApiModel:
             home_mod = home_mod.rpartition(".")[0]
         if home_mod and home_mod != "gated_jax" and home_mod not in pages:
             pages.append(home_mod)
+
+    # The core and Flax modules named in ORDER have a page whenever they exist.
+    for modname in ORDER[1:]:
+        if importlib.util.find_spec(modname) is not None:
+            if hasattr(importlib.import_module(modname), "__all__") and modname not in pages:
+                pages.append(modname)
 
     rank = {m: i for i, m in enumerate(ORDER)}
     pages = sorted(set(pages), key=lambda m: (rank.get(m, len(ORDER)), m))
@@ -498,11 +505,51 @@ def on_process_docstring(app, what, name, obj, options, lines) -> None:
         i += 1
 
 
+def on_process_signature(app, what, name, obj, options, signature, return_annotation):
+    """Readable signatures for dataclass-style classes (Flax linen modules, NamedTuples).
+
+    Their ``__init__`` is generated, so there is no source to take defaults from: a default whose
+    repr is an object address (``<function ...>``) is shown as ``...`` (the docstring names it),
+    and linen's ``parent`` and ``name`` (every module has them) are left out.
+    """
+    if what != "class" or not signature:
+        return None
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return None
+    linen = sys.modules.get("flax.linen")
+    is_linen = linen is not None and isinstance(obj, type) and issubclass(obj, linen.Module)
+    params = []
+    for p in sig.parameters.values():
+        if is_linen and p.name in ("parent", "name"):
+            continue
+        if p.default is not inspect.Parameter.empty and repr(p.default).startswith("<"):
+            p = p.replace(default=Ellipsis)
+        params.append(p.replace(annotation=inspect.Parameter.empty))
+    text = str(sig.replace(parameters=params, return_annotation=inspect.Signature.empty))
+    return text.replace("=Ellipsis", "=..."), None
+
+
 def on_skip_member(app, what, name, obj, skip, options):
-    # NamedTuple fields are documented by the class's `Attributes:` section.
+    """A class's members are the ones its own source defines.
+
+    NamedTuple fields are documented by the class's ``Attributes:`` section. Flax copies its
+    ``Module`` methods (``setup``, ...) into every subclass and a linen field's default (an
+    initializer such as ``jax.nn.initializers.zeros``) is a class attribute: neither is this
+    library's member, and both would bring other projects' docstrings into the page.
+    """
     doc = getattr(obj, "__doc__", None) or ""
-    if isinstance(obj, property) is False and doc.startswith("Alias for field number"):
+    if not isinstance(obj, property) and doc.startswith("Alias for field number"):
         return True
+    if what != "class":
+        return None
+    target = obj.fget if isinstance(obj, property) else obj
+    if isinstance(obj, property) or callable(target):
+        mod = getattr(target, "__module__", None)
+        qualname = getattr(target, "__qualname__", "") or ""
+        if not (isinstance(mod, str) and mod.startswith("gated_jax") and "." in qualname):
+            return True
     return None
 
 
@@ -572,6 +619,7 @@ def setup(app):
     app.connect("missing-reference", on_missing_reference)
     app.connect("env-check-consistency", on_env_check_consistency)
     app.connect("autodoc-skip-member", on_skip_member)
+    app.connect("autodoc-process-signature", on_process_signature)
     app.connect("autodoc-process-docstring", on_process_docstring, priority=100)
     app.add_directive("gj-summary", SummaryDirective)
     app.connect("build-finished", copy_mathjax)
