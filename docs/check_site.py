@@ -62,17 +62,11 @@ def _run(chromium: str, profile: Path, args: list[str], timeout: float) -> str:
 
 
 def render(chromium: str, url: str, png: Path, height: int, timeout: float = 120) -> str:
-    """Screenshot ``url`` into ``png`` and return its DOM after the scripts ran."""
-    with tempfile.TemporaryDirectory(prefix="gated_jax_chromium_") as tmp:
-        tmp = Path(tmp)
-        budget = f"--virtual-time-budget={BUDGET_MS}"
-        _run(
-            chromium,
-            tmp / "shot",
-            [budget, f"--window-size=1280,{height}", f"--screenshot={png}", url],
-            timeout,
-        )
-        return _run(chromium, tmp / "dom", [budget, "--dump-dom", url], timeout)
+    """Screenshot ``url`` into ``png`` and return its DOM after the scripts ran (one launch)."""
+    with tempfile.TemporaryDirectory(prefix="gated_jax_chromium_") as profile:
+        args = [f"--virtual-time-budget={BUDGET_MS}", f"--window-size=1280,{height}"]
+        args += [f"--screenshot={png}", "--dump-dom", url]
+        return _run(chromium, Path(profile), args, timeout)
 
 
 def check_math(dom: str) -> list[str]:

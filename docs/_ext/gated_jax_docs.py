@@ -553,6 +553,13 @@ def on_skip_member(app, what, name, obj, skip, options):
     return None
 
 
+def on_doctree_read(app, doctree) -> None:
+    """The argparse usage lines are plain text, not Python to highlight."""
+    for block in doctree.findall(nodes.literal_block):
+        if "language" not in block and block.astext().lstrip().startswith(("usage:", "gated-jax")):
+            block["language"] = "text"
+
+
 class SummaryDirective(SphinxDirective):
     """``.. gj-summary:: MODULE``: the module's public names, one line each, linked.
 
@@ -620,6 +627,7 @@ def setup(app):
     app.connect("env-check-consistency", on_env_check_consistency)
     app.connect("autodoc-skip-member", on_skip_member)
     app.connect("autodoc-process-signature", on_process_signature)
+    app.connect("doctree-read", on_doctree_read)
     app.connect("autodoc-process-docstring", on_process_docstring, priority=100)
     app.add_directive("gj-summary", SummaryDirective)
     app.connect("build-finished", copy_mathjax)
