@@ -187,6 +187,33 @@ def test_a_broken_reference_fails_the_build(tmp_path):
     assert "gated_jax.cell.no_such_function" in bad.stderr
 
 
+def test_a_public_name_missing_from_the_reference_fails_the_build(monkeypatch):
+    """The build's completeness check warns (an error under -W) for an undocumented name."""
+    import types
+
+    monkeypatch.syspath_prepend(str(DOCS / "_ext"))
+    ext = importlib.import_module("gated_jax_docs")
+    model = ext.build_model()
+    warnings = []
+    monkeypatch.setattr(ext, "logger", types.SimpleNamespace(warning=lambda *a: warnings.append(a)))
+
+    def check(documented: set[str]) -> list[str]:
+        warnings.clear()
+        domain = types.SimpleNamespace(objects=documented, modules=set(model.pages))
+        env = types.SimpleNamespace(get_domain=lambda name: domain)
+        app = types.SimpleNamespace(config=types.SimpleNamespace(gated_jax_api=True))
+        app._gated_jax_model = model
+        ext.on_env_check_consistency(app, env)
+        return [" ".join(map(str, w[1:])) for w in warnings]
+
+    everything = set(model.homes.values())
+    assert check(everything) == []
+    home = model.homes["gated_jax.gated_scan"]
+    assert home == "gated_jax.cell.gated_scan"
+    missing = check(everything - {home})
+    assert len(missing) == 1 and "gated_jax.gated_scan" in missing[0]
+
+
 @pytest.mark.skipif(
     not (shutil.which("chromium") or Path("/usr/bin/chromium").exists()),
     reason="headless check needs Debian's chromium",
