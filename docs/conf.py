@@ -56,7 +56,7 @@ autodoc_default_options = {"member-order": "bysource"}
 # Types go to the argument descriptions, so signatures stay readable (Flax modules have many
 # fields with long types).
 autodoc_typehints = "description"
-autodoc_typehints_description_target = "documented_params"
+autodoc_typehints_description_target = "documented"
 autodoc_typehints_format = "short"
 autodoc_preserve_defaults = True
 autodoc_class_signature = "mixed"
@@ -97,3 +97,8 @@ html_show_sourcelink = False
 # MathJax 3 is served from the site itself (the build and its readers may be offline); the
 # files come from the `sphinx-mathjax-offline` package, copied by the gated_jax_docs extension.
 mathjax_path = "mathjax/tex-chtml.js"
+# `\_` and friends inside `\text{...}` (docstrings write `\text{batch\_group\_count}`).
+mathjax3_config = {
+    "loader": {"load": ["[tex]/textmacros"]},
+    "tex": {"packages": {"[+]": ["textmacros"]}},
+}
