@@ -382,10 +382,11 @@ def write_kernel_spec(build_dir: Path) -> None:
 def on_builder_inited(app) -> None:
     docs = Path(app.srcdir)
     root = docs.parent
+    if not app.config.gated_jax_api:
+        app._gated_jax_model = ApiModel([], {}, {}, {}, {})  # type: ignore[attr-defined]
+        return
     model = build_model()
     app._gated_jax_model = model  # type: ignore[attr-defined]
-    if not app.config.gated_jax_api:
-        return
     write_api_pages(model, docs / "api")
     copy_notebooks(root, docs)
     write_kernel_spec(Path(app.outdir).parent / ".kernel")
