@@ -37,8 +37,8 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check gated_jax tests benchmarks
-	$(BIN)/ruff format --check gated_jax tests benchmarks
+	$(BIN)/ruff check gated_jax tests benchmarks docs conftest.py
+	$(BIN)/ruff format --check gated_jax tests benchmarks docs conftest.py
 	$(BIN)/mypy
 
 bench: $(VENV)/.installed
