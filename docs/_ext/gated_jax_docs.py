@@ -131,14 +131,15 @@ def build_model() -> ApiModel:
             if m in required
         ):
             continue
-        home_mod = _public_module_of(obj)
-        while home_mod and home_mod != "gated_jax":
-            mod = importlib.import_module(home_mod)
+        # The shallowest public module listing it: gated_jax.cell, not gated_jax.cell.scan.
+        defined = (_public_module_of(obj) or "").split(".")
+        for depth in range(2, len(defined) + 1):
+            candidate = ".".join(defined[:depth])
+            mod = importlib.import_module(candidate)
             if name in getattr(mod, "__all__", ()) and getattr(mod, name, None) is obj:
+                if candidate not in pages:
+                    pages.append(candidate)
                 break
-            home_mod = home_mod.rpartition(".")[0]
-        if home_mod and home_mod != "gated_jax" and home_mod not in pages:
-            pages.append(home_mod)
 
     # The core and Flax modules named in ORDER have a page whenever they exist.
     for modname in ORDER[1:]:
