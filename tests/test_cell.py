@@ -468,8 +468,8 @@ def test_seq_lengths_as_a_python_list_equals_an_array():
 
 def test_verify_rows_of_the_cell_and_the_shapes_pass():
     """The ``gated-jax verify`` rows of the recurrence and of the shape rules (float64)."""
-    from gated_jax.verification import cell as vcell
-    from gated_jax.verification import shapes as vshapes
+    from gated_jax.lab import cell as vcell
+    from gated_jax.lab import shapes as vshapes
 
     with jax.enable_x64(True):
         rows = vcell.checks(seed=1) + vshapes.checks(seed=1)

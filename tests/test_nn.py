@@ -467,7 +467,7 @@ def test_errors():
 
 def test_verification_rows_pass(monkeypatch):
     """The ``gated-jax verify`` rows of the modules (float64, random configs) are within 1e-10."""
-    from gated_jax.verification import modules
+    from gated_jax.lab import modules
 
     monkeypatch.setattr(modules, "_CASES", 2)  # fewer compilations; `gated-jax verify` runs 4
     with jax.enable_x64(True):

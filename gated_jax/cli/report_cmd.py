@@ -27,7 +27,7 @@ def run(args) -> int:
     from gated_jax.cli.flow_cmd import start_distributed
 
     main = start_distributed(args)
-    from gated_jax.report import write_report
+    from gated_jax.lab import write_report
 
     if not main:  # the gradient-flow sweeps are collective: every process runs them
         with tempfile.TemporaryDirectory(prefix="gated-jax-report-") as scratch:
