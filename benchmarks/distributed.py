@@ -144,7 +144,7 @@ def main() -> None:
     print(f"{os.cpu_count()} CPU cores; results identical across layouts: {len(checks) == 1}\n")
     print(
         "| layout | start-up (s) | first sweep, compile incl. (s) | sweep, median (s) |"
-        " configs/s | ratio |"
+        " configs/s | time vs 1 process |"
     )
     print("|---|---:|---:|---:|---:|---:|")
     med = {k: float(np.median([t for r in rs for t in r["times"]])) for k, rs in rows.items()}

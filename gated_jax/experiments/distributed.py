@@ -212,7 +212,12 @@ def initialize(
 
 
 def is_main_process() -> bool:
-    """``True`` on process 0 (always in a single-process program): where files and bars go."""
+    """``True`` on process 0 (always in a single-process program): where files and bars go.
+
+    Examples:
+      >>> is_main_process()
+      True
+    """
     return jax.process_index() == 0
 
 
@@ -254,6 +259,11 @@ def to_host(tree):
 
     Returns:
       The same pytree of NumPy arrays.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> to_host({"a": jnp.arange(3)})["a"].tolist()
+      [0, 1, 2]
     """
     from jax.experimental import multihost_utils
 
@@ -293,8 +303,11 @@ def check_same_on_all_processes(values: dict[str, Any], *, error: str | None = N
 
     Raises:
       ValueError: ``` `name` (=...) must be the same on every process ``` naming the first
-        value that differs and the processes holding which version, or this (or another)
-        process's ``error``.
+        value that differs and the first process holding another version, or this (or
+        another) process's ``error``.
+
+    Examples:
+      >>> check_same_on_all_processes({"chunk_size": 4})  # one process: nothing to compare
     """
     if jax.process_count() == 1:
         if error is not None:
@@ -326,8 +339,14 @@ def check_same_on_all_processes(values: dict[str, Any], *, error: str | None = N
 
 
 def batch_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh with axis ``"batch"`` over ``devices`` (default ``jax.devices()``, all
-    processes' devices)."""
+    """A 1-D mesh with axis ``"batch"`` over ``devices`` (default ``jax.devices()``: every
+    process's devices).
+
+    Examples:
+      >>> import jax
+      >>> dict(batch_mesh(jax.devices()[:1]).shape)
+      {'batch': 1}
+    """
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise fail("devices", devices, "a non-empty sequence of devices")
@@ -367,6 +386,13 @@ def shard_batch(batch, mesh: Mesh, *, axis: int = 0, process_local: bool = False
 
     Raises:
       ValueError: ``B`` is not a multiple of the mesh size.
+
+    Examples:
+      >>> import jax, numpy as np
+      >>> mesh = batch_mesh(jax.devices()[:1])
+      >>> xs = shard_batch({"x": np.zeros((2, 8, 3))}, mesh, axis=1)["x"]
+      >>> xs.shape, tuple(xs.sharding.spec)
+      ((2, 8, 3), (None, 'batch'))
     """
     spec = P(*([None] * axis), BATCH_AXIS)
     sharding = NamedSharding(mesh, spec)

@@ -188,7 +188,7 @@ def learning_experiment(
     (:func:`gated_jax.experiments.distributed.data_parallel_step` is the same step for any
     model). Every process draws the same batches from the seeds, so the run is the
     single-process one: the curves agree with one device to float rounding of the gradient
-    sum (tested: 1e-6 in float32, 1e-12 in float64) and are identical on every process. In a
+    sum (measured: 5e-8 relative in float32) and are identical on every process. In a
     multi-process program ``batch`` must be a multiple of the number of devices; with one
     process and default ``devices`` a batch that does not divide falls back to one device.
     Progress bars show on process 0 only.
