@@ -88,7 +88,9 @@ def _free_port() -> int:
 
 def launch(processes: int, args) -> dict:
     """One run of the layout; process 0's JSON line (wall time of the whole launch added)."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    # One OpenBLAS thread: XLA's CPU devices call LAPACK (the SVDs) concurrently, and scipy's
+    # threaded OpenBLAS deadlocked under that here (4 devices, 16 x 16 SVDs).
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={4 // processes}"
     addr = f"127.0.0.1:{_free_port()}"
     base = [sys.executable, __file__, "--worker", "--processes", str(processes)]

@@ -131,7 +131,9 @@ def _free_port() -> int:
 
 
 def _env(devices: int) -> dict:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    # one OpenBLAS thread: concurrent LAPACK calls from several CPU devices deadlocked
+    # scipy's threaded OpenBLAS at larger sizes (benchmarks/distributed.py)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")
     env.pop("JAX_ENABLE_X64", None)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return env
@@ -305,3 +307,13 @@ def test_cli_unreachable_coordinator_is_one_line_in_bounded_time(capsys, tmp_pat
     assert time.monotonic() - t0 < 10
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "`--coordinator`" in err and "reachable" in err, err
+
+
+@pytest.mark.parametrize("module", ["distributed", "sharding"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"gated_jax.experiments.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0, result

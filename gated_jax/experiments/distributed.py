@@ -278,13 +278,17 @@ def to_host(tree):
 
 
 def _fingerprint(tree) -> tuple[int, int]:
-    """``(structure and shapes, bytes)`` checksums of a pytree of arrays."""
-    leaves, treedef = jax.tree.flatten(tree)
-    leaves = [np.asarray(x) for x in leaves]
-    layout = repr((treedef, [(x.shape, x.dtype.str) for x in leaves]))
-    content = 0
-    for x in leaves:
-        content = zlib.crc32(np.ascontiguousarray(x).view(np.uint8).ravel(), content)
+    """``(structure and shapes, bytes)`` checksums of a pytree of arrays; ``(-1, -1)`` for a
+    tree that is not one (its own validation reports it; the check must not fail first)."""
+    try:
+        leaves, treedef = jax.tree.flatten(tree)
+        leaves = [np.asarray(x) for x in leaves]
+        layout = repr((treedef, [(x.shape, x.dtype.str) for x in leaves]))
+        content = 0
+        for x in leaves:
+            content = zlib.crc32(np.ascontiguousarray(x).reshape(-1).view(np.uint8), content)
+    except Exception:  # anything: a failure here would leave the other processes waiting
+        return -1, -1
     return zlib.crc32(layout.encode()), content
 
 

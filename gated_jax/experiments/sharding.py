@@ -143,12 +143,12 @@ def map_configs(
         to_host,
     )
 
-    chunk_size = positive_int("chunk_size", chunk_size)
     mesh = config_mesh(devices)
     multi = mesh is not None and mesh.is_multi_process
-    if multi:
+    if multi:  # every process takes part in the check, even one whose arguments are bad
         error = None
         try:
+            chunk_size = positive_int("chunk_size", chunk_size)
             configs, total = _check_configs(configs, chunk_size, jax.process_count())
         except ValueError as e:
             error = str(e)
@@ -156,6 +156,7 @@ def map_configs(
             {"chunk_size": chunk_size, "configs": configs, "shared": shared}, error=error
         )
     else:
+        chunk_size = positive_int("chunk_size", chunk_size)
         configs, total = _check_configs(configs, chunk_size, 1)
     ndev = 1 if mesh is None else mesh.size
     chunk = min(chunk_size, total)
