@@ -53,7 +53,9 @@ def worker(args) -> None:
     bases = random_bases(seeds, n=n, m=m, length=t)
     total = configs[0].size
     with x64_scope("float64"):
-        fn = config_flow_fn("gated", length=t, m=m, dtype="float64", norm="svd")
+        # norm="power": batched matmuls only. With "svd", 4 CPU devices calling LAPACK at once
+        # hung (every thread idle, the result never ready) in 2 of 3 full-size launches here.
+        fn = config_flow_fn("gated", length=t, m=m, dtype="float64", norm="power")
 
         def sweep():
             return map_configs(fn, configs, shared=bases, chunk_size=args.chunk, progress=False)
@@ -88,9 +90,7 @@ def _free_port() -> int:
 
 def launch(processes: int, args) -> dict:
     """One run of the layout; process 0's JSON line (wall time of the whole launch added)."""
-    # One OpenBLAS thread: XLA's CPU devices call LAPACK (the SVDs) concurrently, and scipy's
-    # threaded OpenBLAS deadlocked under that here (4 devices, 16 x 16 SVDs).
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={4 // processes}"
     addr = f"127.0.0.1:{_free_port()}"
     base = [sys.executable, __file__, "--worker", "--processes", str(processes)]
@@ -142,7 +142,10 @@ def main() -> None:
             rows[procs].append(launch(procs, args))
     checks = {r["check"] for rs in rows.values() for r in rs}
     total = rows[1][0]["configs"]
-    print(f"gradient-flow sweep, gated cell, {total} configurations, chunks of {args.chunk}")
+    print(
+        f"gradient-flow sweep, gated cell, norm='power', float64, {total} configurations, "
+        f"chunks of {args.chunk}"
+    )
     print(f"{os.cpu_count()} CPU cores; results identical across layouts: {len(checks) == 1}\n")
     print(
         "| layout | start-up (s) | first sweep, compile incl. (s) | sweep, median (s) |"

@@ -34,8 +34,9 @@ WORKER = textwrap.dedent(
         print(f"{time.perf_counter() - t0:6.1f} s {what}", file=sys.stderr, flush=True)
 
     role, out = sys.argv[1], Path(sys.argv[2])
+    # --norm power: matmuls only (CPU devices calling LAPACK at once hung in the benchmark)
     cli = ["flow", "--quick", "--parts", "sweep", "--cells", "gated", "--no-progress",
-           "--chunk-size", "4", "--out", str(out / f"flow_{role}")]
+           "--chunk-size", "4", "--norm", "power", "--out", str(out / f"flow_{role}")]
     if role != "single":
         cli += ["--coordinator", sys.argv[3], "--num-processes", "2", "--process-id", role,
                 "--init-timeout", "60"]
@@ -131,9 +132,7 @@ def _free_port() -> int:
 
 
 def _env(devices: int) -> dict:
-    # one OpenBLAS thread: concurrent LAPACK calls from several CPU devices deadlocked
-    # scipy's threaded OpenBLAS at larger sizes (benchmarks/distributed.py)
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     env.pop("JAX_ENABLE_X64", None)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return env
