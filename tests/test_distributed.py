@@ -22,7 +22,9 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAUNCH_TIMEOUT = 480  # seconds for one launch: imports and compiles on a 2-core box shared by other jobs
+LAUNCH_TIMEOUT = (
+    480  # seconds for one launch: imports and compiles on a 2-core box shared by other jobs
+)
 
 WORKER = textwrap.dedent(
     """

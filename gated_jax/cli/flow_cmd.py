@@ -178,6 +178,7 @@ _FIELDS = {
 
 def config_from_args(args):
     """A validated :class:`~gated_jax.experiments.runner.FlowConfig` from parsed options."""
+    from gated_jax._validate import check_fits_in_memory, positive_int
     from gated_jax.experiments.runner import FlowConfig
 
     over = {}
@@ -185,13 +186,42 @@ def config_from_args(args):
         v = getattr(args, opt)
         if v is not None:
             over[field] = v
-    for opt, field in (("seeds", "seeds"), ("learn_seeds", "learn_seeds")):
+    for opt in ("seeds", "learn_seeds"):
         v = getattr(args, opt)
         if v is not None:
-            if v <= 0:
-                raise ValueError(f"--{opt.replace('_', '-')} (={v}) must be a positive int")
-            over[field] = tuple(range(v))
-    return FlowConfig.quick(**over) if args.quick else FlowConfig(**over)
+            positive_int(_option(opt), v)
+            check_fits_in_memory(_option(opt), v, v * 8, "the seed list")
+            over[opt] = tuple(range(v))
+    try:
+        return FlowConfig.quick(**over) if args.quick else FlowConfig(**over)
+    except ValueError as e:  # name the option the user typed, not the config field
+        text = str(e)
+        for opt, field in (*_FIELDS.items(), ("seeds", "seeds"), ("learn_seeds", "learn_seeds")):
+            if text.startswith(f"`{field}` "):
+                raise ValueError(f"`{_option(opt)}`" + text[len(field) + 2 :]) from None
+        raise
+
+
+def _option(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def check_out_dir(out, main: bool) -> None:
+    """``--out`` checked (and created) on process 0, its verdict shared with every process.
+
+    Only process 0 writes, so only it creates the folder; a bad ``--out`` then raises the same
+    one-line error on every process instead of leaving the others waiting in a collective.
+    """
+    from gated_jax._validate import output_dir
+    from gated_jax.experiments.distributed import check_same_on_all_processes
+
+    error = None
+    if main:
+        try:
+            output_dir("--out", out)
+        except ValueError as e:
+            error = str(e)
+    check_same_on_all_processes({}, error=error)
 
 
 def _discard_figure(fig, name: str) -> str:
@@ -213,6 +243,7 @@ def run(args) -> int:
     matplotlib.use("Agg")
     from gated_jax.experiments.runner import run_flow
 
+    check_out_dir(args.out, main)
     if not main:  # every process computes (the sweeps are collective); process 0 writes
         with tempfile.TemporaryDirectory(prefix="gated-jax-flow-") as scratch:
             run_flow(scratch, cfg, save_figure=_discard_figure, progress=False)

@@ -24,15 +24,18 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import tempfile
 
-    from gated_jax.cli.flow_cmd import start_distributed
+    from gated_jax._validate import positive_int
+    from gated_jax.cli.flow_cmd import check_out_dir, start_distributed
 
+    seed = positive_int("--seed", args.seed, minimum=0, maximum=2**32 - 1)
     main = start_distributed(args)
     from gated_jax.lab import write_report
 
+    check_out_dir(args.out, main)
     if not main:  # the gradient-flow sweeps are collective: every process runs them
         with tempfile.TemporaryDirectory(prefix="gated-jax-report-") as scratch:
-            write_report(scratch, quick=args.quick, seed=args.seed)
+            write_report(scratch, quick=args.quick, seed=seed)
         return 0
-    path = write_report(args.out, quick=args.quick, seed=args.seed)
+    path = write_report(args.out, quick=args.quick, seed=seed)
     print(f"report written to {path.resolve()}")
     return 0
