@@ -34,7 +34,7 @@ def run(args) -> int:
     check_out_dir(args.out, main)
     if not main:  # the gradient-flow sweeps are collective: every process runs them
         with tempfile.TemporaryDirectory(prefix="gated-jax-report-") as scratch:
-            write_report(scratch, quick=args.quick, seed=seed)
+            write_report(scratch, quick=args.quick, seed=seed, progress=False)
         return 0
     path = write_report(args.out, quick=args.quick, seed=seed)
     print(f"report written to {path.resolve()}")
