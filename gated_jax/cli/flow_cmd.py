@@ -235,8 +235,8 @@ def run(args) -> int:
     import sys
     import tempfile
 
+    main = start_distributed(args)  # first: validating the sizes initializes JAX's backend
     cfg = config_from_args(args)
-    main = start_distributed(args)
 
     import matplotlib
 
