@@ -308,13 +308,3 @@ def test_cli_unreachable_coordinator_is_one_line_in_bounded_time(capsys, tmp_pat
     assert time.monotonic() - t0 < 10
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "`--coordinator`" in err and "reachable" in err, err
-
-
-@pytest.mark.parametrize("module", ["distributed", "sharding"])
-def test_docstring_examples_run(module):
-    import doctest
-    import importlib
-
-    mod = importlib.import_module(f"gated_jax.experiments.{module}")
-    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0, result
