@@ -60,11 +60,11 @@ def flag(name: str, value: Any, *, allow_none: bool = False) -> bool | None:
 
 
 def check_dtype(name: str, value: Any, *, allow_none: bool = False) -> None:
-    """``value`` names a floating or complex dtype (``None`` allowed with ``allow_none``)."""
+    """``value`` names a real floating dtype (``None`` allowed with ``allow_none``)."""
     if allow_none and value is None:
         return
     try:
-        ok = value is not None and jnp.issubdtype(jnp.dtype(value), jnp.inexact)
+        ok = value is not None and jnp.issubdtype(jnp.dtype(value), jnp.floating)
     except TypeError:
         ok = False
     if not ok:
@@ -281,13 +281,14 @@ def promote(params: GatedParams, carry, inputs, dtype):
     """Cast params, carry and inputs to the computation dtype, as ``nn.Dense`` does.
 
     The computation dtype is ``dtype`` if given, else the promoted type of all of them. The
-    returned state dtype is ``result_type(computation dtype, carry dtype)``: a float32 carry
-    stays float32 under a bfloat16 computation (as in Flax's ``MGUCell``), so ``nn.RNN``'s
-    scan carry keeps its type.
+    returned state dtype is the carry's own when it is floating: a float32 carry stays float32
+    under a bfloat16 computation and under float64 inputs, so ``nn.RNN``'s scan carry keeps
+    its type (an integer carry gives the computation dtype, never a truncated state).
     """
     leaves = [inputs, carry, params.w_x, params.w_c, params.w_z, params.b_c, params.b_x]
     d = canonicalize_dtype(*leaves, dtype=dtype)
-    out_dtype = jnp.result_type(d, carry)
+    carry_dtype = jnp.result_type(carry)
+    out_dtype = carry_dtype if jnp.issubdtype(carry_dtype, jnp.floating) else jnp.dtype(d)
     x, z, w_x, w_c, w_z, b_c, b_x = (None if v is None else jnp.asarray(v, d) for v in leaves)
     return GatedParams(w_x, w_c, w_z, b_c, b_x), z, x, out_dtype
 

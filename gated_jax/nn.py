@@ -203,7 +203,8 @@ class GatedCell(nn.RNNCellBase):
       gate_bias_init: initialiser of the gate bias ``b_c`` (default ``None``: ``bias_init``).
       carry_init: initialiser of the carry in :meth:`initialize_carry` (default zeros).
       dtype: computation dtype (default: promoted from inputs, carry and parameters). The new
-        carry has ``result_type(dtype, carry.dtype)`` so that a float32 carry stays float32.
+        carry keeps the carry's dtype (``param_dtype`` by default), so ``nn.RNN``'s scan
+        carry keeps its type under any input dtype.
       param_dtype: parameter (and carry) dtype, default float32; bfloat16 / float16 parameters
         are drawn in float32 and cast.
 

@@ -221,7 +221,7 @@ class GatedCell(nnx.RNNCellBase):
         ``gate_bias_init`` is ``None``.
       gate_bias_init: initialiser of the gate bias ``b_c`` (default ``None``: ``bias_init``).
       dtype: computation dtype (default: promoted from inputs, carry and parameters); the new
-        carry has ``result_type(dtype, carry.dtype)``.
+        carry keeps the carry's dtype (``param_dtype`` by default).
       param_dtype: parameter (and carry) dtype, default float32.
       rngs: ``nnx.Rngs`` for the parameters.
 
