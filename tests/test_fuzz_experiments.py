@@ -159,6 +159,20 @@ BAD = [
         "out_dir",
         "test_fuzz_experiments.py",
     ),
+    # ---- the learning experiment's data
+    Bad("adding_problem rng an int", lambda: ex.adding_problem(0, 2, 5), "rng", "0"),
+    Bad(
+        "adding_problem length 1",
+        lambda: ex.adding_problem(np.random.default_rng(0), 2, 1),
+        "length",
+        "1",
+    ),
+    Bad(
+        "adding_problem batch 0",
+        lambda: ex.adding_problem(np.random.default_rng(0), 0, 5),
+        "batch",
+        "0",
+    ),
     # ---- the diagram
     Bad("diagram 0 steps", lambda: cell_graph(0), "num_steps", "0"),
     Bad("diagram steps float", lambda: draw_unrolled_cell(2.0), "num_steps", "2.0"),

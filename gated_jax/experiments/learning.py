@@ -47,6 +47,10 @@ BASELINE_MSE = 1.0 / 6.0
 
 def adding_problem(rng: np.random.Generator, batch: int, length: int):
     """One batch: ``xs`` ``(batch, length, 2)`` float64 and targets ``ys`` ``(batch,)``."""
+    if not isinstance(rng, np.random.Generator):
+        raise fail(
+            "rng", rng, "a numpy.random.Generator (np.random.default_rng(seed))", error=TypeError
+        )
     batch = positive_int("batch", batch)
     length = positive_int("length", length, minimum=2)
     values = rng.uniform(0.0, 1.0, (batch, length))
