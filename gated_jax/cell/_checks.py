@@ -24,6 +24,8 @@ def check_array(name: str, a) -> None:
     if isinstance(a, (jax.Array, np.ndarray, np.generic)):  # tracers are jax.Arrays
         if not (jnp.issubdtype(a.dtype, jnp.number) or a.dtype == jnp.bool_):
             raise fail(name, a, f"a numeric array (got dtype {a.dtype})")
+        if jnp.issubdtype(a.dtype, jnp.complexfloating):
+            raise fail(name, a, "a real array")
         return
     hint = " (wrap it with jnp.asarray)" if isinstance(a, (list, tuple, int, float)) else ""
     raise fail(name, a, f"a JAX or NumPy array; got {type(a).__name__}{hint}")
@@ -35,7 +37,7 @@ def as_params(params) -> GatedParams:
         return params
     if isinstance(params, tuple) and len(params) in (2, 3, 4, 5) and not hasattr(params, "_fields"):
         return GatedParams(*params)
-    raise fail("params", type(params).__name__, "a GatedParams", error=TypeError)
+    raise fail("params", type(params).__name__, "a GatedParams")
 
 
 def check_params(params) -> tuple[GatedParams, int, int]:
