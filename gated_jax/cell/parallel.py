@@ -217,7 +217,7 @@ def _shift(zs, z0):
 
 
 def _linearised(p: GatedParams, zprev, a, u, mask, jacobian: str):
-    """``(A, b)`` of the Newton step at ``zprev``: ``A = J`` (or its diagonal), ``b = f - A zprev``."""
+    """``(A, b)`` of the Newton step at ``zprev``: ``A = J`` (or its diagonal), ``b = f - A z``."""
     fz, c = _step.update(p.w_z, zprev, a, u, mask)
     s = _step.jacobian_factor(zprev, u, c)
     if jacobian == "full":
@@ -371,8 +371,8 @@ def _concrete(x) -> bool | None:
         return None
 
 
-def scan_backend(ops: _scan.Operands, opts, jacobian: str, xs=None) -> jax.Array:
-    """The ``"deer"``/``"quasi_deer"`` backends of :func:`~gated_jax.cell.gated_scan`: ``(T, B, m)``.
+def scan_backend(ops: _scan.Operands, opts, jacobian: str) -> jax.Array:
+    """The ``"deer"`` and ``"quasi_deer"`` backends of :func:`~gated_jax.cell.gated_scan`.
 
     Eagerly, a solve that did not converge raises :class:`DeerNotConverged`; under ``jit`` (when
     convergence is not known while tracing) the compiled program runs the sequential loop
@@ -381,7 +381,7 @@ def scan_backend(ops: _scan.Operands, opts, jacobian: str, xs=None) -> jax.Array
     T, B, m = ops.T, ops.xs.shape[0], ops.m
     if T == 0:
         return jnp.zeros((0, B, m), ops.z0.dtype)
-    _check_full_fits(ops, ops.xs if xs is None else xs, jacobian)
+    _check_full_fits(ops, ops.xs, jacobian)
     tol = _default_tol(ops.xs.dtype) if opts.tol is None else opts.tol
     max_iters = min(T, DEFAULT_MAX_ITERS) if opts.max_iters is None else opts.max_iters
     xs_tm, mask = _time_major(ops, opts.reverse)
