@@ -35,7 +35,7 @@ def as_params(params) -> GatedParams:
         return params
     if isinstance(params, tuple) and len(params) in (2, 3, 4, 5) and not hasattr(params, "_fields"):
         return GatedParams(*params)
-    raise fail("params", type(params).__name__, "a GatedParams", error=TypeError)
+    raise fail("params", type(params).__name__, "a GatedParams")
 
 
 def check_params(params) -> tuple[GatedParams, int, int]:

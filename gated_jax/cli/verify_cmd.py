@@ -13,10 +13,10 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from gated_jax import lab
+    from gated_jax._validate import positive_int
 
-    rows = lab.run_checks(
-        seed=args.seed, progress=lambda s: print(f"checking {s} ...", file=sys.stderr)
-    )
+    seed = positive_int("--seed", args.seed, minimum=0, maximum=2**32 - 1)
+    rows = lab.run_checks(seed=seed, progress=lambda s: print(f"checking {s} ...", file=sys.stderr))
     print(lab.format_table(rows))
     bad = [r for r in rows if not r.ok]
     if bad:

@@ -22,6 +22,7 @@ from types import ModuleType
 
 import jax
 
+from gated_jax._validate import positive_int
 from gated_jax.lab import cell, conv, diagram, flow, modules, parallel, shapes
 from gated_jax.lab._harness import Table
 from gated_jax.lab._report import Context, write_report
@@ -54,7 +55,8 @@ def run_checks(
     progress: Callable[[str], None] | None = None,
     capabilities: Sequence[ModuleType] = CAPABILITIES,
 ) -> list[Check]:
-    """Every capability's verify rows, computed in float64."""
+    """Every capability's verify rows, computed in float64 (``seed`` in ``[0, 2**32)``)."""
+    positive_int("seed", seed, minimum=0, maximum=2**32 - 1)
     rows: list[Check] = []
     with jax.enable_x64(True):
         for cap in capabilities:

@@ -83,7 +83,7 @@ def write_report(
     from gated_jax.lab import CAPABILITIES
 
     matplotlib.use("Agg")
-    seed = positive_int("seed", seed, minimum=0)
+    seed = positive_int("seed", seed, minimum=0, maximum=2**32 - 1)
     out = output_dir("out_dir", out_dir)
     caps = tuple(CAPABILITIES if capabilities is None else capabilities)
     ctx = Context(out_dir=out, quick=quick, seed=seed)
