@@ -269,7 +269,7 @@ def _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
         zs = lax.cond(
             info.converged,
             lambda: zs,
-            lambda: _scan._forward_loop(p, a, u, z0, mask, False, 1),
+            lambda: _scan._run(p, xs_tm, z0, mask, False, 1)[1],
         )
     return zs, info
 
@@ -291,7 +291,7 @@ def _adjoint(p: GatedParams, zs, xs_tm, z0, mask, g, jacobian: str):
         delta = _solve_reverse_tm(nxt, g, False)
     else:
         # quasi-DEER keeps O(T m) memory: the sequential closed-form adjoint loop
-        dz0, pbar, ubar = _scan._adjoint_loop(p.w_z, g, c, s, jnp.zeros_like(z0), False, 1)
+        dz0, (pbar, ubar) = _scan._adjoint(p.w_z, g, c, zprev, zs, jnp.zeros_like(z0), False, 1)
         delta = None
     if delta is not None:
         pbar, ubar = s * delta, (1 - c) * delta
@@ -380,7 +380,7 @@ def scan_backend(ops: _scan.Operands, opts, jacobian: str) -> jax.Array:
     """
     T, B, m = ops.T, ops.xs.shape[0], ops.m
     if T == 0:
-        return jnp.zeros((0, B, m), ops.z0.dtype)
+        return jnp.zeros((B, 0, m), ops.z0.dtype) if opts.return_sequence else ops.z0
     _check_full_fits(ops, ops.xs, jacobian)
     tol = _default_tol(ops.xs.dtype) if opts.tol is None else opts.tol
     max_iters = min(T, DEFAULT_MAX_ITERS) if opts.max_iters is None else opts.max_iters
@@ -395,7 +395,9 @@ def scan_backend(ops: _scan.Operands, opts, jacobian: str) -> jax.Array:
             f"{float(info.residuals[k - 1]):.3g}. Raise max_iters (T = {T} iterations are always "
             "exact) or use method='sequential'; under jax.jit the sequential loop is run instead."
         )
-    return jnp.flip(zs, 0) if opts.reverse else zs
+    if not opts.return_sequence:
+        return zs[-1]  # the last step run (the first input when reversed)
+    return jnp.swapaxes(jnp.flip(zs, 0) if opts.reverse else zs, 0, 1)
 
 
 def gated_deer(
