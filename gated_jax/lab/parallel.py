@@ -332,11 +332,17 @@ def _load() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
-def bench(quick: bool = False) -> Table:
-    """Median times of parallel vs sequential ``gated_scan`` (float32), forward and fwd+bwd."""
+def bench(quick: bool = False, *, lengths: tuple[int, ...] | None = None) -> Table:
+    """Median times of parallel vs sequential ``gated_scan`` (float32), forward and fwd+bwd.
+
+    ``lengths`` overrides the sequence lengths (default ``(256, 1024, 4096)``, quick
+    ``(64, 256)``); full DEER (``m = 64``) is skipped above ``T = 1024`` at full size, where its
+    ``(T, B, m, m)`` Jacobians and their compositions take several GiB.
+    """
     load0 = _load()
     B, n, m, m_full = (4, 32, 32, 16) if quick else (32, 256, 256, 64)
-    lengths = (64, 256) if quick else (256, 1024, 4096)
+    if lengths is None:
+        lengths = (64, 256) if quick else (256, 1024, 4096)
     rounds = 3 if quick else 5
     table = Table(
         title=f"{BENCH_TITLE} (B={B}, n={n}, m={m}; full DEER m={m_full}; float32)",
