@@ -37,9 +37,12 @@ __all__ = ["BACKWARDS", "METHODS", "gated_bptt", "gated_scan", "resolve_method"]
 BACKWARDS = ("closed_form", "autodiff")
 """The ``backward`` options of :func:`gated_scan`."""
 
-METHODS = ("sequential", "auto")
+METHODS = ("sequential", "deer", "quasi_deer", "auto")
 """The ``method`` options of :func:`gated_scan` (``"auto"`` is resolved by
-:func:`resolve_method`)."""
+:func:`resolve_method`; ``"deer"``/``"quasi_deer"`` are :mod:`gated_jax.cell.parallel`)."""
+
+PARALLEL_METHODS = {"deer": "full", "quasi_deer": "diagonal"}
+"""The time-parallel methods and the Jacobian each uses (:func:`gated_jax.cell.gated_deer`)."""
 
 
 class Operands(NamedTuple):
@@ -67,13 +70,19 @@ class ScanOptions(NamedTuple):
     remat: bool | int
     backward: str
     return_sequence: bool = True
+    tol: float | None = None
+    max_iters: int | None = None
 
 
 def resolve_method(method: str, platform: str | None = None) -> str:
     """The backend that ``method`` names on ``platform`` (default: JAX's default backend).
 
-    ``"auto"`` is resolved here, once, to the fastest backend measured for the platform; today
-    the only backend is ``"sequential"``, which ``"auto"`` therefore stands for everywhere.
+    ``"auto"`` is resolved here, once, to the fastest backend measured for the platform. On
+    CPU the sequential loop beats the time-parallel methods at every measured size (the
+    parallel ones do ``O(log T)`` times more work, and a CPU has no idle width for the scan's
+    parallelism to fill; ``gated_jax.lab.parallel``'s benchmark has the figures), so ``"auto"``
+    is ``"sequential"`` there. No accelerator measurement backs another choice yet, so it is
+    ``"sequential"`` on every platform.
 
     Examples:
       >>> from gated_jax.cell import resolve_method
@@ -344,10 +353,32 @@ def _sequential_jit(p, xs, z0, mask, reverse, unroll, remat, backward, seq):
 
 def _sequential(ops: Operands, opts: ScanOptions) -> jax.Array:
     """The sequential backend: one ``lax.scan`` over time, closed-form or autodiff backward."""
-    return _sequential_jit(ops.params, ops.xs, ops.z0, ops.mask, *opts)
+    return _sequential_jit(
+        ops.params,
+        ops.xs,
+        ops.z0,
+        ops.mask,
+        opts.reverse,
+        opts.unroll,
+        opts.remat,
+        opts.backward,
+        opts.return_sequence,
+    )
 
 
-BACKENDS = {"sequential": _sequential}
+def _parallel_backend(jacobian: str):
+    def backend(ops: Operands, opts: ScanOptions) -> jax.Array:
+        from gated_jax.cell import parallel  # imports this module
+
+        return parallel.scan_backend(ops, opts, jacobian)
+
+    return backend
+
+
+BACKENDS = {
+    "sequential": _sequential,
+    **{name: _parallel_backend(jac) for name, jac in PARALLEL_METHODS.items()},
+}
 """Backend name -> ``backend(ops: Operands, opts: ScanOptions)``: the states ``(B, T, m)``
 batch-first, or the final state ``(B, m)`` when ``opts.return_sequence`` is ``False``."""
 
@@ -415,6 +446,8 @@ def gated_scan(
     remat: bool | int = False,
     backward: str = "closed_form",
     method: str = "sequential",
+    tol: float | None = None,
+    max_iters: int | None = None,
     return_sequence: bool = True,
 ) -> jax.Array:
     r"""Run the gated cell over a sequence: ``xs`` ``(..., T, n)`` to states ``(..., T, m)``.
@@ -465,7 +498,21 @@ def gated_scan(
         switch. (Under an outer ``jax.jit`` JAX raises its own "can't apply forward-mode
         autodiff (jvp) to a custom_vjp function" first.) The Jacobian diagnostics run their
         trajectory with ``"autodiff"``, so they support forward mode as they are.
-      method: ``"sequential"`` or ``"auto"`` (:func:`resolve_method`).
+      method: ``"sequential"`` (the loop above), ``"deer"`` (Newton over the whole sequence,
+        full Jacobians), ``"quasi_deer"`` (their diagonals) or ``"auto"``
+        (:func:`resolve_method`). The parallel methods (:func:`gated_jax.cell.gated_deer`)
+        solve the recurrence by associative scans in ``O(log T)`` depth per iteration; with
+        ``w_z=None`` (minGRU) one scan is exact. Their results equal the sequential method's
+        wherever the solver converged, and never silently differ: under eager evaluation a
+        solve that did not converge within ``max_iters`` raises
+        :class:`~gated_jax.cell.parallel.DeerNotConverged`; under ``jit`` the compiled program
+        runs the sequential loop instead (a ``lax.cond``; under an outer ``vmap`` both branches
+        run). Gradients are exact, by implicit differentiation at the converged trajectory;
+        ``unroll`` and ``remat`` do not apply, ``backward`` must be ``"closed_form"``.
+      tol: the parallel methods' convergence tolerance (``None``: ``1e-12`` in float64,
+        ``1e-5`` otherwise); ignored by ``"sequential"``.
+      max_iters: the parallel methods' iteration limit, an int >= 1 (``None``:
+        ``min(T, 100)``); ignored by ``"sequential"``.
       return_sequence: ``True`` (default) returns every state; ``False`` returns only the final
         state (``zs[..., -1, :]``, or ``zs[..., 0, :]`` with ``reverse``) and stores nothing
         ``T`` steps long besides the inputs: the forward pass keeps one state per block of
@@ -501,7 +548,20 @@ def gated_scan(
       (2, 4)
     """
     opts = _check_options(reverse, unroll, remat, backward, return_sequence)
-    backend = BACKENDS[resolve_method(method)]
+    name = resolve_method(method)
+    if name in PARALLEL_METHODS:
+        from gated_jax.cell.parallel import check_solver_options
+
+        _, tol, max_iters = check_solver_options(PARALLEL_METHODS[name], tol, max_iters)
+        if backward != "closed_form":
+            raise fail(
+                "backward",
+                backward,
+                f"'closed_form' with method={method!r} (its gradients are implicit; no autodiff "
+                "through the Newton iterations)",
+            )
+        opts = opts._replace(tol=tol, max_iters=max_iters)
+    backend = BACKENDS[name]
     ops = _prepare(params, xs, z0, seq_lengths, states=opts.return_sequence)
     try:
         zs = backend(ops, opts)
