@@ -3,15 +3,19 @@ r"""The gated cell over a sequence: :func:`gated_scan` and its closed-form BPTT,
 Layout. :func:`gated_scan` validates once (:func:`_prepare` turns the user's arguments into
 flat operands, :class:`Operands`), resolves its ``method`` once (:func:`resolve_method`) and
 calls one backend from :data:`BACKENDS`. Every backend has the same signature,
-``backend(ops, options) -> zs`` with time-major states ``(T, B, m)``, so a time-parallel
-solver is one more entry of that table, and a path returning only the final state is one
-more field of :class:`ScanOptions` that the backends read. The step equation itself lives in
-:mod:`gated_jax.cell.step`; this module only arranges its calls in time.
+``backend(ops, options)``, returning the states batch-first ``(B, T, m)``, or the final state
+``(B, m)`` when ``options.return_sequence`` is ``False``; a time-parallel solver is one more
+entry of that table. The step equation itself lives in :mod:`gated_jax.cell.step`; this module
+only arranges its calls in time.
 
-The sequential backend: the input projections of all ``T`` steps are two einsums outside the
-loop; the ``lax.scan`` loop does one ``(B, m) x (m, m)`` matmul per step. Its backward pass is
-the closed form of :func:`gated_bptt`, registered with ``jax.custom_vjp``: a reverse-time loop
-with one matmul per step, then every weight gradient as a ``(m, T B) x (T B, n)`` matmul.
+The sequential backend cuts time into blocks, a nested ``lax.scan`` over blocks, so that every
+temporary is block-sized. Per block, the input projections are two einsums outside the step
+loop, which does one ``(B, m) x (m, m)`` matmul per step. The backward pass is the closed form
+of :func:`gated_bptt`, registered with ``jax.custom_vjp``: per block, a reverse-time loop with
+one matmul per step, then the block's weight gradients as ``(m, K B) x (K B, n)`` matmuls. By
+default the forward pass keeps only the states and the gate ``c``: the backward loop forms
+``s = c (z[t-1] - z[t])`` from them. ``remat`` and the final-state path keep only each block's
+start state and recompute the block.
 """
 
 from __future__ import annotations
@@ -398,8 +402,11 @@ def _check_options(reverse, unroll, remat, backward, return_sequence=True) -> Sc
     return ScanOptions(reverse, unroll, remat, backward, return_sequence)
 
 
-def _prepare(params, xs, z0, seq_lengths) -> Operands:
-    """Validate; return flat compute-dtype operands and what is needed to restore shapes."""
+def _prepare(params, xs, z0, seq_lengths, states: bool = True) -> Operands:
+    """Validate; return flat compute-dtype operands and what is needed to restore shapes.
+
+    ``states=False`` (the final-state path) stores no ``T``-step array, so only the inputs
+    themselves are checked against the memory available."""
     p, n, m = _checks.check_params(params)
     batch, T = _checks.check_xs(xs, n)
     if z0 is not None:
@@ -412,8 +419,8 @@ def _prepare(params, xs, z0, seq_lengths) -> Operands:
     out_dtype = _checks.output_dtype(*leaves)
     cdt = _checks.compute_dtype(*leaves)
     B = int(np.prod(batch, dtype=np.int64))
-    # the states, and what a backward pass keeps of them (three (T, B, m) arrays)
-    nbytes = 4.0 * B * T * m * jnp.dtype(cdt).itemsize
+    # the states, and what a backward pass keeps of them, with its cotangent and output
+    nbytes = (4.0 * B * T * m if states else 0.0) * jnp.dtype(cdt).itemsize
     check_fits_in_memory("xs", xs, nbytes, f"the states {batch + (T, m)} and their residuals")
     p = jax.tree.map(lambda a: jnp.asarray(a, cdt), p)
     xs_f = jnp.reshape(jnp.asarray(xs, cdt), (B, T, n))
@@ -453,13 +460,14 @@ def gated_scan(
     with ``z[0] = z0`` (zeros by default) and ``zs[..., t, :] = z[t+1]``. Any leading batch
     dims; ``z0`` is ``(..., m)`` broadcastable to them.
 
-    The input projections of all ``T`` steps are computed before the loop; the loop does one
+    The input projections are computed outside the step loop, which does one
     ``(B, m) x (m, m)`` matmul per step. The backward pass (``backward="closed_form"``) is
-    :func:`gated_bptt`'s closed form as a ``jax.custom_vjp``: the forward loop keeps ``z[t-1]``,
-    ``c[t]`` and ``s[t] = (z[t-1] - u[t]) c[t] (1 - c[t])`` per step, a reverse-time loop with
-    one matmul per step carries the adjoint, and every weight gradient is one large matmul over
-    all ``T B`` steps. Time is cut into up to 4 segments of at least 32 steps, each its own loop,
-    so that one segment's large matmuls can overlap the next segment's loop.
+    :func:`gated_bptt`'s closed form as a ``jax.custom_vjp``: a reverse-time loop with one
+    matmul per step carries the adjoint, and the weight gradients are large matmuls over the
+    ``K B`` steps of each block. Memory, besides the inputs: the forward pass keeps the states
+    (its output) and the gate ``c[t]``, about two ``(B, T, m)`` arrays, and the backward pass
+    forms ``s[t] = c[t] (z[t-1] - z[t])`` from them; every other temporary is the size of one
+    block of ``max(64, T/16)`` steps.
 
     Args:
       params: :class:`GatedParams` (``w_z=None``: the minGRU cell, gate from the input alone).
@@ -481,9 +489,8 @@ def gated_scan(
       remat: ``True`` (or a block length ``K``) keeps only the state at the start of each block
         of ``K ~ sqrt(T)`` steps and recomputes each block's forward pass in the backward pass:
         temporary memory ``O((T/K + K) B m)`` besides ``zs`` itself, for one extra forward loop.
-        ``T`` is padded to a multiple of ``K`` with identity steps when no divisor near
-        ``sqrt(T)`` exists. With ``backward="autodiff"``, ``remat`` wraps the whole scan in
-        ``jax.checkpoint`` instead.
+        When ``K`` does not divide ``T`` the last ``T mod K`` steps are one shorter block. With
+        ``backward="autodiff"``, ``remat`` wraps the whole scan in ``jax.checkpoint`` instead.
       backward: ``"closed_form"`` (default; reverse mode: ``grad``, ``vjp``, ``jacrev``) or
         ``"autodiff"``: JAX differentiates the hoisted scan itself, which also supports forward
         mode (``jvp``, ``jacfwd``, ``hessian``). A ``jax.custom_vjp`` cannot be differentiated
@@ -506,13 +513,20 @@ def gated_scan(
         ``1e-5`` otherwise); ignored by ``"sequential"``.
       max_iters: the parallel methods' iteration limit, an int >= 1 (``None``:
         ``min(T, 100)``); ignored by ``"sequential"``.
+      return_sequence: ``True`` (default) returns every state; ``False`` returns only the final
+        state (``zs[..., -1, :]``, or ``zs[..., 0, :]`` with ``reverse``) and stores nothing
+        ``T`` steps long besides the inputs: the forward pass keeps one state per block of
+        ``K = round(sqrt(T))`` steps (``remat=K`` sets ``K``), and the backward pass
+        recomputes one block at a time, so memory beyond the inputs grows as ``sqrt(T)``.
+        Gradients are those of the full path's final state.
 
     Dtypes: float32 and float64 run in their own precision. bfloat16/float16 operands are
     upcast: projections, recurrence and accumulation run in float32, and ``zs`` is cast back to
     the promoted input dtype. Integer inputs give floating states.
 
     Returns:
-      ``zs`` of shape ``(..., T, m)``.
+      ``zs`` of shape ``(..., T, m)``; with ``return_sequence=False`` the final state
+      ``(..., m)``.
 
     Raises:
       ValueError: naming the argument and its value, for wrong ranks, ``n``/``m`` mismatches
@@ -532,6 +546,8 @@ def gated_scan(
       >>> g = jax.grad(lambda p: jnp.sum(gated_scan(p, xs) ** 2))(p)  # closed-form BPTT
       >>> g.w_z.shape
       (4, 4)
+      >>> gated_scan(p, xs, return_sequence=False).shape  # the final state only
+      (2, 4)
     """
     opts = _check_options(reverse, unroll, remat, backward, return_sequence)
     name = resolve_method(method)
@@ -548,7 +564,7 @@ def gated_scan(
             )
         opts = opts._replace(tol=tol, max_iters=max_iters)
     backend = BACKENDS[name]
-    ops = _prepare(params, xs, z0, seq_lengths)
+    ops = _prepare(params, xs, z0, seq_lengths, states=opts.return_sequence)
     try:
         zs = backend(ops, opts)
     except TypeError as e:
