@@ -42,6 +42,7 @@ from gated_jax.cell.diagnostics import jacobian_norm_bound as jacobian_norm_boun
 from gated_jax.cell.diagnostics import jacobian_product as jacobian_product
 from gated_jax.cell.diagnostics import state_jacobians as state_jacobians
 from gated_jax.cell.parallel import DeerInfo as DeerInfo
+from gated_jax.cell.parallel import DeerNotConverged as DeerNotConverged
 from gated_jax.cell.parallel import affine_scan as affine_scan
 from gated_jax.cell.parallel import gated_deer as gated_deer
 from gated_jax.cell.parallel import lyapunov_exponent as lyapunov_exponent
@@ -59,6 +60,7 @@ __all__ = [
     "BACKWARDS",
     "METHODS",
     "DeerInfo",
+    "DeerNotConverged",
     "GatedParams",
     "affine_scan",
     "gated_deer",

@@ -533,6 +533,8 @@ def gated_scan(
         between params and inputs, ``seq_lengths`` of the wrong shape, dtype or range, bad
         options, and sizes whose states cannot fit in memory.
       TypeError: for forward-mode autodiff with ``backward="closed_form"``.
+      gated_jax.cell.DeerNotConverged: (a ``RuntimeError``) for ``method="deer"`` or
+        ``"quasi_deer"`` evaluated eagerly when the solver did not converge.
 
     Examples:
       >>> import jax, jax.numpy as jnp
