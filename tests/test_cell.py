@@ -496,32 +496,6 @@ def test_verify_rows_of_the_cell_and_the_shapes_pass():
         assert row.ok and row.cases >= 1, row
 
 
-# ---- the docstring examples of the core ------------------------------------------------------
-
-DOCTEST_MODULES = [
-    "gated_jax.cell",
-    "gated_jax.cell.params",
-    "gated_jax.cell.step",
-    "gated_jax.cell.scan",
-    "gated_jax.cell.diagnostics",
-    "gated_jax.linalg",
-    "gated_jax.testing",
-]
-
-
-@pytest.mark.parametrize("name", DOCTEST_MODULES)
-def test_docstring_examples_run(name):
-    """Every ``>>>`` example of the core runs and prints what it shows (float32, as users see)."""
-    import doctest
-    import importlib
-
-    module = importlib.import_module(name)
-    with jax.enable_x64(False):
-        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0
-    assert result.attempted > 0 or name == "gated_jax.cell"
-
-
 # ---- the minGRU cell: no recurrent gate (w_z=None) -------------------------------------------
 
 
