@@ -431,7 +431,7 @@ def bench(quick: bool = False) -> Table:
 
     dot = matmul_gflops(512 if quick else 1024)
     times = time_interleaved(fns, rounds=rounds)
-    base = {k: (LEAN if not k.startswith("f") or k == FLAX else k) for k in fns}
+    base = dict.fromkeys(fns, LEAN)
     for k in fns:
         if k.startswith("final state"):
             base[k] = "final state: lean lax.scan, loss on z[T]"
