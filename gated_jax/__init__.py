@@ -39,14 +39,17 @@ from gated_jax.conv import conv_weight_grad as conv_weight_grad
 from gated_jax.conv import conv_weight_jacobian as conv_weight_jacobian
 
 # gated_jax.cell: the gated recurrence
+from gated_jax.cell import DeerInfo as DeerInfo
 from gated_jax.cell import GatedParams as GatedParams
 from gated_jax.cell import gated_bptt as gated_bptt
+from gated_jax.cell import gated_deer as gated_deer
 from gated_jax.cell import gated_scan as gated_scan
 from gated_jax.cell import gated_step as gated_step
 from gated_jax.cell import gradient_flow as gradient_flow
 from gated_jax.cell import init_gated_params as init_gated_params
 from gated_jax.cell import jacobian_norm_bound as jacobian_norm_bound
 from gated_jax.cell import jacobian_product as jacobian_product
+from gated_jax.cell import lyapunov_exponent as lyapunov_exponent
 from gated_jax.cell import state_jacobians as state_jacobians
 from gated_jax.cell import step_jacobian as step_jacobian
 
@@ -108,14 +111,17 @@ __all__ = [  # noqa: F822 (lazy names resolve through __getattr__)
     "conv_weight_grad",
     "conv_weight_jacobian",
     # cell
+    "DeerInfo",
     "GatedParams",
     "gated_bptt",
+    "gated_deer",
     "gated_scan",
     "gated_step",
     "gradient_flow",
     "init_gated_params",
     "jacobian_norm_bound",
     "jacobian_product",
+    "lyapunov_exponent",
     "state_jacobians",
     "step_jacobian",
     *_LAZY,

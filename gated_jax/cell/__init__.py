@@ -27,7 +27,10 @@ Modules, one concept each:
 * :mod:`~gated_jax.cell.scan`: :func:`gated_scan` (backends behind one signature, one
   dispatch) and the closed-form :func:`gated_bptt`;
 * :mod:`~gated_jax.cell.diagnostics`: :func:`state_jacobians`, :func:`jacobian_product`,
-  :func:`gradient_flow`, :func:`jacobian_norm_bound`.
+  :func:`gradient_flow`, :func:`jacobian_norm_bound`;
+* :mod:`~gated_jax.cell.parallel`: the recurrence in parallel over time, :func:`affine_scan`,
+  :func:`gated_deer` (DEER / quasi-DEER; minGRU in one scan) behind ``gated_scan(method=...)``,
+  and :func:`lyapunov_exponent`.
 
 References:
   The cell of seed 1.2. With ``W_z = 0`` it is minGRU: L. Feng, F. Tung, M. O. Ahmed,
@@ -38,6 +41,11 @@ from gated_jax.cell.diagnostics import gradient_flow as gradient_flow
 from gated_jax.cell.diagnostics import jacobian_norm_bound as jacobian_norm_bound
 from gated_jax.cell.diagnostics import jacobian_product as jacobian_product
 from gated_jax.cell.diagnostics import state_jacobians as state_jacobians
+from gated_jax.cell.parallel import DeerInfo as DeerInfo
+from gated_jax.cell.parallel import DeerNotConverged as DeerNotConverged
+from gated_jax.cell.parallel import affine_scan as affine_scan
+from gated_jax.cell.parallel import gated_deer as gated_deer
+from gated_jax.cell.parallel import lyapunov_exponent as lyapunov_exponent
 from gated_jax.cell.params import GatedParams as GatedParams
 from gated_jax.cell.params import init_gated_params as init_gated_params
 from gated_jax.cell.scan import BACKWARDS as BACKWARDS
@@ -51,7 +59,11 @@ from gated_jax.cell.step import step_jacobian as step_jacobian
 __all__ = [
     "BACKWARDS",
     "METHODS",
+    "DeerInfo",
+    "DeerNotConverged",
     "GatedParams",
+    "affine_scan",
+    "gated_deer",
     "gated_bptt",
     "gated_scan",
     "gated_step",
@@ -59,6 +71,7 @@ __all__ = [
     "init_gated_params",
     "jacobian_norm_bound",
     "jacobian_product",
+    "lyapunov_exponent",
     "resolve_method",
     "state_jacobians",
     "step_jacobian",

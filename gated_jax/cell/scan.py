@@ -3,15 +3,19 @@ r"""The gated cell over a sequence: :func:`gated_scan` and its closed-form BPTT,
 Layout. :func:`gated_scan` validates once (:func:`_prepare` turns the user's arguments into
 flat operands, :class:`Operands`), resolves its ``method`` once (:func:`resolve_method`) and
 calls one backend from :data:`BACKENDS`. Every backend has the same signature,
-``backend(ops, options) -> zs`` with time-major states ``(T, B, m)``, so a time-parallel
-solver is one more entry of that table, and a path returning only the final state is one
-more field of :class:`ScanOptions` that the backends read. The step equation itself lives in
-:mod:`gated_jax.cell.step`; this module only arranges its calls in time.
+``backend(ops, options)``, returning the states batch-first ``(B, T, m)``, or the final state
+``(B, m)`` when ``options.return_sequence`` is ``False``; a time-parallel solver is one more
+entry of that table. The step equation itself lives in :mod:`gated_jax.cell.step`; this module
+only arranges its calls in time.
 
-The sequential backend: the input projections of all ``T`` steps are two einsums outside the
-loop; the ``lax.scan`` loop does one ``(B, m) x (m, m)`` matmul per step. Its backward pass is
-the closed form of :func:`gated_bptt`, registered with ``jax.custom_vjp``: a reverse-time loop
-with one matmul per step, then every weight gradient as a ``(m, T B) x (T B, n)`` matmul.
+The sequential backend cuts time into blocks, a nested ``lax.scan`` over blocks, so that every
+temporary is block-sized. Per block, the input projections are two einsums outside the step
+loop, which does one ``(B, m) x (m, m)`` matmul per step. The backward pass is the closed form
+of :func:`gated_bptt`, registered with ``jax.custom_vjp``: per block, a reverse-time loop with
+one matmul per step, then the block's weight gradients as ``(m, K B) x (K B, n)`` matmuls. By
+default the forward pass keeps only the states and the gate ``c``: the backward loop forms
+``s = c (z[t-1] - z[t])`` from them. ``remat`` and the final-state path keep only each block's
+start state and recompute the block.
 """
 
 from __future__ import annotations
@@ -33,9 +37,12 @@ __all__ = ["BACKWARDS", "METHODS", "gated_bptt", "gated_scan", "resolve_method"]
 BACKWARDS = ("closed_form", "autodiff")
 """The ``backward`` options of :func:`gated_scan`."""
 
-METHODS = ("sequential", "auto")
+METHODS = ("sequential", "deer", "quasi_deer", "auto")
 """The ``method`` options of :func:`gated_scan` (``"auto"`` is resolved by
-:func:`resolve_method`)."""
+:func:`resolve_method`; ``"deer"``/``"quasi_deer"`` are :mod:`gated_jax.cell.parallel`)."""
+
+PARALLEL_METHODS = {"deer": "full", "quasi_deer": "diagonal"}
+"""The time-parallel methods and the Jacobian each uses (:func:`gated_jax.cell.gated_deer`)."""
 
 
 class Operands(NamedTuple):
@@ -62,13 +69,20 @@ class ScanOptions(NamedTuple):
     unroll: int
     remat: bool | int
     backward: str
+    return_sequence: bool = True
+    tol: float | None = None
+    max_iters: int | None = None
 
 
 def resolve_method(method: str, platform: str | None = None) -> str:
     """The backend that ``method`` names on ``platform`` (default: JAX's default backend).
 
-    ``"auto"`` is resolved here, once, to the fastest backend measured for the platform; today
-    the only backend is ``"sequential"``, which ``"auto"`` therefore stands for everywhere.
+    ``"auto"`` is resolved here, once, to the fastest backend measured for the platform. On
+    CPU the sequential loop beats the time-parallel methods at every measured size (the
+    parallel ones do ``O(log T)`` times more work, and a CPU has no idle width for the scan's
+    parallelism to fill; ``gated_jax.lab.parallel``'s benchmark has the figures), so ``"auto"``
+    is ``"sequential"`` there. No accelerator measurement backs another choice yet, so it is
+    ``"sequential"`` on every platform.
 
     Examples:
       >>> from gated_jax.cell import resolve_method
@@ -80,56 +94,58 @@ def resolve_method(method: str, platform: str | None = None) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# the sequential backend: time-major kernels on a flat batch. Shapes: xs (B, T, n) batch-first,
-# states and per-step arrays (T, B, m) time-major, mask (T, B) bool or None.
+# the sequential backend. Shapes: xs (B, T, n) and zs (B, T, m) batch-first, as the user holds
+# them; every loop works on time-major pieces (K, B, .) of one segment or block, so no T-step
+# transposed copy of xs or zs is ever made. mask (T, B) bool or None.
 
 
-def _forward_loop(p: GatedParams, a_c, u, z0, mask, reverse: bool, unroll: int, keep=False):
-    """``z[t] = c z[t-1] + (1 - c) u[t]`` by :func:`gated_jax.cell.step.update`.
+def _tm(a):
+    """Batch-first ``(B, K, .)`` <-> time-major ``(K, B, .)``."""
+    return None if a is None else jnp.swapaxes(a, 0, 1)
 
-    Returns ``zs`` (time-major). With ``keep=True`` returns ``(zs, (zprev, c, s))``: what the
-    backward pass needs, per step, the state *before* the step ``zprev[t] = z[t-1]`` (the right
-    factor of ``dl/dW_z``, so no shifted copy of ``zs`` is made later), and ``c`` and ``s``,
-    the two factors of ``J[t] = diag(c) + diag(s) W_z``. ``zs`` is then assembled from
-    ``zprev`` shifted by one step and the last state.
+
+def _run(p: GatedParams, x_tm, z0, mask, reverse: bool, unroll: int, out: str = "states"):
+    """The forward loop over time-major ``x_tm``: its two projections hoisted, then one
+    ``(B, m) x (m, m)`` matmul per step (:func:`gated_jax.cell.step.update`).
+
+    Returns ``(last, ys)``: the state after the loop and, per step, ``out="states"``: ``z[t]``;
+    ``"gates"``: ``(z[t], c[t])``; ``"none"``: nothing (``ys`` is ``None``).
     """
+    a_c, u = _step.projections(p, x_tm)
 
     def step(z, inp):
         a, uu, mk = inp
         z_new, c = _step.update(p.w_z, z, a, uu, mk)
-        if keep:
-            return z_new, (z, c, _step.jacobian_factor(z, uu, c))
-        return z_new, z_new
+        return z_new, {"states": z_new, "gates": (z_new, c), "none": None}[out]
 
-    last, out = lax.scan(step, z0, (a_c, u, mask), reverse=reverse, unroll=unroll)
-    if not keep:
-        return out
-    zprev = out[0]
-    parts = [last[None], zprev[:-1]] if reverse else [zprev[1:], last[None]]
-    return jnp.concatenate(parts, axis=0), out
+    return lax.scan(step, z0, (a_c, u, mask), reverse=reverse, unroll=unroll)
 
 
-def _forward(p: GatedParams, xs_tm, z0, mask, reverse: bool, unroll: int, keep=False):
-    a_c, u = _step.projections(p, xs_tm)
-    return _forward_loop(p, a_c, u, z0, mask, reverse, unroll, keep)
+def _prev(zk, z_in, reverse: bool):
+    """``zprev[t] = z[t-1]`` of a time-major piece ``zk`` whose run starts from ``z_in``."""
+    parts = [zk[1:], z_in[None]] if reverse else [z_in[None], zk[:-1]]
+    return jnp.concatenate(parts, axis=0)
 
 
-def _adjoint_loop(w_z, g, c, s, r0, reverse: bool, unroll: int):
-    """Reverse-time adjoint: ``delta[t] = g[t] + r[t]``, ``r[t-1] = J[t]^T delta[t]``.
+def _adjoint(w_z, g, c, zprev, z, r0, reverse: bool, unroll: int):
+    """Reverse-time adjoint over one time-major piece: ``delta[t] = g[t] + r[t]``,
+    ``r[t-1] = J[t]^T delta[t]``, one ``(B, m) x (m, m)`` matmul per step
+    (:func:`gated_jax.cell.step.transpose_step`). ``g=None`` means no loss on these states.
 
-    Each step is :func:`gated_jax.cell.step.transpose_step`, one ``(B, m) x (m, m)`` matmul.
-    Returns ``(r_first, pbar, ubar)``: the gradients at the gate pre-activation and at the
-    candidate, emitted by the loop itself, and the gradient reaching the state before the first
-    step.
+    ``J[t]``'s factor ``s[t]`` is formed in the step from the stored states and gate
+    (:func:`gated_jax.cell.step.jacobian_factor_from_states`), so no ``u`` or ``s`` is kept.
+    Returns ``(r_first, (pbar, ubar))``: the gradient reaching the state before the piece and,
+    per step, the gradients at the gate pre-activation and at the candidate.
     """
 
     def step(r, inp):
-        gt, ct, st = inp
-        r, pb, ub = _step.transpose_step(w_z, ct, st, gt + r)
+        gt, ct, zp, zt = inp
+        delta = r if gt is None else gt + r
+        s = _step.jacobian_factor_from_states(zp, zt, ct)
+        r, pb, ub = _step.transpose_step(w_z, ct, s, delta)
         return r, (pb, ub)
 
-    r_first, (pbar, ubar) = lax.scan(step, r0, (g, c, s), reverse=not reverse, unroll=unroll)
-    return r_first, pbar, ubar
+    return lax.scan(step, r0, (g, c, zprev, z), reverse=not reverse, unroll=unroll)
 
 
 def _outer_sum(a, b):
@@ -137,15 +153,15 @@ def _outer_sum(a, b):
     return jnp.reshape(a, (-1, a.shape[-1])).T @ jnp.reshape(b, (-1, b.shape[-1]))
 
 
-def _param_grads(p: GatedParams, xs, zprev, pbar, ubar) -> GatedParams:
-    """Weight gradients as large matmuls over all ``T * B`` steps at once (time-major).
+def _param_grads(p: GatedParams, x_tm, zprev, pbar, ubar) -> GatedParams:
+    """Weight gradients of one piece as large matmuls over all its ``K B`` steps.
 
-    ``dW_x = sum ubar x^T``, ``dW_c = sum pbar x^T``, ``dW_z = sum pbar zprev^T`` with
-    ``zprev[t] = z[t-1]``, each one ``(m, T B) x (T B, n)`` matmul.
+    ``dW_x = sum ubar x^T``, ``dW_c = sum pbar x^T``, ``dW_z = sum pbar zprev^T``, each one
+    ``(m, K B) x (K B, n)`` matmul.
     """
     return GatedParams(
-        w_x=_outer_sum(ubar, xs),
-        w_c=_outer_sum(pbar, xs),
+        w_x=_outer_sum(ubar, x_tm),
+        w_c=_outer_sum(pbar, x_tm),
         w_z=None if p.w_z is None else _outer_sum(pbar, zprev),
         b_c=None if p.b_c is None else jnp.sum(pbar, axis=(0, 1)),
         b_x=None if p.b_x is None else jnp.sum(ubar, axis=(0, 1)),
@@ -157,203 +173,221 @@ def _input_grads(p: GatedParams, pbar, ubar):
     return pbar @ p.w_c + ubar @ p.w_x
 
 
-# ---- remat: blocks of K steps. xs stays batch-first (B, T, n); each block is transposed to
-# time-major on its own, so no T-step copy of xs is ever made.
+def _add(a: GatedParams, b: GatedParams) -> GatedParams:
+    return jax.tree.map(jnp.add, a, b)
 
 
-def _chunk(a, i, K: int, axis: int = 0):
-    return None if a is None else lax.dynamic_slice_in_dim(a, i * K, K, axis=axis)
+def _mask_piece(mask, a: int, b: int):
+    return None if mask is None else mask[a:b]
 
 
-def _block_x(xs, i, K: int):
-    return jnp.swapaxes(_chunk(xs, i, K, 1), 0, 1)
+def _put(buf, piece_bf, start: int):
+    """Write a batch-first piece into ``buf`` at time ``start`` (in place in the compiled
+    program: a dynamic-update-slice, so only one ``T``-step buffer is ever live)."""
+    return lax.dynamic_update_slice_in_dim(buf, piece_bf.astype(buf.dtype), start, axis=1)
 
 
-def _forward_blocked(p: GatedParams, xs, z0, mask, reverse: bool, unroll: int, K: int):
-    """Remat forward in blocks of ``K`` steps, projections hoisted per block.
+# ---- one blocked structure for every path. Time is cut into q blocks of K steps, a nested
+# scan over blocks (so the compiled program handles one block at a time and its temporaries
+# are block-sized), plus a tail loop over the last r = T - q K < K steps (no padded copy of
+# xs). What the forward pass keeps decides the path:
+#
+# * default (keep="gates"): the states zs (its output) and the gate c of every step; the
+#   backward pass forms s = c (z[t-1] - z[t]) from them, and z[t-1] is zs shifted by one.
+#   Blocks of ~T/16 steps (at least 64): large enough for the per-block matmuls.
+# * remat (keep="starts"): only each block's start state, K ~ sqrt(T); the backward pass
+#   recomputes a block's forward loop, then runs its adjoint.
+# * final state only: as remat, and no T-step output at all.
 
-    Returns ``zs`` (time-major) and the state at each block's start, ``(T/K, B, m)``: all that
-    the remat backward pass keeps.
-    """
-    B, T, _ = xs.shape
-    m = z0.shape[-1]
-
-    def body(z, i):
-        zk = _forward(p, _block_x(xs, i, K), z, _chunk(mask, i, K), reverse, unroll)
-        return (zk[0] if reverse else zk[-1]), (zk, z)
-
-    _, (zs, starts) = lax.scan(body, z0, jnp.arange(T // K), reverse=reverse)
-    return zs.reshape(T, B, m), starts
-
-
-def _backward_blocked(p: GatedParams, xs, z0, mask, starts, g, reverse: bool, unroll, K: int):
-    """Remat closed-form BPTT in blocks of ``K`` steps, last block first.
-
-    For each block: its forward pass is recomputed from its start state ``starts[i]``, then the
-    reverse-time adjoint loop runs over its ``K`` steps, then its weight and input gradients are
-    formed as ``(K B) x m x n`` matmuls.
-    """
-    B, T, n = xs.shape
-
-    def body(carry, i):
-        r, acc = carry
-        xk = _block_x(xs, i, K)
-        _, (zprev, ck, sk) = _forward(
-            p, xk, starts[i], _chunk(mask, i, K), reverse, unroll, keep=True
-        )
-        r, pbar, ubar = _adjoint_loop(p.w_z, _chunk(g, i, K), ck, sk, r, reverse, unroll)
-        acc = jax.tree.map(jnp.add, acc, _param_grads(p, xk, zprev, pbar, ubar))
-        return (r, acc), _input_grads(p, pbar, ubar)
-
-    init = (jnp.zeros_like(z0), jax.tree.map(jnp.zeros_like, p))
-    (dz0, dp), dxs = lax.scan(body, init, jnp.arange(T // K), reverse=not reverse)
-    return dp, jnp.swapaxes(dxs.reshape(T, B, n), 0, 1), dz0
+_BLOCKS = 16
+_MIN_BLOCK = 64
 
 
-def _block_length(T: int, remat) -> int:
-    """Block length ``K`` of the remat path (``remat`` is ``True`` or an int).
-
-    ``remat=True``: a divisor of ``T`` near ``sqrt(T)``, which minimises the ``T/K + K`` states
-    kept; ``remat=K``: that ``K``. ``T`` is padded to a multiple of ``K`` by the caller when
-    needed.
-    """
-    if remat is True or isinstance(remat, np.bool_):
-        root = max(1, int(round(T**0.5)))
-        for k in range(root, max(1, root // 2) - 1, -1):
-            if T % k == 0:
-                return k
-        return root
+def _block_length(T: int, remat, seq: bool = True) -> int:
+    """Block length ``K``. The default path (``remat=False`` with the sequence returned):
+    ``max(64, ceil(T / 16))``. ``remat=True``, or the final-state path: ``round(sqrt(T))``,
+    which minimises the ``T/K + K`` states kept. An int ``remat``: that ``K``."""
+    if isinstance(remat, (bool, np.bool_)):
+        if not remat and seq:
+            return min(T, max(_MIN_BLOCK, -(-T // _BLOCKS)))
+        return max(1, int(round(T**0.5)))
     return int(min(remat, T))
 
 
-# ---- the custom VJP: primal = hoisted forward; fwd/bwd = closed form, time-major, in up to 4
-# segments that are separate loops (not a nested scan over blocks, which benchmarks/ found
-# slower); remat keeps the nested, blocked sqrt(T) structure for its memory.
-
-_MAX_SEGMENTS = 4
-_MIN_SEGMENT = 32
+def _block_x(xs, i, K: int):
+    return _tm(lax.dynamic_slice_in_dim(xs, i * K, K, axis=1))
 
 
-def _segments(T: int) -> list[tuple[int, int]]:
-    """Static ``[start, stop)`` time ranges: up to 4 segments of at least 32 steps.
-
-    Each segment is its own loop in the compiled program (not a nested scan), so the runtime
-    can overlap one segment's large matmuls (projections forward, weight gradients backward)
-    with the neighbouring segment's sequential loop. The segmentation changes no result.
-    """
-    k = max(1, min(_MAX_SEGMENTS, T // _MIN_SEGMENT))
-    bounds = [T * i // k for i in range(k + 1)]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
+def _block_mask(mask, i, K: int):
+    return None if mask is None else lax.dynamic_slice_in_dim(mask, i * K, K, axis=0)
 
 
-def _run_order(segs, reverse: bool):
-    return segs[::-1] if reverse else segs
+class _Saved(NamedTuple):
+    """What the forward pass keeps: each block's start state ``(q, B, m)``, the tail's start
+    state, and (default path) the gates of the blocks ``(q, K, B, m)`` and of the tail."""
+
+    starts: jax.Array
+    tail_in: jax.Array
+    cs: jax.Array | None
+    c_tail: jax.Array | None
 
 
-def _forward_segments(p: GatedParams, xs_tm, z0, mask, reverse: bool, unroll: int, keep=False):
-    """:func:`_forward` over time-major ``xs_tm``, segment by segment in the run direction.
+def _blocked_forward(p, xs, z0, mask, reverse: bool, unroll: int, K: int, seq: bool, keep: bool):
+    """The forward pass in blocks. Returns ``(zs or None, last, saved)``: the states
+    (batch-first, only when ``seq``), the final state and a :class:`_Saved` (``cs`` only with
+    ``keep``)."""
+    B, T, _ = xs.shape
+    q, qK = T // K, (T // K) * K
+    out = "gates" if keep else ("states" if seq else "none")
 
-    Returns ``zs``; with ``keep=True`` also the per-segment ``(zprev, c, s)`` (a list in time
-    order), kept separate so that no ``T``-step copy is made.
-    """
-    segs = _segments(xs_tm.shape[0])
-    z, parts, saved = z0, {}, {}
-    for a, b in _run_order(segs, reverse):
-        mk = None if mask is None else mask[a:b]
-        out = _forward(p, xs_tm[a:b], z, mk, reverse, unroll, keep)
-        zk = out[0] if keep else out
-        parts[a], z = zk, zk[0] if reverse else zk[-1]
-        if keep:
-            saved[a] = out[1]
-    zs = jnp.concatenate([parts[a] for a, _ in segs], axis=0)
-    return (zs, [saved[a] for a, _ in segs]) if keep else zs
+    def piece(carry, x_tm, mk, start):
+        z, zs = carry
+        last, ys = _run(p, x_tm, z, mk, reverse, unroll, out)
+        zk, ck = ys if keep else (ys, None)
+        if seq:
+            zs = _put(zs, _tm(zk), start)
+        return (last, zs), (z, ck)
 
+    def block(carry, i):
+        return piece(carry, _block_x(xs, i, K), _block_mask(mask, i, K), i * K)
 
-def _core(p, xs, z0, mask, reverse, unroll, remat, K):
-    return _forward_segments(p, jnp.swapaxes(xs, 0, 1), z0, mask, reverse, unroll)
+    def tail(carry):
+        return piece(carry, _tm(xs[:, qK:]), _mask_piece(mask, qK, T), qK)
 
-
-_core_cf = jax.custom_vjp(_core, nondiff_argnums=(4, 5, 6, 7))
-
-
-def _backward_full(p: GatedParams, xs_tm, saved, g, reverse: bool, unroll: int):
-    """Closed-form BPTT over all ``T`` steps, time-major; ``saved`` from :func:`_forward_segments`.
-
-    Per segment, last (in the run direction) first: one reverse-time loop carries the adjoint
-    and emits ``pbar`` and ``ubar``; then the segment's weight gradients are ``(T_seg B)``-row
-    matmuls and ``dxs`` two more.
-    """
-    segs = _segments(xs_tm.shape[0])
-    r = jnp.zeros_like(saved[0][0][0])
-    dps, dxs = [], {}
-    for (a, b), (zprev, c, s) in _run_order(list(zip(segs, saved, strict=True)), not reverse):
-        r, pbar, ubar = _adjoint_loop(p.w_z, g[a:b], c, s, r, reverse, unroll)
-        dps.append(_param_grads(p, xs_tm[a:b], zprev, pbar, ubar))
-        dxs[a] = _input_grads(p, pbar, ubar)
-    dp = jax.tree.map(lambda *d: sum(d[1:], d[0]), *dps)
-    return dp, jnp.concatenate([dxs[a] for a, _ in segs], axis=0), r
+    carry = (z0, jnp.zeros((B, T, z0.shape[-1]), z0.dtype) if seq else None)
+    tail_in, c_tail = z0, None
+    if reverse and qK < T:
+        carry, (tail_in, c_tail) = tail(carry)
+    carry, (starts, cs) = lax.scan(block, carry, jnp.arange(q), reverse=reverse)
+    if not reverse and qK < T:
+        carry, (tail_in, c_tail) = tail(carry)
+    (last, zs) = carry
+    return zs, last, _Saved(starts, tail_in, cs, c_tail)
 
 
-def _core_fwd(p, xs, z0, mask, reverse, unroll, remat, K):
-    if not remat:
-        # default: time-major, no nested scans; keeps zprev, c and s of every step
-        xs_tm = jnp.swapaxes(xs, 0, 1)
-        zs, saved = _forward_segments(p, xs_tm, z0, mask, reverse, unroll, keep=True)
-        return zs, (p, xs_tm, z0, mask, saved)
-    zs, starts = _forward_blocked(p, xs, z0, mask, reverse, unroll, K)
-    return zs, (p, xs, z0, mask, starts)
+def _piece_backward(p, x_tm, z_in, mask, g_tm, r, zk, ck, reverse: bool, unroll: int):
+    """One piece's adjoint and gradients. ``zk``/``ck`` ``None``: recompute them first from
+    the piece's start state ``z_in``."""
+    if ck is None:
+        _, (zk, ck) = _run(p, x_tm, z_in, mask, reverse, unroll, "gates")
+    zprev = _prev(zk, z_in, reverse)
+    r, (pbar, ubar) = _adjoint(p.w_z, g_tm, ck, zprev, zk, r, reverse, unroll)
+    return r, _param_grads(p, x_tm, zprev, pbar, ubar), _input_grads(p, pbar, ubar)
 
 
-def _core_bwd(reverse, unroll, remat, K, res, g):
-    p, xs, z0, mask, saved = res
-    if not remat:
-        dp, dxs_tm, dz0 = _backward_full(p, xs, saved, g, reverse, unroll)
-        return dp, jnp.swapaxes(dxs_tm, 0, 1), dz0, None
-    dp, dxs, dz0 = _backward_blocked(p, xs, z0, mask, saved, g, reverse, unroll, K)
+def _blocked_backward(p, xs, mask, zs, saved: _Saved, g, r, reverse: bool, unroll: int, K: int):
+    """Closed-form BPTT in blocks, last (in the run direction) first. ``g``: ``dl/dzs``
+    batch-first, or ``None`` when only the final state was returned (its cotangent is then
+    the initial adjoint ``r``). ``zs``: the stored states (default path) or ``None``
+    (recompute). Returns ``(dparams, dxs, dz0)``; ``dxs`` is written block by block into one
+    buffer."""
+    B, T, n = xs.shape
+    q, qK = T // K, (T // K) * K
+    stored = saved.cs is not None
+
+    def piece(carry, x_tm, mk, z_in, ck, start, length):
+        r, dp, dxs = carry
+        g_tm = None if g is None else _tm(lax.dynamic_slice_in_dim(g, start, length, axis=1))
+        zk = _tm(lax.dynamic_slice_in_dim(zs, start, length, axis=1)) if stored else None
+        r, d, dx = _piece_backward(p, x_tm, z_in, mk, g_tm, r, zk, ck, reverse, unroll)
+        return r, _add(dp, d), _put(dxs, _tm(dx), start)
+
+    def block(carry, i):
+        ck = saved.cs[i] if stored else None
+        x_tm, mk = _block_x(xs, i, K), _block_mask(mask, i, K)
+        return piece(carry, x_tm, mk, saved.starts[i], ck, i * K, K), None
+
+    def tail(carry):
+        x_tm, mk = _tm(xs[:, qK:]), _mask_piece(mask, qK, T)
+        return piece(carry, x_tm, mk, saved.tail_in, saved.c_tail, qK, T - qK)
+
+    carry = (r, jax.tree.map(jnp.zeros_like, p), jnp.zeros(xs.shape, xs.dtype))
+    if not reverse and qK < T:
+        carry = tail(carry)
+    carry, _ = lax.scan(block, carry, jnp.arange(q), reverse=not reverse)
+    if reverse and qK < T:
+        carry = tail(carry)
+    r, dp, dxs = carry
+    return dp, dxs, r
+
+
+def _blocked(p, xs, z0, mask, reverse, unroll, K, seq, keep):
+    zs, last, _ = _blocked_forward(p, xs, z0, mask, reverse, unroll, K, seq, False)
+    return zs if seq else last
+
+
+def _blocked_fwd(p, xs, z0, mask, reverse, unroll, K, seq, keep):
+    zs, last, saved = _blocked_forward(p, xs, z0, mask, reverse, unroll, K, seq, keep)
+    return (zs if seq else last), (p, xs, mask, zs if keep else None, saved)
+
+
+def _blocked_bwd(reverse, unroll, K, seq, keep, res, g):
+    p, xs, mask, zs, saved = res
+    r0 = jnp.zeros_like(saved.tail_in) if seq else g
+    dp, dxs, dz0 = _blocked_backward(
+        p, xs, mask, zs, saved, g if seq else None, r0, reverse, unroll, K
+    )
     return dp, dxs, dz0, None
 
 
-_core_cf.defvjp(_core_fwd, _core_bwd)
+_blocked_cf = jax.custom_vjp(_blocked, nondiff_argnums=(4, 5, 6, 7, 8))
+_blocked_cf.defvjp(_blocked_fwd, _blocked_bwd)
 
 
-@jax.jit(static_argnums=(4, 5, 6, 7))
-def _sequential_jit(p, xs, z0, mask, reverse, unroll, remat, backward):
+@jax.jit(static_argnums=(4, 5, 6, 7, 8))
+def _sequential_jit(p, xs, z0, mask, reverse, unroll, remat, backward, seq):
     B, T, _ = xs.shape
     if T == 0:
-        return jnp.zeros((0, B, z0.shape[-1]), z0.dtype)
+        return jnp.zeros((B, 0, z0.shape[-1]), z0.dtype) if seq else z0
+    K = _block_length(T, remat, seq)
     if backward == "autodiff":
-        # JAX differentiates the hoisted scan (time-major: one transpose of xs)
-        if remat:
-            return jax.checkpoint(_core, static_argnums=(4, 5, 6, 7))(
-                p, xs, z0, mask, reverse, unroll, remat, 0
-            )
-        return _core(p, xs, z0, mask, reverse, unroll, remat, 0)
-    if not remat:
-        return _core_cf(p, xs, z0, mask, reverse, unroll, False, T)
-    K = _block_length(T, remat)
-    Tp = -(-T // K) * K
-    if Tp != T:
-        # pad with identity (masked) steps: run after the real ones (reversed: before them)
-        xs = jnp.pad(xs, ((0, 0), (0, Tp - T), (0, 0)))
-        valid = jnp.ones((T, B), bool) if mask is None else mask
-        mask = jnp.pad(valid, ((0, Tp - T), (0, 0)))
-    return _core_cf(p, xs, z0, mask, reverse, unroll, bool(remat), K)[:T]
+        # JAX differentiates the blocked forward scan itself
+        def run(p, xs, z0, mask):
+            zs, last, _ = _blocked_forward(p, xs, z0, mask, reverse, unroll, K, seq, False)
+            return zs if seq else last
+
+        return (jax.checkpoint(run) if remat else run)(p, xs, z0, mask)
+    keep = seq and not remat
+    return _blocked_cf(p, xs, z0, mask, reverse, unroll, K, seq, keep)
 
 
 def _sequential(ops: Operands, opts: ScanOptions) -> jax.Array:
     """The sequential backend: one ``lax.scan`` over time, closed-form or autodiff backward."""
-    return _sequential_jit(ops.params, ops.xs, ops.z0, ops.mask, *opts)
+    return _sequential_jit(
+        ops.params,
+        ops.xs,
+        ops.z0,
+        ops.mask,
+        opts.reverse,
+        opts.unroll,
+        opts.remat,
+        opts.backward,
+        opts.return_sequence,
+    )
 
 
-BACKENDS = {"sequential": _sequential}
-"""Backend name -> ``backend(ops: Operands, opts: ScanOptions) -> zs (T, B, m)``."""
+def _parallel_backend(jacobian: str):
+    def backend(ops: Operands, opts: ScanOptions) -> jax.Array:
+        from gated_jax.cell import parallel  # imports this module
+
+        return parallel.scan_backend(ops, opts, jacobian)
+
+    return backend
+
+
+BACKENDS = {
+    "sequential": _sequential,
+    **{name: _parallel_backend(jac) for name, jac in PARALLEL_METHODS.items()},
+}
+"""Backend name -> ``backend(ops: Operands, opts: ScanOptions)``: the states ``(B, T, m)``
+batch-first, or the final state ``(B, m)`` when ``opts.return_sequence`` is ``False``."""
 
 
 # --------------------------------------------------------------------------------------------
 # the public functions
 
 
-def _check_options(reverse, unroll, remat, backward) -> ScanOptions:
+def _check_options(reverse, unroll, remat, backward, return_sequence=True) -> ScanOptions:
     reverse = boolean("reverse", reverse)
     unroll = positive_int("unroll", unroll)
     if not isinstance(remat, (bool, np.bool_)):
@@ -364,11 +398,15 @@ def _check_options(reverse, unroll, remat, backward) -> ScanOptions:
     else:
         remat = bool(remat)
     choice("backward", backward, BACKWARDS)
-    return ScanOptions(reverse, unroll, remat, backward)
+    return_sequence = boolean("return_sequence", return_sequence)
+    return ScanOptions(reverse, unroll, remat, backward, return_sequence)
 
 
-def _prepare(params, xs, z0, seq_lengths) -> Operands:
-    """Validate; return flat compute-dtype operands and what is needed to restore shapes."""
+def _prepare(params, xs, z0, seq_lengths, states: bool = True) -> Operands:
+    """Validate; return flat compute-dtype operands and what is needed to restore shapes.
+
+    ``states=False`` (the final-state path) stores no ``T``-step array, so only the inputs
+    themselves are checked against the memory available."""
     p, n, m = _checks.check_params(params)
     batch, T = _checks.check_xs(xs, n)
     if z0 is not None:
@@ -381,8 +419,8 @@ def _prepare(params, xs, z0, seq_lengths) -> Operands:
     out_dtype = _checks.output_dtype(*leaves)
     cdt = _checks.compute_dtype(*leaves)
     B = int(np.prod(batch, dtype=np.int64))
-    # the states, and what a backward pass keeps of them (three (T, B, m) arrays)
-    nbytes = 4.0 * B * T * m * jnp.dtype(cdt).itemsize
+    # the states, and what a backward pass keeps of them, with its cotangent and output
+    nbytes = (4.0 * B * T * m if states else 0.0) * jnp.dtype(cdt).itemsize
     check_fits_in_memory("xs", xs, nbytes, f"the states {batch + (T, m)} and their residuals")
     p = jax.tree.map(lambda a: jnp.asarray(a, cdt), p)
     xs_f = jnp.reshape(jnp.asarray(xs, cdt), (B, T, n))
@@ -408,6 +446,9 @@ def gated_scan(
     remat: bool | int = False,
     backward: str = "closed_form",
     method: str = "sequential",
+    tol: float | None = None,
+    max_iters: int | None = None,
+    return_sequence: bool = True,
 ) -> jax.Array:
     r"""Run the gated cell over a sequence: ``xs`` ``(..., T, n)`` to states ``(..., T, m)``.
 
@@ -419,13 +460,14 @@ def gated_scan(
     with ``z[0] = z0`` (zeros by default) and ``zs[..., t, :] = z[t+1]``. Any leading batch
     dims; ``z0`` is ``(..., m)`` broadcastable to them.
 
-    The input projections of all ``T`` steps are computed before the loop; the loop does one
+    The input projections are computed outside the step loop, which does one
     ``(B, m) x (m, m)`` matmul per step. The backward pass (``backward="closed_form"``) is
-    :func:`gated_bptt`'s closed form as a ``jax.custom_vjp``: the forward loop keeps ``z[t-1]``,
-    ``c[t]`` and ``s[t] = (z[t-1] - u[t]) c[t] (1 - c[t])`` per step, a reverse-time loop with
-    one matmul per step carries the adjoint, and every weight gradient is one large matmul over
-    all ``T B`` steps. Time is cut into up to 4 segments of at least 32 steps, each its own loop,
-    so that one segment's large matmuls can overlap the next segment's loop.
+    :func:`gated_bptt`'s closed form as a ``jax.custom_vjp``: a reverse-time loop with one
+    matmul per step carries the adjoint, and the weight gradients are large matmuls over the
+    ``K B`` steps of each block. Memory, besides the inputs: the forward pass keeps the states
+    (its output) and the gate ``c[t]``, about two ``(B, T, m)`` arrays, and the backward pass
+    forms ``s[t] = c[t] (z[t-1] - z[t])`` from them; every other temporary is the size of one
+    block of ``max(64, T/16)`` steps.
 
     Args:
       params: :class:`GatedParams` (``w_z=None``: the minGRU cell, gate from the input alone).
@@ -447,9 +489,8 @@ def gated_scan(
       remat: ``True`` (or a block length ``K``) keeps only the state at the start of each block
         of ``K ~ sqrt(T)`` steps and recomputes each block's forward pass in the backward pass:
         temporary memory ``O((T/K + K) B m)`` besides ``zs`` itself, for one extra forward loop.
-        ``T`` is padded to a multiple of ``K`` with identity steps when no divisor near
-        ``sqrt(T)`` exists. With ``backward="autodiff"``, ``remat`` wraps the whole scan in
-        ``jax.checkpoint`` instead.
+        When ``K`` does not divide ``T`` the last ``T mod K`` steps are one shorter block. With
+        ``backward="autodiff"``, ``remat`` wraps the whole scan in ``jax.checkpoint`` instead.
       backward: ``"closed_form"`` (default; reverse mode: ``grad``, ``vjp``, ``jacrev``) or
         ``"autodiff"``: JAX differentiates the hoisted scan itself, which also supports forward
         mode (``jvp``, ``jacfwd``, ``hessian``). A ``jax.custom_vjp`` cannot be differentiated
@@ -457,20 +498,43 @@ def gated_scan(
         switch. (Under an outer ``jax.jit`` JAX raises its own "can't apply forward-mode
         autodiff (jvp) to a custom_vjp function" first.) The Jacobian diagnostics run their
         trajectory with ``"autodiff"``, so they support forward mode as they are.
-      method: ``"sequential"`` or ``"auto"`` (:func:`resolve_method`).
+      method: ``"sequential"`` (the loop above), ``"deer"`` (Newton over the whole sequence,
+        full Jacobians), ``"quasi_deer"`` (their diagonals) or ``"auto"``
+        (:func:`resolve_method`). The parallel methods (:func:`gated_jax.cell.gated_deer`)
+        solve the recurrence by associative scans in ``O(log T)`` depth per iteration; with
+        ``w_z=None`` (minGRU) one scan is exact. Their results equal the sequential method's
+        wherever the solver converged, and never silently differ: under eager evaluation a
+        solve that did not converge within ``max_iters`` raises
+        :class:`~gated_jax.cell.parallel.DeerNotConverged`; under ``jit`` the compiled program
+        runs the sequential loop instead (a ``lax.cond``; under an outer ``vmap`` both branches
+        run). Gradients are exact, by implicit differentiation at the converged trajectory;
+        ``unroll`` and ``remat`` do not apply, ``backward`` must be ``"closed_form"``.
+      tol: the parallel methods' convergence tolerance (``None``: ``1e-12`` in float64,
+        ``1e-5`` otherwise); ignored by ``"sequential"``.
+      max_iters: the parallel methods' iteration limit, an int >= 1 (``None``:
+        ``min(T, 100)``); ignored by ``"sequential"``.
+      return_sequence: ``True`` (default) returns every state; ``False`` returns only the final
+        state (``zs[..., -1, :]``, or ``zs[..., 0, :]`` with ``reverse``) and stores nothing
+        ``T`` steps long besides the inputs: the forward pass keeps one state per block of
+        ``K = round(sqrt(T))`` steps (``remat=K`` sets ``K``), and the backward pass
+        recomputes one block at a time, so memory beyond the inputs grows as ``sqrt(T)``.
+        Gradients are those of the full path's final state.
 
     Dtypes: float32 and float64 run in their own precision. bfloat16/float16 operands are
     upcast: projections, recurrence and accumulation run in float32, and ``zs`` is cast back to
     the promoted input dtype. Integer inputs give floating states.
 
     Returns:
-      ``zs`` of shape ``(..., T, m)``.
+      ``zs`` of shape ``(..., T, m)``; with ``return_sequence=False`` the final state
+      ``(..., m)``.
 
     Raises:
       ValueError: naming the argument and its value, for wrong ranks, ``n``/``m`` mismatches
         between params and inputs, ``seq_lengths`` of the wrong shape, dtype or range, bad
         options, and sizes whose states cannot fit in memory.
       TypeError: for forward-mode autodiff with ``backward="closed_form"``.
+      gated_jax.cell.DeerNotConverged: (a ``RuntimeError``) for ``method="deer"`` or
+        ``"quasi_deer"`` evaluated eagerly when the solver did not converge.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -482,10 +546,25 @@ def gated_scan(
       >>> g = jax.grad(lambda p: jnp.sum(gated_scan(p, xs) ** 2))(p)  # closed-form BPTT
       >>> g.w_z.shape
       (4, 4)
+      >>> gated_scan(p, xs, return_sequence=False).shape  # the final state only
+      (2, 4)
     """
-    opts = _check_options(reverse, unroll, remat, backward)
-    backend = BACKENDS[resolve_method(method)]
-    ops = _prepare(params, xs, z0, seq_lengths)
+    opts = _check_options(reverse, unroll, remat, backward, return_sequence)
+    name = resolve_method(method)
+    if name in PARALLEL_METHODS:
+        from gated_jax.cell.parallel import check_solver_options
+
+        _, tol, max_iters = check_solver_options(PARALLEL_METHODS[name], tol, max_iters)
+        if backward != "closed_form":
+            raise fail(
+                "backward",
+                backward,
+                f"'closed_form' with method={method!r} (its gradients are implicit; no autodiff "
+                "through the Newton iterations)",
+            )
+        opts = opts._replace(tol=tol, max_iters=max_iters)
+    backend = BACKENDS[name]
+    ops = _prepare(params, xs, z0, seq_lengths, states=opts.return_sequence)
     try:
         zs = backend(ops, opts)
     except TypeError as e:
@@ -496,7 +575,8 @@ def gated_scan(
             "backward pass (a jax.custom_vjp); pass backward='autodiff' to gated_scan (or to "
             "GatedRNN) to differentiate the scan with JAX's own rules, which support forward mode"
         ) from e
-    return jnp.reshape(jnp.swapaxes(zs, 0, 1), ops.batch + (ops.T, ops.m)).astype(ops.out_dtype)
+    shape = ops.batch + ((ops.T, ops.m) if opts.return_sequence else (ops.m,))
+    return jnp.reshape(zs, shape).astype(ops.out_dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -597,9 +677,7 @@ def gated_bptt(
     user = _checks.as_params(params)
     # (B, T, m) with B from the flattened inputs: a -1 cannot be inferred when T == 0
     g = jnp.reshape(jnp.asarray(dzs, ops.xs.dtype), (ops.xs.shape[0], T, m))
-    dp, dxs, dz0 = _bptt_jit(
-        ops.params, ops.xs, ops.z0, ops.mask, jnp.swapaxes(g, 0, 1), opts.reverse
-    )
+    dp, dxs, dz0 = _bptt_jit(ops.params, ops.xs, ops.z0, ops.mask, g, opts.reverse)
     dp = jax.tree.map(lambda d, w: d.astype(_grad_dtype(w, ops.out_dtype)), dp, user)
     dxs = jnp.reshape(dxs, _checks.shape(xs)).astype(_grad_dtype(xs, ops.out_dtype))
     dz0 = jnp.reshape(dz0, batch + (m,))
@@ -611,9 +689,9 @@ def gated_bptt(
 
 @jax.jit(static_argnums=(5,))
 def _bptt_jit(p, xs, z0, mask, g, reverse):
-    if xs.shape[1] == 0:
+    B, T, _ = xs.shape
+    if T == 0:
         return jax.tree.map(jnp.zeros_like, p), jnp.zeros_like(xs), jnp.zeros_like(z0)
-    xs_tm = jnp.swapaxes(xs, 0, 1)
-    _, saved = _forward_segments(p, xs_tm, z0, mask, reverse, 1, keep=True)
-    dp, dxs_tm, dz0 = _backward_full(p, xs_tm, saved, g, reverse, 1)
-    return dp, jnp.swapaxes(dxs_tm, 0, 1), dz0
+    K = _block_length(T, False)
+    zs, _, saved = _blocked_forward(p, xs, z0, mask, reverse, 1, K, True, True)
+    return _blocked_backward(p, xs, mask, zs, saved, g, jnp.zeros_like(z0), reverse, 1, K)

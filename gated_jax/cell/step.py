@@ -36,6 +36,7 @@ __all__ = [
     "projections",
     "update",
     "jacobian_factor",
+    "jacobian_factor_from_states",
     "jacobian",
     "transpose_step",
     "step_with_factors",
@@ -86,6 +87,16 @@ def update(w_z, z_prev, a, u, mask=None):
 def jacobian_factor(z_prev, u, c):
     """``s = (z_prev - u) c (1 - c)``, so that ``J = diag(c) + diag(s) W_z``."""
     return (z_prev - u) * (c * (1 - c))
+
+
+def jacobian_factor_from_states(z_prev, z, c):
+    """The same ``s`` from the states on both sides of the step: ``s = c (z_prev - z)``.
+
+    Since ``z_prev - z = (1 - c)(z_prev - u)``, this equals :func:`jacobian_factor` without
+    ``u``: a backward pass that keeps the states and the gate needs neither ``u`` nor ``s``.
+    A masked step (``c = 1``, ``z = z_prev``) gives ``s = 0`` exactly.
+    """
+    return c * (z_prev - z)
 
 
 def jacobian(w_z, c, s):

@@ -23,12 +23,12 @@ from types import ModuleType
 import jax
 
 from gated_jax._validate import positive_int
-from gated_jax.lab import cell, conv, diagram, flow, modules, shapes
+from gated_jax.lab import cell, conv, diagram, flow, modules, parallel, shapes
 from gated_jax.lab._harness import Table
 from gated_jax.lab._report import Context, write_report
 from gated_jax.lab._verify import TOLERANCE, Check, format_table
 
-CAPABILITIES: tuple[ModuleType, ...] = (shapes, conv, diagram, cell, modules, flow)
+CAPABILITIES: tuple[ModuleType, ...] = (shapes, conv, diagram, cell, modules, flow, parallel)
 
 __all__ = [
     "CAPABILITIES",

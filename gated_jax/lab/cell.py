@@ -11,19 +11,22 @@ cell inside its step.
 Report section (``section``): seed 1.2(b), (c): the gated recurrence's dimensions and its
 closed-form BPTT.
 
-Benchmark (``bench``): The gated recurrence: closed-form BPTT scan against a plain ``lax.scan``
-and Flax's RNNs.
+Benchmark (``bench``): The gated recurrence: closed-form BPTT scan against the lean autodiff
+``lax.scan`` a user would write, ``nn.RNN(GatedCell)`` and Flax's RNNs.
 
 Float32, batch 32, T = 256, n = m = 256 (quick: 8, 64, 64, 64). Every variant is timed
 interleaved in one process. The loss is ``mean(zs**2)``, differentiated with respect to the
-parameters. FLOPs count ``2 B n m`` per ``(B, n) x (n, m)`` matmul: the gated cell does 3 per
-step forward and 7 forward+backward (the backward adds ``W_z^T`` on the adjoint and three weight
-gradients); Flax's ``GRUCell`` does 6 / 15 and ``MGUCell`` 4 / 10.
+parameters. Then every path (default, remat, final state) at several lengths, and the
+final-state path from ``T = 10^3`` to ``10^6``. FLOPs count ``2 B n m`` per
+``(B, n) x (n, m)`` matmul: the gated cell does 3 per step forward and 7 forward+backward
+(the backward adds ``W_z^T`` on the adjoint and three weight gradients); Flax's ``GRUCell``
+does 6 / 15 and ``MGUCell`` 4 / 10.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import NamedTuple
 
 import jax
@@ -38,7 +41,6 @@ from gated_jax.lab._harness import (
     device_line,
     matmul_gflops,
     mib,
-    ratios,
     time_interleaved,
 )
 from gated_jax.lab._verify import Check
@@ -305,22 +307,51 @@ The backward pass needs the forward's states (`z`, `c`, `s`), so it runs after t
 """
 
 
-# --- from bench/cell.py -------------------------------------------------------------------
+# --- benchmark ----------------------------------------------------------------------------
 
-BENCH_TITLE = "Gated recurrence: closed-form BPTT vs plain scan vs Flax"
+BENCH_TITLE = "Gated recurrence: closed-form BPTT vs the lean autodiff scan vs Flax"
 
 
-def _loss(f):
+def lean_scan(p, xs):
+    """The leanest honest autodiff baseline: the cell written the obvious way in a
+    ``lax.scan`` (three ``@ W.T`` matmuls in the step), differentiated by ``jax.grad``."""
+
+    def step(z, x):
+        c = jax.nn.sigmoid(x @ p.w_c.T + z @ p.w_z.T)
+        z = c * z + (1 - c) * (x @ p.w_x.T)
+        return z, z
+
+    z0 = jnp.zeros((xs.shape[0], p.w_x.shape[0]), xs.dtype)
+    return jnp.swapaxes(lax.scan(step, z0, jnp.swapaxes(xs, 0, 1))[1], 0, 1)
+
+
+def _mean_sq(f):
     return lambda p, xs: jnp.mean(f(p, xs) ** 2)
+
+
+def _final(f):
+    """A loss on the final state only, ``mean(z[T]**2)``."""
+    return lambda p, xs: jnp.mean(f(p, xs)[:, -1] ** 2)
+
+
+def _gated_final(p, xs):
+    return jnp.mean(cell.gated_scan(p, xs, return_sequence=False) ** 2)
 
 
 def _flax(kind: str, m: int, xs):
     import flax.linen as nn
 
-    cell_cls = {"GRU": nn.GRUCell, "MGU": nn.MGUCell}[kind]
-    rnn = nn.RNN(cell_cls(features=m))
-    params = rnn.init(jax.random.key(0), xs)
-    return params, rnn.apply
+    from gated_jax.nn import GatedCell, GatedRNN
+
+    mod = {
+        "GRU": lambda: nn.RNN(nn.GRUCell(features=m)),
+        "MGU": lambda: nn.RNN(nn.MGUCell(features=m)),
+        "Gated": lambda: nn.RNN(GatedCell(m)),
+        "GatedRNN": lambda: GatedRNN(m),
+    }[kind]()
+    # GatedRNN has nn.RNN(GatedCell)'s parameter tree: both start from the same weights
+    init = nn.RNN(GatedCell(m)) if kind == "GatedRNN" else mod
+    return init.init(jax.random.key(0), xs), mod.apply
 
 
 def _load() -> float:
@@ -328,101 +359,189 @@ def _load() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
+LEAN = "lean lax.scan (3 matmuls in step), jax.grad"
+FLAX = "flax.linen.RNN(GatedCell), jax.grad"
+
+
 def bench(quick: bool = False) -> Table:
+    """Forward+backward and forward-only speed at ``T``, compiled temp memory at ``T`` and at
+    a long ``T_mem``, ratios against the lean scan and ``nn.RNN(GatedCell)`` of the same run;
+    then every path's memory and speed at ``T``, ``T_mem`` and a long ``T``, and the
+    final-state path's memory from ``T = 10^3`` to ``10^6`` with one timed run at the longest.
+    """
     load0 = _load()
     B, T, n, m = (8, 64, 64, 64) if quick else (32, 256, 256, 256)
     T_mem = 512 if quick else 4096
-    rounds = 3 if quick else 9
+    rounds = 5 if quick else 9
     p = cell.init_gated_params(jax.random.key(0), n, m)
     xs = jax.random.normal(jax.random.key(1), (B, T, n), jnp.float32)
 
     variants = {
-        "plain lax.scan (3 matmuls in step), jax.grad": plain_scan,
-        "gated_scan (closed-form BPTT)": cell.gated_scan,
-        "gated_scan remat=True": lambda p, x: cell.gated_scan(p, x, remat=True),
-        "gated_scan unroll=2": lambda p, x: cell.gated_scan(p, x, unroll=2),
-        "gated_scan unroll=4": lambda p, x: cell.gated_scan(p, x, unroll=4),
-        "gated_scan backward='autodiff'": lambda p, x: cell.gated_scan(p, x, backward="autodiff"),
+        LEAN: _mean_sq(lean_scan),
+        "project plain_scan (gated_step in lax.scan), jax.grad": _mean_sq(plain_scan),
+        "gated_scan (closed-form BPTT)": _mean_sq(cell.gated_scan),
+        "gated_scan remat=True": _mean_sq(lambda p, x: cell.gated_scan(p, x, remat=True)),
+        "gated_scan backward='autodiff'": _mean_sq(
+            lambda p, x: cell.gated_scan(p, x, backward="autodiff")
+        ),
+        "final state: lean lax.scan, loss on z[T]": _final(lean_scan),
+        "final state: gated_scan return_sequence=False": _gated_final,
     }
     mm = 2.0 * B * n * m  # FLOPs of one matmul (n = m here)
-    fns, flops, meta = {}, {}, {}
-    for name, f in variants.items():
-        g = jax.jit(jax.grad(_loss(f)))
-        cs = compile_stats(jax.grad(_loss(f)), p, xs)
+    fns, flops, meta, mem, mem_long = {}, {}, {}, {}, {}
+    xl = jax.ShapeDtypeStruct((B, T_mem, n), jnp.float32)
+    for name, loss in variants.items():
+        g = jax.jit(jax.grad(loss))
+        cs = compile_stats(jax.grad(loss), p, xs)
         fns[name] = lambda g=g: g(p, xs)
         flops[name], meta[name] = 7 * mm * T, (3 * mm, cs.compile_s)
-    for name, f in [("plain lax.scan", plain_scan), ("gated_scan", cell.gated_scan)]:
-        key = f"forward only: {name}"
-        fj = jax.jit(f)
-        cs = compile_stats(f, p, xs)
-        fns[key] = lambda fj=fj: fj(p, xs)
-        flops[key], meta[key] = 3 * mm * T, (3 * mm, cs.compile_s)
-    for kind, per_step, per_step_fb in [("GRU", 6, 15), ("MGU", 4, 10)]:
+        mem[name] = cs.temp_bytes
+        mem_long[name] = compile_stats(jax.grad(loss), p, xl).temp_bytes
+    for kind, per_step, per_step_fb in [
+        ("Gated", 3, 7),
+        ("GatedRNN", 3, 7),
+        ("GRU", 6, 15),
+        ("MGU", 4, 10),
+    ]:
         fp, apply = _flax(kind, m, xs)
-        key = f"flax.linen.RNN({kind}Cell), jax.grad"
+        key = (
+            FLAX
+            if kind == "Gated"
+            else (
+                "GatedRNN (gated_jax.nn), jax.grad"
+                if kind == "GatedRNN"
+                else f"flax.linen.RNN({kind}Cell), jax.grad"
+            )
+        )
         loss = lambda q, x, apply=apply: jnp.mean(apply(q, x) ** 2)
         g = jax.jit(jax.grad(loss))
         cs = compile_stats(jax.grad(loss), fp, xs)
         fns[key] = lambda g=g, fp=fp: g(fp, xs)
         flops[key], meta[key] = per_step_fb * mm * T, (per_step * mm, cs.compile_s)
+        mem[key] = cs.temp_bytes
+        if kind in ("Gated", "GatedRNN"):
+            mem_long[key] = compile_stats(jax.grad(loss), fp, xl).temp_bytes
+    fwd = {"forward only: lean lax.scan": lean_scan, "forward only: gated_scan": cell.gated_scan}
+    for key, f in fwd.items():
+        fj = jax.jit(f)
+        cs = compile_stats(f, p, xs)
+        fns[key] = lambda fj=fj: fj(p, xs)
+        flops[key], meta[key] = 3 * mm * T, (3 * mm, cs.compile_s)
+        mem[key] = cs.temp_bytes
 
     dot = matmul_gflops(512 if quick else 1024)
     times = time_interleaved(fns, rounds=rounds)
-    base = "plain lax.scan (3 matmuls in step), jax.grad"
-    speed = ratios(times, base)
-    fwd_speed = times["forward only: plain lax.scan"] / times["forward only: gated_scan"]
-
-    # compiled temporary memory of forward+backward at a long sequence (compiled, not run)
-    xl = jax.ShapeDtypeStruct((B, T_mem, n), jnp.float32)
-    mem = {
-        name: compile_stats(jax.grad(_loss(variants[name])), p, xl).temp_bytes
-        for name in [
-            base,
-            "gated_scan (closed-form BPTT)",
-            "gated_scan remat=True",
-            "gated_scan backward='autodiff'",
-        ]
-    }
-
+    base = dict.fromkeys(fns, LEAN)
+    for k in fns:
+        if k.startswith("final state"):
+            base[k] = "final state: lean lax.scan, loss on z[T]"
+        elif k.startswith("forward only"):
+            base[k] = "forward only: lean lax.scan"
     table = Table(
         title=f"{BENCH_TITLE} (B={B}, T={T}, n=m={n}, float32)",
         columns=[
             "variant",
             "median ms",
-            "speed-up vs plain",
+            "speed-up vs lean scan",
+            "speed-up vs nn.RNN(GatedCell)",
             "GFLOP/s",
             "fraction of jnp.dot",
-            "fwd MFLOP/step",
             "compile s",
-            f"temp MiB at T={T_mem}",
+            f"temp MiB at T={T}",
+            f"temp MiB at T={T_mem} (x lean)",
         ],
     )
     for name in fns:
         gf = flops[name] / times[name] / 1e9
-        row_speed = fwd_speed if name == "forward only: gated_scan" else speed[name]
-        if name == "forward only: plain lax.scan":
-            row_speed = 1.0
+        vs_flax = "" if name.startswith("forward only") else times[FLAX] / times[name]
+        long = ""
+        if name in mem_long:
+            long = f"{mib(mem_long[name]):.1f} ({mem_long[name] / mem_long[base[name]]:.2f}x)"
         table.rows.append(
             [
                 name,
                 times[name] * 1e3,
-                row_speed,
+                times[base[name]] / times[name],
+                vs_flax,
                 gf,
                 gf / dot,
-                meta[name][0] / 1e6,
                 meta[name][1],
-                f"{mib(mem[name]):.0f} ({mem[name] / mem[base]:.2f}x)" if name in mem else "",
+                mib(mem[name]),
+                long,
             ]
         )
+    table.rows += _path_rows(quick, p, n)
     table.notes += [
         device_line() + f"; large jnp.dot: {dot:.1f} GFLOP/s in the same run; 1-minute load "
         f"average {load0:.2f} at the start, {_load():.2f} at the end, on {os.cpu_count()} CPUs "
         "(a busy machine slows the large matmuls and lowers the speed-ups).",
-        "Forward+backward rows: speed-up vs the plain scan's jax.grad; forward-only rows: vs the "
-        "plain forward. Loss mean(zs**2), gradient w.r.t. all parameters.",
+        "Forward+backward rows: loss mean(zs**2), gradient w.r.t. all parameters; speed-ups vs "
+        "the lean scan's jax.grad and vs nn.RNN(GatedCell)'s in the same run. Final-state rows: "
+        "loss mean(z[T]**2), vs the lean scan with that loss; forward-only rows: vs the lean "
+        "forward. Temp MiB: compiled memory_analysis() (deterministic), the inputs not counted.",
         "FLOPs: 2*B*n*m per matmul; gated cell 3/step forward, 7/step forward+backward; GRUCell "
         "6 / 15, MGUCell 4 / 10 (input and hidden denses; elementwise work not counted).",
-        "unroll=k copies the loop bodies k times (lax.scan unroll): compare the compile s and "
-        "ms columns of the unroll rows with the unroll=1 row.",
+        "Path rows ('path: ...'): forward+backward of each path at several T (B, n, m as named); "
+        "ms is one timed call after a warm-up (interleaving is not possible at these lengths), "
+        "'' where only compiled. The final-state rows at B=1, n=m=64 from T=10^3 up: memory "
+        "beyond the inputs grows as sqrt(T) (x10 in T, ~x3.2 in memory).",
     ]
     return table
+
+
+def _timed(g, *args) -> float:
+    jax.block_until_ready(g(*args))
+    t0 = time.perf_counter()
+    jax.block_until_ready(g(*args))
+    return time.perf_counter() - t0
+
+
+def _path_rows(quick: bool, p, n: int) -> list[list]:
+    """Every path's compiled temp memory (and time where feasible) at several lengths."""
+    B = 8 if quick else 32
+    lengths = (64, 512, 8192) if quick else (256, 4096, 65536)
+    timed_up_to = lengths[1]
+    paths = {
+        "default": _mean_sq(cell.gated_scan),
+        "remat=True": _mean_sq(lambda p, x: cell.gated_scan(p, x, remat=True)),
+        "return_sequence=False": _gated_final,
+    }
+    rows = []
+    for T in lengths:
+        xs = jax.random.normal(jax.random.key(2), (B, T, n), jnp.float32)
+        for name, loss in paths.items():
+            cs = compile_stats(jax.grad(loss), p, xs)
+            ms = _timed(jax.jit(jax.grad(loss)), p, xs) * 1e3 if T <= timed_up_to else ""
+            rows.append(
+                [
+                    f"path: {name}, B={B}, T={T}, n=m={n}",
+                    ms,
+                    "",
+                    "",
+                    "",
+                    "",
+                    cs.compile_s,
+                    mib(cs.temp_bytes),
+                    "",
+                ]
+            )
+    q = cell.init_gated_params(jax.random.key(3), 64, 64)
+    long = (10**3, 10**4, 10**5) if quick else (10**3, 10**4, 10**5, 10**6)
+    for T in long:
+        xs = jax.random.normal(jax.random.key(4), (1, T, 64), jnp.float32)
+        cs = compile_stats(jax.grad(_gated_final), q, xs)
+        ms = _timed(jax.jit(jax.grad(_gated_final)), q, xs) * 1e3 if T == long[-1] else ""
+        rows.append(
+            [
+                f"path: return_sequence=False, B=1, T={T}, n=m=64",
+                ms,
+                "",
+                "",
+                "",
+                "",
+                cs.compile_s,
+                mib(cs.temp_bytes),
+                f"inputs {mib(cs.argument_bytes):.1f} MiB",
+            ]
+        )
+    return rows

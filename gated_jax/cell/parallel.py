@@ -1,0 +1,566 @@
+r"""The gated recurrence in parallel over time: affine scans, DEER, quasi-DEER, Lyapunov exponents.
+
+**Affine scans.** A linear recurrence ``z[t] = A[t] z[t-1] + b[t]`` is the composition of the
+affine maps ``e[t] = (A[t], b[t])``, and composition is associative,
+
+.. math::
+
+    (A_2, b_2) \circ (A_1, b_1) = (A_2 A_1, \; A_2 b_1 + b_2),
+
+so all ``T`` states are prefix compositions, computed by ``lax.associative_scan`` in
+``ceil(log2 T)`` levels (depth) and ``O(T)`` compositions (work). :func:`affine_scan` solves it
+for diagonal ``A`` (``(..., T, m)``, elementwise products) and for full ``A``
+(``(..., T, m, m)``, matrix products).
+
+**minGRU is one scan.** With ``W_z = None`` the gate ``c[t] = sigma(W_c x[t] + b_c)`` does not
+depend on the state, so ``z[t] = c[t] z[t-1] + (1 - c[t]) u[t]`` is affine with
+``A[t] = diag(c[t])``, ``b[t] = (1 - c[t]) u[t]``: one diagonal affine scan, exact.
+
+**DEER and quasi-DEER.** With ``W_z`` the step ``z[t] = f(z[t-1], x[t])`` is nonlinear. Newton's
+method over the whole sequence linearises every step at the current guess ``z_k``,
+
+.. math::
+
+    z_{k+1}[t] = J_k[t] \, z_{k+1}[t-1] + \big(f(z_k[t-1], x[t]) - J_k[t] \, z_k[t-1]\big),
+
+an affine recurrence solved by one affine scan per iteration. ``jacobian="full"`` (DEER) uses
+the closed-form ``J[t] = diag(c) + diag(s) W_z``, ``s = (z[t-1] - u[t]) c (1 - c)``: quadratic
+convergence near the solution, ``O(T m^3)`` work and ``O(T m^2)`` memory per iteration.
+``jacobian="diagonal"`` (quasi-DEER) keeps its diagonal ``c + s \odot diag(W_z)``: ``O(T m)``
+per iteration, more iterations. With any approximate Jacobian iteration ``k`` reproduces the
+first ``k`` steps exactly (step ``t`` only needs step ``t-1`` exact), so both are exact after at
+most ``T`` iterations in exact arithmetic; the number they need in practice is governed by the
+largest Lyapunov exponent of the trajectory (:func:`lyapunov_exponent`): small when it is
+negative (gradients vanish), up to ``T`` when it is positive (gradients explode).
+
+**Gradients** are exact for the sequential recurrence, by implicit differentiation at the fixed
+point (never through the Newton iterations): the converged trajectory ``z*`` solves
+``z[t] = f(z[t-1], x[t])``, so its cotangent is the closed-form BPTT adjoint
+``delta[t] = g[t] + J[t+1]^T delta[t+1]`` at ``z*``: a linear recurrence in reverse time, solved
+by one reverse affine scan over ``J^T`` (full DEER; for ``W_z = None`` a diagonal scan over
+``c``), or by the sequential closed-form adjoint loop (quasi-DEER, to keep its ``O(T m)``
+memory), then every weight gradient as one large matmul over all ``T B`` steps.
+
+References:
+  E. Blelloch, "Prefix sums and their applications", 1990.
+  L. Feng, F. Tung, M. O. Ahmed, Y. Bengio, H. Hajimirsadeghi, "Were RNNs All We Needed?", 2024.
+  Y. H. Lim, Q. Zhu, J. Selfridge, M. F. Kasim, "Parallelizing non-linear sequential models
+  over the sequence length" (DEER), ICLR 2024.
+  X. Gonzalez, A. Warrington, J. T. H. Smith, S. W. Linderman, "Towards scalable and stable
+  parallelization of nonlinear RNNs" (quasi-DEER), NeurIPS 2024.
+  X. Gonzalez, L. Kozachkov, D. M. Zoltowski, K. L. Clarkson, S. W. Linderman, "Predictability
+  enables parallelization of nonlinear state space models", NeurIPS 2025.
+  G. Benettin, L. Galgani, A. Giorgilli, J.-M. Strelcyn, "Lyapunov characteristic exponents for
+  smooth dynamical systems", Meccanica 15, 1980.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from gated_jax._validate import choice, fail, finite_float, positive_int
+from gated_jax.cell import _checks
+from gated_jax.cell import scan as _scan
+from gated_jax.cell import step as _step
+from gated_jax.cell.params import GatedParams
+
+__all__ = [
+    "JACOBIANS",
+    "DeerInfo",
+    "DeerNotConverged",
+    "affine_scan",
+    "gated_deer",
+    "lyapunov_exponent",
+    "scan_levels",
+]
+
+JACOBIANS = ("full", "diagonal")
+"""The ``jacobian`` options of :func:`gated_deer`: DEER's full Jacobians, quasi-DEER's diagonal."""
+
+
+class DeerInfo(NamedTuple):
+    """What the Newton solver of :func:`gated_deer` did.
+
+    Attributes:
+      iterations: the number of affine scans run (an int32 scalar; 1 for ``W_z = None``).
+      residuals: ``(max_iters,)``: the max-norm change of the trajectory at each iteration,
+        ``max |z_{k+1} - z_k|`` (the first against the initial guess); NaN past ``iterations``.
+      converged: a bool scalar: the last change was at most ``tol * max(1, max |z|)``.
+    """
+
+    iterations: jax.Array
+    residuals: jax.Array
+    converged: jax.Array
+
+
+class DeerNotConverged(RuntimeError):
+    """:func:`~gated_jax.cell.gated_scan` with a parallel method did not converge (eagerly)."""
+
+
+def scan_levels(T: int) -> int:
+    """Sequential levels of an associative scan over ``T`` elements: ``ceil(log2 T)`` (0 for T<=1).
+
+    Examples:
+      >>> from gated_jax.cell.parallel import scan_levels
+      >>> scan_levels(1), scan_levels(256), scan_levels(4096), scan_levels(1000)
+      (0, 8, 12, 10)
+    """
+    T = positive_int("T", T)
+    return int(T - 1).bit_length()
+
+
+# --------------------------------------------------------------------------------------------
+# affine scans, time-major (time on axis 0)
+
+
+def _combine_diag(e1, e2):
+    a1, b1 = e1
+    a2, b2 = e2
+    return a2 * a1, a2 * b1 + b2
+
+
+def _combine_full(e1, e2):
+    a1, b1 = e1
+    a2, b2 = e2
+    return a2 @ a1, jnp.einsum("...ij,...j->...i", a2, b1) + b2
+
+
+def _apply(A, z, diagonal: bool):
+    return A * z if diagonal else jnp.einsum("...ij,...j->...i", A, z)
+
+
+def _solve_tm(A, b, z0, diagonal: bool):
+    """``z[t] = A[t] z[t-1] + b[t]``, ``z[-1] = z0``, time on axis 0; returns ``z`` like ``b``."""
+    if b.shape[0] == 0:
+        return b
+    b = b.at[0].add(_apply(A[0], z0, diagonal))
+    fn = _combine_diag if diagonal else _combine_full
+    return lax.associative_scan(fn, (A, b), axis=0)[1]
+
+
+def _solve_reverse_tm(A, b, diagonal: bool):
+    """``z[t] = A[t] z[t+1] + b[t]``, ``z[T] = 0`` (the adjoint's direction), time on axis 0."""
+    flip = lambda a: jnp.flip(a, axis=0)
+    return flip(_solve_tm(flip(A), flip(b), jnp.zeros_like(b[0]), diagonal))
+
+
+def affine_scan(A: jax.Array, b: jax.Array, z0: jax.Array | None = None) -> jax.Array:
+    r"""All states of the linear recurrence ``z[t] = A[t] z[t-1] + b[t]`` by one associative scan.
+
+    .. math::
+
+        z[t] = A[t] A[t-1] \cdots A[0] \, z_0 + \sum_{k \le t} A[t] \cdots A[k+1] \, b[k]
+
+    computed as prefix compositions of the affine maps ``(A[t], b[t])`` in ``ceil(log2 T)``
+    levels.
+
+    Args:
+      A: ``(..., T, m)`` (diagonal ``A[t]``, elementwise) or ``(..., T, m, m)`` (full).
+      b: ``(..., T, m)``.
+      z0: ``(..., m)``, the state before the first step; ``None`` means zeros.
+
+    Returns:
+      ``z`` of the shape of ``b`` (``z[..., t, :]`` after step ``t``).
+
+    Raises:
+      ValueError: naming the argument, for shapes that do not fit together.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from gated_jax.cell.parallel import affine_scan
+      >>> affine_scan(jnp.full((4, 1), 0.5), jnp.ones((4, 1)), jnp.array([8.0]))[:, 0]
+      Array([5.   , 3.5  , 2.75 , 2.375], dtype=float32)
+    """
+    _checks.check_array("A", A)
+    _checks.check_array("b", b)
+    sb, sa = _checks.shape(b), _checks.shape(A)
+    if len(sb) < 2:
+        raise fail("b", b, "of shape (..., T, m)")
+    if sa == sb:
+        diagonal = True
+    elif sa == sb + (sb[-1],):
+        diagonal = False
+    else:
+        raise fail("A", A, f"of shape {sb} (diagonal) or {sb + (sb[-1],)} (full), for `b` {sb}")
+    dt = jnp.result_type(A, b, jnp.float32) if z0 is None else jnp.result_type(A, b, z0)
+    if z0 is None:
+        z0 = jnp.zeros(sb[:-2] + sb[-1:], dt)
+    else:
+        _checks.check_array("z0", z0)
+        if _checks.shape(z0) != sb[:-2] + sb[-1:]:
+            raise fail("z0", z0, f"of shape {sb[:-2] + sb[-1:]}")
+    move = (
+        (lambda a: jnp.moveaxis(a, -3, 0)) if not diagonal else (lambda a: jnp.moveaxis(a, -2, 0))
+    )
+    z = _solve_tm(
+        move(jnp.asarray(A, dt)),
+        jnp.moveaxis(jnp.asarray(b, dt), -2, 0),
+        jnp.asarray(z0, dt),
+        diagonal,
+    )
+    return jnp.moveaxis(z, 0, -2)
+
+
+# --------------------------------------------------------------------------------------------
+# the solver on flat operands: params, a, u (T, B, m) time-major, z0 (B, m), mask (T, B)
+
+
+def _shift(zs, z0):
+    """``zprev[t] = z[t-1]`` with ``zprev[0] = z0``."""
+    return jnp.concatenate([z0[None], zs[:-1]], axis=0)
+
+
+def _linearised(p: GatedParams, zprev, a, u, mask, jacobian: str):
+    """``(A, b)`` of the Newton step at ``zprev``: ``A = J`` (or its diagonal), ``b = f - A z``."""
+    fz, c = _step.update(p.w_z, zprev, a, u, mask)
+    s = _step.jacobian_factor(zprev, u, c)
+    if jacobian == "full":
+        A = _step.jacobian(p.w_z, c, s)
+        return A, fz - _apply(A, zprev, False)
+    d = jnp.diagonal(p.w_z)
+    A = c + s * jnp.reshape(d, (1,) * (s.ndim - 1) + d.shape)
+    return A, fz - A * zprev
+
+
+def _mingru(p: GatedParams, a, u, z0, mask):
+    """The minGRU trajectory (``W_z = None``): one diagonal affine scan, exact."""
+    c = _step.gate(None, None, a, mask)
+    return _solve_tm(c, (1 - c) * u, z0, True)
+
+
+def _newton(p: GatedParams, a, u, z0, mask, init, jacobian: str, tol: float, max_iters: int):
+    """Newton (or quasi-Newton) iterations of affine scans; returns ``(zs, DeerInfo)``."""
+    if p.w_z is None:
+        zs = _mingru(p, a, u, z0, mask)
+        r = jnp.max(jnp.abs(zs - init)) if zs.size else jnp.zeros((), zs.dtype)
+        res = jnp.full((max_iters,), jnp.nan, zs.dtype).at[0].set(r)
+        return zs, DeerInfo(jnp.ones((), jnp.int32), res, jnp.ones((), bool))
+    diagonal = jacobian == "diagonal"
+
+    def body(state):
+        k, zs, res, _ = state
+        A, b = _linearised(p, _shift(zs, z0), a, u, mask, jacobian)
+        new = _solve_tm(A, b, z0, diagonal)
+        r = jnp.max(jnp.abs(new - zs))
+        done = r <= tol * jnp.maximum(1.0, jnp.max(jnp.abs(new)))
+        return k + 1, new, res.at[k].set(r), done
+
+    def cond(state):
+        k, _, _, done = state
+        return (k < max_iters) & jnp.logical_not(done)
+
+    res0 = jnp.full((max_iters,), jnp.nan, init.dtype)
+    state = (jnp.zeros((), jnp.int32), init, res0, jnp.zeros((), bool))
+    k, zs, res, done = lax.while_loop(cond, body, state)
+    return zs, DeerInfo(k, res, done)
+
+
+def _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
+    a, u = _step.projections(p, xs_tm)
+    zs, info = _newton(p, a, u, z0, mask, init, jacobian, tol, max_iters)
+    if fallback and p.w_z is not None:
+        # never a wrong trajectory: without convergence, run the sequential loop instead
+        zs = lax.cond(
+            info.converged,
+            lambda: zs,
+            lambda: _scan._run(p, xs_tm, z0, mask, False, 1)[1],
+        )
+    return zs, info
+
+
+def _adjoint(p: GatedParams, zs, xs_tm, z0, mask, g, jacobian: str):
+    """Implicit differentiation at the fixed point ``zs``: the closed-form BPTT adjoint."""
+    zprev = _shift(zs, z0)
+    a, u = _step.projections(p, xs_tm)
+    c = _step.gate(p.w_z, zprev, a, mask)
+    s = _step.jacobian_factor(zprev, u, c)
+    if p.w_z is None:
+        # delta[t] = g[t] + c[t+1] delta[t+1]: one reverse diagonal scan
+        nxt = jnp.concatenate([c[1:], jnp.zeros_like(c[:1])], axis=0)
+        delta = _solve_reverse_tm(nxt, g, True)
+    elif jacobian == "full":
+        # delta[t] = g[t] + J[t+1]^T delta[t+1]: one reverse scan over the transposed Jacobians
+        JT = jnp.swapaxes(_step.jacobian(p.w_z, c[1:], s[1:]), -1, -2)
+        nxt = jnp.concatenate([JT, jnp.zeros_like(JT[:1])], axis=0)
+        delta = _solve_reverse_tm(nxt, g, False)
+    else:
+        # quasi-DEER keeps O(T m) memory: the sequential closed-form adjoint loop
+        dz0, (pbar, ubar) = _scan._adjoint(p.w_z, g, c, zprev, zs, jnp.zeros_like(z0), False, 1)
+        delta = None
+    if delta is not None:
+        pbar, ubar = s * delta, (1 - c) * delta
+        # dl/dz0 = J[0]^T delta[0]
+        dz0 = _step.transpose_step(p.w_z, c[0], s[0], delta[0])[0]
+    dp = _scan._param_grads(p, xs_tm, zprev, pbar, ubar)
+    return dp, _scan._input_grads(p, pbar, ubar), dz0
+
+
+# --------------------------------------------------------------------------------------------
+# the differentiable core: the solve as a custom VJP whose backward pass is the adjoint at the
+# fixed point (never the Newton iterations)
+
+
+def _core(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
+    return _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback)
+
+
+_core_vjp = jax.custom_vjp(_core, nondiff_argnums=(5, 6, 7, 8))
+
+
+def _core_fwd(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
+    zs, info = _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback)
+    return (zs, info), (p, xs_tm, z0, mask, zs)
+
+
+def _core_bwd(jacobian, tol, max_iters, fallback, res, cts):
+    p, xs_tm, z0, mask, zs = res
+    dp, dxs, dz0 = _adjoint(p, zs, xs_tm, z0, mask, cts[0], jacobian)
+    return dp, dxs, dz0, None, None
+
+
+_core_vjp.defvjp(_core_fwd, _core_bwd)
+
+
+@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8))
+def _run(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
+    return _core_vjp(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback)
+
+
+def _default_tol(dtype) -> float:
+    return 1e-12 if jnp.dtype(dtype) == jnp.dtype(jnp.float64) else 1e-5
+
+
+DEFAULT_MAX_ITERS = 100
+"""``max_iters=None`` means ``min(T, DEFAULT_MAX_ITERS)`` (``T`` iterations are always exact)."""
+
+
+def check_solver_options(jacobian, tol, max_iters) -> tuple[str, float | None, int | None]:
+    """Validate ``jacobian``, ``tol`` (a float > 0 or None) and ``max_iters`` (an int >= 1 or
+    None)."""
+    choice("jacobian", jacobian, JACOBIANS)
+    tol = finite_float("tol", tol, minimum=0.0, strict=True, allow_none=True)
+    max_iters = positive_int("max_iters", max_iters, allow_none=True)
+    return jacobian, tol, max_iters
+
+
+def _check_full_fits(ops: _scan.Operands, xs, jacobian: str) -> None:
+    if jacobian == "full" and ops.params.w_z is not None:
+        # the Jacobians and the associative scan's intermediate compositions
+        _checks.check_jacobians_fit(xs, ops.batch, ops.T, ops.m, ops.xs.dtype, copies=3)
+
+
+def _time_major(ops: _scan.Operands, reverse: bool):
+    xs_tm, mask = jnp.swapaxes(ops.xs, 0, 1), ops.mask
+    if reverse:  # reverse time = the forward recurrence on flipped inputs
+        xs_tm = jnp.flip(xs_tm, 0)
+        mask = None if mask is None else jnp.flip(mask, 0)
+    return xs_tm, mask
+
+
+def _concrete(x) -> bool | None:
+    """``bool(x)`` when ``x`` has a value (eager evaluation), else ``None`` (under ``jit``)."""
+    try:
+        return bool(x)
+    except jax.errors.ConcretizationTypeError:
+        return None
+
+
+def scan_backend(ops: _scan.Operands, opts, jacobian: str) -> jax.Array:
+    """The ``"deer"`` and ``"quasi_deer"`` backends of :func:`~gated_jax.cell.gated_scan`.
+
+    Eagerly, a solve that did not converge raises :class:`DeerNotConverged`; under ``jit`` (when
+    convergence is not known while tracing) the compiled program runs the sequential loop
+    instead whenever the Newton iterations did not converge.
+    """
+    T, B, m = ops.T, ops.xs.shape[0], ops.m
+    if T == 0:
+        return jnp.zeros((B, 0, m), ops.z0.dtype) if opts.return_sequence else ops.z0
+    _check_full_fits(ops, ops.xs, jacobian)
+    tol = _default_tol(ops.xs.dtype) if opts.tol is None else opts.tol
+    max_iters = min(T, DEFAULT_MAX_ITERS) if opts.max_iters is None else opts.max_iters
+    xs_tm, mask = _time_major(ops, opts.reverse)
+    init = jnp.zeros((T, B, m), ops.xs.dtype)
+    zs, info = _run(ops.params, xs_tm, ops.z0, mask, init, jacobian, tol, max_iters, True)
+    if _concrete(info.converged) is False:
+        k = int(info.iterations)
+        raise DeerNotConverged(
+            f"gated_scan(method={'deer' if jacobian == 'full' else 'quasi_deer'!r}) did not "
+            f"converge in `max_iters` (={max_iters}) iterations to `tol` (={tol:g}); last change "
+            f"{float(info.residuals[k - 1]):.3g}. Raise max_iters (T = {T} iterations are always "
+            "exact) or use method='sequential'; under jax.jit the sequential loop is run instead."
+        )
+    if not opts.return_sequence:
+        return zs[-1]  # the last step run (the first input when reversed)
+    return jnp.swapaxes(jnp.flip(zs, 0) if opts.reverse else zs, 0, 1)
+
+
+def gated_deer(
+    params: GatedParams,
+    xs: jax.Array,
+    z0: jax.Array | None = None,
+    *,
+    jacobian: str = "full",
+    tol: float | None = None,
+    max_iters: int | None = None,
+    init: jax.Array | None = None,
+) -> tuple[jax.Array, DeerInfo]:
+    r"""Solve the gated recurrence over the whole sequence by Newton's method (DEER).
+
+    Each iteration linearises every step at the current trajectory ``z_k`` and solves the
+    resulting affine recurrence with one associative scan (:func:`affine_scan`):
+
+    .. math::
+
+        z_{k+1}[t] = A_k[t] \, z_{k+1}[t-1] + f(z_k[t-1], x[t]) - A_k[t] \, z_k[t-1],
+
+    with ``A = J = diag(c) + diag(s) W_z`` (``jacobian="full"``, DEER) or its diagonal
+    ``c + s diag(W_z)`` (``"diagonal"``, quasi-DEER). Iterations stop when the max-norm change
+    is at most ``tol * max(1, max |z|)``, or after ``max_iters``. With ``W_z = None`` (minGRU) the
+    recurrence is affine and one scan gives the exact trajectory.
+
+    Gradients (``jax.grad``, ``jax.vjp``) are those of the sequential recurrence at the
+    returned trajectory, by implicit differentiation (module docstring): exact when it
+    converged.
+
+    Args:
+      params: :class:`~gated_jax.cell.GatedParams`.
+      xs: inputs ``(..., T, n)``.
+      z0: initial state ``(..., m)``; ``None`` means zeros.
+      jacobian: ``"full"`` (DEER) or ``"diagonal"`` (quasi-DEER).
+      tol: convergence tolerance, a float > 0; ``None``: ``1e-12`` in float64, ``1e-5``
+        otherwise.
+      max_iters: an int >= 1; ``None``: ``min(T, 100)``. ``T`` iterations are always exact in
+        exact arithmetic (iteration ``k`` fixes step ``k``).
+      init: the initial guess ``(..., T, m)``; ``None`` means zeros.
+
+    Returns:
+      ``(zs, info)``: ``zs`` ``(..., T, m)`` (the last iterate, *not* replaced by the
+      sequential result when unconverged: check ``info.converged``) and a :class:`DeerInfo`.
+
+    Raises:
+      ValueError: naming the argument, for bad shapes or options, or full Jacobians that cannot
+        fit in memory.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from gated_jax.cell import gated_deer, gated_scan, init_gated_params
+      >>> p = init_gated_params(jax.random.key(0), 3, 4)
+      >>> p = p._replace(w_z=0.5 * p.w_z)
+      >>> xs = jax.random.normal(jax.random.key(1), (2, 16, 3))
+      >>> zs, info = gated_deer(p, xs)
+      >>> bool(info.converged), bool(jnp.max(jnp.abs(zs - gated_scan(p, xs))) < 1e-5)
+      (True, True)
+      >>> _, info = gated_deer(p._replace(w_z=None), xs)  # minGRU: one exact scan
+      >>> int(info.iterations)
+      1
+
+    References:
+      Lim et al. (DEER), ICLR 2024; Gonzalez et al. (quasi-DEER), NeurIPS 2024.
+    """
+    jacobian, tol, max_iters = check_solver_options(jacobian, tol, max_iters)
+    ops = _scan._prepare(params, xs, z0, None)
+    T, B, m = ops.T, ops.xs.shape[0], ops.m
+    _check_full_fits(ops, xs, jacobian)
+    tol = _default_tol(ops.xs.dtype) if tol is None else tol
+    max_iters = max(1, min(T, DEFAULT_MAX_ITERS)) if max_iters is None else max_iters
+    if init is None:
+        init_tm = jnp.zeros((T, B, m), ops.xs.dtype)
+    else:
+        _checks.check_array("init", init)
+        if _checks.shape(init) != ops.batch + (T, m):
+            raise fail("init", init, f"of the shape of the states, {ops.batch + (T, m)}")
+        init_tm = jnp.swapaxes(jnp.reshape(jnp.asarray(init, ops.xs.dtype), (B, T, m)), 0, 1)
+    if T == 0:
+        zs = jnp.zeros((B, 0, m), ops.xs.dtype)
+        info = DeerInfo(jnp.zeros((), jnp.int32), jnp.full((max_iters,), jnp.nan), jnp.array(True))
+    else:
+        xs_tm, mask = _time_major(ops, False)
+        zs_tm, info = _run(
+            ops.params, xs_tm, ops.z0, mask, init_tm, jacobian, tol, max_iters, False
+        )
+        zs = jnp.swapaxes(zs_tm, 0, 1)
+    return jnp.reshape(zs, ops.batch + (T, m)).astype(ops.out_dtype), info
+
+
+# --------------------------------------------------------------------------------------------
+# the largest Lyapunov exponent
+
+
+def _direction(m: int, dtype):
+    """A fixed generic unit vector (seeded), the Benettin method's starting direction."""
+    v = np.random.default_rng(0).normal(size=m)
+    return jnp.asarray(v / np.linalg.norm(v), dtype)
+
+
+@jax.jit
+def _lle_jit(p, xs, z0):
+    from gated_jax.cell.diagnostics import _factors
+
+    c, s = _factors(p, xs, z0)  # (..., T, m)
+    c, s = jnp.moveaxis(c, -2, 0), jnp.moveaxis(s, -2, 0)
+    v0 = jnp.broadcast_to(_direction(c.shape[-1], c.dtype), c.shape[1:])
+
+    def step(carry, inp):
+        v, total = carry
+        ct, st = inp
+        w = ct * v
+        if p.w_z is not None:
+            w = w + st * jnp.einsum("...k,mk->...m", v, p.w_z)
+        norm = jnp.linalg.norm(w, axis=-1)
+        return (w / norm[..., None], total + jnp.log(norm)), None
+
+    (_, total), _ = lax.scan(step, (v0, jnp.zeros(c.shape[1:-1], c.dtype)), (c, s))
+    return total / c.shape[0]
+
+
+def lyapunov_exponent(params: GatedParams, xs: jax.Array, z0: jax.Array | None = None) -> jax.Array:
+    r"""The largest Lyapunov exponent of the trajectory, per step: ``(...,)``.
+
+    Benettin's method (QR with one column): a unit vector ``v`` is pushed through the
+    closed-form Jacobians ``J[t] = diag(c[t]) + diag(s[t]) W_z`` and renormalised every step,
+
+    .. math::
+
+        \lambda = \frac{1}{T} \sum_{t=1}^{T} \log \| J[t] v[t-1] \|, \qquad
+        v[t] = \frac{J[t] v[t-1]}{\| J[t] v[t-1] \|},
+
+    which equals ``log ||J[T] ... J[1] v[0]|| / T`` without ever forming the product (no
+    overflow), and tends to the growth rate of ``||dz[T]/dz[0]||_2`` for a generic ``v[0]`` (a
+    fixed seeded direction here). ``lambda < 0``: perturbations (and gradients) shrink, and
+    DEER converges in few iterations; ``lambda > 0``: they grow, and it needs up to ``T``.
+    With ``W_z = None``, ``J[t] = diag(c[t])``.
+
+    Args:
+      params: :class:`~gated_jax.cell.GatedParams`.
+      xs: inputs ``(..., T, n)`` with ``T >= 1``.
+      z0: initial state ``(..., m)``; ``None`` means zeros.
+
+    Returns:
+      ``(...,)``, the exponent per step (nats).
+
+    Raises:
+      ValueError: for bad shapes or ``T = 0``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from gated_jax.cell import GatedParams, lyapunov_exponent
+      >>> p = GatedParams(jnp.ones((1, 1)), jnp.full((1, 1), 0.5), jnp.full((1, 1), 1.5))
+      >>> xs = jnp.array([[3.0], [-3.0]] * 8)  # |J| alternates 1, 2: log(2) / 2 per step
+      >>> round(float(lyapunov_exponent(p, xs, jnp.array([-1.0]))), 4)
+      0.3466
+
+    References:
+      Benettin et al., 1980; Gonzalez, Kozachkov, Zoltowski, Clarkson, Linderman, NeurIPS 2025.
+    """
+    from gated_jax.cell.diagnostics import _validated
+
+    p, xs_v, z0_v = _validated(params, xs, z0)
+    if xs_v.shape[-2] == 0:
+        raise fail("xs", xs, "of shape (..., T, n) with T >= 1")
+    return _lle_jit(p, xs_v, z0_v)

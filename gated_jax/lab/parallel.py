@@ -1,0 +1,457 @@
+"""The recurrence in parallel over time: verify rows, report section and benchmark.
+
+Verify rows (``checks``): minGRU's one-scan solution, DEER and quasi-DEER against the NumPy
+loop; their implicit gradients against autodiff of a plain ``lax.scan``; the Lyapunov exponent
+against the counterexample's ``log(2)/2`` and against ``jacobian_product``; float64.
+
+Report section (``section``): predictability and parallelisation. For the gradient-flow sweep's
+grid (recurrent norm, gate bias, input scale, seeds, and the minGRU cell) each configuration's
+largest Lyapunov exponent and the DEER / quasi-DEER iterations to converge at several ``T``.
+
+Benchmark (``bench``): parallel vs sequential :func:`gated_jax.cell.gated_scan`, forward and
+forward+backward, minGRU and a contractive full cell (``||W_z|| = 0.5``), float32, interleaved,
+with the iterations used and hardware-independent work and depth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gated_jax import cell
+from gated_jax.cell.parallel import scan_levels
+from gated_jax.lab._harness import Table, compile_stats, device_line, time_interleaved
+from gated_jax.lab._verify import Check
+from gated_jax.testing import max_rel_error, numpy_loop, plain_scan
+
+TITLE = "The recurrence in parallel over time: minGRU's scan, DEER, and predictability"
+NAME = "parallel"
+
+
+# ---- verify rows -----------------------------------------------------------------------------
+
+
+def _case(seed: int, B: int, T: int, n: int, m: int, wz_norm):
+    rng = np.random.default_rng(seed)
+    w_z = None
+    if wz_norm is not None:
+        w = rng.normal(size=(m, m))
+        w_z = jnp.asarray(wz_norm * w / np.linalg.norm(w, 2))
+    p = cell.GatedParams(
+        jnp.asarray(rng.normal(size=(m, n))),
+        jnp.asarray(rng.normal(size=(m, n))),
+        w_z,
+        jnp.asarray(rng.normal(size=m)),
+        jnp.asarray(rng.normal(size=m)),
+    )
+    xs = jnp.asarray(rng.normal(size=(B, T, n)))
+    z0 = jnp.asarray(rng.normal(size=(B, m)))
+    ct = jnp.asarray(rng.normal(size=(B, T, m)))
+    return p, xs, z0, ct
+
+
+def checks(seed: int) -> list[Check]:
+    rows = []
+    cases = [(seed + k, 3, 33, 3, 4, w) for k, w in enumerate((None, 0.5, 1.5))]
+    for method in ("deer", "quasi_deer"):
+        for wz in (None, "full"):
+            errs, gerrs = [], []
+            for s, B, T, n, m, w in cases:
+                if (w is None) != (wz is None):
+                    continue
+                p, xs, z0, ct = _case(s, B, T, n, m, w)
+                f = lambda p, x, z, method=method, T=T: cell.gated_scan(
+                    p, x, z, method=method, max_iters=T
+                )
+                zs, vjp = jax.vjp(f, p, xs, z0)
+                errs.append(max_rel_error(zs, numpy_loop(p, xs, z0)))
+                _, vjp_ref = jax.vjp(lambda p, x, z: plain_scan(p, x, z), p, xs, z0)
+                gerrs.append(max_rel_error(vjp(ct), vjp_ref(ct)))
+            what = "minGRU, one associative scan" if wz is None else "Newton over the sequence"
+            rows.append(
+                Check(
+                    NAME,
+                    f"gated_scan(method={method!r}): {what}",
+                    "NumPy loop",
+                    max(errs),
+                    len(errs),
+                )
+            )
+            adj = (
+                "reverse diagonal scan"
+                if wz is None
+                else ("reverse scan of J^T" if method == "deer" else "closed-form adjoint loop")
+            )
+            rows.append(
+                Check(
+                    NAME,
+                    f"implicit gradients of {method!r} ({adj})",
+                    "jax.vjp of a plain lax.scan",
+                    max(gerrs),
+                    len(gerrs),
+                )
+            )
+    from gated_jax.experiments import counterexample
+
+    p, xs, z0 = counterexample(64)
+    lle = float(cell.lyapunov_exponent(p, xs, z0))
+    rows.append(
+        Check(
+            NAME,
+            "lyapunov_exponent of the counterexample",
+            "log(2)/2 (exact)",
+            abs(lle - np.log(2) / 2) / (np.log(2) / 2),
+            1,
+        )
+    )
+    errs = []
+    from gated_jax.cell.parallel import _direction
+
+    for s, _, _, n, m, w in cases:
+        p, xs, z0, _ = _case(s, 2, 200, n, m, w)
+        P = np.asarray(cell.jacobian_product(p, xs, z0))
+        v = np.asarray(_direction(m, jnp.float64))
+        rate = np.log(np.linalg.norm(P @ v, axis=-1)) / xs.shape[-2]
+        errs.append(max_rel_error(cell.lyapunov_exponent(p, xs, z0), rate))
+    rows.append(
+        Check(
+            NAME,
+            "lyapunov_exponent (Benettin renormalisation)",
+            "log||jacobian_product v0|| / T",
+            max(errs),
+            len(errs),
+        )
+    )
+    return rows
+
+
+# ---- the experiment: predictability and parallelisation --------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictabilityConfig:
+    """The grid: the gradient-flow sweep's axes (gated cell) plus the minGRU cell."""
+
+    wz_norms: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+    gate_biases: tuple[float, ...] = (0.0, -2.0, 2.0)
+    input_scales: tuple[float, ...] = (1.0,)
+    seeds: tuple[int, ...] = (0, 1)
+    lengths: tuple[int, ...] = (64, 256, 1024)
+    n: int = 8
+    m: int = 16
+
+    @classmethod
+    def quick(cls) -> PredictabilityConfig:
+        return cls(
+            wz_norms=(0.5, 2.0, 8.0),
+            gate_biases=(0.0,),
+            input_scales=(1.0,),
+            seeds=(0,),
+            lengths=(32, 128),
+        )
+
+
+def predictability_sweep(cfg: PredictabilityConfig) -> list[dict]:
+    """One row per (configuration, T): LLE, DEER and quasi-DEER iterations (``max_iters = T``).
+
+    The exploding counterexample of the gradient-flow experiment
+    (:func:`gated_jax.experiments.counterexample`, ``cell="counterexample"``) is added at each
+    ``T``. Configurations are drawn as in :func:`gated_jax.experiments.flow_sweep`
+    (:func:`~gated_jax.experiments.baselines.random_bases`: ``W_c, W_x`` normal / ``sqrt(n)``,
+    ``W_z`` of spectral norm ``rho``, ``b_c = b``, ``x = sigma xi``); ``wz_norm = None`` is minGRU.
+    """
+    from gated_jax.experiments.baselines import FAMILIES, random_bases
+
+    init = FAMILIES["gated"].init
+    T_max = max(cfg.lengths)
+    bases = random_bases(cfg.seeds, n=cfg.n, m=cfg.m, length=T_max)
+    rows = []
+
+    def measure(row, p, xs, z0=None):
+        row["lle"] = float(cell.lyapunov_exponent(p, xs, z0))
+        for key, jac in (("deer", "full"), ("quasi_deer", "diagonal")):
+            _, info = cell.gated_deer(p, xs, z0, jacobian=jac, max_iters=row["T"], tol=1e-10)
+            row[key] = int(info.iterations)
+            row[key + "_converged"] = bool(info.converged)
+        rows.append(row)
+
+    with jax.enable_x64(True):
+        from gated_jax.experiments import counterexample
+
+        for T in cfg.lengths:
+            ce = dict(
+                cell="counterexample", wz_norm=1.5, gate_bias=0.0, input_scale=3.0, seed=-1, T=T
+            )
+            measure(ce, *counterexample(T))
+        for si, seed in enumerate(cfg.seeds):
+            base = {k: jnp.asarray(v[si]) for k, v in bases.items() if k != "xs"}
+            for rho in (None, *cfg.wz_norms):
+                for bias in cfg.gate_biases:
+                    p = init(base, 1.0 if rho is None else rho, bias)
+                    if rho is None:
+                        p = p._replace(w_z=None)
+                    for sigma in cfg.input_scales:
+                        for T in cfg.lengths:
+                            xs = jnp.asarray(sigma * bases["xs"][si, :T])
+                            row = dict(
+                                cell="minGRU" if rho is None else "gated",
+                                wz_norm=rho,
+                                gate_bias=bias,
+                                input_scale=sigma,
+                                seed=seed,
+                                T=T,
+                            )
+                            measure(row, p, xs)
+    return rows
+
+
+BINS = (("LLE < -0.1", -np.inf, -0.1), ("-0.1 <= LLE <= 0", -0.1, 0.0), ("LLE > 0", 0.0, np.inf))
+"""LLE bins of the report's table (per step)."""
+
+
+def _in_bin(r: dict, lo: float, hi: float) -> bool:
+    return (lo <= r["lle"] < hi) if hi <= 0 else r["lle"] > lo
+
+
+def _binned(rows: list[dict], T: int, key: str, lo: float, hi: float) -> list[int]:
+    return [r[key] for r in rows if r["T"] == T and r["cell"] != "minGRU" and _in_bin(r, lo, hi)]
+
+
+def _threshold_summary(rows: list[dict]) -> list[str]:
+    head = "| T | method | " + " | ".join(b[0] for b in BINS) + " |"
+    out = [head, "|---:|---|" + "---|" * len(BINS)]
+    for T in sorted({r["T"] for r in rows}):
+        for key, label in (("deer", "DEER"), ("quasi_deer", "quasi-DEER")):
+            cells = []
+            for _, lo, hi in BINS:
+                v = _binned(rows, T, key, lo, hi)
+                cells.append(f"median {np.median(v):.0f}, max {max(v)} ({len(v)})" if v else "none")
+            out.append(f"| {T} | {label} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _verdict(rows: list[dict]) -> str:
+    T = max(r["T"] for r in rows)
+    sub = [r for r in rows if r["T"] == T]
+    low, mid, pos = (_binned(rows, T, "deer", lo, hi) for _, lo, hi in BINS)
+    mg = [r["deer"] for r in sub if r["cell"] == "minGRU"]
+    parts = [f"At T = {T}:"]
+    if mg:
+        parts.append(f"the minGRU cell always takes {max(mg)} iteration (an exact scan);")
+    if low:
+        parts.append(
+            f"configurations with LLE < -0.1 (vanishing gradients) converge in at most "
+            f"{max(low)} DEER iterations (median {np.median(low):.0f});"
+        )
+    if mid:
+        parts.append(f"those just below 0 need a median {np.median(mid):.0f} (up to {max(mid)});")
+    if pos:
+        parts.append(
+            f"those with LLE > 0 (exploding) need a median {np.median(pos):.0f}, up to "
+            f"{max(pos)} of the T = {T} possible."
+        )
+        if low and np.median(pos) > 10 * max(low):
+            parts.append(
+                "So this cell shows the threshold: iterations stay O(1) in T well below "
+                "LLE = 0, grow as it approaches 0, and are a large fraction of T above it."
+            )
+    else:
+        parts.append("no configuration of this grid has LLE > 0 at this length.")
+    ce = [r for r in sub if r["cell"] == "counterexample"]
+    if ce:
+        parts.append(
+            f"The counterexample (LLE = {ce[0]['lle']:.3f}) takes {ce[0]['deer']} DEER and "
+            f"{ce[0]['quasi_deer']} quasi-DEER iterations."
+        )
+    parts.append(
+        "This is seed 1.2(d) seen from the solver: the configurations whose gradients vanish "
+        "are the ones that parallelise, and the exploding counterexample (LLE = log(2)/2) is "
+        "one that cannot."
+    )
+    return " ".join(parts)
+
+
+def section(ctx) -> str:
+    cfg = PredictabilityConfig.quick() if ctx.quick else PredictabilityConfig()
+    rows = predictability_sweep(cfg)
+    import csv
+
+    path = ctx.out_dir / "predictability.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    fig_links = _figures(ctx, rows)
+    lines = [
+        "DEER solves the whole sequence by Newton's method on the closed-form Jacobians "
+        "(`gated_scan(method='deer')`; quasi-DEER keeps their diagonal). Gonzalez et al. "
+        "(NeurIPS 2025) prove that the iterations it needs are governed by the largest Lyapunov "
+        "exponent (LLE) of the trajectory: few when it is negative, up to `T` when positive. "
+        "Each configuration of the gradient-flow grid (plus the minGRU cell, `W_z = None`) was "
+        "run at each `T` with `max_iters = T`, tolerance `1e-10` (float64).",
+        "",
+        "Iterations to converge of the gated cell's configurations (and the counterexample), "
+        "binned by the LLE (number of configurations in brackets):",
+        "",
+        *_threshold_summary(rows),
+        "",
+        _verdict(rows),
+        "",
+        *fig_links,
+        "",
+        f"All rows: `{path.name}`.",
+    ]
+    return "\n".join(lines)
+
+
+def _figures(ctx, rows: list[dict]) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for T in sorted({r["T"] for r in rows}):
+        sub = [r for r in rows if r["T"] == T]
+        for ax, key in zip(axes, ("deer", "quasi_deer"), strict=True):
+            ax.scatter([r["lle"] for r in sub], [r[key] for r in sub], s=12, label=f"T={T}")
+    for ax, key in zip(axes, ("DEER", "quasi-DEER"), strict=True):
+        ax.axvline(0.0, color="k", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_xlabel("largest Lyapunov exponent (per step)")
+        ax.set_ylabel(f"{key} iterations to converge")
+        ax.legend()
+    links = [ctx.save_figure(fig, "predictability_lle")]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    lengths = sorted({r["T"] for r in rows})
+    for label, pred in (("LLE < 0", lambda r: r["lle"] < 0), ("LLE > 0", lambda r: r["lle"] > 0)):
+        med = [
+            np.median([r["deer"] for r in rows if r["T"] == T and pred(r)] or [np.nan])
+            for T in lengths
+        ]
+        ax.plot(lengths, med, "o-", label=f"DEER, {label}")
+    ax.plot(lengths, lengths, "k--", lw=0.8, label="T")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("T")
+    ax.set_ylabel("median iterations")
+    ax.legend()
+    links.append(ctx.save_figure(fig, "predictability_T"))
+    return links
+
+
+# ---- benchmark -------------------------------------------------------------------------------
+
+BENCH_TITLE = "Parallel over time vs sequential gated_scan"
+
+
+def _load() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def bench(quick: bool = False, *, lengths: tuple[int, ...] | None = None) -> Table:
+    """Median times of parallel vs sequential ``gated_scan`` (float32), forward and fwd+bwd.
+
+    ``lengths`` overrides the sequence lengths (default ``(256, 1024, 4096)``, quick
+    ``(64, 256)``); full DEER (``m = 64``) is skipped above ``T = 1024`` at full size, where its
+    ``(T, B, m, m)`` Jacobians and their compositions take several GiB.
+    """
+    load0 = _load()
+    B, n, m, m_full = (4, 32, 32, 16) if quick else (32, 256, 256, 64)
+    if lengths is None:
+        lengths = (64, 256) if quick else (256, 1024, 4096)
+    rounds = 3 if quick else 5
+    table = Table(
+        title=f"{BENCH_TITLE} (B={B}, n={n}, m={m}; full DEER m={m_full}; float32)",
+        columns=[
+            "cell",
+            "T",
+            "method",
+            "iterations",
+            "fwd ms",
+            "fwd speed-up",
+            "fwd+bwd ms",
+            "fwd+bwd speed-up",
+            "depth (levels x iters) vs T",
+            "compile s",
+        ],
+    )
+    cases = [
+        ("minGRU", m, None, ("deer",)),
+        ("full ||W_z||=0.5", m, 0.5, ("quasi_deer",)),
+        ("full ||W_z||=0.5", m_full, 0.5, ("quasi_deer", "deer")),
+    ]
+    for label, mm, wz, methods in cases:
+        p = cell.init_gated_params(jax.random.key(0), n, mm)
+        p = p._replace(w_z=None if wz is None else wz * p.w_z)  # orthogonal: ||W_z|| = wz
+        for T in lengths:
+            if "deer" in methods and not quick and T > 1024:
+                table.rows.append(
+                    [
+                        f"{label}, m={mm}",
+                        T,
+                        "deer",
+                        "",
+                        "skipped",
+                        "",
+                        "",
+                        "",
+                        f"{scan_levels(T)} x k vs {T}",
+                        "",
+                    ]
+                )
+                continue
+            xs = jax.random.normal(jax.random.key(1), (B, T, n), jnp.float32)
+            fns, iters, comp = {}, {}, {}
+            for meth in ("sequential", *methods):
+                fwd = jax.jit(lambda p, x, meth=meth: cell.gated_scan(p, x, method=meth))
+                loss = lambda p, x, meth=meth: jnp.mean(cell.gated_scan(p, x, method=meth) ** 2)
+                fb = jax.jit(jax.grad(loss))
+                comp[meth] = compile_stats(jax.grad(loss), p, xs).compile_s
+                fns[("fwd", meth)] = lambda f=fwd, p=p, xs=xs: f(p, xs)
+                fns[("fb", meth)] = lambda f=fb, p=p, xs=xs: f(p, xs)
+                if meth != "sequential":
+                    jac = "full" if meth == "deer" else "diagonal"
+                    _, info = cell.gated_deer(p, xs, jacobian=jac)
+                    iters[meth] = int(info.iterations) if bool(info.converged) else -1
+            times = time_interleaved(fns, rounds=rounds, warmup=1)
+            for meth in ("sequential", *methods):
+                k = iters.get(meth)
+                depth = (
+                    f"{T} steps"
+                    if k is None
+                    else f"{scan_levels(T)} x {k} = {scan_levels(T) * k} vs {T}"
+                )
+                table.rows.append(
+                    [
+                        f"{label}, m={mm}",
+                        T,
+                        meth,
+                        "" if k is None else k,
+                        times[("fwd", meth)] * 1e3,
+                        times[("fwd", "sequential")] / times[("fwd", meth)],
+                        times[("fb", meth)] * 1e3,
+                        times[("fb", "sequential")] / times[("fb", meth)],
+                        depth,
+                        comp[meth],
+                    ]
+                )
+    table.notes += [
+        device_line() + f"; 1-minute load average {load0:.2f} at the start, {_load():.2f} at "
+        f"the end, on {os.cpu_count()} CPUs.",
+        "Speed-ups are sequential time / method time in the same run (> 1: the parallel method "
+        "wins). Loss mean(zs**2), gradient w.r.t. all parameters.",
+        "Depth: sequential associative-scan levels (ceil(log2 T)) x Newton iterations, against "
+        "the T dependent steps of the sequential loop. Work per iteration: quasi-DEER evaluates "
+        "the cell at all T steps (the same B m^2 T matmul FLOPs as the whole sequential pass) "
+        "plus O(T B m) scan work; full DEER adds O(T B m^3) matrix compositions.",
+        "iterations = -1: not converged (gated_scan then raises eagerly / runs the sequential "
+        "loop under jit).",
+    ]
+    return table

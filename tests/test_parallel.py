@@ -1,0 +1,372 @@
+"""The recurrence in parallel over time: minGRU (``w_z=None``) in the core, affine scans, DEER
+and quasi-DEER against the sequential recurrence, implicit gradients against autodiff of a plain
+scan, and the largest Lyapunov exponent against hand-computable cases and Jacobian products."""
+
+import zlib
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gated_jax.cell import (
+    GatedParams,
+    affine_scan,
+    gated_bptt,
+    gated_deer,
+    gated_scan,
+    gated_step,
+    jacobian_norm_bound,
+    jacobian_product,
+    lyapunov_exponent,
+    resolve_method,
+    state_jacobians,
+    step_jacobian,
+)
+from gated_jax.cell.parallel import DeerNotConverged, scan_levels
+from gated_jax.experiments import counterexample
+from gated_jax.testing import max_rel_error, numpy_loop, plain_scan
+
+
+class Config(NamedTuple):
+    """One randomized case: batch dims, sizes, which options, and the recurrent weights' norm
+    (``None``: the minGRU cell)."""
+
+    batch: tuple[int, ...]
+    T: int
+    n: int
+    m: int
+    bias: bool
+    reverse: bool
+    lengths: bool
+    wz_norm: float | None
+
+    def __repr__(self) -> str:
+        wz = "minGRU" if self.wz_norm is None else f"wz{self.wz_norm}"
+        opts = "".join(
+            k
+            for k, v in (("-bias", self.bias), ("-rev", self.reverse), ("-len", self.lengths))
+            if v
+        )
+        return f"{wz}-B{'x'.join(map(str, self.batch)) or '0'}-T{self.T}-n{self.n}-m{self.m}{opts}"
+
+
+def _draw(cfg: Config):
+    rng = np.random.default_rng(zlib.crc32(repr(cfg).encode()))
+    m, n = cfg.m, cfg.n
+    w_x = jnp.asarray(rng.normal(size=(m, n)))
+    w_c = jnp.asarray(rng.normal(size=(m, n)))
+    w_z = None
+    if cfg.wz_norm is not None:
+        w = rng.normal(size=(m, m))
+        w_z = jnp.asarray(cfg.wz_norm * w / np.linalg.norm(w, 2))
+    b = [jnp.asarray(rng.normal(size=m)) for _ in range(2)] if cfg.bias else [None, None]
+    p = GatedParams(w_x, w_c, w_z, *b)
+    xs = jnp.asarray(rng.normal(size=cfg.batch + (cfg.T, n)))
+    z0 = jnp.asarray(rng.normal(size=cfg.batch + (m,)))
+    lengths = None
+    if cfg.lengths:
+        lengths = jnp.asarray(rng.integers(0, cfg.T + 1, size=cfg.batch))
+    ct = jnp.asarray(rng.normal(size=cfg.batch + (cfg.T, m)))
+    return p, xs, z0, lengths, ct
+
+
+def _flat_reference(cfg, p, xs, z0, lengths):
+    """Autodiff of a plain lax.scan on the flattened batch, reshaped back."""
+    T, n, m = cfg.T, cfg.n, cfg.m
+
+    def ref(p, xs, z0):
+        lf = None if lengths is None else jnp.reshape(lengths, (-1,))
+        out = plain_scan(
+            p, xs.reshape(-1, T, n), z0.reshape(-1, m), seq_lengths=lf, reverse=cfg.reverse
+        )
+        return out.reshape(cfg.batch + (T, m))
+
+    return ref
+
+
+# Batch (4,) and (2, 2) flatten to the same shapes: one compilation serves both (fast tests).
+MINGRU = [
+    Config((4,), 24, 3, 4, True, False, False, None),
+    Config((2, 2), 24, 3, 4, True, True, True, None),
+    Config((1,), 1, 1, 1, False, False, False, None),
+]
+FULL = [
+    Config((4,), 24, 3, 4, True, False, False, 0.5),
+    Config((2, 2), 24, 3, 4, True, True, True, 1.5),
+    Config((4,), 24, 3, 4, True, False, True, 2.0),
+]
+
+
+# ---- 1. w_z = None across the core -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("cfg", MINGRU, ids=repr)
+def test_mingru_core_equals_numpy_loop_and_autodiff(cfg):
+    p, xs, z0, lengths, ct = _draw(cfg)
+    kw = dict(seq_lengths=lengths, reverse=cfg.reverse)
+    B = int(np.prod(cfg.batch))
+    lf = None if lengths is None else np.reshape(lengths, (B,))
+    expect = numpy_loop(
+        p,
+        np.reshape(xs, (B, cfg.T, cfg.n)),
+        np.reshape(z0, (B, cfg.m)),
+        seq_lengths=lf,
+        reverse=cfg.reverse,
+    ).reshape(cfg.batch + (cfg.T, cfg.m))
+    zs, vjp = jax.vjp(lambda p, x, z: gated_scan(p, x, z, **kw), p, xs, z0)
+    assert max_rel_error(zs, expect) < 1e-12
+    _, vjp_ref = jax.vjp(_flat_reference(cfg, p, xs, z0, lengths), p, xs, z0)
+    g, g_ref = vjp(ct), vjp_ref(ct)
+    assert g[0].w_z is None
+    assert max_rel_error(g, g_ref) < 1e-10
+    assert max_rel_error(gated_bptt(p, xs, z0, ct, **kw), g_ref) < 1e-10
+    # remat and the autodiff backward agree as well
+    for extra in () if cfg != MINGRU[0] else (dict(remat=True), dict(backward="autodiff")):
+        g2 = jax.grad(lambda p, e=extra: jnp.vdot(gated_scan(p, xs, z0, **kw, **e), ct))(p)
+        assert max_rel_error(g2, g_ref[0]) < 1e-10
+
+
+def test_mingru_step_and_jacobians_are_diagonal_gates():
+    cfg = MINGRU[0]
+    p, xs, z0, _, _ = _draw(cfg)
+    x0 = xs[:, 0]
+    c = jax.nn.sigmoid(x0 @ p.w_c.T + p.b_c[None])
+    J = step_jacobian(p, z0, x0)
+    assert max_rel_error(J, jax.vmap(jnp.diag)(c)) < 1e-14
+    J_ad = jax.vmap(jax.jacfwd(lambda z, x: gated_step(p, z, x)))(z0, x0)
+    assert max_rel_error(J, J_ad) < 1e-12
+    Js = state_jacobians(p, xs, z0)
+    cs = jax.nn.sigmoid(xs @ p.w_c.T + p.b_c[None, None])
+    assert max_rel_error(Js, jax.vmap(jax.vmap(jnp.diag))(cs)) < 1e-14
+    # the norm bound is exact for a diagonal Jacobian, and the product is the gates' product
+    assert max_rel_error(jacobian_norm_bound(p, xs, z0), jnp.max(cs, axis=-1)) < 1e-14
+    P = jacobian_product(p, xs, z0, start=2, end=6)
+    assert max_rel_error(P, jax.vmap(jnp.diag)(jnp.prod(cs[:, 2:6], axis=1))) < 1e-13
+
+
+def test_mingru_under_jit_vmap_and_grad():
+    cfg = MINGRU[0]
+    p, xs, z0, _, ct = _draw(cfg)
+    f = lambda p, x, z: gated_scan(p, x, z)
+    ref = _flat_reference(cfg, p, xs, z0, None)
+    assert max_rel_error(jax.jit(f)(p, xs, z0), ref(p, xs, z0)) < 1e-12
+    # vmap over parameter sets (None stays None: an empty subtree)
+    ps = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a]), p)
+    out = jax.vmap(f, in_axes=(0, None, None))(ps, xs, z0)
+    assert max_rel_error(out[1], ref(jax.tree.map(lambda a: 0.5 * a, p), xs, z0)) < 1e-12
+    loss = lambda f: lambda p: jnp.vdot(f(p, xs, z0), ct)
+    assert max_rel_error(jax.jit(jax.grad(loss(f)))(p), jax.grad(loss(ref))(p)) < 1e-10
+
+
+# ---- affine scans ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["diagonal", "full"])
+def test_affine_scan_equals_a_loop(full):
+    rng = np.random.default_rng(3)
+    T, m = 37, 3
+    A = rng.normal(size=(2, T, m, m) if full else (2, T, m)) * 0.7
+    b, z0 = rng.normal(size=(2, T, m)), rng.normal(size=(2, m))
+    z, expect = z0.copy(), np.zeros((2, T, m))
+    for t in range(T):
+        z = (np.einsum("bij,bj->bi", A[:, t], z) if full else A[:, t] * z) + b[:, t]
+        expect[:, t] = z
+    assert (
+        max_rel_error(affine_scan(jnp.asarray(A), jnp.asarray(b), jnp.asarray(z0)), expect) < 1e-12
+    )
+    with pytest.raises(ValueError, match="`A`"):
+        affine_scan(jnp.ones((2, T, m + 1)), jnp.asarray(b))
+
+
+def test_scan_levels():
+    assert [scan_levels(T) for T in (1, 2, 3, 4, 5, 256, 257, 4096)] == [0, 1, 2, 2, 3, 8, 9, 12]
+
+
+# ---- 2. minGRU's exact parallel scan ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["deer", "quasi_deer"])
+@pytest.mark.parametrize("cfg", MINGRU, ids=repr)
+def test_mingru_parallel_is_one_exact_scan(cfg, method):
+    p, xs, z0, lengths, ct = _draw(cfg)
+    kw = dict(seq_lengths=lengths, reverse=cfg.reverse)
+    zs, vjp = jax.vjp(lambda p, x, z: gated_scan(p, x, z, method=method, **kw), p, xs, z0)
+    ref, vjp_ref = jax.vjp(_flat_reference(cfg, p, xs, z0, lengths), p, xs, z0)
+    assert zs.shape == cfg.batch + (cfg.T, cfg.m)
+    assert max_rel_error(zs, ref) < 1e-10
+    assert max_rel_error(vjp(ct), vjp_ref(ct)) < 1e-10
+    jac = "full" if method == "deer" else "diagonal"
+    zd, info = gated_deer(p, xs, z0, jacobian=jac)
+    assert int(info.iterations) == 1 and bool(info.converged)
+    if lengths is None and not cfg.reverse:
+        assert max_rel_error(zd, ref) < 1e-10
+
+
+# ---- 3. DEER and quasi-DEER with a recurrent gate ----------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["deer", "quasi_deer"])
+@pytest.mark.parametrize("cfg", FULL, ids=repr)
+def test_deer_equals_sequential_and_gradients_are_exact(cfg, method):
+    p, xs, z0, lengths, ct = _draw(cfg)
+    kw = dict(seq_lengths=lengths, reverse=cfg.reverse, method=method, max_iters=cfg.T)
+    zs, vjp = jax.vjp(lambda p, x, z: gated_scan(p, x, z, **kw), p, xs, z0)
+    ref, vjp_ref = jax.vjp(_flat_reference(cfg, p, xs, z0, lengths), p, xs, z0)
+    assert max_rel_error(zs, ref) < 1e-10
+    assert max_rel_error(vjp(ct), vjp_ref(ct)) < 1e-10
+    if cfg == FULL[0]:  # the same under jit
+        g = jax.jit(jax.grad(lambda p: jnp.vdot(gated_scan(p, xs, z0, **kw), ct)))(p)
+        assert max_rel_error(g, vjp_ref(ct)[0]) < 1e-10
+
+
+def test_deer_converges_faster_than_quasi_deer_and_reports_residuals():
+    cfg = FULL[0]
+    p, xs, z0, _, _ = _draw(cfg)
+    _, full = gated_deer(p, xs, z0, jacobian="full")
+    _, diag = gated_deer(p, xs, z0, jacobian="diagonal")
+    assert bool(full.converged) and bool(diag.converged)
+    k = int(full.iterations)
+    assert 1 < k < int(diag.iterations) <= cfg.T
+    r = np.asarray(full.residuals)
+    assert np.all(np.isfinite(r[:k])) and np.all(np.isnan(r[k:]))
+    assert r[k - 1] <= 1e-12 * max(1.0, float(jnp.max(jnp.abs(gated_scan(p, xs, z0)))))
+    # a good initial guess (the answer) converges at once
+    _, again = gated_deer(p, xs, z0, init=gated_scan(p, xs, z0))
+    assert int(again.iterations) == 1
+
+
+def test_any_jacobian_is_exact_after_T_iterations_even_when_unstable():
+    """Iteration k fixes step k: with ``max_iters = T`` and no early stop, the result is exact."""
+    cfg = Config((1,), 12, 2, 3, True, False, False, 4.0)
+    p, xs, z0, _, _ = _draw(cfg)
+    ref = numpy_loop(p, xs, z0)
+    for jac in ("full", "diagonal"):
+        zs, info = gated_deer(p, xs, z0, jacobian=jac, tol=1e-300, max_iters=cfg.T)
+        assert int(info.iterations) <= cfg.T
+        assert max_rel_error(zs, ref) < 1e-10
+
+
+def test_unconverged_raises_eagerly_and_runs_the_sequential_loop_under_jit():
+    cfg = Config((2,), 16, 2, 3, True, False, False, 2.0)
+    p, xs, z0, _, ct = _draw(cfg)
+    ref = plain_scan(p, xs, z0)
+    _, info = gated_deer(p, xs, z0, jacobian="diagonal", max_iters=2)
+    assert not bool(info.converged) and int(info.iterations) == 2
+    for method in ("deer", "quasi_deer"):
+        with pytest.raises(DeerNotConverged, match="max_iters"):
+            gated_scan(p, xs, z0, method=method, max_iters=2)
+    scan = lambda p: gated_scan(p, xs, z0, method="quasi_deer", max_iters=2)
+    assert max_rel_error(jax.jit(scan)(p), ref) < 1e-12
+    g = jax.jit(jax.grad(lambda p: jnp.vdot(scan(p), ct)))(p)
+    g_ref = jax.grad(lambda p: jnp.vdot(plain_scan(p, xs, z0), ct))(p)
+    assert max_rel_error(g, g_ref) < 1e-10
+
+
+def test_parallel_under_vmap_over_params_and_inputs():
+    cfg = FULL[0]
+    p, xs, z0, _, _ = _draw(cfg)
+    ps = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a]), p)
+    f = lambda p, x: gated_scan(p, x, method="deer")
+    out = jax.vmap(f, in_axes=(0, None))(ps, xs)
+    half = jax.tree.map(lambda a: 0.5 * a, p)
+    assert max_rel_error(out[1], plain_scan(half, xs)) < 1e-10
+    out2 = jax.vmap(lambda x: gated_scan(p, x[None], method="quasi_deer")[0])(xs)
+    assert max_rel_error(out2, plain_scan(p, xs)) < 1e-10
+
+
+def test_float32_and_bfloat16():
+    cfg = FULL[0]
+    p, xs, z0, _, _ = _draw(cfg)
+    p32 = jax.tree.map(lambda a: a.astype(jnp.float32), p)
+    x32 = xs.astype(jnp.float32)
+    ref = plain_scan(p, xs)
+    for method in ("deer", "quasi_deer"):
+        out = gated_scan(p32, x32, method=method)
+        assert out.dtype == jnp.float32 and max_rel_error(out, ref) < 1e-4
+    pb = jax.tree.map(lambda a: a.astype(jnp.bfloat16), p)
+    out = gated_scan(pb, xs.astype(jnp.bfloat16), method="quasi_deer")
+    assert out.dtype == jnp.bfloat16 and max_rel_error(out, ref) < 5e-2
+
+
+def test_auto_is_sequential_on_cpu():
+    assert resolve_method("auto", "cpu") == "sequential"
+    assert resolve_method("deer") == "deer"
+
+
+# ---- 4. the largest Lyapunov exponent --------------------------------------------------------
+
+
+def test_lyapunov_exponent_of_the_counterexample_is_log2_over_2():
+    for T in (16, 64, 100):
+        params, xs, z0 = counterexample(T)
+        assert abs(float(lyapunov_exponent(params, xs, z0)) - np.log(2) / 2) < 1e-12
+
+
+def test_lyapunov_exponent_of_scalar_cells():
+    # minGRU scalar with a constant input: J = c = sigma(w_c x + b_c) every step
+    p = GatedParams(jnp.ones((1, 1)), jnp.full((1, 1), 0.7), None, jnp.array([-0.3]), None)
+    xs = jnp.full((50, 1), 1.5)
+    assert abs(float(lyapunov_exponent(p, xs)) - np.log(jax.nn.sigmoid(0.7 * 1.5 - 0.3))) < 1e-13
+    # a scalar full cell at a fixed point z = u: s = 0, so J = c there
+    p = GatedParams(jnp.ones((1, 1)), jnp.zeros((1, 1)), jnp.full((1, 1), 2.0))
+    xs = jnp.full((30, 1), 0.8)
+    c = jax.nn.sigmoid(2.0 * 0.8)
+    assert abs(float(lyapunov_exponent(p, xs, jnp.array([0.8]))) - np.log(c)) < 1e-13
+
+
+@pytest.mark.parametrize("wz_norm", [None, 0.5, 3.0])
+def test_lyapunov_exponent_is_the_growth_rate_of_the_jacobian_product(wz_norm):
+    cfg = Config((2,), 400, 3, 4, True, False, False, wz_norm)
+    p, xs, z0, _, _ = _draw(cfg)
+    lle = np.asarray(lyapunov_exponent(p, xs, z0))
+    P = np.asarray(jacobian_product(p, xs, z0))
+    rate = np.log(np.linalg.norm(P, 2, axis=(-2, -1))) / cfg.T
+    # log||P v|| <= log||P||, and the gap is log(1 / |cos angle|) = O(1), so O(1/T) per step
+    assert np.all(lle <= rate + 1e-12)
+    assert np.all(lle >= rate - 3.0 / cfg.T)
+    # one batch element alone gives the same exponent
+    assert abs(float(lyapunov_exponent(p, xs[1], z0[1])) - lle[1]) < 1e-12
+
+
+# ---- 5. bad arguments ------------------------------------------------------------------------
+
+_P = GatedParams(jnp.ones((2, 1)), jnp.ones((2, 1)), jnp.eye(2))
+_X = jnp.ones((3, 1))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: gated_scan(_P, _X, method="newton"), "`method`"),
+        (lambda: gated_scan(_P, _X, method=None), "`method`"),
+        (lambda: gated_scan(_P, _X, method="deer", tol=0.0), "`tol`"),
+        (lambda: gated_scan(_P, _X, method="deer", tol=float("nan")), "`tol`"),
+        (lambda: gated_scan(_P, _X, method="quasi_deer", tol="1e-5"), "`tol`"),
+        (lambda: gated_scan(_P, _X, method="deer", max_iters=0), "`max_iters`"),
+        (lambda: gated_scan(_P, _X, method="deer", max_iters=2.5), "`max_iters`"),
+        (lambda: gated_scan(_P, _X, method="deer", max_iters=True), "`max_iters`"),
+        (lambda: gated_scan(_P, _X, method="deer", backward="autodiff"), "`backward`"),
+        (lambda: gated_deer(_P, _X, jacobian="dense"), "`jacobian`"),
+        (lambda: gated_deer(_P, _X, tol=-1.0), "`tol`"),
+        (lambda: gated_deer(_P, _X, max_iters=-3), "`max_iters`"),
+        (lambda: gated_deer(_P, _X, init=jnp.ones((3, 3))), "`init`"),
+        (lambda: gated_deer(_P, jnp.ones((3, 2))), "`xs`"),
+        (lambda: lyapunov_exponent(_P, jnp.ones((0, 1))), "`xs`"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("name", ["gated_jax.cell.parallel"])
+def test_docstring_examples_run(name):
+    import doctest
+    import importlib
+
+    module = importlib.import_module(name)
+    with jax.enable_x64(False):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 0
