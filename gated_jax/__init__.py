@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 # --- re-exports: each block is owned by its module -------------------------------------------
 
 # gated_jax.shapes: convolution shape arithmetic
+from gated_jax.shapes import ConvConfig as ConvConfig
 from gated_jax.shapes import ConvExplanation as ConvExplanation
 from gated_jax.shapes import ConvLayer as ConvLayer
 from gated_jax.shapes import ReceptiveField as ReceptiveField
@@ -89,6 +90,7 @@ def __dir__() -> list[str]:
 __all__ = [  # noqa: F822 (lazy names resolve through __getattr__)
     "__version__",
     # shapes
+    "ConvConfig",
     "ConvExplanation",
     "ConvLayer",
     "ReceptiveField",

@@ -7,6 +7,8 @@ with the numbers substituted. Per-dimension values are written ``AxB``; padding 
 
 from __future__ import annotations
 
+from gated_jax._validate import fail
+
 HELP = "output shape of a convolution, with the derivation (seed 1.1(a)/(b))"
 
 
@@ -37,9 +39,7 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
     try:
         vals = tuple(int(p) for p in parts)
     except ValueError:
-        raise ValueError(
-            f"{option} (={text!r}) must be an integer or integers joined by 'x', e.g. 3x3"
-        ) from None
+        raise fail(option, text, "an integer or integers joined by 'x', e.g. 3x3") from None
     return vals
 
 
@@ -53,7 +53,7 @@ def _int(text: str | None, option: str) -> int | None:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"{option} (={text!r}) must be an integer") from None
+        raise fail(option, text, "an integer") from None
 
 
 def _padding(text: str, ndim: int):
@@ -65,16 +65,17 @@ def _padding(text: str, ndim: int):
         try:
             nums = tuple(int(v) for v in part.split(","))
         except ValueError:
-            raise ValueError(
-                f"--padding (={text!r}) must be P, lo,hi, per-dim values joined by 'x', or "
-                "SAME / SAME_LOWER / VALID"
+            raise fail(
+                "--padding",
+                text,
+                "P, lo,hi, per-dim values joined by 'x', or SAME / SAME_LOWER / VALID",
             ) from None
         if len(nums) not in (1, 2):
-            raise ValueError(f"--padding (={text!r}): each dim takes P or lo,hi, got {part!r}")
+            raise fail("--padding", text, f"P or lo,hi for each dim, not {part!r}")
         out.append(nums[0] if len(nums) == 1 else nums)
     if len(out) == 1 and not isinstance(out[0], tuple):
         return out[0]
-    if len(out) == 1:  # one lo,hi for every dim, spelled out (two ints alone are per-dim in 2-D)
+    if len(out) == 1:  # one lo,hi for every dim, spelt out as one (lo, hi) entry per dim
         out = out * ndim
     return [p if isinstance(p, tuple) else (p, p) for p in out]
 

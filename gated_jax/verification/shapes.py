@@ -172,11 +172,26 @@ def random_stack(rng: random.Random, *, max_layers: int = 4) -> list[tuple[int, 
     ]
 
 
-def tap_positions(stack, index: int) -> set[int]:
-    """Every input position (padding included) that output ``index`` reads, by brute force."""
+def tap_positions(stack, index: int, length: int | None = None) -> set[int]:
+    """Input positions that output ``index`` reads, by brute force.
+
+    Without ``length``: every position the windows cover, padding included, as if every
+    layer's input extended forever (the span the receptive-field formula describes). With the
+    network's input ``length``: only positions reached through real (non-padding) positions
+    of every layer, i.e. what ``jax.grad`` can see: a tap on an inner layer's padding reads a
+    zero, not an input position.
+    """
+    lengths = [length]
+    if length is not None:
+        for k, s, d, (lo, hi) in stack:
+            n = lengths[-1] + lo + hi - (k - 1) * d - 1
+            lengths.append(max(0, n // s + 1) if n >= 0 else 0)
     pos = {index}
-    for k, s, d, (lo, _) in reversed(stack):
+    for layer in range(len(stack) - 1, -1, -1):
+        k, s, d, (lo, _) = stack[layer]
         pos = {p * s - lo + t * d for p in pos for t in range(k)}
+        if length is not None:
+            pos = {p for p in pos if 0 <= p < lengths[layer]}
     return pos
 
 
@@ -327,11 +342,12 @@ def checks(seed: int) -> list[Check]:
         if out_len == 0:
             continue
         i = min(index, out_len - 1)
-        rf = shapes.receptive_field(stack)
+        (size,), (jump,), (start,) = shapes.receptive_field(stack)
         taps = tap_positions(stack, i)
-        # The span is exactly [min, max] of the positions read; jax.grad sees those inside.
-        ok = min(taps) == rf.start + i * rf.jump and max(taps) == min(taps) + rf.size - 1
-        ok &= set(support.tolist()) == {p for p in taps if 0 <= p < length}
+        # The span is exactly [min, max] of the positions the windows cover; jax.grad sees
+        # those reached through real positions of every layer.
+        ok = min(taps) == start + i * jump and max(taps) == min(taps) + size - 1
+        ok &= set(support.tolist()) == tap_positions(stack, i, length)
         bad += not ok
     rows.append(
         Check(
