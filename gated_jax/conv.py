@@ -396,21 +396,30 @@ def conv_input_grad(
 # --------------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6, 7, 8, 9, 10))
-def _conv(lhs, rhs, strides, padding, lhs_dil, rhs_dil, dn, fgc, bgc, precision, pet):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv(lhs, rhs, c: ConvConfig, precision, pet):
+    """The convolution of a resolved config; its VJP is the closed form."""
     return lax.conv_general_dilated(
-        lhs, rhs, strides, padding, lhs_dil, rhs_dil, dn, fgc, bgc, precision, pet
+        lhs,
+        rhs,
+        c.strides,
+        c.padding,
+        c.lhs_dilation,
+        c.rhs_dilation,
+        c.dimension_numbers,
+        c.feature_group_count,
+        c.batch_group_count,
+        precision,
+        pet,
     )
 
 
-def _conv_fwd(lhs, rhs, strides, padding, lhs_dil, rhs_dil, dn, fgc, bgc, precision, pet):
-    out = _conv(lhs, rhs, strides, padding, lhs_dil, rhs_dil, dn, fgc, bgc, precision, pet)
-    return out, (lhs, rhs)
+def _conv_fwd(lhs, rhs, c, precision, pet):
+    return _conv(lhs, rhs, c, precision, pet), (lhs, rhs)
 
 
-def _conv_bwd(strides, padding, lhs_dil, rhs_dil, dn, fgc, bgc, precision, pet, res, g):
+def _conv_bwd(c, precision, pet, res, g):
     lhs, rhs = res
-    c = _config(lhs.shape, rhs.shape, strides, padding, lhs_dil, rhs_dil, dn, fgc, bgc)
     # The backward convolutions are this custom-VJP op again, so every order of reverse-mode
     # derivative runs through the closed form.
     dlhs = _input_grad(c, rhs, g, precision, None, _closed_form_op)
@@ -431,20 +440,19 @@ def _closed_form_op(
     precision=None,
     preferred_element_type=None,
 ):
-    """``_conv`` with lax's keyword names (explicit padding, resolved config)."""
-    return _conv(
-        lhs,
-        rhs,
-        tuple(window_strides),
-        tuple((int(lo), int(hi)) for lo, hi in padding),
-        tuple(lhs_dilation),
-        tuple(rhs_dilation),
+    """``_conv`` called with lax's keyword names (a derived backward convolution)."""
+    c = ConvConfig.resolve(
+        jnp.shape(lhs),
+        jnp.shape(rhs),
+        window_strides,
+        padding,
+        lhs_dilation,
+        rhs_dilation,
         dimension_numbers,
         feature_group_count,
         batch_group_count,
-        precision,
-        preferred_element_type,
     )
+    return _conv(lhs, rhs, c, precision, preferred_element_type)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
@@ -518,19 +526,7 @@ def conv_general_dilated(
 
 def _conv_on(c: ConvConfig, lhs, rhs, precision, preferred_element_type):
     """The custom-VJP convolution of a resolved config."""
-    return _conv(
-        lhs,
-        rhs,
-        c.strides,
-        c.padding,
-        c.lhs_dilation,
-        c.rhs_dilation,
-        c.dimension_numbers,
-        c.feature_group_count,
-        c.batch_group_count,
-        precision,
-        preferred_element_type,
-    )
+    return _conv(lhs, rhs, c, precision, preferred_element_type)
 
 
 # --------------------------------------------------------------------------------------------

@@ -478,8 +478,6 @@ def test_conv_transpose_output_shape_equals_eval_shape(cfg):
         transpose_kernel=tk,
         use_consistent_padding=consistent,
     )
-    if dn is None and len(lhs) == 2:
-        pass  # lax's own default ('NC', 'IO', 'NC') applies
     try:
         expected = jax.eval_shape(
             lambda x, w: lax.conv_transpose(x, w, strides, padding, **kw), sds(lhs), sds(rhs)
