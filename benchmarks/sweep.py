@@ -5,9 +5,9 @@ Run: ``python benchmarks/sweep.py`` (``--quick`` for small sizes).
 
 import sys
 
-from gated_jax.bench.harness import device_line
-from gated_jax.bench.sweep import run
+from gated_jax.lab._harness import device_line
+from gated_jax.lab.flow import bench
 
 if __name__ == "__main__":
     print(device_line())
-    print(run(quick="--quick" in sys.argv).to_markdown())
+    print(bench(quick="--quick" in sys.argv).to_markdown())

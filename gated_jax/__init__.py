@@ -2,13 +2,14 @@
 
 Layers, imports flowing one way:
 
-* pure core: :mod:`gated_jax.shapes` (convolution shape arithmetic),
-  :mod:`gated_jax.conv` (closed-form convolution derivatives),
-  :mod:`gated_jax.cell` (the gated recurrence, its BPTT and Jacobians);
+* the library core, pure functions: :mod:`gated_jax.shapes` (convolution shape arithmetic),
+  :mod:`gated_jax.conv` (closed-form convolution derivatives), :mod:`gated_jax.cell` (the gated
+  recurrence, its BPTT and Jacobians), :mod:`gated_jax.testing` (reference checks);
 * Flax modules: :mod:`gated_jax.nn` (linen), :mod:`gated_jax.nnx` (NNX);
 * :mod:`gated_jax.experiments` (gradient-flow sweeps and learning experiments);
-* :mod:`gated_jax.verification`, :mod:`gated_jax.bench`, :mod:`gated_jax.report`,
-  :mod:`gated_jax.cli` (the ``gated-jax`` command line).
+* the application layer, :mod:`gated_jax.lab`: one module per capability holding its verify
+  rows, report section and benchmark;
+* :mod:`gated_jax.cli` (the ``gated-jax`` command line).
 
 Every public function of the core is re-exported here.
 """

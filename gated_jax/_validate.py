@@ -124,7 +124,7 @@ def finite_float(
     return float(value)
 
 
-def nonempty_sequence(name: str, value: Any) -> Sequence:
+def nonempty_sequence(name: str, value: Any) -> Sequence | np.ndarray:
     """``value`` if it is a non-empty sequence (or array), not a string or a bare number."""
     if (
         isinstance(value, (str, bytes))

@@ -120,7 +120,7 @@ def evaluate_cell_graph(graph: CellGraph, params, xs, z0):
       graph: from :func:`cell_graph`; params: a :class:`gated_jax.GatedParams` (biases ignored);
       xs: ``(T, n)`` with ``T`` the graph's number of steps; z0: ``(m,)``.
     """
-    import jax
+    from gated_jax.cell import step
 
     weights = {"$W_x$": params.w_x, "$W_c$": params.w_c, "$W_z$": params.w_z}
     steps = sum(1 for k in graph.nodes if k.startswith("x["))
@@ -135,12 +135,13 @@ def evaluate_cell_graph(graph: CellGraph, params, xs, z0):
             kind, ins = graph.nodes[name][0], into[name]
             if kind in ("gate", "candidate"):
                 pre = sum(weights[label] @ val[src] for src, label, _ in ins)
-                val[name] = jax.nn.sigmoid(pre) if kind == "gate" else pre
+                val[name] = step.gate_activation(pre) if kind == "gate" else pre
             elif kind == "mix":
+                # the cell's own convex mix, fed by whichever sources the drawing wires in
                 c = next(val[src] for src, _, k in ins if k == "gate")
-                val[name] = sum(
-                    (c if k == "carry" else 1 - c) * val[src] for src, _, k in ins if k != "gate"
-                )
+                carry = [val[src] for src, _, k in ins if k == "carry"]
+                cand = [val[src] for src, _, k in ins if k == "candidate"]
+                val[name] = step.mix(c, sum(carry), sum(cand))
             else:
                 val[name] = val[ins[0][0]]
     return np.stack([np.asarray(val[f"z[{t}]"]) for t in range(1, steps + 1)])

@@ -1,4 +1,4 @@
-r"""Flax linen modules for the gated cell of seed 1.2: a step cell and a fast sequence layer.
+r"""Flax linen modules for the gated cell: a step cell and a fast sequence layer that takes it.
 
 The cell computes, for an input ``x`` (``(..., n)``) and the previous state ``z`` (``(..., m)``,
 ``m = features``):
@@ -8,9 +8,14 @@ The cell computes, for an input ``x`` (``(..., n)``) and the previous state ``z`
     c = \sigma(x K_{ic} + b_{ic} + z K_{hc}), \qquad
     z' = c \odot z + (1 - c) \odot (x K_{ix} + b_{ix}).
 
+:class:`GatedRNN` takes a :class:`GatedCell` as ``nn.RNN`` takes any cell
+(``GatedRNN(GatedCell(features, ...))``), so every cell option is defined once, on the cell,
+and the layer adds only sequence options. The older spelling ``GatedRNN(features, **options)``
+still works and builds that cell.
+
 Parameter tree (the same for :class:`GatedCell`, for ``nn.RNN(GatedCell(...))`` under
 ``'cell'`` and for :class:`GatedRNN` under ``'cell'``), with Flax's ``(in, out)`` kernels and
-its map to :class:`gated_jax.cell.GatedParams` (the seed's ``(out, in)`` matrices):
+its map to :class:`gated_jax.cell.GatedParams` (``(out, in)`` matrices):
 
 =============  ===========  ============================  =============================
 submodule      leaf         shape                         ``GatedParams`` field
@@ -24,35 +29,38 @@ submodule      leaf         shape                         ``GatedParams`` field
 
 ``ic``/``ix`` are "input to gate/candidate", ``hc`` "hidden to gate", as in Flax's ``MGUCell``
 (``if``, ``hf``, ``in``). The recurrent path has no bias: it is summed with ``ic``'s. Each
-submodule's leaves are exactly those of an ``nn.Dense`` of the same width, so a Dense-based
-port of the cell reads them unchanged. :func:`to_gated_params` and :func:`from_gated_params`
-convert between the tree and ``GatedParams``.
+submodule's leaves are exactly those of an ``nn.Dense`` of the same width. Reading and writing
+``GatedParams`` is the same in linen and NNX: :func:`to_gated_params` (a tree or ``variables``
+-> ``GatedParams``) and :func:`from_gated_params` (``GatedParams`` -> the cell's tree).
 
 Gradients follow the same map: ``jax.grad`` gives ``ic.kernel`` a gradient of shape ``(n, m)``,
-the transpose of ``dl/dW_c`` (``(m, n)``, the shape of ``W_c``). The seed's ``dl/dW_x`` "in
-``R^{n x m}``" (1.2(c)) is the shape of this Flax kernel's gradient, not of ``W_x``'s.
+the transpose of ``dl/dW_c`` (``(m, n)``, the shape of ``W_c``).
 
 Initialisers (defaults): ``kernel_init`` (``ic``, ``ix``) is LeCun normal, variance ``1/n``;
-``recurrent_kernel_init`` (``hc``) is orthogonal, so ``||W_z||_2 = 1``; ``bias_init`` zeros;
-``carry_init`` zeros. These match :func:`gated_jax.cell.init_gated_params` and Flax's
-``GRUCell``. ``use_bias=False`` (the default) is the seed's cell.
+``recurrent_kernel_init`` (``hc``) is orthogonal, so ``||W_z||_2 = 1``; ``bias_init`` (the
+candidate bias ``b_x``) zeros; ``gate_bias_init`` (the gate bias ``b_c``) follows
+``bias_init`` unless given; ``carry_init`` zeros. These match
+:func:`gated_jax.cell.init_gated_params` and Flax's ``GRUCell``. With a bfloat16 / float16
+``param_dtype`` every initialiser draws in float32 and casts (LAPACK has no half-precision QR).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from flax.errors import ScopeParamShapeError
 from flax.linen import initializers
 from flax.linen.linear import default_kernel_init
 from flax.typing import Dtype, Initializer, PRNGKey
 
-from gated_jax._rnn_common import apply_sequence, check_backward, check_step_shapes, promote
-from gated_jax._validate import positive_int
+from gated_jax import _rnn_common as common
+from gated_jax._rnn_common import apply_sequence, check_step_shapes, promote
+from gated_jax._validate import fail, positive_int
 from gated_jax.cell import GatedParams, gated_step
 
 __all__ = ["GatedCell", "GatedRNN", "to_gated_params", "from_gated_params"]
@@ -62,56 +70,64 @@ __all__ = ["GatedCell", "GatedRNN", "to_gated_params", "from_gated_params"]
 # the parameter map
 
 
-def _unwrap_cell_tree(tree: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Accept ``variables``, ``variables['params']``, an RNN's params or a cell's params."""
-    for key in ("params", "cell"):
-        if isinstance(tree, Mapping) and key in tree and "ic" not in tree:
-            tree = tree[key]
-    if not isinstance(tree, Mapping) or not {"ic", "hc", "ix"} <= set(tree):
-        keys = sorted(tree) if isinstance(tree, Mapping) else type(tree).__name__
-        raise ValueError(
-            f"expected a GatedCell parameter tree with submodules 'ic', 'hc', 'ix' "
-            f"(optionally under 'params' and/or 'cell'); got keys {keys}"
-        )
-    return tree
+def to_gated_params(tree: Any) -> GatedParams:
+    r"""``GatedParams`` (``(out, in)`` matrices) from a linen cell's parameter tree.
 
+    .. math::
 
-def to_gated_params(tree: Mapping[str, Any]) -> GatedParams:
-    """``GatedParams`` (``(out, in)`` matrices) from a linen cell's parameter tree.
+        W_c = K_{ic}^\top, \quad W_z = K_{hc}^\top, \quad W_x = K_{ix}^\top, \quad
+        b_c = b_{ic}, \quad b_x = b_{ix}.
 
-    ``w_c = ic.kernel.T``, ``w_z = hc.kernel.T``, ``w_x = ix.kernel.T``, ``b_c = ic.bias``,
-    ``b_x = ix.bias`` (``None`` when the tree has no bias). ``tree`` may be the cell's params,
-    ``params['cell']``'s parent (an ``nn.RNN``/``GatedRNN``), or the whole ``variables``.
+    Args:
+      tree: the cell's params, the params of an ``nn.RNN(GatedCell)`` / :class:`GatedRNN`
+        (the cell under ``'cell'``), or the whole ``variables`` (under ``'params'``).
+
+    Returns:
+      ``GatedParams`` with ``b_c = b_x = None`` when the tree has no bias.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from gated_jax.nn import GatedCell, GatedRNN, to_gated_params
+      >>> x = jnp.ones((2, 5, 3))
+      >>> variables = GatedRNN(GatedCell(4)).init(jax.random.key(0), x)
+      >>> p = to_gated_params(variables)
+      >>> p.w_x.shape, p.w_z.shape, p.b_c
+      ((4, 3), (4, 4), None)
+
+    References:
+      The parameter table in this module's docstring; :mod:`gated_jax.nnx` has the same
+      function for NNX modules.
     """
-    t = _unwrap_cell_tree(tree)
-    return GatedParams(
-        w_x=jnp.asarray(t["ix"]["kernel"]).T,
-        w_c=jnp.asarray(t["ic"]["kernel"]).T,
-        w_z=jnp.asarray(t["hc"]["kernel"]).T,
-        b_c=t["ic"].get("bias"),
-        b_x=t["ix"].get("bias"),
-    )
+    return common.to_tree(tree, "tree")
 
 
 def from_gated_params(params: GatedParams) -> dict[str, Any]:
     """The linen cell parameter tree (``{'ic': ..., 'hc': ..., 'ix': ...}``) of ``params``.
 
-    The inverse of :func:`to_gated_params`; both biases must be given or both ``None``
-    (``GatedCell.use_bias`` covers the two together). Wrap as ``{'params': tree}`` for a
-    cell, ``{'params': {'cell': tree}}`` for ``nn.RNN(GatedCell)`` or :class:`GatedRNN`.
+    The inverse of :func:`to_gated_params`: ``ic.kernel = w_c.T``, ``hc.kernel = w_z.T``,
+    ``ix.kernel = w_x.T``, ``ic.bias = b_c``, ``ix.bias = b_x``.
+
+    Args:
+      params: a :class:`gated_jax.cell.GatedParams` with both biases or neither
+        (``GatedCell.use_bias`` covers the two together).
+
+    Returns:
+      The cell's tree. Wrap it as ``{'params': tree}`` for a :class:`GatedCell`,
+      ``{'params': {'cell': tree}}`` for ``nn.RNN(GatedCell)`` or :class:`GatedRNN`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from gated_jax.cell import init_gated_params
+      >>> from gated_jax.nn import GatedCell, GatedRNN, from_gated_params
+      >>> p = init_gated_params(jax.random.key(0), 3, 4, use_bias=True)
+      >>> tree = from_gated_params(p)
+      >>> sorted(tree), tree["ic"]["kernel"].shape
+      (['hc', 'ic', 'ix'], (3, 4))
+      >>> GatedRNN(GatedCell(4, use_bias=True)).apply(
+      ...     {"params": {"cell": tree}}, jnp.ones((2, 5, 3))).shape
+      (2, 5, 4)
     """
-    if (params.b_c is None) != (params.b_x is None):
-        raise ValueError(
-            "`params` must have both biases or neither (GatedCell.use_bias covers both); got "
-            f"b_c={'None' if params.b_c is None else 'array'}, "
-            f"b_x={'None' if params.b_x is None else 'array'}"
-        )
-    ic: dict[str, Any] = {"kernel": jnp.asarray(params.w_c).T}
-    ix: dict[str, Any] = {"kernel": jnp.asarray(params.w_x).T}
-    if params.b_c is not None:
-        ic["bias"] = jnp.asarray(params.b_c)
-        ix["bias"] = jnp.asarray(params.b_x)
-    return {"ic": ic, "hc": {"kernel": jnp.asarray(params.w_z).T}, "ix": ix}
+    return common.from_tree(params, "params")
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,64 +149,108 @@ class _DenseParams(nn.Module):
 
     @nn.compact
     def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array | None]:
-        k = self.param("kernel", self.kernel_init, (in_features, self.features), self.param_dtype)
+        k = self.param(
+            "kernel",
+            common.half_safe(self.kernel_init),
+            (in_features, self.features),
+            self.param_dtype,
+        )
         if not self.use_bias:
             return k, None
-        return k, self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        b = self.param("bias", common.half_safe(self.bias_init), (self.features,), self.param_dtype)
+        return k, b
+
+
+_CELL_OPTIONS = (
+    "features",
+    "use_bias",
+    "kernel_init",
+    "recurrent_kernel_init",
+    "bias_init",
+    "gate_bias_init",
+    "carry_init",
+    "dtype",
+    "param_dtype",
+)
 
 
 class GatedCell(nn.RNNCellBase):
-    r"""The gated cell of seed 1.2 as a linen ``RNNCellBase``.
+    r"""The gated cell as a linen ``RNNCellBase``: works in ``nn.RNN``, :class:`GatedRNN`, ...
 
     .. math::
 
         c = \sigma(W_c x + W_z z + b_c), \qquad z' = c \odot z + (1 - c) \odot (W_x x + b_x)
 
     with ``W_c = ic.kernel.T``, ``W_z = hc.kernel.T``, ``W_x = ix.kernel.T`` (the table in the
-    module docstring). ``c`` has the state's dimension ``m = features`` (seed 1.2(b)); the
-    output is the new state. One step is :func:`gated_jax.cell.gated_step`.
+    module docstring). ``c`` has the state's dimension ``m = features``; the output is the new
+    state. One step is :func:`gated_jax.cell.gated_step`.
 
-    Example::
-
-        >>> import jax, jax.numpy as jnp
-        >>> from flax import linen as nn
-        >>> from gated_jax.nn import GatedCell
-        >>> x = jnp.ones((2, 5, 3))                      # (batch, time, n)
-        >>> rnn = nn.RNN(GatedCell(features=4))
-        >>> variables = rnn.init(jax.random.key(0), x)
-        >>> rnn.apply(variables, x).shape
-        (2, 5, 4)
+    The gate bias is the vanishing/exploding lever: the one-step Jacobian is
+    ``diag(c) + diag((z - u) c (1 - c)) W_z``, so a positive ``b_c`` (``gate_bias_init``, e.g.
+    ``constant(2.0)``: ``c ~ 0.88`` at initialisation) keeps ``c`` near 1, the state near its
+    past and the gradient through time near the identity (long memory); a negative one makes
+    the cell forget, and the gradient vanishes like ``prod c``. Flax's ``MGUCell`` has the same
+    option as ``forget_bias_init``.
 
     Attributes:
-      features: state width ``m``.
+      features: state width ``m`` (a positive int).
       use_bias: add the biases ``b_c`` (``ic.bias``) and ``b_x`` (``ix.bias``); the default
-        ``False`` is the seed's cell.
+        ``False`` is the cell without biases.
       kernel_init: initialiser of the input kernels ``ic``, ``ix`` (default LeCun normal).
       recurrent_kernel_init: initialiser of ``hc`` (default orthogonal).
-      bias_init: initialiser of both biases (default zeros).
+      bias_init: initialiser of the candidate bias ``b_x`` (default zeros), and of the gate
+        bias when ``gate_bias_init`` is ``None``.
+      gate_bias_init: initialiser of the gate bias ``b_c`` (default ``None``: ``bias_init``).
       carry_init: initialiser of the carry in :meth:`initialize_carry` (default zeros).
       dtype: computation dtype (default: promoted from inputs, carry and parameters). The new
         carry has ``result_type(dtype, carry.dtype)`` so that a float32 carry stays float32.
-      param_dtype: parameter (and carry) dtype, default float32.
+      param_dtype: parameter (and carry) dtype, default float32; bfloat16 / float16 parameters
+        are drawn in float32 and cast.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from flax import linen as nn
+      >>> from gated_jax.nn import GatedCell
+      >>> x = jnp.ones((2, 5, 3))                      # (batch, time, n)
+      >>> rnn = nn.RNN(GatedCell(features=4))
+      >>> variables = rnn.init(jax.random.key(0), x)
+      >>> rnn.apply(variables, x).shape
+      (2, 5, 4)
+      >>> cell = GatedCell(4, use_bias=True, gate_bias_init=nn.initializers.constant(2.0))
+      >>> v = cell.init(jax.random.key(0), jnp.zeros((4,)), jnp.zeros((3,)))
+      >>> v["params"]["ic"]["bias"]
+      Array([2., 2., 2., 2.], dtype=float32)
+
+    References:
+      Zhou et al., "Minimal gated unit for recurrent neural networks" (2016), the ``MGUCell``
+      of Flax this cell's gate follows.
     """
 
     features: int
     use_bias: bool = False
     kernel_init: Initializer = default_kernel_init
-    recurrent_kernel_init: Initializer = initializers.orthogonal()
+    recurrent_kernel_init: Initializer = common.orthogonal
     bias_init: Initializer = initializers.zeros_init()
+    gate_bias_init: Initializer | None = None
     carry_init: Initializer = initializers.zeros_init()
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
     def __post_init__(self) -> None:
         positive_int("features", self.features)
+        common.flag("use_bias", self.use_bias)
+        for name in ("kernel_init", "recurrent_kernel_init", "bias_init", "carry_init"):
+            common.check_initializer(name, getattr(self, name))
+        common.check_initializer("gate_bias_init", self.gate_bias_init, allow_none=True)
+        common.check_dtype("dtype", self.dtype, allow_none=True)
+        common.check_dtype("param_dtype", self.param_dtype)
         super().__post_init__()
 
     def setup(self) -> None:
         dense = dict(features=self.features, param_dtype=self.param_dtype)
+        gate_bias = self.bias_init if self.gate_bias_init is None else self.gate_bias_init
         self.ic = _DenseParams(
-            use_bias=self.use_bias, kernel_init=self.kernel_init, bias_init=self.bias_init, **dense
+            use_bias=self.use_bias, kernel_init=self.kernel_init, bias_init=gate_bias, **dense
         )
         self.hc = _DenseParams(
             use_bias=False,
@@ -204,15 +264,45 @@ class GatedCell(nn.RNNCellBase):
 
     def gated_params(self, in_features: int) -> GatedParams:
         """This cell's parameters as ``GatedParams`` (created on first use, ``(out, in)``)."""
-        positive_int("in_features", in_features)
-        k_c, b_c = self.ic(in_features)
-        (k_z, _) = self.hc(self.features)
-        k_x, b_x = self.ix(in_features)
+        if self.is_initializing():
+            common.check_param_memory(
+                "features", self.features, in_features, self.features, self.param_dtype
+            )
+        try:
+            k_c, b_c = self.ic(in_features)
+            (k_z, _) = self.hc(self.features)
+            k_x, b_x = self.ix(in_features)
+        except ScopeParamShapeError:
+            given = self.variables.get("params", {}).get("ic", {}).get("kernel")
+            have = tuple(np.shape(given)) if given is not None else None
+            if have is not None and have[0] != in_features:
+                raise fail(
+                    "inputs",
+                    common.brief_shape(in_features),
+                    f"of width {have[0]}, the input width of the given parameters",
+                ) from None
+            raise fail(
+                "features",
+                self.features,
+                f"{have[1] if have else '?'}, the state width of the given parameters",
+            ) from None
         return GatedParams(w_x=k_x.T, w_c=k_c.T, w_z=k_z.T, b_c=b_c, b_x=b_x)
 
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """One step: ``carry`` ``(*batch, m)``, ``inputs`` ``(*batch, n)`` -> ``(z', z')``."""
+        """One step.
+
+        Args:
+          carry: the state ``z``, ``(*batch, m)``.
+          inputs: ``x``, ``(*batch, n)``.
+
+        Returns:
+          ``(z', z')``: the new carry and the output (the same array).
+        """
+        inputs = common.as_inputs("inputs", inputs)
+        carry = common.as_inputs("carry", carry)
         check_step_shapes(carry, inputs, self.features)
+        if np.shape(inputs)[-1] < 1:
+            raise fail("inputs", inputs, "of shape (*batch, n) with n >= 1")
         params = self.gated_params(int(np.shape(inputs)[-1]))
         params, z, x, out_dtype = promote(params, carry, inputs, self.dtype)
         new = gated_step(params, z, x).astype(out_dtype)
@@ -221,96 +311,102 @@ class GatedCell(nn.RNNCellBase):
     @nn.nowrap
     def initialize_carry(self, rng: PRNGKey, input_shape: tuple[int, ...]) -> jax.Array:
         """``carry_init(rng, (*batch, features), param_dtype)``, ``input_shape = (*batch, n)``."""
-        input_shape = tuple(input_shape)
-        if len(input_shape) < 1:
-            raise ValueError(
-                f"`input_shape` (={input_shape}) must be (*batch, in_features), rank >= 1"
-            )
-        return self.carry_init(rng, input_shape[:-1] + (self.features,), self.param_dtype)
+        shape = _input_shape(input_shape)
+        return self.carry_init(rng, shape[:-1] + (self.features,), self.param_dtype)
 
     @property
     def num_feature_axes(self) -> int:
         return 1
 
 
+def _input_shape(input_shape: Any) -> tuple[int, ...]:
+    ok = isinstance(input_shape, (tuple, list)) and len(input_shape) >= 1
+    ok = ok and all(isinstance(d, (int, np.integer)) and d >= 0 for d in input_shape)
+    if not ok:
+        raise fail("input_shape", input_shape, "a tuple (*batch, in_features) of ints, rank >= 1")
+    return tuple(int(d) for d in input_shape)
+
+
 class GatedRNN(nn.Module):
-    r"""The gated cell over a whole sequence, on :func:`gated_jax.cell.gated_scan`'s fast path.
+    r"""A :class:`GatedCell` over a whole sequence, on :func:`gated_jax.cell.gated_scan`.
 
-    A drop-in for ``nn.RNN(GatedCell(features, ...))``: the same call options and the same
-    parameter tree (the cell's parameters under ``'cell'``), so variables initialised or trained
-    with one apply unchanged to the other. The input projections are hoisted out of the time
-    loop and the backward pass is the closed-form BPTT of :mod:`gated_jax.cell`.
+    Takes its cell as ``nn.RNN`` does, ``GatedRNN(GatedCell(features, ...))``, with the same
+    sequence options and the same parameter tree (the cell's parameters under ``'cell'``), so
+    variables initialised or trained with one apply unchanged to the other. For every valid
+    step ``t`` of each sequence
 
-    Example::
+    .. math::
 
-        >>> import jax, jax.numpy as jnp
-        >>> from flax import linen as nn
-        >>> from gated_jax.nn import GatedCell, GatedRNN
-        >>> x = jnp.ones((2, 5, 3))
-        >>> variables = nn.RNN(GatedCell(4)).init(jax.random.key(0), x)
-        >>> GatedRNN(4).apply(variables, x).shape      # the same weights, the fast path
-        (2, 5, 4)
+        z_t = c_t \odot z_{t-1} + (1 - c_t) \odot (W_x x_t + b_x), \qquad
+        c_t = \sigma(W_c x_t + W_z z_{t-1} + b_c),
 
-    Parameters are created from module paths, so ``GatedRNN(...).init(key, x)`` and
-    ``nn.RNN(GatedCell(...)).init(key, x)`` give the same weights. Inside another module's
-    ``@nn.compact`` method build the cell as ``nn.RNN(GatedCell(..., parent=None))``: otherwise
-    Flax binds the cell to the enclosing module, and its parameters sit beside the ``RNN``
-    instead of under ``<rnn>/cell`` (a Flax rule for modules passed as attributes).
+    with the input projections hoisted out of the time loop and the closed-form BPTT of
+    :mod:`gated_jax.cell` as the backward pass.
 
-    Differences from ``nn.RNN`` (deliberate; equal everywhere else):
+    ``GatedRNN(features, **cell_options)`` (the first spelling) still works: it builds
+    ``GatedCell(features, **cell_options)``; the sequence options are the same.
 
-    * with ``seq_lengths``, outputs at padded steps hold the sequence's last valid state
-      (``nn.RNN`` keeps running the cell over the padding and returns those values); outputs
-      at valid steps and the returned carry are the same;
-    * a sequence of length 0 returns its initial carry (``nn.RNN`` indexes step ``-1`` and
-      returns the carry after the whole padded run);
-    * ``seq_lengths`` with ``return_carry`` works with several batch dims (``nn.RNN``'s carry
-      selection assumes one).
+    Differences from ``nn.RNN`` (deliberate; equal everywhere else): with ``seq_lengths``,
+    outputs at padded steps hold the sequence's last valid state (``nn.RNN`` keeps running the
+    cell over the padding); a sequence of length 0 returns its initial carry; ``seq_lengths``
+    with ``return_carry`` works with several batch dims. Inside another module's
+    ``@nn.compact`` method, a cell built there belongs to that module (a Flax rule for modules
+    passed as attributes, the same for ``nn.RNN``): write ``GatedCell(..., parent=None)`` to
+    keep its parameters under ``<rnn>/cell``, or use ``GatedRNN(features, ...)``, which does.
 
     Attributes:
-      features, use_bias, kernel_init, recurrent_kernel_init, bias_init, carry_init, dtype,
-        param_dtype: as in :class:`GatedCell`.
-      time_major, return_carry, reverse, keep_order, unroll: as in ``nn.RNN``.
-      remat: recompute the forward states in the backward pass instead of storing them
-        (``gated_scan(remat=True)``): less memory on long sequences.
+      cell: the :class:`GatedCell` (or, first spelling, its ``features``; cell options are
+        then keywords).
+      time_major: inputs ``(time, *batch, n)`` instead of ``(*batch, time, n)``.
+      return_carry: return ``(carry, outputs)`` instead of ``outputs``.
+      reverse: run each sequence's valid part from its end (padding stays at the end).
+      keep_order: with ``reverse``, return the outputs in input order.
+      unroll: steps per loop iteration of the scan (a positive int).
+      remat: ``True`` (or a block length) recomputes the forward states in the backward pass
+        instead of storing them (``gated_scan(remat=...)``): less memory on long sequences.
       backward: ``"closed_form"`` (default, fast; reverse mode: ``grad``, ``vjp``) or
-        ``"autodiff"`` (JAX differentiates the scan; also forward mode: ``jvp``, ``jacfwd``),
-        as in :func:`gated_jax.cell.gated_scan`.
+        ``"autodiff"`` (JAX differentiates the scan; also forward mode: ``jvp``, ``jacfwd``).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from flax import linen as nn
+      >>> from gated_jax.nn import GatedCell, GatedRNN
+      >>> x = jnp.ones((2, 5, 3))
+      >>> variables = nn.RNN(GatedCell(4)).init(jax.random.key(0), x)
+      >>> GatedRNN(GatedCell(4)).apply(variables, x).shape   # the same weights, fast path
+      (2, 5, 4)
+      >>> carry, ys = GatedRNN(GatedCell(4), return_carry=True).apply(
+      ...     variables, x, seq_lengths=jnp.array([5, 2]))
+      >>> bool(jnp.all(carry[1] == ys[1, 1]))                # the last valid state
+      True
+
+    References:
+      ``flax.linen.RNN``, whose call options and parameter layout this layer follows.
     """
 
-    features: int
-    use_bias: bool = False
-    kernel_init: Initializer = default_kernel_init
-    recurrent_kernel_init: Initializer = initializers.orthogonal()
-    bias_init: Initializer = initializers.zeros_init()
-    carry_init: Initializer = initializers.zeros_init()
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
+    cell: GatedCell
     time_major: bool = False
     return_carry: bool = False
     reverse: bool = False
     keep_order: bool = False
     unroll: int = 1
-    remat: bool = False
+    remat: bool | int = False
     backward: str = "closed_form"
 
     def __post_init__(self) -> None:
-        positive_int("features", self.features)
-        positive_int("unroll", self.unroll)
-        check_backward(self.backward)
+        if not isinstance(self.cell, GatedCell):
+            raise fail(
+                "cell",
+                common.brief(self.cell),
+                "a gated_jax.nn.GatedCell (or its features, a positive int)",
+                error=TypeError,
+            )
+        for name in ("time_major", "return_carry", "reverse", "keep_order"):
+            common.flag(name, getattr(self, name))
+        common.check_unroll(self.unroll)
+        common.check_remat(self.remat)
+        common.check_backward(self.backward)
         super().__post_init__()
-
-    def setup(self) -> None:
-        self.cell = GatedCell(
-            features=self.features,
-            use_bias=self.use_bias,
-            kernel_init=self.kernel_init,
-            recurrent_kernel_init=self.recurrent_kernel_init,
-            bias_init=self.bias_init,
-            carry_init=self.carry_init,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
 
     def __call__(
         self,
@@ -324,30 +420,42 @@ class GatedRNN(nn.Module):
         reverse: bool | None = None,
         keep_order: bool | None = None,
     ):
-        """Run over ``inputs`` ``(*batch, T, n)`` (``(T, *batch, n)`` if ``time_major``).
+        """Run over ``inputs``.
 
-        Returns the outputs ``(*batch, T, m)`` (time axis where the input had it), or
-        ``(carry, outputs)`` with ``return_carry``. Arguments as in ``nn.RNN.__call__``.
+        Args:
+          inputs: ``(*batch, T, n)`` (``(T, *batch, n)`` if ``time_major``); a nested list or
+            NumPy array of floats is converted.
+          initial_carry: ``(*batch, m)``; default ``cell.initialize_carry(init_key, ...)``.
+          init_key: key of a random ``carry_init`` (default ``jax.random.key(0)``).
+          seq_lengths: ``(*batch,)`` ints in ``[0, T]``: steps past a sequence's length are
+            padding and hold its last valid state.
+          return_carry, time_major, reverse, keep_order: override the attributes (``None``:
+            use the attribute).
+
+        Returns:
+          The outputs ``(*batch, T, m)`` (time axis where the input had it), or
+          ``(carry, outputs)`` with ``return_carry``.
         """
-        return_carry = self.return_carry if return_carry is None else return_carry
-        time_major = self.time_major if time_major is None else time_major
-        reverse = self.reverse if reverse is None else reverse
-        keep_order = self.keep_order if keep_order is None else keep_order
-        sx = tuple(np.shape(inputs))
-        if len(sx) < 2:
-            raise ValueError(
-                f"`inputs` must have shape (*batch, time, features) with rank >= 2; got shape {sx}"
-            )
-        batch = sx[1:-1] if time_major else sx[:-2]
+        return_carry = _pick("return_carry", return_carry, self.return_carry)
+        time_major = _pick("time_major", time_major, self.time_major)
+        reverse = _pick("reverse", reverse, self.reverse)
+        keep_order = _pick("keep_order", keep_order, self.keep_order)
+        inputs = common.as_inputs("inputs", inputs)
+        batch = common.batch_shape(inputs, time_major)
+        n = int(np.shape(inputs)[-1])
+        if n < 1:
+            raise fail("inputs", inputs, "of shape (*batch, time, n) with n >= 1")
         if initial_carry is None:
             key = jax.random.key(0) if init_key is None else init_key
-            initial_carry = self.cell.initialize_carry(key, batch + sx[-1:])
-        params = self.cell.gated_params(sx[-1])
+            initial_carry = self.cell.initialize_carry(key, batch + (n,))
+        else:
+            initial_carry = common.as_inputs("initial_carry", initial_carry)
+        params = self.cell.gated_params(n)
         carry, outputs = apply_sequence(
             params,
             inputs,
             initial_carry,
-            dtype=self.dtype,
+            dtype=self.cell.dtype,
             seq_lengths=seq_lengths,
             time_major=time_major,
             reverse=reverse,
@@ -357,3 +465,39 @@ class GatedRNN(nn.Module):
             backward=self.backward,
         )
         return (carry, outputs) if return_carry else outputs
+
+
+def _pick(name: str, value: Any, attribute: bool) -> bool:
+    """A call argument overriding an attribute: ``None`` keeps the attribute; else a bool."""
+    v = common.flag(name, value, allow_none=True)
+    return attribute if v is None else bool(v)
+
+
+def _accept_features(init):
+    """Let ``GatedRNN(features, **cell_options)`` build its cell (the first spelling)."""
+
+    @functools.wraps(init)
+    def __init__(self, cell: Any = None, *args: Any, **kwargs: Any) -> None:
+        options = {k: kwargs.pop(k) for k in _CELL_OPTIONS if k in kwargs}
+        if "features" in options:
+            if cell is not None:
+                raise TypeError("GatedRNN got both a positional `cell` and `features`")
+            cell = options.pop("features")
+        if not isinstance(cell, nn.Module) and cell is not None:
+            if args:
+                raise TypeError(
+                    f"GatedRNN({cell!r}, ...): give cell options by keyword, or pass "
+                    "GatedRNN(GatedCell(...), ...) and then the sequence options"
+                )
+            cell = GatedCell(cell, **options, parent=None)
+        elif options:
+            raise TypeError(
+                f"GatedRNN got cell options {sorted(options)} beside a cell: set them on the "
+                "GatedCell"
+            )
+        init(self, cell, *args, **kwargs)
+
+    return __init__
+
+
+GatedRNN.__init__ = _accept_features(GatedRNN.__init__)  # type: ignore[method-assign]

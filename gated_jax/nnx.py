@@ -1,4 +1,4 @@
-r"""Flax NNX modules for the gated cell of seed 1.2: a step cell and a fast sequence layer.
+r"""Flax NNX modules for the gated cell: a step cell and a fast sequence layer that takes it.
 
 The same cell as :mod:`gated_jax.nn`, with NNX's conventions (``in_features`` and
 ``hidden_features`` given up front, parameters created eagerly from ``rngs``):
@@ -7,6 +7,12 @@ The same cell as :mod:`gated_jax.nn`, with NNX's conventions (``in_features`` an
 
     c = \sigma(x K_{ic} + b_{ic} + z K_{hc}), \qquad
     z' = c \odot z + (1 - c) \odot (x K_{ix} + b_{ix}).
+
+:class:`GatedRNN` takes a :class:`GatedCell` as ``nnx.RNN`` does
+(``GatedRNN(GatedCell(n, m, rngs=...))``); ``GatedRNN(n, m, rngs=..., **cell_options)`` still
+works and builds that cell. The carry initialiser is an argument of
+:meth:`GatedCell.initialize_carry` (and of :meth:`GatedRNN.__call__`), not module state, as
+Flax's NNX cells recommend.
 
 State (``nnx.state(cell, nnx.Param)``): three ``nnx.Linear`` submodules with the linen cell's
 names and leaves, so weights move between the APIs leaf by leaf (Flax kernels are
@@ -22,15 +28,21 @@ submodule      leaf         shape                         ``GatedParams`` field
 ``ix``         ``bias``     ``(m,)`` (``use_bias`` only)  ``b_x = ix.bias``
 =============  ===========  ============================  =============================
 
-:class:`GatedRNN` keeps its cell under ``cell``, as ``nnx.RNN(GatedCell(...))`` does, so
-``nnx.update(fast, nnx.state(slow, nnx.Param))`` moves weights between the two.
+Reading and writing ``GatedParams`` is the same as in linen: :func:`to_gated_params` (a
+module or its state -> ``GatedParams``) and :func:`from_gated_params` (``GatedParams`` -> the
+cell's tree, the same nested dict linen uses, for ``nnx.update(layer.cell, tree)``);
+:func:`load_gated_params` writes into a module after checking every shape.
 
 Initialisers (defaults): ``kernel_init`` LeCun normal (variance ``1/n``),
-``recurrent_kernel_init`` orthogonal, ``bias_init`` zeros, ``carry_init`` zeros: the same as
-:class:`gated_jax.nn.GatedCell` and :func:`gated_jax.cell.init_gated_params`.
+``recurrent_kernel_init`` orthogonal, ``bias_init`` zeros (candidate bias, and gate bias unless
+``gate_bias_init`` is given), carry zeros: the same as :class:`gated_jax.nn.GatedCell` and
+:func:`gated_jax.cell.init_gated_params`. Half-precision parameters are drawn in float32 and
+cast.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,13 +53,13 @@ from flax.nnx.nn import initializers
 from flax.nnx.nn.linear import default_kernel_init
 from flax.typing import Dtype, Initializer
 
-from gated_jax._rnn_common import apply_sequence, check_backward, check_step_shapes, promote
-from gated_jax._validate import positive_int
+from gated_jax import _rnn_common as common
+from gated_jax._rnn_common import apply_sequence, check_step_shapes, promote
+from gated_jax._validate import fail, positive_int
 from gated_jax.cell import GatedParams, gated_step
 
-__all__ = ["GatedCell", "GatedRNN"]
+__all__ = ["GatedCell", "GatedRNN", "from_gated_params", "load_gated_params", "to_gated_params"]
 
-_ORTHOGONAL = initializers.orthogonal()
 _ZEROS = initializers.zeros_init()
 
 
@@ -55,7 +67,7 @@ def _carry_key(rngs) -> jax.Array:
     """A key from ``Rngs`` (its ``carry`` stream), an ``RngStream``, a key, or ``None``.
 
     ``None`` gives ``jax.random.key(0)``, as linen's ``nn.RNN`` does without ``init_key``; the
-    default zeros ``carry_init`` ignores the key.
+    default zeros carry ignores the key.
     """
     if rngs is None:
         return jax.random.key(0)
@@ -63,40 +75,170 @@ def _carry_key(rngs) -> jax.Array:
         return rngs.carry()
     if isinstance(rngs, rnglib.RngStream):
         return rngs()
-    return rngs
+    if isinstance(rngs, (jax.Array, jax.core.Tracer)):
+        return rngs
+    raise fail("rngs", rngs, "nnx.Rngs, an nnx.RngStream, a PRNG key or None", error=TypeError)
+
+
+def _cell_of(module: Any, name: str) -> GatedCell:
+    if isinstance(module, GatedCell):
+        return module
+    cell = getattr(module, "cell", None)
+    if isinstance(cell, GatedCell):
+        return cell
+    raise fail(
+        name,
+        common.brief(module),
+        "a gated_jax.nnx.GatedCell, or a module holding one as `cell` (GatedRNN, nnx.RNN)",
+        error=TypeError,
+    )
+
+
+def to_gated_params(source: Any) -> GatedParams:
+    r"""``GatedParams`` (``(out, in)`` matrices) of an NNX cell or of its state.
+
+    .. math::
+
+        W_c = K_{ic}^\top, \quad W_z = K_{hc}^\top, \quad W_x = K_{ix}^\top, \quad
+        b_c = b_{ic}, \quad b_x = b_{ix}.
+
+    Args:
+      source: a :class:`GatedCell`, a module holding one as ``cell`` (:class:`GatedRNN`,
+        ``nnx.RNN(GatedCell)``), or a cell's state / pure dict (``nnx.state(cell, nnx.Param)``,
+        the tree :func:`from_gated_params` returns).
+
+    Returns:
+      ``GatedParams``; ``b_c = b_x = None`` without biases.
+
+    Examples:
+      >>> from flax import nnx
+      >>> from gated_jax.nnx import GatedCell, GatedRNN, to_gated_params
+      >>> layer = GatedRNN(GatedCell(3, 4, rngs=nnx.Rngs(0)))
+      >>> p = to_gated_params(layer)
+      >>> p.w_x.shape, p.w_z.shape, p.b_c
+      ((4, 3), (4, 4), None)
+
+    References:
+      :func:`gated_jax.nn.to_gated_params`, the same map for linen trees.
+    """
+    if isinstance(source, nnx.Module):
+        source = nnx.state(_cell_of(source, "source"), nnx.Param)
+    if isinstance(source, nnx.State):
+        source = nnx.to_pure_dict(source)
+    return common.to_tree(source, "source")
+
+
+def from_gated_params(params: GatedParams) -> dict[str, Any]:
+    """The cell's parameter tree of ``params``: ``{'ic': ..., 'hc': ..., 'ix': ...}``.
+
+    The same nested dict as :func:`gated_jax.nn.from_gated_params` (``ic.kernel = w_c.T``,
+    ...), which ``nnx.update`` accepts: ``nnx.update(layer.cell, from_gated_params(p))``.
+    ``nnx.update`` does not check shapes; :func:`load_gated_params` does.
+
+    Args:
+      params: a :class:`gated_jax.cell.GatedParams`, both biases or neither.
+
+    Returns:
+      The tree, arrays in ``params``' dtype.
+
+    Examples:
+      >>> import jax
+      >>> from flax import nnx
+      >>> from gated_jax.cell import init_gated_params
+      >>> from gated_jax.nnx import GatedCell, from_gated_params, to_gated_params
+      >>> p = init_gated_params(jax.random.key(0), 3, 4)
+      >>> cell = GatedCell(3, 4, rngs=nnx.Rngs(1))
+      >>> nnx.update(cell, from_gated_params(p))
+      >>> bool((to_gated_params(cell).w_z == p.w_z).all())
+      True
+    """
+    return common.from_tree(params, "params")
+
+
+def load_gated_params(module: Any, params: GatedParams) -> Any:
+    """Write ``params`` into ``module``'s cell in place, after checking every shape.
+
+    Works on an abstract module too (``nnx.eval_shape(lambda: GatedCell(...))``), so weights
+    can be loaded without running the initialisers.
+
+    Args:
+      module: a :class:`GatedCell`, or a module holding one as ``cell``.
+      params: ``GatedParams`` whose shapes and bias presence match the cell.
+
+    Returns:
+      ``module`` (for chaining).
+
+    Examples:
+      >>> import jax
+      >>> from flax import nnx
+      >>> from gated_jax.cell import init_gated_params
+      >>> from gated_jax.nnx import GatedCell, GatedRNN, load_gated_params, to_gated_params
+      >>> layer = GatedRNN(GatedCell(3, 4, rngs=nnx.Rngs(0)))
+      >>> p = init_gated_params(jax.random.key(5), 3, 4)
+      >>> bool((to_gated_params(load_gated_params(layer, p)).w_c == p.w_c).all())
+      True
+    """
+    cell = _cell_of(module, "module")
+    tree = common.from_tree(params, "params")
+    targets = {
+        "w_c": (cell.ic.kernel, tree["ic"]["kernel"]),
+        "w_z": (cell.hc.kernel, tree["hc"]["kernel"]),
+        "w_x": (cell.ix.kernel, tree["ix"]["kernel"]),
+        "b_c": (cell.ic.bias, tree["ic"].get("bias")),
+        "b_x": (cell.ix.bias, tree["ix"].get("bias")),
+    }
+    for name, (var, new) in targets.items():
+        want = None if var is None else tuple(var.shape)
+        got = None if new is None else tuple(np.shape(new))
+        if want != got:
+            need = "None (the cell has no biases)" if want is None else f"of shape {want[::-1]}"
+            raise fail(f"params.{name}", getattr(params, name), need)
+    for var, new in targets.values():
+        if var is not None:
+            var.set_value(jnp.asarray(new, cell.param_dtype))
+    return module
 
 
 class GatedCell(nnx.RNNCellBase):
-    r"""The gated cell of seed 1.2 as an NNX ``RNNCellBase``; works in ``nnx.RNN``.
+    r"""The gated cell as an NNX ``RNNCellBase``; works in ``nnx.RNN`` and :class:`GatedRNN`.
 
     .. math::
 
         c = \sigma(W_c x + W_z z + b_c), \qquad z' = c \odot z + (1 - c) \odot (W_x x + b_x)
 
     with ``W_c = ic.kernel.T``, ``W_z = hc.kernel.T``, ``W_x = ix.kernel.T``. One step is
-    :func:`gated_jax.cell.gated_step`.
-
-    Example::
-
-        >>> import jax.numpy as jnp
-        >>> from flax import nnx
-        >>> from gated_jax.nnx import GatedCell
-        >>> rnn = nnx.RNN(GatedCell(3, 4, rngs=nnx.Rngs(0)))
-        >>> rnn(jnp.ones((2, 5, 3))).shape
-        (2, 5, 4)
+    :func:`gated_jax.cell.gated_step`. A positive gate bias (``gate_bias_init``) keeps ``c``
+    near 1 and the gradient through time near the identity; see
+    :class:`gated_jax.nn.GatedCell`.
 
     Args:
-      in_features: input width ``n``.
-      hidden_features: state width ``m``.
-      use_bias: add ``b_c`` (``ic.bias``) and ``b_x`` (``ix.bias``); default ``False``, the
-        seed's cell.
-      kernel_init, recurrent_kernel_init, bias_init: initialisers of ``ic``/``ix`` kernels
-        (LeCun normal), ``hc`` kernel (orthogonal) and the biases (zeros).
-      carry_init: default initialiser of :meth:`initialize_carry` (zeros).
+      in_features: input width ``n`` (a positive int).
+      hidden_features: state width ``m`` (a positive int).
+      use_bias: add ``b_c`` (``ic.bias``) and ``b_x`` (``ix.bias``); default ``False``.
+      kernel_init, recurrent_kernel_init: initialisers of the ``ic``/``ix`` kernels (LeCun
+        normal) and of the ``hc`` kernel (orthogonal).
+      bias_init: initialiser of the candidate bias ``b_x`` (zeros), and of the gate bias when
+        ``gate_bias_init`` is ``None``.
+      gate_bias_init: initialiser of the gate bias ``b_c`` (default ``None``: ``bias_init``).
       dtype: computation dtype (default: promoted from inputs, carry and parameters); the new
         carry has ``result_type(dtype, carry.dtype)``.
       param_dtype: parameter (and carry) dtype, default float32.
       rngs: ``nnx.Rngs`` for the parameters.
+
+    The carry initialiser is not an option of the cell: pass ``carry_init`` to
+    :meth:`initialize_carry` (or to :meth:`GatedRNN.__call__`).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from gated_jax.nnx import GatedCell
+      >>> rnn = nnx.RNN(GatedCell(3, 4, rngs=nnx.Rngs(0)))
+      >>> rnn(jnp.ones((2, 5, 3))).shape
+      (2, 5, 4)
+
+    References:
+      Flax's ``nnx.RNN`` / ``nnx.LSTMCell`` conventions (``initialize_carry(input_shape,
+      rngs, carry_init)``).
     """
 
     def __init__(
@@ -106,39 +248,76 @@ class GatedCell(nnx.RNNCellBase):
         *,
         use_bias: bool = False,
         kernel_init: Initializer = default_kernel_init,
-        recurrent_kernel_init: Initializer = _ORTHOGONAL,
+        recurrent_kernel_init: Initializer = common.orthogonal,
         bias_init: Initializer = _ZEROS,
-        carry_init: Initializer = _ZEROS,
+        gate_bias_init: Initializer | None = None,
         dtype: Dtype | None = None,
         param_dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs,
+        **unknown: Any,
     ):
-        positive_int("in_features", in_features)
-        positive_int("hidden_features", hidden_features)
-        self.in_features = int(in_features)
-        self.hidden_features = int(hidden_features)
-        self.use_bias = bool(use_bias)
-        self.carry_init = carry_init
+        if "carry_init" in unknown:
+            raise fail(
+                "carry_init",
+                unknown["carry_init"],
+                "passed to GatedCell.initialize_carry(..., carry_init=...) or "
+                "GatedRNN.__call__(..., carry_init=...), not stored on the NNX module",
+                error=TypeError,
+            )
+        if unknown:
+            raise TypeError(f"GatedCell got unexpected keyword arguments {sorted(unknown)}")
+        self.in_features = positive_int("in_features", in_features)
+        self.hidden_features = positive_int("hidden_features", hidden_features)
+        self.use_bias = common.flag("use_bias", use_bias)
+        for name, init in (
+            ("kernel_init", kernel_init),
+            ("recurrent_kernel_init", recurrent_kernel_init),
+            ("bias_init", bias_init),
+        ):
+            common.check_initializer(name, init)
+        common.check_initializer("gate_bias_init", gate_bias_init, allow_none=True)
+        common.check_dtype("dtype", dtype, allow_none=True)
+        common.check_dtype("param_dtype", param_dtype)
+        if not isinstance(rngs, nnx.Rngs):
+            raise fail("rngs", rngs, "an nnx.Rngs (e.g. nnx.Rngs(0))", error=TypeError)
         self.dtype = dtype
         self.param_dtype = param_dtype
-        linear = dict(param_dtype=param_dtype, bias_init=bias_init, rngs=rngs)
-        self.ic = nnx.Linear(
-            in_features, hidden_features, use_bias=use_bias, kernel_init=kernel_init, **linear
+        common.check_param_memory(
+            "hidden_features", hidden_features, self.in_features, self.hidden_features, param_dtype
         )
-        self.hc = nnx.Linear(
-            hidden_features,
-            hidden_features,
-            use_bias=False,
-            kernel_init=recurrent_kernel_init,
+        gate_bias_init = bias_init if gate_bias_init is None else gate_bias_init
+        n, m = self.in_features, self.hidden_features
+        linear = dict(param_dtype=param_dtype, rngs=rngs)
+        safe = common.half_safe
+        self.ic = nnx.Linear(
+            n,
+            m,
+            use_bias=self.use_bias,
+            kernel_init=safe(kernel_init),
+            bias_init=safe(gate_bias_init),
             **linear,
         )
+        self.hc = nnx.Linear(
+            m, m, use_bias=False, kernel_init=safe(recurrent_kernel_init), **linear
+        )
         self.ix = nnx.Linear(
-            in_features, hidden_features, use_bias=use_bias, kernel_init=kernel_init, **linear
+            n,
+            m,
+            use_bias=self.use_bias,
+            kernel_init=safe(kernel_init),
+            bias_init=safe(bias_init),
+            **linear,
         )
 
     def gated_params(self) -> GatedParams:
-        """This cell's parameters as ``GatedParams`` (``(out, in)`` matrices)."""
+        """``to_gated_params(self)`` (kept as a method for existing code)."""
+        return to_gated_params(self)
 
+    def load_gated_params(self, params: GatedParams) -> None:
+        """``load_gated_params(self, params)`` (kept as a method for existing code)."""
+        load_gated_params(self, params)
+
+    def _params(self) -> GatedParams:
         def bias(lin):
             return None if lin.bias is None else lin.bias[...]
 
@@ -150,39 +329,20 @@ class GatedCell(nnx.RNNCellBase):
             b_x=bias(self.ix),
         )
 
-    def load_gated_params(self, params: GatedParams) -> None:
-        """Set the weights from ``GatedParams`` (shapes and bias presence must match).
-
-        Works on an abstract module too (``nnx.eval_shape(lambda: GatedCell(...))``), so weights
-        can be loaded without running the initialisers.
-        """
-        targets = {
-            "w_c": (self.ic.kernel, True),
-            "w_z": (self.hc.kernel, True),
-            "w_x": (self.ix.kernel, True),
-            "b_c": (self.ic.bias, False),
-            "b_x": (self.ix.bias, False),
-        }
-        for name, (var, transpose) in targets.items():
-            new = getattr(params, name)
-            want = None if var is None else tuple(var.shape)[:: -1 if transpose else 1]
-            got = None if new is None else tuple(np.shape(new))
-            if want != got:
-                raise ValueError(f"`params.{name}` has shape {got}; this cell needs {want}")
-        for name, (var, transpose) in targets.items():
-            if var is not None:
-                new = jnp.asarray(getattr(params, name), self.param_dtype)
-                var.set_value(new.T if transpose else new)
-
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:  # type: ignore[override]
-        """One step: ``carry`` ``(*batch, m)``, ``inputs`` ``(*batch, n)`` -> ``(z', z')``."""
-        check_step_shapes(carry, inputs, self.hidden_features)
-        if np.shape(inputs)[-1] != self.in_features:
-            raise ValueError(
-                f"`inputs` must have last dimension in_features = {self.in_features}; "
-                f"got shape {np.shape(inputs)}"
-            )
-        params, z, x, out_dtype = promote(self.gated_params(), carry, inputs, self.dtype)
+        """One step.
+
+        Args:
+          carry: the state ``z``, ``(*batch, m)``.
+          inputs: ``x``, ``(*batch, n)``.
+
+        Returns:
+          ``(z', z')``: the new carry and the output (the same array).
+        """
+        inputs = common.as_inputs("inputs", inputs)
+        carry = common.as_inputs("carry", carry)
+        check_step_shapes(carry, inputs, self.hidden_features, self.in_features)
+        params, z, x, out_dtype = promote(self._params(), carry, inputs, self.dtype)
         new = gated_step(params, z, x).astype(out_dtype)
         return new, new
 
@@ -194,17 +354,22 @@ class GatedCell(nnx.RNNCellBase):
     ) -> jax.Array:
         """``carry_init(key, (*batch, hidden_features), param_dtype)``.
 
-        ``input_shape`` is ``(*batch, in_features)``. ``rngs`` may be ``nnx.Rngs`` (its
-        ``carry`` stream), an ``RngStream`` (what ``nnx.RNN`` passes), a key, or ``None``
-        (``jax.random.key(0)``; the default zeros initialiser needs no randomness).
+        Args:
+          input_shape: ``(*batch, in_features)``.
+          rngs: ``nnx.Rngs`` (its ``carry`` stream), an ``RngStream`` (what ``nnx.RNN``
+            passes), a key, or ``None`` (``jax.random.key(0)``; zeros need no randomness).
+          carry_init: the initialiser (default zeros).
+
+        Returns:
+          The carry, ``(*batch, hidden_features)``.
         """
-        input_shape = tuple(input_shape)
-        if len(input_shape) < 1:
-            raise ValueError(
-                f"`input_shape` (={input_shape}) must be (*batch, in_features), rank >= 1"
-            )
-        init = self.carry_init if carry_init is None else carry_init
-        shape = input_shape[:-1] + (self.hidden_features,)
+        ok = isinstance(input_shape, (tuple, list)) and len(input_shape) >= 1
+        ok = ok and all(isinstance(d, (int, np.integer)) and d >= 0 for d in input_shape)
+        if not ok:
+            raise fail("input_shape", input_shape, "a tuple (*batch, in_features) of ints")
+        common.check_initializer("carry_init", carry_init, allow_none=True)
+        init = _ZEROS if carry_init is None else carry_init
+        shape = tuple(int(d) for d in input_shape[:-1]) + (self.hidden_features,)
         return init(_carry_key(rngs), shape, self.param_dtype)
 
     @property
@@ -213,47 +378,54 @@ class GatedCell(nnx.RNNCellBase):
 
 
 class GatedRNN(nnx.Module):
-    r"""The gated cell over a whole sequence, on :func:`gated_jax.cell.gated_scan`'s fast path.
+    r"""A :class:`GatedCell` over a whole sequence, on :func:`gated_jax.cell.gated_scan`.
 
-    A drop-in for ``nnx.RNN(GatedCell(in_features, hidden_features, ...))``: the same call
-    options, and the cell under ``cell`` (so ``nnx.state(..., nnx.Param)`` has the same tree).
+    Takes its cell as ``nnx.RNN`` does, ``GatedRNN(GatedCell(n, m, rngs=...))``, with the same
+    call options and the cell under ``cell`` (so ``nnx.state(..., nnx.Param)`` has the same
+    tree). For every valid step ``t``
+
+    .. math::
+
+        z_t = c_t \odot z_{t-1} + (1 - c_t) \odot (W_x x_t + b_x), \qquad
+        c_t = \sigma(W_c x_t + W_z z_{t-1} + b_c).
+
     Works in ``nnx.Bidirectional``, under ``nnx.jit`` and with ``nnx.Optimizer``. Differences
     from ``nnx.RNN`` with ``seq_lengths`` are those of :class:`gated_jax.nn.GatedRNN`: padded
     steps hold the last valid state, a length-0 sequence returns its initial carry, and several
-    batch dims work with ``return_carry``.
-
-    Example::
-
-        >>> import jax.numpy as jnp
-        >>> from flax import nnx
-        >>> from gated_jax.nnx import GatedRNN
-        >>> layer = GatedRNN(3, 4, rngs=nnx.Rngs(0))
-        >>> carry, ys = layer(jnp.ones((2, 5, 3)), return_carry=True)
-        >>> ys.shape, carry.shape
-        ((2, 5, 4), (2, 4))
+    batch dims work with ``return_carry``. ``GatedRNN(n, m, rngs=..., **cell_options)`` (the
+    first spelling) builds ``GatedCell(n, m, rngs=..., **cell_options)``.
 
     Args:
-      in_features, hidden_features, use_bias, kernel_init, recurrent_kernel_init, bias_init,
-        carry_init, dtype, param_dtype: as in :class:`GatedCell`.
-      time_major, return_carry, reverse, keep_order, unroll: as in ``nnx.RNN``.
-      remat: recompute forward states in the backward pass (``gated_scan(remat=...)``).
+      cell: the :class:`GatedCell` (or, first spelling, ``in_features``).
+      hidden_features: first spelling only: the cell's ``hidden_features``.
+      time_major, return_carry, reverse, keep_order: strict bools, as in ``nnx.RNN``.
+      unroll: steps per loop iteration (a positive int).
+      remat: ``True`` (or a block length) recomputes forward states in the backward pass
+        (``gated_scan(remat=...)``).
       backward: ``"closed_form"`` (default, fast; reverse mode) or ``"autodiff"`` (also forward
         mode: ``jvp``, ``jacfwd``), as in :func:`gated_jax.cell.gated_scan`.
-      rngs: ``nnx.Rngs`` for the parameters.
+      rngs: first spelling: the cell's parameter ``nnx.Rngs``; with a cell it is accepted, as
+        ``nnx.RNN`` accepts it, and unused (the carry key comes from the call).
+      **cell_options: first spelling only: the other :class:`GatedCell` options.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from gated_jax.nnx import GatedCell, GatedRNN
+      >>> layer = GatedRNN(GatedCell(3, 4, rngs=nnx.Rngs(0)))
+      >>> carry, ys = layer(jnp.ones((2, 5, 3)), return_carry=True)
+      >>> ys.shape, carry.shape
+      ((2, 5, 4), (2, 4))
+
+    References:
+      ``flax.nnx.RNN``, whose call options and state layout this layer follows.
     """
 
     def __init__(
         self,
-        in_features: int,
-        hidden_features: int,
+        cell: GatedCell | int,
+        hidden_features: int | None = None,
         *,
-        use_bias: bool = False,
-        kernel_init: Initializer = default_kernel_init,
-        recurrent_kernel_init: Initializer = _ORTHOGONAL,
-        bias_init: Initializer = _ZEROS,
-        carry_init: Initializer = _ZEROS,
-        dtype: Dtype | None = None,
-        param_dtype: Dtype = jnp.float32,
         time_major: bool = False,
         return_carry: bool = False,
         reverse: bool = False,
@@ -261,29 +433,36 @@ class GatedRNN(nnx.Module):
         unroll: int = 1,
         remat: bool | int = False,
         backward: str = "closed_form",
-        rngs: nnx.Rngs,
+        rngs: nnx.Rngs | bool | None = None,
+        **cell_options: Any,
     ):
-        positive_int("unroll", unroll)
-        check_backward(backward)
-        self.cell = GatedCell(
-            in_features,
-            hidden_features,
-            use_bias=use_bias,
-            kernel_init=kernel_init,
-            recurrent_kernel_init=recurrent_kernel_init,
-            bias_init=bias_init,
-            carry_init=carry_init,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            rngs=rngs,
-        )
-        self.time_major = bool(time_major)
-        self.return_carry = bool(return_carry)
-        self.reverse = bool(reverse)
-        self.keep_order = bool(keep_order)
-        self.unroll = int(unroll)
-        self.remat = remat
-        self.backward = backward
+        if not isinstance(cell, GatedCell):
+            if isinstance(cell, nnx.Module):
+                raise fail("cell", common.brief(cell), "a gated_jax.nnx.GatedCell", error=TypeError)
+            if hidden_features is None:
+                raise fail(
+                    "hidden_features",
+                    None,
+                    "given with `in_features` (=GatedRNN(in_features, hidden_features, "
+                    "rngs=...)), or pass GatedRNN(GatedCell(...))",
+                    error=TypeError,
+                )
+            if not isinstance(rngs, nnx.Rngs):
+                raise fail("rngs", rngs, "an nnx.Rngs for the cell's parameters", error=TypeError)
+            cell = GatedCell(cell, hidden_features, rngs=rngs, **cell_options)
+        elif hidden_features is not None or cell_options:
+            given = sorted(cell_options) + (["hidden_features"] if hidden_features else [])
+            raise TypeError(
+                f"GatedRNN got cell options {given} beside a cell: set them on the GatedCell"
+            )
+        self.cell = cell
+        self.time_major = common.flag("time_major", time_major)
+        self.return_carry = common.flag("return_carry", return_carry)
+        self.reverse = common.flag("reverse", reverse)
+        self.keep_order = common.flag("keep_order", keep_order)
+        self.unroll = common.check_unroll(unroll)
+        self.remat = common.check_remat(remat)
+        self.backward = common.check_backward(backward)
 
     def __call__(
         self,
@@ -296,31 +475,39 @@ class GatedRNN(nnx.Module):
         reverse: bool | None = None,
         keep_order: bool | None = None,
         rngs: nnx.Rngs | rnglib.RngStream | jax.Array | None = None,
+        carry_init: Initializer | None = None,
     ):
-        """Run over ``inputs`` ``(*batch, T, n)`` (``(T, *batch, n)`` if ``time_major``).
+        """Run over ``inputs``.
 
-        Returns the outputs ``(*batch, T, m)``, or ``(carry, outputs)`` with
-        ``return_carry``. ``rngs`` only feeds a random ``carry_init``.
+        Args:
+          inputs: ``(*batch, T, n)`` (``(T, *batch, n)`` if ``time_major``); a nested list or
+            NumPy array of floats is converted.
+          initial_carry: ``(*batch, m)``; default ``cell.initialize_carry(..., rngs,
+            carry_init)``.
+          seq_lengths: ``(*batch,)`` ints in ``[0, T]``.
+          return_carry, time_major, reverse, keep_order: override the attributes (``None``:
+            use the attribute).
+          rngs: feeds a random ``carry_init``.
+          carry_init: the carry initialiser (default zeros).
+
+        Returns:
+          The outputs ``(*batch, T, m)``, or ``(carry, outputs)`` with ``return_carry``.
         """
-        return_carry = self.return_carry if return_carry is None else return_carry
-        time_major = self.time_major if time_major is None else time_major
-        reverse = self.reverse if reverse is None else reverse
-        keep_order = self.keep_order if keep_order is None else keep_order
-        sx = tuple(np.shape(inputs))
-        if len(sx) < 2:
-            raise ValueError(
-                f"`inputs` must have shape (*batch, time, features) with rank >= 2; got shape {sx}"
-            )
-        if sx[-1] != self.cell.in_features:
-            raise ValueError(
-                f"`inputs` must have last dimension in_features = {self.cell.in_features}; "
-                f"got shape {sx}"
-            )
-        batch = sx[1:-1] if time_major else sx[:-2]
+        return_carry = _pick("return_carry", return_carry, self.return_carry)
+        time_major = _pick("time_major", time_major, self.time_major)
+        reverse = _pick("reverse", reverse, self.reverse)
+        keep_order = _pick("keep_order", keep_order, self.keep_order)
+        inputs = common.as_inputs("inputs", inputs)
+        batch = common.batch_shape(inputs, time_major)
+        n = self.cell.in_features
+        if np.shape(inputs)[-1] != n:
+            raise fail("inputs", inputs, f"of shape (*batch, time, {n}): in_features = {n}")
         if initial_carry is None:
-            initial_carry = self.cell.initialize_carry(batch + sx[-1:], rngs)
+            initial_carry = self.cell.initialize_carry(batch + (n,), rngs, carry_init)
+        else:
+            initial_carry = common.as_inputs("initial_carry", initial_carry)
         carry, outputs = apply_sequence(
-            self.cell.gated_params(),
+            self.cell._params(),
             inputs,
             initial_carry,
             dtype=self.cell.dtype,
@@ -333,3 +520,8 @@ class GatedRNN(nnx.Module):
             backward=self.backward,
         )
         return (carry, outputs) if return_carry else outputs
+
+
+def _pick(name: str, value: Any, attribute: bool) -> bool:
+    v = common.flag(name, value, allow_none=True)
+    return attribute if v is None else bool(v)

@@ -1,6 +1,7 @@
 """The gated recurrence: scan vs a NumPy loop, closed-form BPTT vs autodiff, Jacobians."""
 
 import zlib
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,7 @@ from gated_jax.cell import (
     state_jacobians,
     step_jacobian,
 )
+from gated_jax.testing import max_rel_error
 
 # ---- independent references (written here, not imported from the package) -------------------
 
@@ -71,16 +73,8 @@ def rand_params(rng, n, m, bias, scale=1.0):
     return GatedParams(*[scale * rng.normal(size=s) for s in shapes])
 
 
-def rel(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
-
-
-def tree_rel(a, b):
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert len(la) == len(lb)
-    return max(rel(x, y) for x, y in zip(la, lb, strict=True))
+# the one relative-error measure (inf on a shape or structure mismatch, or a NaN)
+rel = tree_rel = max_rel_error
 
 
 # ---- forward -----------------------------------------------------------------------------------
@@ -244,11 +238,17 @@ def test_diagnostics_are_differentiable_in_forward_mode():
     rng = np.random.default_rng(5)
     p = rand_params(rng, 3, 4, True)
     xs = jnp.asarray(rng.normal(size=(6, 3)))
-    for fn in (gradient_flow, state_jacobians, jacobian_norm_bound, jacobian_product):
-        f = lambda x, fn=fn: fn(p, x)
-        jr = jax.jacrev(f)(xs)
-        assert rel(jax.jacfwd(f)(xs), jr) < 1e-12, fn.__name__
-        assert rel(jax.jit(jax.jacfwd(f))(xs), jr) < 1e-12, fn.__name__
+    fns = (gradient_flow, state_jacobians, jacobian_norm_bound, jacobian_product)
+
+    def every(x):  # all four diagnostics in one function: each mode traces and compiles once
+        return tuple(fn(p, x) for fn in fns)
+
+    jr = jax.jacrev(every)(xs)
+    for name, jf in (("eager", jax.jacfwd(every)(xs)), ("jit", jax.jit(jax.jacfwd(every))(xs))):
+        for fn, a, b in zip(fns, jf, jr, strict=True):
+            assert a.shape == b.shape == every(xs)[fns.index(fn)].shape + xs.shape
+            assert rel(a, b) < 1e-12, (name, fn.__name__)
+            assert float(jnp.max(jnp.abs(b))) > 1e-3, fn.__name__  # a real, non-zero derivative
 
 
 def test_dtypes_float32_bfloat16():
@@ -346,21 +346,38 @@ def _perturbed_states(p, xs, z0, deltas):
     return lax.scan(step, z0, (xs, deltas))[1]
 
 
-@settings(max_examples=20)
+class Shape(NamedTuple):
+    """A trajectory shape for the Jacobian tests: input width, state width, length."""
+
+    n: int
+    m: int
+    T: int
+
+    def __repr__(self) -> str:
+        return f"n{self.n}_m{self.m}_T{self.T}"
+
+
+# A few fixed shapes (scalar cell, square, wide, tall): hypothesis draws values, not shapes, so
+# each shape compiles once rather than once per example.
+JACOBIAN_SHAPES = [Shape(1, 1, 1), Shape(3, 4, 6), Shape(4, 2, 8), Shape(2, 5, 3)]
+
+# D[e-1, :, k, :] = dz[e]/dz[k], by jacfwd through a plain scan (independent of the library)
+_all_products = jax.jit(jax.jacfwd(_perturbed_states, argnums=3))
+
+
+@settings(max_examples=24)
 @given(
     seed=st.integers(0, 2**31 - 1),
-    n=st.integers(1, 4),
-    m=st.integers(1, 5),
-    T=st.integers(1, 8),
+    shape=st.sampled_from(JACOBIAN_SHAPES),
     bias=st.booleans(),
     scale=st.floats(0.1, 6.0),
 )
-def test_jacobians_match_jacfwd(seed, n, m, T, bias, scale):
+def test_jacobians_match_jacfwd(seed, shape, bias, scale):
+    n, m, T = shape
     rng = np.random.default_rng(seed)
     p = rand_params(rng, n, m, bias, scale=scale)
     xs, z0 = rng.normal(size=(T, n)), rng.normal(size=m)
-    # D[e-1, :, k, :] = dz[e]/dz[k], by jacfwd through a plain scan (independent of the library)
-    D = jax.jit(jax.jacfwd(_perturbed_states, argnums=3))(p, xs, z0, jnp.zeros((T, m)))
+    D = _all_products(p, xs, z0, jnp.zeros((T, m)))
     # one step, at a random state of the trajectory
     t = int(rng.integers(0, T))
     traj = np.concatenate([z0[None], np_loop(p, xs[None], z0[None])[0]])
@@ -468,11 +485,37 @@ def test_seq_lengths_as_a_python_list_equals_an_array():
 
 def test_verify_rows_of_the_cell_and_the_shapes_pass():
     """The ``gated-jax verify`` rows of the recurrence and of the shape rules (float64)."""
-    from gated_jax.verification import cell as vcell
-    from gated_jax.verification import shapes as vshapes
+    from gated_jax.lab import cell as vcell
+    from gated_jax.lab import shapes as vshapes
 
     with jax.enable_x64(True):
         rows = vcell.checks(seed=1) + vshapes.checks(seed=1)
     assert len(rows) == 20
     for row in rows:
         assert row.ok and row.cases >= 1, row
+
+
+# ---- the docstring examples of the core ------------------------------------------------------
+
+DOCTEST_MODULES = [
+    "gated_jax.cell",
+    "gated_jax.cell.params",
+    "gated_jax.cell.step",
+    "gated_jax.cell.scan",
+    "gated_jax.cell.diagnostics",
+    "gated_jax.linalg",
+    "gated_jax.testing",
+]
+
+
+@pytest.mark.parametrize("name", DOCTEST_MODULES)
+def test_docstring_examples_run(name):
+    """Every ``>>>`` example of the core runs and prints what it shows (float32, as users see)."""
+    import doctest
+    import importlib
+
+    module = importlib.import_module(name)
+    with jax.enable_x64(False):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
+    assert result.attempted > 0 or name == "gated_jax.cell"

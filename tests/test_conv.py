@@ -19,7 +19,7 @@ from jax import lax
 import gated_jax
 import gated_jax as gj
 from gated_jax import conv
-from gated_jax.verification import conv as vconv
+from gated_jax.lab import conv as vconv
 
 NWC = ("NWC", "OIW", "NWC")
 
@@ -546,8 +546,8 @@ def test_report_section_answers_the_seed(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from gated_jax.report import Context
-    from gated_jax.report import conv as rconv
+    from gated_jax.lab import Context
+    from gated_jax.lab import conv as rconv
 
     md = rconv.section(Context(out_dir=tmp_path, quick=True))
     for part in ("**(i)**", "**(ii)**", "**(iii)**", "**(iv)**", "Similarities and differences"):
@@ -558,10 +558,10 @@ def test_report_section_answers_the_seed(tmp_path):
 
 
 def test_bench_suite_quick_table():
-    from gated_jax.bench import conv as bconv
+    from gated_jax.lab import conv as bconv
 
-    table = bconv.run(quick=True)
-    assert bconv.ORDER == 20 and table.title == bconv.TITLE
+    table = bconv.bench(quick=True)
+    assert table.title == bconv.BENCH_TITLE
     assert [r[:3] for r in table.rows] == [
         ["NHWC", 1, "backward"],
         ["NHWC", 1, "fwd+bwd"],

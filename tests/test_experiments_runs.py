@@ -296,11 +296,11 @@ def _cli(argv):
     "argv, needle",
     [
         (["--lengths", "a,b"], "--lengths"),
-        (["--lengths", "0"], "lengths"),
+        (["--lengths", "0"], "`--lengths`"),
         (["--seeds", "0"], "--seeds"),
-        (["--cells", "gated,elman"], "cells"),
-        (["--wz-norms", "-1"], "wz_norms"),
-        (["--parts", "sweep,nope"], "parts"),
+        (["--cells", "gated,elman"], "`--cells`"),
+        (["--wz-norms", "-1"], "`--wz-norms`"),
+        (["--parts", "sweep,nope"], "`--parts`"),
         (["--hidden", "x"], "--hidden"),
         (["--bogus"], "--bogus"),
         (["--norm", "qr"], "--norm"),
@@ -321,7 +321,7 @@ def test_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "must be a folder, not a file" in err
     assert _cli(["report", "--quick", "--seed", "-1", "--out", str(tmp_path / "r")]) == 2
-    assert "`seed` (=-1)" in capsys.readouterr().err
+    assert "`--seed` (=-1)" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # rejected before any work
 
 

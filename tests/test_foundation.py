@@ -1,4 +1,4 @@
-"""The package skeleton: registries, harness, command line plumbing."""
+"""The package skeleton: the capability list, harness, report, command line plumbing."""
 
 import subprocess
 import sys
@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 import gated_jax
-from gated_jax import bench, report, verification
-from gated_jax.bench import harness
+from gated_jax import lab
 from gated_jax.cli import build_parser, main
+from gated_jax.lab import _harness as harness
+from gated_jax.testing import max_rel_error
 
 
 def test_version_and_typed_marker():
@@ -21,16 +22,16 @@ def test_version_and_typed_marker():
 
 def test_max_rel_error_is_scale_free_and_detects_shape_mismatch():
     e = np.array([1e6, -2e6])
-    assert verification.max_rel_error(e * (1 + 1e-12), e) == pytest.approx(1e-12, rel=1e-3)
-    assert verification.max_rel_error({"a": e}, {"a": e}) == 0.0
-    assert verification.max_rel_error(np.zeros(3), np.zeros(2)) == float("inf")
+    assert max_rel_error(e * (1 + 1e-12), e) == pytest.approx(1e-12, rel=1e-3)
+    assert max_rel_error({"a": e}, {"a": e}) == 0.0
+    assert max_rel_error(np.zeros(3), np.zeros(2)) == float("inf")
 
 
 def test_check_ok_uses_tolerance():
-    good = verification.Check("c", "f", "r", 1e-12, 3)
-    bad = verification.Check("c", "f", "r", 1e-6, 3)
+    good = lab.Check("c", "f", "r", 1e-12, 3)
+    bad = lab.Check("c", "f", "r", 1e-6, 3)
     assert good.ok and not bad.ok
-    table = verification.format_table([good, bad])
+    table = lab.format_table([good, bad])
     assert "**NO**" in table and table.count("\n") == 3
 
 
@@ -65,25 +66,74 @@ def test_compile_stats_reports_memory():
     assert stats.argument_bytes == 64 * 64 * 8
 
 
-def test_registries_are_ordered_and_complete():
-    for mods, needed in (
-        (bench.suites(), ("run", "TITLE")),
-        (report.sections(), ("section", "TITLE")),
-        (verification._suites(), ("checks",)),
-    ):
-        orders = [getattr(m, "ORDER", 100) for m in mods]
-        assert orders == sorted(orders)
-        for m in mods:
-            for attr in needed:
-                assert hasattr(m, attr), (m.__name__, attr)
+def test_every_capability_has_the_three_entry_points():
+    names = [lab.name(c) for c in lab.CAPABILITIES]
+    assert len(set(names)) == len(names)
+    for cap in lab.CAPABILITIES:
+        assert isinstance(cap.TITLE, str) and cap.TITLE, cap.__name__
+        assert callable(cap.section), cap.__name__
+        for entry in (cap.checks, cap.bench):
+            assert entry is None or callable(entry), cap.__name__
+    assert lab.bench_names() == [lab.name(c) for c in lab.CAPABILITIES if c.bench is not None]
+    assert {"conv", "cell", "modules", "flow"} <= set(lab.bench_names())
+
+
+def _fake_capability(label: str, *, checks: bool, bench: bool):
+    import types
+
+    mod = types.ModuleType(f"fake.{label}")
+    mod.TITLE = f"Title {label}"
+    mod.section = lambda ctx: f"body of {label}, seed {ctx.seed}"
+    mod.checks = (lambda seed: [lab.Check(label, "f", "r", 0.0, seed + 1)]) if checks else None
+    mod.bench = (lambda quick: harness.Table(f"bench {label}", ["q"], [[quick]])) if bench else None
+    return mod
+
+
+def test_report_runs_sections_in_listed_order_then_verification_and_benchmarks(tmp_path):
+    caps = [
+        _fake_capability("b", checks=True, bench=False),
+        _fake_capability("a", checks=False, bench=True),
+        _fake_capability("c", checks=True, bench=True),
+    ]
+    path = lab.write_report(tmp_path / "r", seed=4, progress=False, capabilities=caps)
+    text = path.read_text()
+    heads = [line for line in text.splitlines() if line.startswith("## ")]
+    assert heads == [
+        "## Title b",
+        "## Title a",
+        "## Title c",
+        "## Verification: every closed form against JAX autodiff (float64)",
+        "## Benchmarks",
+    ]
+    assert "body of a, seed 4" in text
+    # rows of b and c only (a has no checks), each built with the report's seed
+    assert text.count("| 5 |") == 2 and "All 2 formulas agree" in text
+    assert "### bench a" in text and "### bench c" in text and "### bench b" not in text
+    assert "| True |" in text  # the report runs benchmarks at quick size
+
+
+def test_run_checks_and_benchmarks_follow_the_list_and_only():
+    caps = [
+        _fake_capability("x", checks=True, bench=True),
+        _fake_capability("y", checks=True, bench=True),
+    ]
+    seen = []
+    rows = lab.run_checks(seed=2, progress=seen.append, capabilities=caps)
+    assert [r.capability for r in rows] == ["x", "y"] and seen == ["x", "y"]
+    tables = lab.run_benchmarks(only=["y"], capabilities=caps)
+    assert [t.title for t in tables] == ["bench y"]
 
 
 def test_cli_lists_commands_and_bad_input_is_one_line(capsys):
+    from gated_jax.cli import COMMANDS
+
     parser = build_parser()
-    assert {"verify", "report", "bench"} <= set(parser._subparsers._group_actions[0].choices)
+    choices = parser._subparsers._group_actions[0].choices
+    assert list(choices) == [name for name, _ in COMMANDS]
+    assert {"shape", "verify", "flow", "report", "bench"} <= set(choices)
     assert main(["bench", "--only", "no-such-suite"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no-such-suite" in err
+    assert err.count("\n") == 1 and "`--only` (='no-such-suite') must be one of conv" in err
     with pytest.raises(SystemExit) as e:  # --only with no names is an error, not "run all"
         main(["bench", "--only"])
     assert e.value.code == 2
@@ -100,9 +150,9 @@ def test_cli_runs_as_module_without_traceback():
 
 
 def test_max_rel_error_never_matches_nan_or_inf():
-    assert verification.max_rel_error(np.array([np.nan]), np.array([1.0])) == float("inf")
-    assert verification.max_rel_error(np.array([1.0]), np.array([np.inf])) == float("inf")
-    assert not verification.Check("c", "f", "r", float("inf"), 1).ok
+    assert max_rel_error(np.array([np.nan]), np.array([1.0])) == float("inf")
+    assert max_rel_error(np.array([1.0]), np.array([np.inf])) == float("inf")
+    assert not lab.Check("c", "f", "r", float("inf"), 1).ok
 
 
 def test_core_import_is_light_and_lazy_names_resolve():
@@ -120,15 +170,15 @@ def test_imports_flow_one_way_through_the_layers():
     from pathlib import Path
 
     root = Path(gated_jax.__file__).parent
-    layer = {"shapes": 0, "conv": 0, "cell": 0, "_cell_reference": 0, "_plugins": 0}
-    layer.update({"_validate": 0})
+    # Every module of the package has a layer; a new module must be placed here.
+    core = ("shapes", "conv", "cell", "linalg", "testing", "_validate", "_cell_reference")
+    layer = dict.fromkeys(core, 0)
     layer.update({"nn": 1, "nnx": 1, "_rnn_common": 1, "diagrams": 1, "experiments": 2})
-    layer.update({"verification": 3, "bench": 3, "report": 4, "cli": 5})
+    layer.update({"lab": 3, "cli": 4, "__init__": 5})
     for path in root.rglob("*.py"):
         rel = path.relative_to(root).with_suffix("")
-        own = layer.get(rel.parts[0], None)
-        if own is None:
-            continue
+        assert rel.parts[0] in layer, f"{rel}: place this module in a layer"
+        own = layer[rel.parts[0]]
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
@@ -140,5 +190,5 @@ def test_imports_flow_one_way_through_the_layers():
                 parts = name.split(".")
                 if parts[0] != "gated_jax" or len(parts) < 2:
                     continue
-                target = layer.get(parts[1])
-                assert target is None or target <= own, f"{rel} imports {name}"
+                assert parts[1] in layer, f"{rel} imports unknown {name}"
+                assert layer[parts[1]] <= own, f"{rel} imports {name}"

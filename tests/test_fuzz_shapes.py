@@ -24,7 +24,7 @@ from jax import lax
 from gated_jax import shapes as S
 from gated_jax._validate import describe
 from gated_jax.cli import main
-from gated_jax.verification import shapes as V
+from gated_jax.lab import shapes as V
 
 
 class Refused(NamedTuple):

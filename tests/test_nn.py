@@ -448,26 +448,143 @@ def test_errors():
     xs = jnp.ones((2, 4, 3), jnp.float32)
     fast = GatedRNN(5)
     v = _vars(3, 5, False, 0, np.float32)
-    with pytest.raises(ValueError, match=r"`inputs` must have shape .*got shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"`inputs` \(=array of shape \(3,\).*rank >= 2"):
         fast.apply(v, jnp.ones((3,)))
-    with pytest.raises(ValueError, match=r"`seq_lengths` must have the batch shape \(2,\)"):
+    with pytest.raises(
+        ValueError, match=r"`seq_lengths` \(=array of shape \(3,\).*batch shape \(2,\)"
+    ):
         fast.apply(v, xs, seq_lengths=jnp.array([1, 2, 3]))
-    with pytest.raises(ValueError, match=r"`seq_lengths`.*\[0, 4\]"):
+    with pytest.raises(
+        ValueError, match=r"`seq_lengths` \(=\[1, 9\]\) must be ints in \[0, T\] = \[0, 4\]"
+    ):
         fast.apply(v, xs, seq_lengths=jnp.array([1, 9]))
-    with pytest.raises(ValueError, match=r"`initial_carry` must have shape .* = \(2, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"`initial_carry` \(=array of shape \(2, 4\).* = \(2, 5\)"
+    ):
         fast.apply(v, xs, initial_carry=jnp.ones((2, 4), jnp.float32))
-    with pytest.raises(ValueError, match=r"`carry` must have shape .*features = 5"):
+    with pytest.raises(ValueError, match=r"`carry` \(=array of shape \(2, 4\).*features = 5"):
         GatedCell(5).apply({"params": v["params"]["cell"]}, jnp.ones((2, 4)), jnp.ones((2, 3)))
     with pytest.raises(ValueError, match=r"'ic', 'hc', 'ix'"):
         to_gated_params({"params": {"dense": {}}})
     gp = init_gated_params(jax.random.key(0), 3, 2, use_bias=True)
     with pytest.raises(ValueError, match=r"both biases or neither"):
         from_gated_params(gp._replace(b_x=None))
+    with pytest.raises(
+        TypeError,
+        match=r"`params` \(=dict with keys \['b_c', .*must be a gated_jax.cell.GatedParams",
+    ):
+        from_gated_params(gp._asdict())
+
+
+# ---------------------------------------------------------------------------------------------
+# GatedRNN takes its cell; each cell option is defined once, on the cell
+
+
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_variables_move_between_nn_rnn_and_gated_rnn_of_a_cell(use_bias):
+    """Variables of nn.RNN(GatedCell) load into GatedRNN(GatedCell) and back: same outputs."""
+    xs = jax.random.normal(jax.random.key(3), (2, 5, 3), F64)
+    cell = GatedCell(4, use_bias=use_bias, param_dtype=F64)
+    slow, fast, first = (
+        nn.RNN(cell),
+        GatedRNN(cell),
+        GatedRNN(4, use_bias=use_bias, param_dtype=F64),
+    )
+    v_slow, v_fast = slow.init(jax.random.key(1), xs), fast.init(jax.random.key(2), xs)
+    assert jax.tree.structure(v_slow) == jax.tree.structure(v_fast)
+    assert jax.tree.map(jnp.shape, v_slow) == jax.tree.map(jnp.shape, v_fast)
+    for v in (v_slow, v_fast):
+        ref = slow.apply(v, xs)
+        assert _rel(fast.apply(v, xs), ref) < 1e-13
+        assert _rel(first.apply(v, xs), ref) < 1e-13
+    # the same key gives the same weights in both spellings and in nn.RNN
+    v_first = first.init(jax.random.key(2), xs)
+    for a, b in zip(jax.tree.leaves(v_fast), jax.tree.leaves(v_first), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_first_spelling_builds_the_same_cell():
+    init = nn.initializers.constant(0.5)
+    old = GatedRNN(4, use_bias=True, bias_init=init, reverse=True, unroll=2)
+    new = GatedRNN(GatedCell(4, use_bias=True, bias_init=init), reverse=True, unroll=2)
+    assert old.cell == new.cell and old.reverse and old.unroll == 2
+    assert GatedRNN(features=4).cell == GatedCell(4)
+    with pytest.raises(TypeError, match=r"cell options \['use_bias'\] beside a cell"):
+        GatedRNN(GatedCell(4), use_bias=True)
+    with pytest.raises(TypeError, match="by keyword"):
+        GatedRNN(4, True)
+    with pytest.raises(TypeError, match=r"`cell` \(=.*GRUCell.*must be a gated_jax.nn.GatedCell"):
+        GatedRNN(nn.GRUCell(4))
+
+
+def test_gate_bias_init_is_separate_and_keeps_the_gate_open():
+    """``gate_bias_init`` sets ``b_c`` only; a gate bias of +b gives c = sigmoid(b) at x=z=0."""
+    x0, z0 = jnp.zeros((1, 3), F64), jnp.zeros((1, 4), F64)
+    kw = dict(use_bias=True, param_dtype=F64)
+    v = GatedCell(4, bias_init=nn.initializers.constant(0.25), **kw).init(jax.random.key(0), z0, x0)
+    np.testing.assert_array_equal(v["params"]["ic"]["bias"], 0.25)  # default: follows bias_init
+    np.testing.assert_array_equal(v["params"]["ix"]["bias"], 0.25)
+    cell = GatedCell(4, gate_bias_init=nn.initializers.constant(3.0), **kw)
+    v = cell.init(jax.random.key(0), z0, x0)
+    np.testing.assert_array_equal(v["params"]["ic"]["bias"], 3.0)
+    np.testing.assert_array_equal(v["params"]["ix"]["bias"], 0.0)
+    # at x = 0 the candidate is b_x = 0, so z' = c z with c = sigmoid(3 + W_z z): from z = 1e-3
+    # (W_z z tiny) the state keeps sigmoid(3) = 0.9526 of itself
+    z = jnp.full((1, 4), 1e-3, F64)
+    new, _ = cell.apply(v, z, x0)
+    np.testing.assert_allclose(new / z, 1.0 / (1.0 + np.exp(-3.0)), rtol=1e-3)
+    with pytest.raises(TypeError, match=r"`gate_bias_init` \(=2.0\) must be an initializer"):
+        GatedCell(4, gate_bias_init=2.0)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_parameters_initialise_and_run(dtype):
+    """bfloat16 / float16 ``param_dtype``: the orthogonal kernel is drawn in float32 and cast."""
+    xs = jax.random.normal(jax.random.key(0), (2, 5, 3), jnp.float32).astype(dtype)
+    kw = dict(use_bias=True, param_dtype=dtype, dtype=dtype)
+    v = jax.jit(GatedRNN(4, **kw).init)(jax.random.key(0), xs)
+    assert {a.dtype for a in jax.tree.leaves(v)} == {jnp.dtype(dtype)}
+    v32 = jax.jit(GatedRNN(4, use_bias=True).init)(jax.random.key(0), xs.astype(jnp.float32))
+    for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(v32), strict=True):
+        np.testing.assert_array_equal(a, b.astype(dtype))  # the float32 draw, rounded
+    y_fast = jax.jit(GatedRNN(4, **kw).apply)(v, xs)
+    y_slow = jax.jit(nn.RNN(GatedCell(4, **kw)).apply)(v, xs)
+    y_ref = jax.jit(GatedRNN(4, use_bias=True, param_dtype=F64).apply)(v, xs.astype(F64))
+    assert y_fast.dtype == y_slow.dtype == jnp.dtype(dtype)
+    np.testing.assert_allclose(np.asarray(y_fast, np.float64), y_ref, atol=3e-2)
+    np.testing.assert_allclose(np.asarray(y_slow, np.float64), y_ref, atol=3e-2)
+
+
+@pytest.mark.parametrize("name", ["time_major", "return_carry", "reverse", "keep_order"])
+@pytest.mark.parametrize("value", ["no", 1, None])
+def test_flags_are_strict_bools(name, value):
+    """A truthy non-bool never runs reversed / time-major: refused as attribute and argument."""
+    if value is not None:
+        with pytest.raises(ValueError, match=rf"`{name}` \(={value!r}\) must be a bool"):
+            GatedRNN(4, **{name: value})
+    v = _vars(3, 4, False, 0, np.float32)
+    bad = "no" if value is None else value
+    with pytest.raises(ValueError, match=rf"`{name}` \(={bad!r}\) must be a bool"):
+        GatedRNN(4).apply(v, jnp.ones((2, 5, 3), jnp.float32), **{name: bad})
+    with pytest.raises(ValueError, match=r"`use_bias` \('yes'\)|`use_bias` \(='yes'\)"):
+        GatedCell(4, use_bias="yes")
+
+
+def test_list_and_numpy_inputs_are_arrays():
+    v = _vars(3, 4, True, 1)
+    x = np.random.default_rng(0).normal(size=(2, 5, 3))
+    ref = GatedRNN(4, use_bias=True, param_dtype=F64).apply(v, jnp.asarray(x))
+    for given in (x, x.tolist()):
+        assert _rel(GatedRNN(4, use_bias=True, param_dtype=F64).apply(v, given), ref) < 1e-15
+    with pytest.raises(TypeError, match=r"`inputs` \(=.*must be an array .*of numbers"):
+        GatedRNN(4).apply(v, [["a", "b", "c"]])
+    with pytest.raises(ValueError, match=r"`inputs` \(=.*must be an array"):
+        GatedRNN(4).apply(v, [[1.0, 2.0], [3.0]])
 
 
 def test_verification_rows_pass(monkeypatch):
     """The ``gated-jax verify`` rows of the modules (float64, random configs) are within 1e-10."""
-    from gated_jax.verification import modules
+    from gated_jax.lab import modules
 
     monkeypatch.setattr(modules, "_CASES", 2)  # fewer compilations; `gated-jax verify` runs 4
     with jax.enable_x64(True):

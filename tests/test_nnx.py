@@ -11,7 +11,13 @@ from flax import nnx
 
 from gated_jax import nn as gnn
 from gated_jax.cell import GatedParams, gated_scan
-from gated_jax.nnx import GatedCell, GatedRNN
+from gated_jax.nnx import (
+    GatedCell,
+    GatedRNN,
+    from_gated_params,
+    load_gated_params,
+    to_gated_params,
+)
 
 F64 = jnp.float64
 
@@ -233,11 +239,13 @@ def test_load_gated_params_and_errors():
         GatedCell(0, 4, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"`hidden_features` \(=-1\)"):
         GatedRNN(3, -1, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"in_features = 3; got shape \(2, 6, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"`inputs` \(=array of shape \(2, 6, 5\).*in_features = 3"
+    ):
         layer(jnp.ones((2, 6, 5)))
-    with pytest.raises(ValueError, match=r"`carry` must have shape"):
+    with pytest.raises(ValueError, match=r"`carry` \(=array of shape \(2, 5\).*features = 4"):
         layer.cell(jnp.ones((2, 5)), jnp.ones((2, 3)))
-    with pytest.raises(ValueError, match=r"`seq_lengths`"):
+    with pytest.raises(ValueError, match=r"`seq_lengths` \(=array of shape \(3,\)"):
         layer(xs, seq_lengths=jnp.array([1, 2, 3]))
 
 
@@ -273,3 +281,131 @@ def test_cell_in_nnx_rnn_trains_under_nnx_jit():
     after = nnx.state(model, nnx.Param)
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
         assert not np.allclose(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# GatedRNN takes its cell; carry_init lives in initialize_carry; one GatedParams API
+
+
+def test_gated_rnn_of_a_cell_and_first_spelling_share_state_with_nnx_rnn():
+    xs = jax.random.normal(jax.random.key(4), (B, T, N), F64)
+    cell = _make(GatedCell, N, M, 5, use_bias=True, param_dtype=F64)
+    slow, fast = nnx.RNN(cell), GatedRNN(cell)
+    assert fast.cell is cell
+    first = _make(GatedRNN, N, M, 6, use_bias=True, param_dtype=F64)
+    # nnx.RNN's state loads into both spellings, and back: the same outputs
+    nnx.update(first, nnx.state(slow, nnx.Param))
+    ref = _run(slow, xs)
+    assert _rel(_run(fast, xs), ref) < 1e-13 and _rel(_run(first, xs), ref) < 1e-13
+    back = nnx.RNN(_make(GatedCell, N, M, 7, use_bias=True, param_dtype=F64))
+    nnx.update(back, nnx.state(first, nnx.Param))
+    assert _rel(_run(back, xs), ref) < 1e-13
+    with pytest.raises(TypeError, match=r"cell options \['use_bias'\] beside a cell"):
+        GatedRNN(cell, use_bias=True)
+    with pytest.raises(TypeError, match=r"`cell` \(=Linear\(...\)\) must be a gated_jax.nnx"):
+        GatedRNN(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
+    with pytest.raises(TypeError, match=r"`hidden_features` \(=None\)"):
+        GatedRNN(3, rngs=nnx.Rngs(0))
+
+
+def test_carry_init_is_not_module_state():
+    """As Flax's NNX cells recommend: ``carry_init`` goes to ``initialize_carry`` / the call."""
+    with pytest.raises(TypeError, match=r"`carry_init` \(=.*initialize_carry"):
+        GatedCell(3, 4, carry_init=nnx.initializers.ones_init(), rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match=r"`carry_init`"):
+        GatedRNN(3, 4, carry_init=nnx.initializers.ones_init(), rngs=nnx.Rngs(0))
+    layer = _make(GatedRNN, N, M, 1, param_dtype=F64)
+    assert not hasattr(layer.cell, "carry_init")
+    xs = jax.random.normal(jax.random.key(1), (B, T, N), F64)
+    normal = nnx.initializers.normal(1.0)
+    z0 = layer.cell.initialize_carry((B, N), nnx.Rngs(carry=3), carry_init=normal)
+    assert z0.shape == (B, M) and float(jnp.std(z0)) > 0.1
+    got = layer(xs, rngs=nnx.Rngs(carry=3), carry_init=normal)
+    assert _rel(got, layer(xs, initial_carry=z0)) < 1e-15
+    ones = layer(xs[:, :1] * 0.0, carry_init=nnx.initializers.ones_init())
+    assert not np.allclose(ones, 0.0)  # the carry started at one, not zero
+    with pytest.raises(TypeError, match=r"`carry_init` \(=3\) must be an initializer"):
+        layer.cell.initialize_carry((B, N), carry_init=3)
+
+
+def test_gated_params_read_and_written_as_in_linen():
+    """``to_gated_params`` / ``from_gated_params``: same names, same trees, linen and NNX."""
+    layer = _make(GatedRNN, 3, 4, 2, use_bias=True, param_dtype=F64)
+    p = to_gated_params(layer)
+    for source in (layer.cell, nnx.state(layer.cell, nnx.Param), nnx.RNN(layer.cell)):
+        q = to_gated_params(source)
+        for a, b in zip(q, p, strict=True):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(p.w_c, layer.cell.ic.kernel[...].T)  # W_c = ic.kernel.T
+    np.testing.assert_array_equal(p.b_x, layer.cell.ix.bias[...])
+    # the linen and NNX trees of the same GatedParams are the same nested dict
+    tree, linen_tree = from_gated_params(p), gnn.from_gated_params(p)
+    assert jax.tree.structure(tree) == jax.tree.structure(linen_tree)
+    linen_p = gnn.to_gated_params({"params": {"cell": nnx.to_pure_dict(nnx.state(layer.cell))}})
+    for a, b in zip(linen_p, p, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # writing: nnx.update with the tree, or load_gated_params (checked); old methods alias them
+    rng = np.random.default_rng(1)
+    new = GatedParams(*(jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (4, 3), (4, 4), 4, 4]))
+    other = _make(GatedRNN, 3, 4, 3, use_bias=True, param_dtype=F64)
+    nnx.update(other.cell, from_gated_params(new))
+    assert load_gated_params(layer, new) is layer
+    for a, b, c in zip(to_gated_params(other), to_gated_params(layer), new, strict=True):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, c)
+    assert all(np.array_equal(a, b) for a, b in zip(layer.cell.gated_params(), new, strict=True))
+    small = GatedParams(new.w_x[:3], new.w_c[:3], new.w_z[:3, :3], new.b_c[:3], new.b_x[:3])
+    with pytest.raises(ValueError, match=r"`params.w_c` \(=array of shape \(3, 3\).*\(4, 3\)"):
+        load_gated_params(layer, small)
+    with pytest.raises(TypeError, match=r"`params` \(=dict with keys"):
+        load_gated_params(layer, new._asdict())
+    with pytest.raises(TypeError, match=r"`source` \(=Linear\(...\)\)"):
+        to_gated_params(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
+
+
+def test_gate_bias_init_is_separate():
+    cell = GatedCell(
+        3,
+        4,
+        use_bias=True,
+        gate_bias_init=nnx.initializers.constant(2.0),
+        bias_init=nnx.initializers.constant(-1.0),
+        rngs=nnx.Rngs(0),
+    )
+    np.testing.assert_array_equal(cell.ic.bias[...], 2.0)
+    np.testing.assert_array_equal(cell.ix.bias[...], -1.0)
+    same = GatedCell(
+        3, 4, use_bias=True, bias_init=nnx.initializers.constant(-1.0), rngs=nnx.Rngs(0)
+    )
+    np.testing.assert_array_equal(same.ic.bias[...], -1.0)  # default: follows bias_init
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_parameters_initialise_and_run(dtype):
+    xs = jax.random.normal(jax.random.key(0), (B, T, N), jnp.float32).astype(dtype)
+    layer = GatedRNN(N, M, use_bias=True, param_dtype=dtype, dtype=dtype, rngs=nnx.Rngs(0))
+    ref32 = GatedRNN(N, M, use_bias=True, rngs=nnx.Rngs(0))
+    for a, b in zip(
+        jax.tree.leaves(nnx.state(layer, nnx.Param)),
+        jax.tree.leaves(nnx.state(ref32, nnx.Param)),
+        strict=True,
+    ):
+        assert a.dtype == jnp.dtype(dtype)
+        np.testing.assert_array_equal(a, b.astype(dtype))  # the float32 draw, rounded
+    y = _run(layer, xs)
+    y_slow = _run(nnx.RNN(layer.cell), xs)
+    assert y.dtype == y_slow.dtype == jnp.dtype(dtype)
+    ref = gated_scan(jax.tree.map(lambda a: a.astype(F64), to_gated_params(layer)), xs.astype(F64))
+    np.testing.assert_allclose(np.asarray(y, np.float64), ref, atol=3e-2)
+    np.testing.assert_allclose(np.asarray(y_slow, np.float64), ref, atol=3e-2)
+
+
+@pytest.mark.parametrize("name", ["time_major", "return_carry", "reverse", "keep_order"])
+def test_flags_are_strict_bools(name):
+    with pytest.raises(ValueError, match=rf"`{name}` \(='no'\) must be a bool"):
+        GatedRNN(3, 4, rngs=nnx.Rngs(0), **{name: "no"})
+    layer = _make(GatedRNN, 3, 4, 0)
+    with pytest.raises(ValueError, match=rf"`{name}` \(=1\) must be a bool"):
+        layer(jnp.ones((2, 5, 3)), **{name: 1})
+    with pytest.raises(ValueError, match=r"`use_bias` \(='yes'\) must be a bool"):
+        GatedCell(3, 4, use_bias="yes", rngs=nnx.Rngs(0))

@@ -15,7 +15,7 @@ from jax import lax
 
 import gated_jax as gj
 from gated_jax import shapes as S
-from gated_jax.verification import shapes as V
+from gated_jax.lab import shapes as V
 
 
 def sds(shape):

@@ -12,6 +12,7 @@ import pytest
 from jax import lax
 
 import gated_jax
+from gated_jax.lab import shapes as V
 from gated_jax.shapes import (
     ConvLayer,
     ReceptiveField,
@@ -21,7 +22,6 @@ from gated_jax.shapes import (
     padding_pairs,
     receptive_field,
 )
-from gated_jax.verification import shapes as V
 
 # ----------------------------------------------------------------------------------------------
 # receptive_field
@@ -282,8 +282,8 @@ def test_report_section_answers_seed_1_1(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from gated_jax.report import Context
-    from gated_jax.report import shapes as section
+    from gated_jax.lab import Context
+    from gated_jax.lab import shapes as section
 
     md = section.section(Context(out_dir=tmp_path, quick=True))
     assert "**Answer: 4 x 5**" in md

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
+from gated_jax.lab import shapes as V
 from gated_jax.shapes import flax_conv_output_shape
-from gated_jax.verification import shapes as V
 
 # Constant initialisers keep the programs small (random init dominates trace and compile time).
 CHEAP = dict(kernel_init=nn.initializers.ones, use_bias=False)

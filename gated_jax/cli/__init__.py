@@ -1,19 +1,30 @@
 """The ``gated-jax`` command line.
 
 Each sub-command lives in its own module of this package with ``HELP``,
-``add_arguments(parser)`` and ``run(args) -> int``. Bad input exits with status 2 and one line
-on stderr, never a traceback (a ``ValueError`` from the library names the bad argument; any
-other exception is a bug and keeps its traceback).
+``add_arguments(parser)`` and ``run(args) -> int``, listed once in :data:`COMMANDS`.
+
+Bad input exits with status 2 and one line on stderr, never a traceback: a ``ValueError`` or
+``TypeError`` from the library names the bad argument; an ``OSError`` (a path that cannot be
+written), ``OverflowError`` or ``MemoryError`` (a number too large) is reported the same way.
+Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import sys
 
-COMMANDS = ("shape", "verify", "flow", "report", "bench")
+from gated_jax.cli import bench_cmd, flow_cmd, report_cmd, shape_cmd, verify_cmd
+
+# (name, module): the sub-commands in the order `gated-jax --help` lists them. The modules
+# import the library only inside `run`, so `gated-jax shape` stays light.
+COMMANDS = (
+    ("shape", shape_cmd),
+    ("verify", verify_cmd),
+    ("flow", flow_cmd),
+    ("report", report_cmd),
+    ("bench", bench_cmd),
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,11 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Exact, fast and inspectable mechanics of CNNs and RNNs in JAX.",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name in COMMANDS:
-        modname = f"{__name__}.{name}_cmd"
-        if importlib.util.find_spec(modname) is None:
-            continue
-        mod = importlib.import_module(modname)
+    for name, mod in COMMANDS:
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
@@ -43,8 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except ValueError as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except (ValueError, TypeError, OSError, OverflowError, MemoryError) as e:
+        text = str(e).strip()
+        if isinstance(e, OSError) and e.filename is not None:
+            text = f"{e.strerror or type(e).__name__}: {e.filename!r}"
+        elif isinstance(e, (OverflowError, MemoryError)):
+            text = f"a number is too large ({type(e).__name__}: {text or 'out of memory'})"
+        msg = text.splitlines()[0] if text else type(e).__name__
         print(f"gated-jax {args.command}: error: {msg}", file=sys.stderr)
         return 2
 

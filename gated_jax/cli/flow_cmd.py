@@ -101,6 +101,7 @@ _FIELDS = {
 
 def config_from_args(args):
     """A validated :class:`~gated_jax.experiments.runner.FlowConfig` from parsed options."""
+    from gated_jax._validate import check_fits_in_memory, positive_int
     from gated_jax.experiments.runner import FlowConfig
 
     over = {}
@@ -108,13 +109,24 @@ def config_from_args(args):
         v = getattr(args, opt)
         if v is not None:
             over[field] = v
-    for opt, field in (("seeds", "seeds"), ("learn_seeds", "learn_seeds")):
+    for opt in ("seeds", "learn_seeds"):
         v = getattr(args, opt)
         if v is not None:
-            if v <= 0:
-                raise ValueError(f"--{opt.replace('_', '-')} (={v}) must be a positive int")
-            over[field] = tuple(range(v))
-    return FlowConfig.quick(**over) if args.quick else FlowConfig(**over)
+            positive_int(_option(opt), v)
+            check_fits_in_memory(_option(opt), v, v * 8, "the seed list")
+            over[opt] = tuple(range(v))
+    try:
+        return FlowConfig.quick(**over) if args.quick else FlowConfig(**over)
+    except ValueError as e:  # name the option the user typed, not the config field
+        text = str(e)
+        for opt, field in (*_FIELDS.items(), ("seeds", "seeds"), ("learn_seeds", "learn_seeds")):
+            if text.startswith(f"`{field}` "):
+                raise ValueError(f"`{_option(opt)}`" + text[len(field) + 2 :]) from None
+        raise
+
+
+def _option(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
 
 
 def run(args) -> int:
@@ -123,9 +135,11 @@ def run(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
+    from gated_jax._validate import output_dir
     from gated_jax.experiments.runner import run_flow
 
     cfg = config_from_args(args)
+    output_dir("--out", args.out)
     log = lambda s: print(f"flow: {s} ...", file=sys.stderr, flush=True)
     result = run_flow(args.out, cfg, progress=not args.no_progress, log=log)
     (result.out_dir / "flow.md").write_text(result.markdown + "\n")

@@ -19,8 +19,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from gated_jax.report import write_report
+    from gated_jax._validate import output_dir, positive_int
+    from gated_jax.lab import write_report
 
-    path = write_report(args.out, quick=args.quick, seed=args.seed)
+    seed = positive_int("--seed", args.seed, minimum=0, maximum=2**32 - 1)
+    output_dir("--out", args.out)
+    path = write_report(args.out, quick=args.quick, seed=seed)
     print(f"report written to {path.resolve()}")
     return 0

@@ -12,18 +12,18 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from gated_jax import verification
+    from gated_jax import lab
+    from gated_jax._validate import positive_int
 
-    rows = verification.run_all(
-        seed=args.seed, progress=lambda s: print(f"checking {s} ...", file=sys.stderr)
-    )
-    print(verification.format_table(rows))
+    seed = positive_int("--seed", args.seed, minimum=0, maximum=2**32 - 1)
+    rows = lab.run_checks(seed=seed, progress=lambda s: print(f"checking {s} ...", file=sys.stderr))
+    print(lab.format_table(rows))
     bad = [r for r in rows if not r.ok]
     if bad:
         print(
-            f"{len(bad)} of {len(rows)} formulas exceed {verification.TOLERANCE:g}",
+            f"{len(bad)} of {len(rows)} formulas exceed {lab.TOLERANCE:g}",
             file=sys.stderr,
         )
         return 1
-    print(f"\nall {len(rows)} formulas within {verification.TOLERANCE:g} of autodiff")
+    print(f"\nall {len(rows)} formulas within {lab.TOLERANCE:g} of autodiff")
     return 0

@@ -62,6 +62,7 @@ from gated_jax.cell import (
     jacobian_norm_bound,
     state_jacobians,
 )
+from gated_jax.cell.step import projections
 
 __all__ = [
     "state_box",
@@ -77,8 +78,8 @@ COUNTEREXAMPLE_RATE = float(np.log(2.0) / 2.0)
 
 
 def _candidates(params, xs):
-    u = xs @ params.w_x.T
-    return u if params.b_x is None else u + params.b_x[None]
+    """``u[t] = W_x x[t] + b_x``, by the cell's own :func:`gated_jax.cell.step.projections`."""
+    return projections(params, jnp.asarray(xs))[1]
 
 
 def state_box(params, xs: jax.Array, z0: jax.Array) -> tuple[jax.Array, jax.Array]:

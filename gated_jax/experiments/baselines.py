@@ -49,6 +49,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from gated_jax.linalg import NORMS as NORMS
+from gated_jax.linalg import check_norm as check_norm
+from gated_jax.linalg import resolve_norm as resolve_norm
+from gated_jax.linalg import reverse_products as reverse_products
+from gated_jax.linalg import spectral_norms as spectral_norms
+
 __all__ = [
     "CellFamily",
     "FAMILIES",
@@ -79,174 +85,6 @@ def random_bases(seeds: Sequence[int], *, n: int, m: int, length: int) -> dict[s
         rec.append(r / np.linalg.norm(r, ord=2, axis=(-2, -1))[:, None, None])
         xs.append(rng.standard_normal((length, n)))
     return {"input": np.stack(inp), "rec": np.stack(rec), "xs": np.stack(xs)}
-
-
-NORMS = ("auto", "svd", "power")
-
-
-def check_norm(norm) -> str:
-    """Validate a spectral-norm method name (one of :data:`NORMS`)."""
-    if not isinstance(norm, str) or norm not in NORMS:
-        raise ValueError(f"`norm` (={norm!r}) must be one of {', '.join(map(repr, NORMS))}")
-    return norm
-
-
-def resolve_norm(norm: str, platform: str | None = None) -> str:
-    """The method ``"auto"`` stands for on ``platform`` (default: JAX's default backend).
-
-    ``"svd"`` on CPU, ``"power"`` on GPU and TPU: measured with ``benchmarks/sweep.py`` (64
-    gated-cell configurations, T = 64, m = 16, float64, one vmapped call), the power method took
-    1.98 ms against the SVD's 8.74 ms on an H200, while on 2 CPU cores the two are within noise
-    of each other (LAPACK's per-matrix SVD against batched small matmuls). ``"svd"`` and
-    ``"power"`` are returned unchanged.
-    """
-    check_norm(norm)
-    if norm != "auto":
-        return norm
-    platform = jax.default_backend() if platform is None else platform
-    return "svd" if platform == "cpu" else "power"
-
-
-def _default_tol(dtype) -> float:
-    return 1e-12 if jnp.dtype(dtype) == jnp.dtype(jnp.float64) else 1e-5
-
-
-def _small_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``a @ b`` for stacks of small matrices as ``d`` fused multiply-adds (``d <= 32``).
-
-    XLA:CPU runs a batched ``dot`` of many ``16 x 16`` matrices as one small GEMM per matrix;
-    the unrolled sum is one elementwise loop fusion over the whole stack, measured ~2.4x faster
-    for ``4160 x 16 x 16``. Larger ``d`` uses ``@``.
-    """
-    d = a.shape[-1]
-    if d > 32:
-        return a @ b
-    out = a[..., :, 0, None] * b[..., None, 0, :]
-    for k in range(1, d):
-        out = out + a[..., :, k, None] * b[..., None, k, :]
-    return out
-
-
-def _power_norms(mats: jax.Array, tol: float, max_squarings: int) -> jax.Array:
-    r"""``||P||_2`` for ``mats (..., a, b)`` by repeated squaring of the Gram matrix; see
-    :func:`spectral_norms`."""
-    d = mats.shape[-1]
-    scale = jnp.max(jnp.abs(mats), axis=(-2, -1))
-    zero = scale == 0
-    scale = jnp.where(zero, 1, scale)
-    p = mats / scale[..., None, None]
-    gram = _small_matmul(jnp.swapaxes(p, -1, -2), p)  # (..., b, b), entries <= a
-    t0 = jnp.where(zero, 1, jnp.trace(gram, axis1=-2, axis2=-1))
-    b0 = gram / t0[..., None, None]
-    log0 = jnp.log(t0)
-    half = jnp.asarray(0.5, mats.dtype)
-
-    def square(c):
-        j, b, t, logl, _, _ = c  # t = tr(B_j^2) = ||B_j||_F^2 (B_j symmetric)
-        bn = _small_matmul(b, b) / t[..., None, None]
-        w = half ** (j + 1).astype(b.dtype)
-        logl = logl + w * jnp.log(t)
-        # the rest is w * log lambda_1(bn); two estimates with a-posteriori error bounds:
-        tn = jnp.sum(bn * bn, axis=(-2, -1))
-        err_bracket = 0.25 * jnp.abs(jnp.log(tn))  # log lambda_1 in [log tn, log tn / 2]
-        delta = jnp.sqrt(jnp.sum((bn - b) ** 2, axis=(-2, -1)))
-        err_fixed = jnp.where(d * delta <= 0.5, 2 * d * delta, jnp.inf)  # near B = P / r
-        use_fixed = err_fixed < err_bracket
-        est = logl + w * jnp.where(use_fixed, jnp.log(t), 0.75 * jnp.log(tn))
-        err = w * jnp.where(use_fixed, err_fixed, err_bracket)
-        return j + 1, bn, tn, logl, est, err
-
-    def cond(c):
-        return (c[0] < max_squarings) & jnp.any(c[5] > tol)
-
-    def body(c):  # two squarings per loop trip: half the loop overhead, one extra at most
-        return square(square(c))
-
-    t_b0 = jnp.sum(b0 * b0, axis=(-2, -1))
-    init = (jnp.asarray(0), b0, t_b0, log0, log0, jnp.full(log0.shape, jnp.inf, log0.dtype))
-    est = lax.while_loop(cond, body, init)[4]
-    return jnp.where(zero, 0, scale * jnp.exp(0.5 * est))
-
-
-def spectral_norms(
-    mats: jax.Array, *, norm: str = "svd", tol: float | None = None, max_squarings: int = 40
-) -> jax.Array:
-    r"""Spectral norms ``||P||_2 = sigma_max(P)`` of a stack of matrices ``(..., a, b)``.
-
-    ``norm="svd"``: ``jnp.linalg.matrix_norm(ord=2)``, the largest singular value from an SVD
-    (exact to rounding; one LAPACK call per matrix on CPU, so ``vmap`` cannot batch it there).
-
-    ``norm="power"``: the power method on the Gram matrix ``A = P^T P / s^2`` (``s = max|P_ij|``,
-    which keeps ``A`` finite in float32), accelerated by repeated squaring: with
-    ``B_0 = A / tr A`` and ``B_{j+1} = B_j^2 / tr(B_j^2)``, every ``B_j`` has trace 1 and
-
-    .. math::
-
-        \log \lambda_1(A) = \log \operatorname{tr} A
-            + \sum_{i<j} 2^{-(i+1)} \log \operatorname{tr}(B_i^2) + 2^{-j} \log \lambda_1(B_j).
-
-    The last term is estimated with an a-posteriori error bound, and squaring stops when the
-    bound is below ``tol`` for every matrix (or after ``max_squarings``): either from
-    ``t = tr(B_j^2) <= lambda_1(B_j) <= t^{1/2}`` (midpoint ``3/4 log t``, error
-    ``<= |log t| / 4``), or, when ``B`` has converged to a scaled projector ``P / r`` (a top
-    singular value of multiplicity ``r``, e.g. the identity at lag 0), from Weyl's inequality,
-    ``|log lambda_1 - log t| <= 2 d ||B_{j+1} - B_j||_F``. Both errors carry the factor
-    ``2^{-j}``, so the error falls doubly exponentially once the top singular value separates
-    (``(sigma_2 / sigma_1)^{2^{j+1}}``) and like ``2^{-j}`` otherwise; at most 40 squarings
-    suffice for ``d <= 80`` at the float64 default. The bound neglects rounding, which adds
-    ``O(d eps)``: ``log sigma_1`` is accurate to ``tol / 2 + O(d eps)``.
-
-    Accuracy against the SVD path (measured; ``tests/test_experiments_fast_norm.py`` asserts
-    ``<= 1e-12`` on matrices and ``<= 1e-10`` on sweeps): relative error <= 5e-14 on 4000
-    Gaussian ``4 x 4``, ``16 x 16`` and ``32 x 32`` matrices, <= 1e-12 on constructed
-    near-ties (``sigma_2 / sigma_1 = 1 - 1e-12 .. 0.7``, multiplicities 1, 2, 5, the identity),
-    <= 5e-13 on the default :func:`~gated_jax.experiments.flow_sweep` grid of every family
-    (norms from 1e-114 to 5e9; growth rates equal to 2e-16); float32 <= 3e-6.
-
-    Speed. Every step is an (unrolled) batched matmul, a trace and elementwise work, with no
-    per-matrix LAPACK call, so ``vmap`` turns it into batched ops. On CPU (``d = 16``,
-    ``benchmarks/sweep.py``) it makes a jit'd per-configuration function ~1.5x faster than the
-    SVD one, but one vmapped call over 64 configurations is not faster than LAPACK: the stack of
-    ``64 x 65`` matrices leaves the cache and the loop runs until the slowest matrix converges
-    (~14 squarings); chunks of 16 configurations recover part of it. ``"power"`` runs a
-    ``lax.while_loop``, so it is not reverse-mode differentiable; use ``"svd"`` under ``grad``.
-    On an H200 the vmapped call is 4.4x faster than the SVD's (1.98 vs 8.74 ms for the 64
-    configurations of ``benchmarks/sweep.py``), hence ``"auto"``. In float32 on a GPU or TPU,
-    JAX's default matmul precision (TF32, bfloat16 passes) limits the products and the
-    squarings to ~1e-3 relative; ask for ``jax.default_matmul_precision("highest")`` or use
-    float64 for more.
-
-    Args:
-      mats: ``(..., a, b)`` float32/float64 matrices (products of Jacobians).
-      norm: ``"svd"``, ``"power"`` or ``"auto"`` (:func:`resolve_norm`: ``"svd"`` on CPU,
-        ``"power"`` on GPU/TPU).
-      tol: bound on the error of ``log sigma_1^2`` for ``"power"`` (default ``1e-12`` in
-        float64, ``1e-5`` in float32).
-      max_squarings: cap on the number of squarings for ``"power"``.
-
-    Returns:
-      ``(...)`` spectral norms, in the dtype of ``mats``.
-    """
-    if resolve_norm(norm) == "svd":
-        return jnp.linalg.matrix_norm(mats, ord=2)
-    tol = _default_tol(mats.dtype) if tol is None else float(tol)
-    return _power_norms(mats, tol, int(max_squarings))
-
-
-def reverse_products(jacs: jax.Array) -> jax.Array:
-    r"""``P[k] = J[T] J[T-1] ... J[k+1]`` for ``k = 0..T`` from ``jacs = J[1..T]`` ``(T, d, d)``.
-
-    A reverse ``lax.scan`` with ``P[T] = I``, ``P[k] = P[k+1] J[k+1]`` (one ``d x d`` matmul per
-    step, the same order as :func:`gated_jax.cell.gradient_flow`); returns ``(T + 1, d, d)``.
-    """
-    eye = jnp.eye(jacs.shape[-1], dtype=jacs.dtype)
-
-    def bwd(p, jac):
-        p = p @ jac
-        return p, p
-
-    _, prods = lax.scan(bwd, eye, jacs, reverse=True)
-    return jnp.concatenate([prods, eye[None]], axis=0)
 
 
 def state_flow(
@@ -311,16 +149,14 @@ def _gated_init(base, rho, bias):
 
 
 def gated_plain_step(params, z, x):
-    """The seed's formula written out: ``c = sigmoid(W_c x + W_z z + b_c)``,
-    ``z' = c z + (1 - c) (W_x x + b_x)``; unbatched."""
-    pre = params.w_c @ x + params.w_z @ z
-    if params.b_c is not None:
-        pre = pre + params.b_c
-    u = params.w_x @ x
-    if params.b_x is not None:
-        u = u + params.b_x
-    c = jax.nn.sigmoid(pre)
-    return c * z + (1 - c) * u
+    """One step of the gated cell on an unbatched state ``(m,)`` and input ``(n,)``.
+
+    :func:`gated_jax.cell.gated_step` itself: the family's step for the sweeps and for
+    autodiff references of its Jacobians.
+    """
+    from gated_jax.cell import gated_step
+
+    return gated_step(params, z, x)
 
 
 def _gated_flow(params, xs, z0, norm="svd"):

@@ -20,14 +20,13 @@ estimate of the top Lyapunov exponent of the input-driven state dynamics.
 
 Spectral norms. ``norm="svd"`` takes ``||P||_2`` from singular values (LAPACK on CPU: one call
 per matrix, ``T + 1`` per configuration, which ``vmap`` cannot batch there); ``norm="power"``
-uses :func:`gated_jax.experiments.baselines.spectral_norms`' repeated squaring of the Gram
+uses :func:`gated_jax.linalg.spectral_norms`' repeated squaring of the Gram
 matrix, pure batched matmuls with an a-posteriori error bound (``log sigma^2`` within ``1e-12``
 in float64, ``1e-5`` in float32, plus rounding). Measured on the default grid of every family:
 relative difference to the SVD path <= 5e-13 in float64, growth rates equal to 2e-16. The
-default ``norm="auto"`` picks per platform (:func:`~gated_jax.experiments.baselines.resolve_norm`):
-``"svd"`` on CPU, where the two are within noise of each other when vmapped, and ``"power"`` on
-GPU/TPU, where it is 4.4x faster (``benchmarks/sweep.py`` on an H200: 1.98 vs 8.74 ms for 64
-configurations).
+default ``norm="auto"`` picks per platform (:func:`gated_jax.linalg.resolve_norm`):
+``"svd"`` on CPU and ``"power"`` on GPU/TPU, where batched matmuls are faster than one SVD per
+matrix (the figures are in ``benchmarks/sweep.py``'s output).
 """
 
 from __future__ import annotations
@@ -228,7 +227,7 @@ def flow_sweep(
         bound; relative difference to ``"svd"`` <= 5e-13 measured in float64, <= 3e-6 in
         float32 with full float32 matmuls) or ``"auto"`` (default: ``"svd"`` when the sweep
         runs on CPU, ``"power"`` on GPU/TPU). See
-        :func:`gated_jax.experiments.baselines.spectral_norms`. float32 sweeps on a GPU/TPU
+        :func:`gated_jax.linalg.spectral_norms`. float32 sweeps on a GPU/TPU
         run their matmuls at JAX's default precision (TF32 / bfloat16 passes, ~1e-3
         relative); float64, the default, is unaffected.
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gated_jax._validate import output_dir
+from gated_jax._validate import check_fits_in_memory, output_dir
 
 __all__ = ["FlowConfig", "FlowRun", "run_flow", "PARTS"]
 
@@ -127,6 +127,28 @@ class FlowConfig:
         bad = [p for p in self.parts if p not in PARTS]
         if bad or not self.parts:
             raise ValueError(f"`parts` (={self.parts!r}) must be among {', '.join(PARTS)}")
+        self._check_memory()
+
+    def _check_memory(self) -> None:
+        """Refuse sizes whose sweep cannot fit in memory, naming the size that breaks it.
+
+        A sweep chunk holds, per configuration, the ``(T, m, m)`` step Jacobians and their
+        reverse products (about four such stacks with temporaries, float64); the result holds
+        ``T + 1`` norms per configuration and length.
+        """
+        if "sweep" not in self.parts:
+            return
+        T = max(self.lengths)
+        grid = len(self.wz_norms) * len(self.gate_biases) * len(self.input_scales)
+        configs = grid * len(self.seeds)
+        per_config = 4 * 8 * (T * self.m * self.m + T * self.n)
+        check_fits_in_memory("m", self.m, 4 * 8 * self.m * self.m, "one step's Jacobians")
+        check_fits_in_memory("lengths", self.lengths, per_config, "one configuration's Jacobians")
+        check_fits_in_memory(
+            "chunk_size", self.chunk_size, min(self.chunk_size, configs) * per_config, "a chunk"
+        )
+        result = len(self.cells) * configs * sum(t + 1 for t in self.lengths) * 8
+        check_fits_in_memory("seeds", self.seeds, result, "the sweep's results")
 
     @classmethod
     def quick(cls, **overrides) -> FlowConfig:

@@ -77,18 +77,21 @@ class WorstCase:
 def log_jacobian_norm(w_x, w_c, w_z, xs, z0):
     """``log ||dz[T]/dz[0]||_F`` of the bias-free cell, with renormalised products.
 
-    ``J[t] = diag(c) + diag((z[t-1] - u[t]) c (1 - c)) W_z`` (closed form); ``xs`` is ``(T, n)``.
+    Each step and its Jacobian ``J[t] = diag(c) + diag((z[t-1] - u[t]) c (1 - c)) W_z`` come
+    from :mod:`gated_jax.cell.step`; ``xs`` is ``(T, n)``.
     """
+    from gated_jax.cell import GatedParams
+    from gated_jax.cell import step as cell_step
+
+    params = GatedParams(w_x, w_c, w_z)
     m = w_z.shape[0]
 
     def step(carry, x):
         z, p, acc = carry
-        c = jax.nn.sigmoid(w_c @ x + w_z @ z)
-        u = w_x @ x
-        jac = c[:, None] * jnp.eye(m, dtype=z.dtype) + ((z - u) * c * (1 - c))[:, None] * w_z
-        p = jac @ p
+        z_new, c, _, s = cell_step.step_with_factors(params, z, x)
+        p = cell_step.jacobian(w_z, c, s) @ p
         nrm = jnp.sqrt(jnp.sum(p * p))
-        return (c * z + (1 - c) * u, p / nrm, acc + jnp.log(nrm)), None
+        return (z_new, p / nrm, acc + jnp.log(nrm)), None
 
     init = (z0, jnp.eye(m, dtype=z0.dtype), jnp.zeros((), z0.dtype))
     (_, _, acc), _ = lax.scan(step, init, xs)
@@ -156,7 +159,7 @@ def worst_case_search(
     restarts is used (``restarts`` must then equal it). Each restart returns the best iterate
     it visited, not its last one.
     """
-    from gated_jax.cell import GatedParams, gradient_flow
+    from gated_jax.cell import GatedParams, gated_scan, gated_step, gradient_flow
 
     for name, v in (("length", length), ("n", n), ("m", m), ("steps", steps)):
         _check(name, v, integer=True)
@@ -233,14 +236,13 @@ def worst_case_search(
         xs = pick["xs"]
         norm = float(gradient_flow(gp, xs, z0)[0])
 
-        def plain(z):
+        def plain(z):  # a Python loop of the step: jacrev is JAX's autodiff, no closed form
             for t in range(length):
-                c = jax.nn.sigmoid(gp.w_c @ xs[t] + gp.w_z @ z)
-                z = c * z + (1 - c) * (gp.w_x @ xs[t])
+                z = gated_step(gp, z, xs[t])
             return z
 
         jr = float(jnp.linalg.matrix_norm(jax.jacrev(plain)(z0), ord=2))
-        zs = _trajectory(gp, xs, z0)
+        zs = jnp.concatenate([z0[None], gated_scan(gp, xs, z0)])
         from gated_jax.experiments.analysis import step_norm_bound
 
         bounds = jax.vmap(lambda zp, x: step_norm_bound(gp, zp, x))(zs[:-1], xs)
@@ -263,18 +265,6 @@ def worst_case_search(
         history=np.asarray(history),
         final={k: np.asarray(v) for k, v in params.items()},
     )
-
-
-def _trajectory(gp, xs, z0):
-    """``z[0..T]`` of the bias-free cell, ``(T + 1, m)``."""
-
-    def step(z, x):
-        c = jax.nn.sigmoid(gp.w_c @ x + gp.w_z @ z)
-        z = c * z + (1 - c) * (gp.w_x @ x)
-        return z, z
-
-    _, zs = lax.scan(step, z0, xs)
-    return jnp.concatenate([z0[None], zs])
 
 
 def worst_case_lengths(lengths: Sequence[int] = (8, 16, 32, 64), **kwargs) -> list[WorstCase]:

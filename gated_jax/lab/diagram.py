@@ -1,8 +1,14 @@
-"""Report section: seed 1.2(a), the gated cell drawn unrolled in time (the seed has no diagram)."""
+"""The gated cell drawn unrolled in time: the capability's verify rows, report section and
+benchmark.
+
+Report section (``section``): seed 1.2(a), the gated cell drawn unrolled in time (the seed has
+no diagram).
+"""
 
 from __future__ import annotations
 
-ORDER = 25
+# --- from report/diagram.py ---------------------------------------------------------------
+
 TITLE = "Seed 1.2(a): the gated cell unrolled in time"
 
 
@@ -13,7 +19,7 @@ def section(ctx) -> str:
 
     from gated_jax.cell import gated_scan, init_gated_params
     from gated_jax.diagrams import cell_graph, draw_unrolled_cell, evaluate_cell_graph
-    from gated_jax.verification import max_rel_error
+    from gated_jax.testing import max_rel_error
 
     steps, n, m = 3, 4, 3
     fig = draw_unrolled_cell(steps)
@@ -56,3 +62,7 @@ def section(ctx) -> str:
             "`notebooks/03_gated_recurrence.ipynb`.",
         ]
     )
+
+
+checks = None  # the drawn graph is checked by tests/test_diagrams.py and the section itself
+bench = None

@@ -1,0 +1,65 @@
+r"""The gated recurrence: one step, the sequence scan and its closed-form BPTT, Jacobians.
+
+With ``x[t]`` in ``R^n``, ``z[t]`` in ``R^m``, ``W_x, W_c`` in ``R^{m x n}`` and ``W_z`` in
+``R^{m x m}``:
+
+.. math::
+
+    c[t] = \sigma(W_c x[t] + W_z z[t-1] + b_c), \qquad
+    z[t] = c[t] \odot z[t-1] + (1 - c[t]) \odot (W_x x[t] + b_x),
+
+with one-step Jacobian, for ``u[t] = W_x x[t] + b_x``,
+
+.. math::
+
+    J[t] = \frac{\partial z[t]}{\partial z[t-1]}
+         = \operatorname{diag}(c[t])
+         + \operatorname{diag}\big((z[t-1] - u[t]) \odot c[t] \odot (1 - c[t])\big) W_z .
+
+Arrays are batch-first: ``xs`` is ``(..., T, n)`` and states are ``(..., T, m)``; weights act
+as ``x @ W.T``. Gradients have the shape of their parameter (``dl/dW_x`` is ``(m, n)``).
+
+Modules, one concept each:
+
+* :mod:`~gated_jax.cell.params`: :class:`GatedParams`, :func:`init_gated_params`;
+* :mod:`~gated_jax.cell.step`: the step equation (the only place it is written), its
+  Jacobian and its transpose: :func:`gated_step`, :func:`step_jacobian`;
+* :mod:`~gated_jax.cell.scan`: :func:`gated_scan` (backends behind one signature, one
+  dispatch) and the closed-form :func:`gated_bptt`;
+* :mod:`~gated_jax.cell.diagnostics`: :func:`state_jacobians`, :func:`jacobian_product`,
+  :func:`gradient_flow`, :func:`jacobian_norm_bound`.
+
+References:
+  The cell of seed 1.2. With ``W_z = 0`` it is minGRU: L. Feng, F. Tung, M. O. Ahmed,
+  Y. Bengio, H. Hajimirsadeghi, "Were RNNs All We Needed?", 2024.
+"""
+
+from gated_jax.cell.diagnostics import gradient_flow as gradient_flow
+from gated_jax.cell.diagnostics import jacobian_norm_bound as jacobian_norm_bound
+from gated_jax.cell.diagnostics import jacobian_product as jacobian_product
+from gated_jax.cell.diagnostics import state_jacobians as state_jacobians
+from gated_jax.cell.params import GatedParams as GatedParams
+from gated_jax.cell.params import init_gated_params as init_gated_params
+from gated_jax.cell.scan import BACKWARDS as BACKWARDS
+from gated_jax.cell.scan import METHODS as METHODS
+from gated_jax.cell.scan import gated_bptt as gated_bptt
+from gated_jax.cell.scan import gated_scan as gated_scan
+from gated_jax.cell.scan import resolve_method as resolve_method
+from gated_jax.cell.step import gated_step as gated_step
+from gated_jax.cell.step import step_jacobian as step_jacobian
+
+__all__ = [
+    "BACKWARDS",
+    "METHODS",
+    "GatedParams",
+    "gated_bptt",
+    "gated_scan",
+    "gated_step",
+    "gradient_flow",
+    "init_gated_params",
+    "jacobian_norm_bound",
+    "jacobian_product",
+    "resolve_method",
+    "state_jacobians",
+    "step_jacobian",
+]

@@ -1,0 +1,130 @@
+r"""The parameters of the gated cell and their default initialisation."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gated_jax._validate import boolean, check_fits_in_memory, fail, positive_int
+
+__all__ = ["GatedParams", "init_gated_params"]
+
+
+class GatedParams(NamedTuple):
+    r"""Parameters of the gated cell, a pytree (``None`` fields are empty subtrees).
+
+    .. math::
+
+        c = \sigma(W_c x + W_z z + b_c), \qquad z' = c \odot z + (1 - c) \odot (W_x x + b_x).
+
+    Attributes:
+      w_x: ``(m, n)`` input-to-candidate weights, ``u = W_x x (+ b_x)``.
+      w_c: ``(m, n)`` input-to-gate weights.
+      w_z: ``(m, m)`` state-to-gate (recurrent) weights, or ``None``: no recurrent gate, the
+        minGRU cell, whose gate depends on the input alone.
+      b_c: ``(m,)`` gate bias, or ``None`` for no bias (the seed's cell).
+      b_x: ``(m,)`` candidate bias, or ``None`` for no bias (the seed's cell).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from gated_jax.cell import GatedParams
+      >>> p = GatedParams(jnp.ones((4, 3)), jnp.ones((4, 3)), jnp.eye(4))
+      >>> p.n, p.m, p.b_c is None
+      (3, 4, True)
+    """
+
+    w_x: jax.Array
+    w_c: jax.Array
+    w_z: jax.Array | None = None
+    b_c: jax.Array | None = None
+    b_x: jax.Array | None = None
+
+    @property
+    def n(self) -> int:
+        """Input width."""
+        return int(np.shape(self.w_x)[-1])
+
+    @property
+    def m(self) -> int:
+        """State width."""
+        return int(np.shape(self.w_x)[-2])
+
+
+def init_gated_params(
+    key: jax.Array,
+    n: int,
+    m: int,
+    *,
+    use_bias: bool = False,
+    dtype=jnp.float32,
+    input_init=None,
+    recurrent_init=None,
+    bias_init=None,
+) -> GatedParams:
+    r"""Initialise :class:`GatedParams` with Flax ``GRUCell``'s defaults, in this layout.
+
+    ``W_x`` and ``W_c`` (``(m, n)``) are LeCun-normal, ``W_z`` (``(m, m)``) is orthogonal and
+    the biases are zeros:
+
+    .. math::
+
+        (W_x)_{ij}, (W_c)_{ij} \sim \mathcal N(0, 1/n), \qquad W_z^\top W_z = I_m,
+
+    so at initialisation the gate pre-activation has unit variance per unit input variance and
+    ``||W_z||_2 = 1``. Draws are made in float32 (or float64 when ``dtype`` is float64) and cast
+    to ``dtype``, so half-precision dtypes work on every backend (LAPACK has no half-precision
+    QR for the orthogonal draw).
+
+    Args:
+      key: a PRNG key.
+      n: input width, a positive int.
+      m: state width, a positive int.
+      use_bias: add ``b_c`` and ``b_x`` (zeros by default); ``False`` gives the seed's cell.
+      dtype: a floating parameter dtype (float32, float64, bfloat16, float16).
+      input_init: ``jax.nn.initializers``-style ``init(key, shape, dtype)`` for ``W_x``, ``W_c``.
+      recurrent_init: the same for ``W_z``.
+      bias_init: the same for ``b_c`` and ``b_x``.
+
+    Returns:
+      A :class:`GatedParams` of ``dtype`` arrays.
+
+    Raises:
+      ValueError: for non-positive or non-int widths, a non-floating ``dtype``, or widths whose
+        parameters cannot fit in memory (the message gives the bytes needed).
+
+    Examples:
+      >>> import jax
+      >>> from gated_jax.cell import init_gated_params
+      >>> p = init_gated_params(jax.random.key(0), 3, 4, use_bias=True)
+      >>> p.w_x.shape, p.w_z.shape, p.b_c.shape, p.w_x.dtype
+      ((4, 3), (4, 4), (4,), dtype('float32'))
+    """
+    n, m = positive_int("n", n), positive_int("m", m)
+    use_bias = boolean("use_bias", use_bias)
+    try:
+        dtype = jnp.dtype(jnp.float32 if dtype is None else dtype)
+    except TypeError:
+        raise fail("dtype", dtype, "a floating dtype") from None
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise fail("dtype", dtype, "a floating dtype")
+    draw = jnp.promote_types(dtype, jnp.float32)
+    count = 2.0 * m * n + float(m) * m + (2.0 * m if use_bias else 0.0)
+    big, value = ("m", m) if m * m >= 2 * m * n else ("n", n)
+    check_fits_in_memory(big, value, count * (draw.itemsize + dtype.itemsize), "the parameters")
+    input_init = input_init or jax.nn.initializers.lecun_normal(in_axis=-1, out_axis=-2)
+    recurrent_init = recurrent_init or jax.nn.initializers.orthogonal()
+    bias_init = bias_init or jax.nn.initializers.zeros
+    kx, kc, kz, kbc, kbx = jax.random.split(key, 5)
+
+    def make(init, k, shape):
+        return jnp.asarray(init(k, shape, draw), dtype)
+
+    w_x = make(input_init, kx, (m, n))
+    w_c = make(input_init, kc, (m, n))
+    w_z = make(recurrent_init, kz, (m, m))
+    if use_bias:
+        return GatedParams(w_x, w_c, w_z, make(bias_init, kbc, (m,)), make(bias_init, kbx, (m,)))
+    return GatedParams(w_x, w_c, w_z)

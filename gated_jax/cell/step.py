@@ -1,0 +1,196 @@
+r"""One step of the gated cell: the only place its equations are written.
+
+.. math::
+
+    a = W_c x + b_c, \quad u = W_x x + b_x, \quad
+    c = \sigma(a + W_z z_{prev}), \quad
+    z = c \odot z_{prev} + (1 - c) \odot u,
+
+and its one-step Jacobian and the transpose of that Jacobian,
+
+.. math::
+
+    J = \frac{\partial z}{\partial z_{prev}} = \operatorname{diag}(c) + \operatorname{diag}(s) W_z,
+    \qquad s = (z_{prev} - u) \odot c \odot (1 - c).
+
+The building blocks (:func:`projections`, :func:`update`, :func:`jacobian`,
+:func:`transpose_step`) are unvalidated array functions on any leading batch dims; the scan,
+the Jacobian diagnostics, the experiments and the diagrams all evaluate the cell through them.
+``w_z=None`` (the minGRU cell) drops the recurrent term: ``c = sigma(a)`` and ``J = diag(c)``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from gated_jax.cell import _checks
+from gated_jax.cell.params import GatedParams
+
+__all__ = [
+    "gated_step",
+    "step_jacobian",
+    "gate_activation",
+    "mix",
+    "gate",
+    "projections",
+    "update",
+    "jacobian_factor",
+    "jacobian",
+    "transpose_step",
+    "step_with_factors",
+]
+
+
+def _bias(a, b):
+    """``a + b`` for a bias ``b`` of shape ``(m,)`` (explicit broadcast: no rank promotion)."""
+    return a if b is None else a + jnp.reshape(b, (1,) * (a.ndim - 1) + b.shape)
+
+
+gate_activation = jax.nn.sigmoid
+"""The gate's nonlinearity, ``sigma(t) = 1 / (1 + e^{-t})``."""
+
+
+def mix(c, z_prev, u):
+    """The convex mix ``c z_prev + (1 - c) u``: each unit between ``z_prev`` and ``u``."""
+    return c * z_prev + (1 - c) * u
+
+
+def projections(params: GatedParams, x):
+    """The input terms ``(a, u) = (W_c x + b_c, W_x x + b_x)`` for ``x`` of shape ``(..., n)``.
+
+    One einsum each, so the scan can hoist them over all steps at once.
+    """
+    a = jnp.einsum("...n,mn->...m", x, params.w_c)
+    u = jnp.einsum("...n,mn->...m", x, params.w_x)
+    return _bias(a, params.b_c), _bias(u, params.b_x)
+
+
+def gate(w_z, z_prev, a, mask=None):
+    """``c = sigma(a + W_z z_prev)``; where ``mask`` is False, ``c = 1`` (an identity step).
+
+    A masked step has ``c = 1``, so ``z = z_prev`` and, since ``c (1 - c) = 0`` and
+    ``1 - c = 0``, no gradient reaches the weights, ``x`` or the gate.
+    """
+    pre = a if w_z is None else a + jnp.einsum("...k,mk->...m", z_prev, w_z)
+    c = gate_activation(pre)
+    return c if mask is None else jnp.where(mask[..., None], c, jnp.ones_like(c))
+
+
+def update(w_z, z_prev, a, u, mask=None):
+    """One step from its input terms: returns ``(z, c)``."""
+    c = gate(w_z, z_prev, a, mask)
+    return mix(c, z_prev, u), c
+
+
+def jacobian_factor(z_prev, u, c):
+    """``s = (z_prev - u) c (1 - c)``, so that ``J = diag(c) + diag(s) W_z``."""
+    return (z_prev - u) * (c * (1 - c))
+
+
+def jacobian(w_z, c, s):
+    """``J = diag(c) + diag(s) W_z`` as dense ``(..., m, m)`` matrices (``diag(c)`` without
+    ``W_z``)."""
+    m = c.shape[-1]
+    lead = (1,) * (c.ndim - 1)
+    J = c[..., :, None] * jnp.eye(m, dtype=c.dtype).reshape(lead + (m, m))
+    return J if w_z is None else J + s[..., :, None] * w_z.reshape(lead + (m, m))
+
+
+def transpose_step(w_z, c, s, delta):
+    """The step's reverse-mode map: ``(J^T delta, pbar, ubar)``.
+
+    ``J^T delta = c delta + W_z^T (s delta)``; ``pbar = s delta`` is the gradient at the gate
+    pre-activation and ``ubar = (1 - c) delta`` the gradient at the candidate ``u``.
+    """
+    pbar = s * delta
+    r = c * delta
+    if w_z is not None:
+        r = r + jnp.einsum("...m,mk->...k", pbar, w_z)
+    return r, pbar, (1 - c) * delta
+
+
+def step_with_factors(params: GatedParams, z_prev, x):
+    """One step and its Jacobian factors, unvalidated: ``(z, c, u, s)``."""
+    a, u = projections(params, x)
+    z, c = update(params.w_z, z_prev, a, u)
+    return z, c, u, jacobian_factor(z_prev, u, c)
+
+
+def _promote(p: GatedParams, z_prev, x):
+    dt = _checks.compute_dtype(*p, z_prev, x)
+    out = _checks.output_dtype(*p, z_prev, x)
+    cast = lambda a: None if a is None else jnp.asarray(a, dt)
+    return GatedParams(*map(cast, p)), cast(z_prev), cast(x), out
+
+
+def gated_step(params: GatedParams, z_prev: jax.Array, x_t: jax.Array) -> jax.Array:
+    r"""One step of the cell.
+
+    .. math::
+
+        c = \sigma(W_c x_t + W_z z_{prev} + b_c), \qquad
+        z_t = c \odot z_{prev} + (1 - c) \odot (W_x x_t + b_x).
+
+    Args:
+      params: :class:`GatedParams` (``w_z=None``: the gate sees the input only).
+      z_prev: the state before the step, ``(..., m)``.
+      x_t: the input, ``(..., n)``; its batch dims broadcast with ``z_prev``'s.
+
+    Returns:
+      ``z_t`` of the broadcast batch shape ``(..., m)`` in the promoted floating dtype
+      (half-precision operands are computed in float32 and cast back).
+
+    Raises:
+      ValueError: naming the argument, for wrong shapes or mismatched params.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from gated_jax.cell import GatedParams, gated_step
+      >>> p = GatedParams(jnp.ones((2, 1)), jnp.zeros((2, 1)), jnp.zeros((2, 2)))
+      >>> gated_step(p, jnp.array([1.0, -1.0]), jnp.array([3.0]))  # c = 1/2
+      Array([2., 1.], dtype=float32)
+
+    References:
+      The cell of seed 1.2.
+    """
+    p, n, m = _checks.check_params(params)
+    z_prev, x_t = _checks.step_operands(z_prev, x_t, n, m)
+    p, z_prev, x_t, out = _promote(p, z_prev, x_t)
+    return step_with_factors(p, z_prev, x_t)[0].astype(out)
+
+
+def step_jacobian(params: GatedParams, z_prev: jax.Array, x_t: jax.Array) -> jax.Array:
+    r"""The one-step Jacobian ``dz_t / dz_prev``, ``(..., m, m)``.
+
+    .. math::
+
+        J = \operatorname{diag}(c) + \operatorname{diag}\big((z_{prev} - u) \odot c \odot
+        (1 - c)\big) W_z, \qquad u = W_x x_t + b_x.
+
+    Row ``i`` is ``dz_t[i] / dz_prev``: ``z_t[i]`` depends on ``z_prev[i]`` directly through
+    ``c[i] z_prev[i]`` and on every ``z_prev[j]`` through the gate,
+    ``dc[i]/dz_prev[j] = c[i] (1 - c[i]) W_z[i, j]``, times ``dz_t[i]/dc[i] = z_prev[i] - u[i]``.
+    With ``w_z=None``, ``J = diag(c)``.
+
+    Args:
+      params: :class:`GatedParams`.
+      z_prev: ``(..., m)``.
+      x_t: ``(..., n)``, batch dims broadcasting with ``z_prev``'s.
+
+    Returns:
+      ``(..., m, m)`` in the promoted floating dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from gated_jax.cell import GatedParams, step_jacobian
+      >>> one = lambda v: jnp.full((1, 1), v)
+      >>> p = GatedParams(one(1.0), one(0.5), one(1.5))  # the exploding counterexample
+      >>> step_jacobian(p, jnp.array([-1.0]), jnp.array([3.0]))
+      Array([[-1.]], dtype=float32)
+    """
+    p, n, m = _checks.check_params(params)
+    z_prev, x_t = _checks.step_operands(z_prev, x_t, n, m)
+    p, z_prev, x_t, out = _promote(p, z_prev, x_t)
+    _, c, _, s = step_with_factors(p, z_prev, x_t)
+    return jacobian(p.w_z, c, s).astype(out)

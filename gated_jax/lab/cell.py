@@ -1,0 +1,428 @@
+"""The gated recurrence and its closed-form BPTT: the capability's verify rows, report section and
+benchmark.
+
+Verify rows (``checks``): Verification rows for the gated recurrence (:mod:`gated_jax.cell`),
+float64.
+
+Each closed form is compared with an independent reference: the seed's equations as a NumPy
+loop, and JAX autodiff (``jax.vjp`` / ``jax.jacfwd``) of a plain ``lax.scan`` with the whole
+cell inside its step.
+
+Report section (``section``): seed 1.2(b), (c): the gated recurrence's dimensions and its
+closed-form BPTT.
+
+Benchmark (``bench``): The gated recurrence: closed-form BPTT scan against a plain ``lax.scan``
+and Flax's RNNs.
+
+Float32, batch 32, T = 256, n = m = 256 (quick: 8, 64, 64, 64). Every variant is timed
+interleaved in one process. The loss is ``mean(zs**2)``, differentiated with respect to the
+parameters. FLOPs count ``2 B n m`` per ``(B, n) x (n, m)`` matmul: the gated cell does 3 per
+step forward and 7 forward+backward (the backward adds ``W_z^T`` on the adjoint and three weight
+gradients); Flax's ``GRUCell`` does 6 / 15 and ``MGUCell`` 4 / 10.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from gated_jax import cell
+from gated_jax.lab._harness import (
+    Table,
+    compile_stats,
+    device_line,
+    matmul_gflops,
+    mib,
+    ratios,
+    time_interleaved,
+)
+from gated_jax.lab._verify import Check
+from gated_jax.testing import max_rel_error, numpy_loop, plain_scan
+
+# --- from verification/cell.py ------------------------------------------------------------
+
+
+class _Config(NamedTuple):
+    """One verify case of the scan and its backward pass."""
+
+    B: int
+    T: int
+    n: int
+    m: int
+    bias: bool
+    reverse: bool
+    lengths: bool
+
+
+# Two cases cover every row: the seed's cell (no bias, forward, one segment loop), and biases
+# with seq_lengths, run in reverse over two segment loops of 35 steps (the remat path pads it).
+_CONFIGS = [
+    _Config(B=3, T=8, n=3, m=4, bias=False, reverse=False, lengths=False),
+    _Config(B=2, T=70, n=2, m=3, bias=True, reverse=True, lengths=True),
+]
+
+
+def _case(seed: int, B, T, n, m, bias):
+    rng = np.random.default_rng(seed)
+    shapes = [(m, n), (m, n), (m, m)] + ([(m,), (m,)] if bias else [])
+    p = cell.GatedParams(*[jnp.asarray(rng.normal(size=s)) for s in shapes])
+    xs = jnp.asarray(rng.normal(size=(B, T, n)))
+    z0 = jnp.asarray(rng.normal(size=(B, m)))
+    lengths = jnp.asarray(rng.integers(0, T + 1, size=B))
+    ct = jnp.asarray(rng.normal(size=(B, T, m)))
+    return p, xs, z0, lengths, ct
+
+
+def _perturbed_states(p, xs, z0, deltas):
+    """Plain-scan states ``z[1..T]`` with ``deltas[k]`` added to ``z[k]``.
+
+    ``jax.jacfwd`` with respect to ``deltas`` gives every ``dz[e]/dz[k]`` at once.
+    """
+
+    def step(z, inp):
+        x, d = inp
+        out = plain_scan(p, x[None, None], (z + d)[None])[0, 0]
+        return out, out
+
+    return lax.scan(step, z0, (xs, deltas))[1]
+
+
+# The references are jitted once per shape: autodiff of the plain scan (reverse mode for the
+# backward pass, forward mode for every product of Jacobians), then compared eagerly.
+_all_products = jax.jit(jax.jacfwd(_perturbed_states, argnums=3))
+
+
+@jax.jit(static_argnames=("reverse",))
+def _reference_vjp(p, xs, z0, lengths, ct, *, reverse):
+    plain = lambda p, xs, z0: plain_scan(p, xs, z0, seq_lengths=lengths, reverse=reverse)
+    return jax.vjp(plain, p, xs, z0)[1](ct)
+
+
+@jax.jit(static_argnames=("reverse", "remat"))
+def _closed_form_vjp(p, xs, z0, lengths, ct, *, reverse, remat):
+    scan = lambda p, xs, z0: cell.gated_scan(
+        p, xs, z0, seq_lengths=lengths, reverse=reverse, remat=remat
+    )
+    return jax.vjp(scan, p, xs, z0)[1](ct)
+
+
+def checks(seed: int) -> list[Check]:
+    worst: dict[str, float] = {}
+    cases: dict[str, int] = {}
+
+    def record(key: str, err: float) -> None:
+        worst[key] = max(worst.get(key, 0.0), err)
+        cases[key] = cases.get(key, 0) + 1
+
+    for i, (B, T, n, m, bias, reverse, with_len) in enumerate(_CONFIGS):
+        p, xs, z0, lengths, ct = _case(seed * 100 + i, B, T, n, m, bias)
+        L = lengths if with_len else None
+        kw = dict(seq_lengths=L, reverse=reverse)
+        zs = cell.gated_scan(p, xs, z0, **kw)
+        ref = numpy_loop(
+            p, xs, z0, seq_lengths=None if L is None else np.asarray(L), reverse=reverse
+        )
+        record("masked" if with_len else "scan", max_rel_error(zs, ref))
+        dp_ref, dx_ref, dz0_ref = _reference_vjp(p, xs, z0, L, ct, reverse=reverse)
+        dp, dx, dz0 = cell.gated_bptt(p, xs, z0, ct, **kw)
+        for name in cell.GatedParams._fields:
+            if getattr(p, name) is not None:
+                record(f"bptt_{name}", max_rel_error(getattr(dp, name), getattr(dp_ref, name)))
+        record("bptt_dxs", max_rel_error(dx, dx_ref))
+        record("bptt_dz0", max_rel_error(dz0, dz0_ref))
+        for remat in (False, True):
+            g = _closed_form_vjp(p, xs, z0, L, ct, reverse=reverse, remat=remat)
+            record("remat" if remat else "vjp", max_rel_error(g, (dp_ref, dx_ref, dz0_ref)))
+
+    # Jacobian diagnostics, one sequence, against jacfwd through the plain scan; one shape and
+    # structure for the three cases (recurrent weights x1, x3, x5), so each compiles once
+    ratio = 0.0
+    for j in range(3):
+        p, xs, z0, _, _ = _case(seed * 100 + 50 + j, 1, 6, 3, 4, True)
+        p = p._replace(w_z=p.w_z * (1 + 2 * j))
+        xs, z0 = xs[0], z0[0]
+        T, m = xs.shape[0], z0.shape[0]
+        D = _all_products(p, xs, z0, jnp.zeros((T, m)))
+        record("step", max_rel_error(cell.step_jacobian(p, z0, xs[0]), D[0, :, 0]))
+        Js = cell.state_jacobians(p, xs, z0)
+        record("states", max_rel_error(Js, jnp.stack([D[t, :, t] for t in range(T)])))
+        for s, e in [(0, T), (1, 4)]:
+            prod = cell.jacobian_product(p, xs, z0, start=s, end=e)
+            record("product", max_rel_error(prod, D[e - 1, :, s]))
+        flow = [np.linalg.norm(np.asarray(D[T - 1, :, k]), 2) for k in range(T)] + [1.0]
+        record("flow", max_rel_error(cell.gradient_flow(p, xs, z0), np.array(flow)))
+        actual = np.linalg.norm(np.asarray(Js), 2, axis=(-2, -1))
+        bound = np.asarray(cell.jacobian_norm_bound(p, xs, z0))
+        ratio = max(ratio, float(np.max(actual / bound)))
+
+    rows = [
+        ("scan", "gated_scan: z[t] = c z[t-1] + (1-c) W_x x[t]", "NumPy loop of seed 1.2"),
+        ("masked", "gated_scan, seq_lengths (held states), reverse", "NumPy loop with lengths"),
+        ("vjp", "jax.vjp(gated_scan): custom-VJP closed-form BPTT", "jax.vjp of plain lax.scan"),
+        ("remat", "jax.vjp(gated_scan, remat=True)", "jax.vjp of plain lax.scan"),
+    ]
+    rows += [
+        (
+            f"bptt_{name}",
+            f"gated_bptt dl/d{name} = sum_t {term}",
+            "jax.vjp of plain lax.scan",
+        )
+        for name, term in [
+            ("w_x", "ubar[t] x[t]^T, shape (m, n)"),
+            ("w_c", "pbar[t] x[t]^T"),
+            ("w_z", "pbar[t] z[t-1]^T"),
+            ("b_c", "pbar[t]"),
+            ("b_x", "ubar[t]"),
+        ]
+    ]
+    rows += [
+        (
+            "bptt_dxs",
+            "gated_bptt dl/dx[t] = W_c^T pbar[t] + W_x^T ubar[t]",
+            "jax.vjp of plain lax.scan",
+        ),
+        ("bptt_dz0", "gated_bptt dl/dz0 = J[1]^T delta[1]", "jax.vjp of plain lax.scan"),
+        ("step", "step_jacobian: diag(c) + diag((z-u) c (1-c)) W_z", "jax.jacfwd of plain scan"),
+        ("states", "state_jacobians J[1..T]", "jax.jacfwd of plain scan"),
+        ("product", "jacobian_product dz[end]/dz[start]", "jax.jacfwd of plain scan"),
+        ("flow", "gradient_flow: spectral norm of dz[T]/dz[k]", "SVD of jax.jacfwd of plain scan"),
+    ]
+    out = [
+        Check("gated cell", formula, reference, worst[key], cases[key])
+        for key, formula, reference in rows
+        if key in worst
+    ]
+    out.append(
+        Check(
+            "gated cell",
+            "jacobian_norm_bound: norm(J) <= max c + max abs(s) norm(W_z); max of actual/bound",
+            "SVD of state_jacobians",
+            ratio,
+            3 * 6,
+            tolerance=1.0,
+        )
+    )
+    return out
+
+
+# --- from report/cell.py ------------------------------------------------------------------
+
+TITLE = "Seed 1.2(b), (c): the gated recurrence and backpropagation through time"
+
+
+def section(ctx) -> str:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from gated_jax import cell
+
+    n, m, T, t_star = 3, 5, 12, 8
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(ctx.seed)
+        p = cell.GatedParams(
+            jnp.asarray(rng.normal(size=(m, n))),
+            jnp.asarray(rng.normal(size=(m, n))),
+            jnp.asarray(0.5 * rng.normal(size=(m, m))),
+        )
+        xs = jnp.asarray(rng.normal(size=(T, n)))
+        z0 = jnp.zeros(m)
+        zs = cell.gated_scan(p, xs, z0)
+        v = jnp.asarray(rng.normal(size=m))
+
+        # loss on ONE state: l = v . z[t*]  ->  dzs is v at step t* and zero elsewhere
+        dzs = jnp.zeros((T, m)).at[t_star - 1].set(v)
+        dp, dxs, dz0 = cell.gated_bptt(p, xs, z0, dzs)
+        auto = jax.grad(
+            lambda w: v @ plain_scan(p._replace(w_x=w), xs[None], z0[None])[0, t_star - 1]
+        )(p.w_x)
+
+        # the seed's 1.2(c) sum: dl/dz[t] sum_k (prod_{i=k+1}^t J[i]) dz[k]/dW_x (direct part),
+        # with dz[k]/dW_x[a, b] = (1 - c[k])_a x[k]_b on row a: a row vector times an outer product
+        zprev = jnp.concatenate([z0[None], zs[:-1]])
+        c = cell.step.step_with_factors(p, zprev, xs)[1]
+        seed_sum = jnp.zeros((m, n))
+        for k in range(1, t_star + 1):
+            prod = cell.jacobian_product(p, xs, z0, start=k, end=t_star)
+            row = (v @ prod) * (1 - c[k - 1])
+            seed_sum = seed_sum + jnp.outer(row, xs[k - 1])
+        err_seed = max_rel_error(seed_sum, auto)
+        err_bptt = max_rel_error(dp.w_x, auto)
+
+        # a loss on every state: the adjoint sums the seed's expression over t
+        g = jnp.asarray(rng.normal(size=(T, m)))
+        full = cell.gated_bptt(p, xs, z0, g)
+        ref = jax.vjp(lambda q: plain_scan(q, xs[None], z0[None])[0], p)[1](g)[0]
+        err_all = max_rel_error(full[0], ref)
+
+    return f"""
+**Dimensions (1.2(b)).** `x[t]` is in R^n, the state `z[t]` and the gate `c[t]` in R^m,
+`W_x, W_c` are `m x n` and `W_z` is `m x m`. The homework's answer `c[t] in R^m` is right: `c[t]`
+multiplies `z[t-1]` elementwise. Here `n = {n}`, `m = {m}`, `T = {T}`.
+
+**The gradient's shape (1.2(c)).** The homework writes `dl/dW_x in R^(n x m)`. A gradient has the
+shape of its parameter: `gated_bptt` returns `dl/dW_x` of shape `{tuple(dp.w_x.shape)}` = `(m, n)`,
+the same as `jax.grad`'s `{tuple(auto.shape)}`. The seed's shape is the transpose.
+
+**The closed form.** With `u[t] = W_x x[t]` and `s[t] = (z[t-1] - u[t]) c[t] (1 - c[t])`,
+the one-step Jacobian is `J[t] = diag(c[t]) + diag(s[t]) W_z`. The adjoint
+`delta[t] = dl/dz[t]` obeys `delta[t] = g[t] + J[t+1]^T delta[t+1]`, where `g[t]` is the
+loss's direct dependence on `z[t]`. Then
+`dl/dW_x = sum_t ((1 - c[t]) delta[t]) x[t]^T`,
+`dl/dW_c = sum_t (s[t] delta[t]) x[t]^T`, `dl/dW_z = sum_t (s[t] delta[t]) z[t-1]^T`,
+`dl/dx[t] = W_c^T (s[t] delta[t]) + W_x^T ((1 - c[t]) delta[t])`, `dl/dz[0] = J[1]^T delta[1]`.
+
+**The homework's formula is the special case of a loss on one state.** For `l = v . z[t*]`
+(`t* = {t_star}`), `g` is zero except at `t*`, and unrolling the adjoint gives exactly the
+homework's sum `dl/dz[t*] sum_k (prod_(i=k+1..t*) J[i]) dz[k]/dW_x`, with `dz[k]/dW_x` the
+direct dependence `(1 - c[k]) x[k]^T` on each row. Computed term by term with the library's
+`jacobian_product`, in `W_x`'s own `(m, n)` layout, it matches `jax.grad`:
+
+| quantity | max rel. error vs `jax.grad` of a plain `lax.scan` (float64) |
+|---|---:|
+| seed 1.2(c) sum, loss on `z[{t_star}]` | {err_seed:.1e} |
+| `gated_bptt` `dl/dW_x`, same loss | {err_bptt:.1e} |
+| `gated_bptt`, all parameters, loss on every state | {err_all:.1e} |
+
+A loss on every state (as in training) needs the sum over `t*` of such sums; the adjoint
+recurrence computes all of them in one reverse pass, `O(T)` rather than `O(T^2)` Jacobian
+products.
+
+**Forward and backward passes (1.2(c), second part).** The homework says both passes "keep
+memory of previous states". More precisely, the backward pass is the forward pass run in reverse
+time with the transposed one-step map: the forward loop carries `z[t]` forward through
+`z @ W_z^T` (one matmul per step), the backward loop carries `delta[t]` backward through
+`(s delta) @ W_z` (one matmul per step, the transpose), and the per-step weight contributions,
+which do not depend on each other, are summed as large matmuls over all steps afterwards, just as
+the forward pass computes the input projections `W_c x`, `W_x x` for all steps before its loop.
+The backward pass needs the forward's states (`z`, `c`, `s`), so it runs after the forward pass;
+`gated_scan(..., remat=True)` keeps only every `K`-th state and recomputes the rest.
+"""
+
+
+# --- from bench/cell.py -------------------------------------------------------------------
+
+BENCH_TITLE = "Gated recurrence: closed-form BPTT vs plain scan vs Flax"
+
+
+def _loss(f):
+    return lambda p, xs: jnp.mean(f(p, xs) ** 2)
+
+
+def _flax(kind: str, m: int, xs):
+    import flax.linen as nn
+
+    cell_cls = {"GRU": nn.GRUCell, "MGU": nn.MGUCell}[kind]
+    rnn = nn.RNN(cell_cls(features=m))
+    params = rnn.init(jax.random.key(0), xs)
+    return params, rnn.apply
+
+
+def _load() -> float:
+    """1-minute load average (NaN where the OS has none): ratios drift when the CPUs are busy."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def bench(quick: bool = False) -> Table:
+    load0 = _load()
+    B, T, n, m = (8, 64, 64, 64) if quick else (32, 256, 256, 256)
+    T_mem = 512 if quick else 4096
+    rounds = 3 if quick else 9
+    p = cell.init_gated_params(jax.random.key(0), n, m)
+    xs = jax.random.normal(jax.random.key(1), (B, T, n), jnp.float32)
+
+    variants = {
+        "plain lax.scan (3 matmuls in step), jax.grad": plain_scan,
+        "gated_scan (closed-form BPTT)": cell.gated_scan,
+        "gated_scan remat=True": lambda p, x: cell.gated_scan(p, x, remat=True),
+        "gated_scan unroll=2": lambda p, x: cell.gated_scan(p, x, unroll=2),
+        "gated_scan unroll=4": lambda p, x: cell.gated_scan(p, x, unroll=4),
+        "gated_scan backward='autodiff'": lambda p, x: cell.gated_scan(p, x, backward="autodiff"),
+    }
+    mm = 2.0 * B * n * m  # FLOPs of one matmul (n = m here)
+    fns, flops, meta = {}, {}, {}
+    for name, f in variants.items():
+        g = jax.jit(jax.grad(_loss(f)))
+        cs = compile_stats(jax.grad(_loss(f)), p, xs)
+        fns[name] = lambda g=g: g(p, xs)
+        flops[name], meta[name] = 7 * mm * T, (3 * mm, cs.compile_s)
+    for name, f in [("plain lax.scan", plain_scan), ("gated_scan", cell.gated_scan)]:
+        key = f"forward only: {name}"
+        fj = jax.jit(f)
+        cs = compile_stats(f, p, xs)
+        fns[key] = lambda fj=fj: fj(p, xs)
+        flops[key], meta[key] = 3 * mm * T, (3 * mm, cs.compile_s)
+    for kind, per_step, per_step_fb in [("GRU", 6, 15), ("MGU", 4, 10)]:
+        fp, apply = _flax(kind, m, xs)
+        key = f"flax.linen.RNN({kind}Cell), jax.grad"
+        loss = lambda q, x, apply=apply: jnp.mean(apply(q, x) ** 2)
+        g = jax.jit(jax.grad(loss))
+        cs = compile_stats(jax.grad(loss), fp, xs)
+        fns[key] = lambda g=g, fp=fp: g(fp, xs)
+        flops[key], meta[key] = per_step_fb * mm * T, (per_step * mm, cs.compile_s)
+
+    dot = matmul_gflops(512 if quick else 1024)
+    times = time_interleaved(fns, rounds=rounds)
+    base = "plain lax.scan (3 matmuls in step), jax.grad"
+    speed = ratios(times, base)
+    fwd_speed = times["forward only: plain lax.scan"] / times["forward only: gated_scan"]
+
+    # compiled temporary memory of forward+backward at a long sequence (compiled, not run)
+    xl = jax.ShapeDtypeStruct((B, T_mem, n), jnp.float32)
+    mem = {
+        name: compile_stats(jax.grad(_loss(variants[name])), p, xl).temp_bytes
+        for name in [
+            base,
+            "gated_scan (closed-form BPTT)",
+            "gated_scan remat=True",
+            "gated_scan backward='autodiff'",
+        ]
+    }
+
+    table = Table(
+        title=f"{BENCH_TITLE} (B={B}, T={T}, n=m={n}, float32)",
+        columns=[
+            "variant",
+            "median ms",
+            "speed-up vs plain",
+            "GFLOP/s",
+            "fraction of jnp.dot",
+            "fwd MFLOP/step",
+            "compile s",
+            f"temp MiB at T={T_mem}",
+        ],
+    )
+    for name in fns:
+        gf = flops[name] / times[name] / 1e9
+        row_speed = fwd_speed if name == "forward only: gated_scan" else speed[name]
+        if name == "forward only: plain lax.scan":
+            row_speed = 1.0
+        table.rows.append(
+            [
+                name,
+                times[name] * 1e3,
+                row_speed,
+                gf,
+                gf / dot,
+                meta[name][0] / 1e6,
+                meta[name][1],
+                f"{mib(mem[name]):.0f} ({mem[name] / mem[base]:.2f}x)" if name in mem else "",
+            ]
+        )
+    table.notes += [
+        device_line() + f"; large jnp.dot: {dot:.1f} GFLOP/s in the same run; 1-minute load "
+        f"average {load0:.2f} at the start, {_load():.2f} at the end, on {os.cpu_count()} CPUs "
+        "(a busy machine slows the large matmuls and lowers the speed-ups).",
+        "Forward+backward rows: speed-up vs the plain scan's jax.grad; forward-only rows: vs the "
+        "plain forward. Loss mean(zs**2), gradient w.r.t. all parameters.",
+        "FLOPs: 2*B*n*m per matmul; gated cell 3/step forward, 7/step forward+backward; GRUCell "
+        "6 / 15, MGUCell 4 / 10 (input and hidden denses; elementwise work not counted).",
+        "unroll=k copies the loop bodies k times (lax.scan unroll): compare the compile s and "
+        "ms columns of the unroll rows with the unroll=1 row.",
+    ]
+    return table

@@ -1,0 +1,156 @@
+r"""Reference implementations and the error measure that the tests and the verify rows use.
+
+* :func:`numpy_loop`: the gated cell's equations written out, one step at a time, in NumPy
+  float64: independent of JAX and of :mod:`gated_jax.cell`.
+* :func:`plain_scan`: the obvious JAX implementation, a ``lax.scan`` whose step is
+  :func:`gated_jax.cell.gated_step` (all three matmuls inside the step), differentiated by JAX's
+  own autodiff: the reference for the closed-form backward pass, and the benchmarks' baseline.
+* :func:`max_rel_error`: the scale-free error of a result against a reference, for pytrees.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = ["max_rel_error", "numpy_loop", "plain_scan"]
+
+
+def max_rel_error(actual, expected) -> float:
+    r"""The largest error relative to the reference's scale, over all leaves of two pytrees.
+
+    .. math::
+
+        \max_{\text{leaves}} \frac{\max_i |a_i - e_i|}{\max(\max_i |e_i|, 10^{-300})}
+
+    A shape mismatch, a different number of leaves, or a NaN/inf anywhere is ``inf`` (never a
+    match); empty leaves are skipped.
+
+    Args:
+      actual: a pytree of arrays.
+      expected: a pytree of the same structure.
+
+    Returns:
+      A Python float.
+
+    Examples:
+      >>> import numpy as np
+      >>> from gated_jax.testing import max_rel_error
+      >>> max_rel_error(np.array([1.0, 2.5]), np.array([1.0, 2.0]))
+      0.25
+      >>> max_rel_error(np.zeros(2), np.zeros(3))
+      inf
+    """
+    la, le = jax.tree.leaves(actual), jax.tree.leaves(expected)
+    if len(la) != len(le):
+        return float("inf")
+    worst = 0.0
+    for a, e in zip(la, le, strict=True):
+        a = np.asarray(a, dtype=np.float64)
+        e = np.asarray(e, dtype=np.float64)
+        if a.shape != e.shape:
+            return float("inf")
+        if e.size == 0:
+            continue
+        if not (np.all(np.isfinite(a)) and np.all(np.isfinite(e))):
+            return float("inf")
+        scale = max(float(np.max(np.abs(e))), 1e-300)
+        worst = max(worst, float(np.max(np.abs(a - e))) / scale)
+    return worst
+
+
+def plain_scan(params, xs, z0=None, *, seq_lengths=None, reverse=False, remat=False):
+    """The gated cell as a plain ``lax.scan`` of :func:`gated_jax.cell.gated_step`.
+
+    Args:
+      params: a :class:`gated_jax.cell.GatedParams`.
+      xs: ``(B, T, n)`` batch-first inputs.
+      z0: ``(B, m)``; ``None`` means zeros.
+      seq_lengths: optional ``(B,)`` ints: steps ``t >= length`` hold the state.
+      reverse: run time backwards.
+      remat: wrap the step in ``jax.checkpoint``.
+
+    Returns:
+      ``(B, T, m)`` states.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from gated_jax.cell import gated_scan, init_gated_params
+      >>> from gated_jax.testing import max_rel_error, plain_scan
+      >>> p = init_gated_params(jax.random.key(0), 3, 4)
+      >>> xs = jax.random.normal(jax.random.key(1), (2, 6, 3))
+      >>> max_rel_error(plain_scan(p, xs), gated_scan(p, xs)) < 1e-5
+      True
+    """
+    from gated_jax.cell import gated_step
+
+    B, T, _ = xs.shape
+    m = params.w_x.shape[0]
+    z0 = jnp.zeros((B, m), xs.dtype) if z0 is None else z0
+    lengths = jnp.full((B,), T) if seq_lengths is None else seq_lengths
+
+    def step(z, inp):
+        x, t = inp
+        z_new = jnp.where((t < lengths)[:, None], gated_step(params, z, x), z)
+        return z_new, z_new
+
+    if remat:
+        step = jax.checkpoint(step)
+    _, zs = lax.scan(step, z0, (jnp.swapaxes(xs, 0, 1), jnp.arange(T)), reverse=reverse)
+    return jnp.swapaxes(zs, 0, 1)
+
+
+def _sigmoid(x):
+    """``1 / (1 + e^-x)`` without overflow and accurate for large ``|x|``."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def numpy_loop(params, xs, z0=None, *, seq_lengths=None, reverse=False) -> np.ndarray:
+    r"""The cell's equations, step by step, in NumPy float64.
+
+    .. math::
+
+        c = \sigma(W_c x[t] + W_z z + b_c), \qquad z \leftarrow c z + (1 - c)(W_x x[t] + b_x)
+
+    (``W_z = None`` drops the recurrent term).
+
+    Args:
+      params: a :class:`gated_jax.cell.GatedParams` (or a 3- or 5-tuple of arrays).
+      xs: ``(B, T, n)``.
+      z0: ``(B, m)`` or ``(m,)``; ``None`` means zeros.
+      seq_lengths: optional ``(B,)`` ints: steps ``t >= length`` hold the state.
+      reverse: run time backwards.
+
+    Returns:
+      ``(B, T, m)`` float64 NumPy states.
+
+    Examples:
+      >>> import numpy as np
+      >>> from gated_jax.cell import GatedParams
+      >>> from gated_jax.testing import numpy_loop
+      >>> p = GatedParams(np.ones((1, 1)), np.full((1, 1), 0.5), np.full((1, 1), 1.5))
+      >>> numpy_loop(p, np.array([[[3.0], [-3.0], [3.0]]]), np.array([-1.0]))[0, :, 0]
+      array([ 1., -1.,  1.])
+    """
+    p = [None if a is None else np.asarray(a, np.float64) for a in params]
+    p += [None] * (5 - len(p))
+    w_x, w_c, w_z, b_c, b_x = p
+    xs = np.asarray(xs, np.float64)
+    B, T, _ = xs.shape
+    m = w_x.shape[0]
+    z0 = np.zeros((B, m)) if z0 is None else np.broadcast_to(np.asarray(z0, np.float64), (B, m))
+    out = np.zeros((B, T, m))
+    for b in range(B):
+        z = z0[b].copy()
+        for t in range(T - 1, -1, -1) if reverse else range(T):
+            if seq_lengths is None or t < seq_lengths[b]:
+                pre = w_c @ xs[b, t] + (0.0 if b_c is None else b_c)
+                if w_z is not None:
+                    pre = pre + w_z @ z
+                c = _sigmoid(pre)
+                z = c * z + (1.0 - c) * (w_x @ xs[b, t] + (0.0 if b_x is None else b_x))
+            out[b, t] = z
+    return out
