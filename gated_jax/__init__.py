@@ -24,6 +24,8 @@ from gated_jax.shapes import ConvExplanation as ConvExplanation
 from gated_jax.shapes import ConvLayer as ConvLayer
 from gated_jax.shapes import ConvTransposeArgs as ConvTransposeArgs
 from gated_jax.shapes import ReceptiveField as ReceptiveField
+from gated_jax.shapes import TorchConv as TorchConv
+from gated_jax.shapes import TorchConvTranspose as TorchConvTranspose
 from gated_jax.shapes import conv_output_shape as conv_output_shape
 from gated_jax.shapes import conv_output_size as conv_output_size
 from gated_jax.shapes import conv_transpose_output_shape as conv_transpose_output_shape
@@ -33,6 +35,8 @@ from gated_jax.shapes import inverse_conv_transpose as inverse_conv_transpose
 from gated_jax.shapes import padding_for_output as padding_for_output
 from gated_jax.shapes import padding_pairs as padding_pairs
 from gated_jax.shapes import receptive_field as receptive_field
+from gated_jax.shapes import torch_conv as torch_conv
+from gated_jax.shapes import torch_conv_transpose as torch_conv_transpose
 from gated_jax.shapes import transpose_padding_for_output as transpose_padding_for_output
 
 # gated_jax.conv: closed-form convolution derivatives (issue 3)
@@ -100,6 +104,8 @@ __all__ = [  # noqa: F822 (lazy names resolve through __getattr__)
     "ConvLayer",
     "ConvTransposeArgs",
     "ReceptiveField",
+    "TorchConv",
+    "TorchConvTranspose",
     "conv_output_shape",
     "conv_output_size",
     "conv_transpose_output_shape",
@@ -109,6 +115,8 @@ __all__ = [  # noqa: F822 (lazy names resolve through __getattr__)
     "padding_for_output",
     "padding_pairs",
     "receptive_field",
+    "torch_conv",
+    "torch_conv_transpose",
     "transpose_padding_for_output",
     # conv
     "conv1d",
