@@ -354,7 +354,53 @@ def checks(seed: int) -> list[Check]:
             n_rf,
         )
     )
+    rows.append(_inverse_row(rng))
     return rows
+
+
+def _inverse_row(rng: random.Random, n_cases: int = 200) -> Check:
+    """padding_for_output / transpose_padding_for_output round trips through eval_shape."""
+    import jax
+    from jax import lax
+
+    from gated_jax import shapes
+
+    bad = 0
+    for i in range(n_cases):
+        n = rng.randint(1, 2)
+        ks = tuple(rng.randint(1, 4) for _ in range(n))
+        ss = tuple(rng.randint(1, 3) for _ in range(n))
+        ds = tuple(rng.randint(1, 2) for _ in range(n))
+        ins = tuple(rng.randint(1, 12) for _ in range(n))
+        kernel = _sds((*ks, 1, 1))
+        if i % 2:  # the transposed direction: any target size >= 1
+            outs = tuple(rng.randint(1, 30) for _ in range(n))
+            pads = shapes.transpose_padding_for_output(ins, outs, ks, stride=ss, dilation=ds)
+            fn = lambda x, w, p=pads, s=ss, d=ds: lax.conv_transpose(x, w, s, p, rhs_dilation=d)  # noqa: E731
+        else:
+            valid = [
+                shapes.conv_output_size(h, k, stride=s, dilation=d)
+                for h, k, s, d in zip(ins, ks, ss, ds, strict=True)
+            ]
+            outs = tuple(v + rng.randint(0, 4) for v in valid)
+            pads = shapes.padding_for_output(ins, outs, ks, stride=ss, dilation=ds)
+            fn = lambda x, w, p=pads, s=ss, d=ds, n=n: lax.conv_general_dilated(  # noqa: E731
+                x, w, s, p, rhs_dilation=d, dimension_numbers=_nhwc(n)
+            )
+        got = jax.eval_shape(fn, _sds((1, *ins, 1)), kernel).shape[1:-1]
+        bad += tuple(got) != outs
+    return Check(
+        "shapes",
+        "padding_for_output, transpose_padding_for_output (target size reached)",
+        f"jax.eval_shape of the conv / conv_transpose, {n_cases} random targets",
+        bad / n_cases,
+        n_cases,
+    )
+
+
+def _nhwc(n: int) -> tuple[str, str, str]:
+    sp = "HW"[:n]
+    return ("N" + sp + "C", sp + "IO", "N" + sp + "C")
 
 
 # --- from report/shapes.py ----------------------------------------------------------------
