@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 # Threads per pytest worker; two workers on a 2-core machine.
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test install install-test lint bench clean
+DOCS_HTML := docs/_build/html
+
+.PHONY: demo test install install-test install-docs lint bench docs docs-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +17,18 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# The test suite builds the documentation site too (tests/test_docs.py), so it needs the docs extra.
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
+	touch $@ $(VENV)/.installed $(VENV)/.installed-docs
+
+$(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
+install-docs: $(VENV)/.installed-docs
 
 demo: $(VENV)/.installed
 	$(BIN)/gated-jax report --out report/
@@ -29,12 +37,22 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check gated_jax tests benchmarks
-	$(BIN)/ruff format --check gated_jax tests benchmarks
+	$(BIN)/ruff check gated_jax tests benchmarks docs conftest.py
+	$(BIN)/ruff format --check gated_jax tests benchmarks docs conftest.py
 	$(BIN)/mypy
 
 bench: $(VENV)/.installed
 	$(BIN)/gated-jax bench
 
+# The documentation site, warnings as errors, the notebooks executed at small size.
+docs: $(VENV)/.installed-docs
+	GATED_JAX_DOCS_EXECUTE=1 $(BIN)/python -m sphinx -W --keep-going -b html docs $(DOCS_HTML)
+	@echo "site: $(DOCS_HTML)/index.html"
+
+# The built site in headless Chromium (Debian: apt-get install chromium): screenshots under
+# docs/_build/screenshots, math typeset, code highlighted, search finding gated_scan.
+docs-check: docs
+	$(BIN)/python docs/check_site.py --html $(DOCS_HTML) --out docs/_build/screenshots
+
 clean:
-	rm -rf $(VENV) report .pytest_cache .hypothesis
+	rm -rf $(VENV) report .pytest_cache .hypothesis docs/_build docs/api docs/notebooks

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gated_jax._validate import positive_int
+from gated_jax._validate import boolean, fail, positive_int
 
 __all__ = ["CellGraph", "cell_graph", "draw_unrolled_cell", "evaluate_cell_graph"]
 
@@ -67,7 +67,7 @@ def _check_steps(num_steps: Any) -> int:
         or not isinstance(num_steps, (int, np.integer))
         or not 1 <= num_steps <= 12
     ):
-        raise ValueError(f"`num_steps` (={num_steps!r}) must be an int in [1, 12]")
+        raise fail("num_steps", num_steps, "an int in [1, 12]")
     return int(num_steps)
 
 
@@ -125,7 +125,7 @@ def evaluate_cell_graph(graph: CellGraph, params, xs, z0):
     weights = {"$W_x$": params.w_x, "$W_c$": params.w_c, "$W_z$": params.w_z}
     steps = sum(1 for k in graph.nodes if k.startswith("x["))
     if len(np.shape(xs)) != 2 or np.shape(xs)[0] != steps:
-        raise ValueError(f"`xs` must have shape ({steps}, n); got shape {np.shape(xs)}")
+        raise fail("xs", xs, f"of shape ({steps}, n): one input per drawn step")
     into: dict[str, list[tuple[str, str, str]]] = {}
     for src, dst, label, kind in graph.edges:
         into.setdefault(dst, []).append((src, label, kind))
@@ -193,6 +193,7 @@ def draw_unrolled_cell(
     """
     graph = cell_graph(num_steps)
     n, m = positive_int("n", n, allow_none=True), positive_int("m", m, allow_none=True)
+    equations = boolean("equations", equations)
     import matplotlib.pyplot as plt
     from matplotlib.patches import Circle, FancyArrowPatch
 

@@ -174,12 +174,12 @@ def spectral_norms(
     """
     method = resolve_norm(norm)
     tol = finite_float("tol", tol, minimum=0.0, strict=True, allow_none=True)
-    max_squarings = positive_int("max_squarings", max_squarings)
+    squarings = int(positive_int("max_squarings", max_squarings) or 0)
     mats = _check_mats(mats)
     if method == "svd":
         return jnp.linalg.matrix_norm(mats, ord=2)
     tol = _default_tol(mats.dtype) if tol is None else tol
-    return _power_norms(mats, tol, max_squarings)
+    return _power_norms(mats, tol, squarings)
 
 
 def reverse_products(jacs: jax.Array) -> jax.Array:

@@ -138,6 +138,7 @@ def numpy_loop(params, xs, z0=None, *, seq_lengths=None, reverse=False) -> np.nd
     p = [None if a is None else np.asarray(a, np.float64) for a in params]
     p += [None] * (5 - len(p))
     w_x, w_c, w_z, b_c, b_x = p
+    assert w_x is not None and w_c is not None
     xs = np.asarray(xs, np.float64)
     B, T, _ = xs.shape
     m = w_x.shape[0]

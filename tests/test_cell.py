@@ -519,3 +519,99 @@ def test_docstring_examples_run(name):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
     assert result.attempted > 0 or name == "gated_jax.cell"
+
+
+# ---- the minGRU cell: no recurrent gate (w_z=None) -------------------------------------------
+
+
+class MinGRUConfig(NamedTuple):
+    batch: tuple[int, ...]
+    T: int
+    n: int
+    m: int
+    bias: bool
+    reverse: bool
+    lengths: bool
+    remat: bool | int
+
+    def __repr__(self) -> str:
+        return (
+            f"B{'x'.join(map(str, self.batch)) or '0'}_T{self.T}_n{self.n}_m{self.m}"
+            + "_bias" * self.bias
+            + "_rev" * self.reverse
+            + "_len" * self.lengths
+            + f"_remat{int(self.remat)}" * bool(self.remat)
+        )
+
+
+MINGRU_CONFIGS = [
+    MinGRUConfig((), 6, 3, 4, False, False, False, False),
+    MinGRUConfig((2,), 7, 2, 3, True, True, True, False),
+    MinGRUConfig((2,), 70, 2, 3, True, False, True, True),  # two segments; remat blocks
+]
+
+
+def _mingru_plain(p, xs, z0, lengths, reverse):
+    """minGRU written out: c = sigmoid(W_c x + b_c), z = c z + (1 - c)(W_x x + b_x)."""
+    T = xs.shape[1]
+    lengths = jnp.full(xs.shape[:1], T) if lengths is None else lengths
+
+    def step(z, inp):
+        x, t = inp
+        c = jax.nn.sigmoid(x @ p.w_c.T + (0.0 if p.b_c is None else p.b_c[None]))
+        zn = c * z + (1 - c) * (x @ p.w_x.T + (0.0 if p.b_x is None else p.b_x[None]))
+        zn = jnp.where((t < lengths)[:, None], zn, z)
+        return zn, zn
+
+    _, zs = lax.scan(step, z0, (jnp.swapaxes(xs, 0, 1), jnp.arange(T)), reverse=reverse)
+    return jnp.swapaxes(zs, 0, 1)
+
+
+@pytest.mark.parametrize("cfg", MINGRU_CONFIGS, ids=repr)
+def test_mingru_scan_and_bptt_equal_autodiff_of_a_plain_scan(cfg):
+    rng = np.random.default_rng(zlib.crc32(repr(cfg).encode()))
+    full = rand_params(rng, cfg.n, cfg.m, cfg.bias)
+    p = full._replace(w_z=None)
+    xs = rng.normal(size=cfg.batch + (cfg.T, cfg.n))
+    z0 = rng.normal(size=cfg.batch + (cfg.m,))
+    lengths = rng.integers(0, cfg.T + 1, size=cfg.batch) if cfg.lengths else None
+    ct = rng.normal(size=cfg.batch + (cfg.T, cfg.m))
+    B = int(np.prod(cfg.batch))
+
+    def ref(p, xs, z0):
+        L = None if lengths is None else jnp.reshape(lengths, (B,))
+        out = _mingru_plain(p, xs.reshape(B, cfg.T, cfg.n), z0.reshape(B, cfg.m), L, cfg.reverse)
+        return out.reshape(cfg.batch + (cfg.T, cfg.m))
+
+    kw = dict(seq_lengths=lengths, reverse=cfg.reverse)
+    zs, vjp = jax.vjp(lambda p, x, z: gated_scan(p, x, z, remat=cfg.remat, **kw), p, xs, z0)
+    want, vjp_ref = jax.vjp(ref, p, xs, z0)
+    assert rel(zs, want) < 1e-12
+    g, g_ref = vjp(ct), vjp_ref(ct)
+    assert g[0].w_z is None and rel(g, g_ref) < 1e-11
+    assert rel(gated_bptt(p, xs, z0, ct, **kw), g_ref) < 1e-11
+    # the gate sees no state: the full cell with W_z = 0 is the same recurrence
+    assert rel(gated_scan(full._replace(w_z=np.zeros((cfg.m, cfg.m))), xs, z0, **kw), zs) < 1e-14
+
+
+def test_mingru_step_and_jacobian_diagnostics():
+    rng = np.random.default_rng(21)
+    n, m, T = 3, 4, 6
+    p = rand_params(rng, n, m, True)._replace(w_z=None)
+    xs, z0 = rng.normal(size=(T, n)), rng.normal(size=m)
+    traj = jnp.concatenate([z0[None], _mingru_plain(p, xs[None], z0[None], None, False)[0]])
+    for t in range(T):
+        assert rel(gated_step(p, traj[t], xs[t]), traj[t + 1]) < 1e-14
+        J = jax.jacfwd(lambda z, t=t: _mingru_plain(p, xs[t][None, None], z[None], None, False))(
+            traj[t]
+        )[0, 0]
+        assert rel(step_jacobian(p, traj[t], xs[t]), J) < 1e-13
+        np.testing.assert_array_equal(J - np.diag(np.diag(J)), 0.0)  # J = diag(c)
+    Js = state_jacobians(p, xs, z0)
+    c = np.stack([np.diag(np.asarray(j)) for j in Js])
+    assert rel(jacobian_norm_bound(p, xs, z0), c.max(-1)) < 1e-14  # exact: ||diag c|| = max c
+    prods = [np.prod(c[k:], axis=0) for k in range(T)] + [np.ones(m)]
+    assert rel(gradient_flow(p, xs, z0), np.array([q.max() for q in prods])) < 1e-12
+    assert rel(jacobian_product(p, xs, z0, start=1, end=5), np.diag(np.prod(c[1:5], 0))) < 1e-12
+    q = init_gated_params(jax.random.key(0), n, m, recurrent_gate=False)
+    assert q.w_z is None and gated_scan(q, jnp.ones((2, T, n))).shape == (2, T, m)

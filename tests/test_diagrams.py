@@ -173,7 +173,7 @@ def test_library_evaluator_matches_scan_and_checks_shape():
     np.testing.assert_allclose(
         evaluate_cell_graph(g, params, xs, z0), gated_scan(params, xs, z0), rtol=1e-13, atol=1e-13
     )
-    with pytest.raises(ValueError, match="`xs` must have shape"):
+    with pytest.raises(ValueError, match=r"`xs` \(=array of shape \(2, "):
         evaluate_cell_graph(g, params, xs[:2], z0)
 
 

@@ -37,14 +37,15 @@ class LinenModel(nn.Module):
     @nn.compact
     def __call__(self, x):
         h = nn.Conv(C, kernel_size=(3,), padding="CAUSAL")(x)
-        h = gnn.GatedRNN(H, use_bias=True)(h)
+        # the cell built with parent=None belongs to the layer: parameters under GatedRNN_0/cell
+        h = gnn.GatedRNN(gnn.GatedCell(H, use_bias=True, parent=None))(h)
         return nn.Dense(1)(h)
 
 
 class NNXModel(nnx.Module):
     def __init__(self, rngs: nnx.Rngs):
         self.conv = nnx.Conv(1, C, kernel_size=(3,), padding="CAUSAL", rngs=rngs)
-        self.rnn = gnnx.GatedRNN(C, H, use_bias=True, rngs=rngs)
+        self.rnn = gnnx.GatedRNN(gnnx.GatedCell(C, H, use_bias=True, rngs=rngs))
         self.head = nnx.Linear(H, 1, rngs=rngs)
 
     def __call__(self, x):

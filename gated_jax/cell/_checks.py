@@ -24,6 +24,8 @@ def check_array(name: str, a) -> None:
     if isinstance(a, (jax.Array, np.ndarray, np.generic)):  # tracers are jax.Arrays
         if not (jnp.issubdtype(a.dtype, jnp.number) or a.dtype == jnp.bool_):
             raise fail(name, a, f"a numeric array (got dtype {a.dtype})")
+        if jnp.issubdtype(a.dtype, jnp.complexfloating):
+            raise fail(name, a, "a real array")
         return
     hint = " (wrap it with jnp.asarray)" if isinstance(a, (list, tuple, int, float)) else ""
     raise fail(name, a, f"a JAX or NumPy array; got {type(a).__name__}{hint}")

@@ -48,7 +48,7 @@ def _validated(params, xs, z0, *, jacobian_copies: int = 0):
 def _factors(p: GatedParams, xs, z0):
     """``c[t]`` and ``s[t]`` along the trajectory, ``(..., T, m)`` each."""
     zs = gated_scan(p, xs, z0, backward="autodiff")
-    zprev = jnp.concatenate([z0[..., None, :], zs[..., :-1, :]], axis=-2)
+    zprev = jnp.concatenate([z0[..., None, :], zs], axis=-2)[..., :-1, :]
     _, c, _, s = _step.step_with_factors(p, zprev, xs)
     return c, s
 
@@ -130,8 +130,10 @@ def jacobian_product(
     T = xs.shape[-2]
     start = _int_arg("start", start)
     end = T if end is None else _int_arg("end", end)
-    if not 0 <= start <= end <= T:
-        raise fail("start", start, f"in [0, end] with end (={end}) <= T (={T})")
+    if not 0 <= end <= T:
+        raise fail("end", end, f"in [start, T] = [{start}, {T}]")
+    if not 0 <= start <= end:
+        raise fail("start", start, f"in [0, end] = [0, {end}]")
     return _product_jit(p, xs, z0, start, end)
 
 

@@ -59,6 +59,7 @@ def init_gated_params(
     m: int,
     *,
     use_bias: bool = False,
+    recurrent_gate: bool = True,
     dtype=jnp.float32,
     input_init=None,
     recurrent_init=None,
@@ -83,6 +84,8 @@ def init_gated_params(
       n: input width, a positive int.
       m: state width, a positive int.
       use_bias: add ``b_c`` and ``b_x`` (zeros by default); ``False`` gives the seed's cell.
+      recurrent_gate: ``False`` leaves ``W_z`` out (``w_z=None``): the minGRU cell, whose gate
+        depends on the input alone.
       dtype: a floating parameter dtype (float32, float64, bfloat16, float16).
       input_init: ``jax.nn.initializers``-style ``init(key, shape, dtype)`` for ``W_x``, ``W_c``.
       recurrent_init: the same for ``W_z``.
@@ -102,8 +105,9 @@ def init_gated_params(
       >>> p.w_x.shape, p.w_z.shape, p.b_c.shape, p.w_x.dtype
       ((4, 3), (4, 4), (4,), dtype('float32'))
     """
-    n, m = positive_int("n", n), positive_int("m", m)
+    n, m = int(positive_int("n", n) or 0), int(positive_int("m", m) or 0)
     use_bias = boolean("use_bias", use_bias)
+    recurrent_gate = boolean("recurrent_gate", recurrent_gate)
     try:
         dtype = jnp.dtype(jnp.float32 if dtype is None else dtype)
     except TypeError:
@@ -111,8 +115,8 @@ def init_gated_params(
     if not jnp.issubdtype(dtype, jnp.floating):
         raise fail("dtype", dtype, "a floating dtype")
     draw = jnp.promote_types(dtype, jnp.float32)
-    count = 2.0 * m * n + float(m) * m + (2.0 * m if use_bias else 0.0)
-    big, value = ("m", m) if m * m >= 2 * m * n else ("n", n)
+    count = 2.0 * m * n + (float(m) * m if recurrent_gate else 0.0) + (2.0 * m if use_bias else 0.0)
+    big, value = ("m", m) if m >= n else ("n", n)
     check_fits_in_memory(big, value, count * (draw.itemsize + dtype.itemsize), "the parameters")
     input_init = input_init or jax.nn.initializers.lecun_normal(in_axis=-1, out_axis=-2)
     recurrent_init = recurrent_init or jax.nn.initializers.orthogonal()
@@ -124,7 +128,7 @@ def init_gated_params(
 
     w_x = make(input_init, kx, (m, n))
     w_c = make(input_init, kc, (m, n))
-    w_z = make(recurrent_init, kz, (m, m))
+    w_z = make(recurrent_init, kz, (m, m)) if recurrent_gate else None
     if use_bias:
         return GatedParams(w_x, w_c, w_z, make(bias_init, kbc, (m,)), make(bias_init, kbx, (m,)))
     return GatedParams(w_x, w_c, w_z)

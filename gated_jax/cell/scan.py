@@ -257,15 +257,15 @@ def _forward_segments(p: GatedParams, xs_tm, z0, mask, reverse: bool, unroll: in
     order), kept separate so that no ``T``-step copy is made.
     """
     segs = _segments(xs_tm.shape[0])
-    z, zs, saved = z0, {}, {}
+    z, parts, saved = z0, {}, {}
     for a, b in _run_order(segs, reverse):
         mk = None if mask is None else mask[a:b]
         out = _forward(p, xs_tm[a:b], z, mk, reverse, unroll, keep)
         zk = out[0] if keep else out
-        zs[a], z = zk, zk[0] if reverse else zk[-1]
+        parts[a], z = zk, zk[0] if reverse else zk[-1]
         if keep:
             saved[a] = out[1]
-    zs = jnp.concatenate([zs[a] for a, _ in segs], axis=0)
+    zs = jnp.concatenate([parts[a] for a, _ in segs], axis=0)
     return (zs, [saved[a] for a, _ in segs]) if keep else zs
 
 

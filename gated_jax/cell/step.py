@@ -121,7 +121,8 @@ def _promote(p: GatedParams, z_prev, x):
     dt = _checks.compute_dtype(*p, z_prev, x)
     out = _checks.output_dtype(*p, z_prev, x)
     cast = lambda a: None if a is None else jnp.asarray(a, dt)
-    return GatedParams(*map(cast, p)), cast(z_prev), cast(x), out
+    params: GatedParams = jax.tree.map(cast, p)
+    return params, cast(z_prev), cast(x), out
 
 
 def gated_step(params: GatedParams, z_prev: jax.Array, x_t: jax.Array) -> jax.Array:

@@ -53,9 +53,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gated_jax._validate import positive_int
+from gated_jax._validate import check_fits_in_memory, fail, positive_int
 from gated_jax.cell import (
     GatedParams,
+    _checks,
     gated_scan,
     gated_step,
     gradient_flow,
@@ -88,7 +89,14 @@ def state_box(params, xs: jax.Array, z0: jax.Array) -> tuple[jax.Array, jax.Arra
     ``xs`` is ``(T, n)``, ``z0`` is ``(m,)``; returns two ``(m,)`` arrays with
     ``lo <= z[t] <= hi`` for every ``t`` (module docstring).
     """
-    u = _candidates(params, xs)
+    p, n, m = _checks.check_params(params)
+    _checks.check_array("xs", xs)
+    if len(np.shape(xs)) != 2 or np.shape(xs)[-1] != n or np.shape(xs)[0] == 0:
+        raise fail("xs", xs, f"of shape (T, n) with T >= 1 and n = {n}")
+    _checks.check_array("z0", z0)
+    if np.shape(z0) != (m,):
+        raise fail("z0", z0, f"of shape (m,) = {(m,)}")
+    u = _candidates(p, xs)
     lo = jnp.minimum(z0, u.min(axis=0))
     hi = jnp.maximum(z0, u.max(axis=0))
     return lo, hi
@@ -119,6 +127,13 @@ def counterexample(length: int = 64, *, dtype=jnp.float64):
     ``||dz[T]/dz[0]|| = 2^(T/2)`` for even ``T``, with ``||W_z|| = 1.5`` and ``|x| <= 3``.
     """
     length = positive_int("length", length)
+    try:
+        dt = jnp.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or not jnp.issubdtype(dt, jnp.floating):
+        raise fail("dtype", dtype, "a floating dtype (the weights are 1/2 and 3/2)")
+    dtype = dt
     one = lambda v: jnp.full((1, 1), v, dtype)
     params = GatedParams(w_x=one(1.0), w_c=one(0.5), w_z=one(1.5))
     signs = np.where(np.arange(1, length + 1) % 2 == 1, 1.0, -1.0)
@@ -185,8 +200,13 @@ def check_bounds(
     ``a_priori_ratio`` (largest ``||J[t]||_2`` over ``1 + R ||W_z|| / 4``), and the fractions of
     steps whose bound exceeds 1 and whose actual ``||J[t]||_2`` exceeds 1.
     """
+    c = positive_int("num_configs", num_configs)
+    length, n, m = positive_int("length", length), positive_int("n", n), positive_int("m", m)
+    seed = positive_int("seed", seed, minimum=0)
+    # inputs, states and the (T, m, m) Jacobians of every configuration at once (float64)
+    nbytes = 8.0 * c * length * (n + 3 * m + 2 * m * m)
+    check_fits_in_memory("num_configs", c, nbytes, "the configurations' Jacobians")
     rng = np.random.default_rng(seed)
-    c = num_configs
     rho = np.exp(rng.uniform(np.log(0.1), np.log(20.0), c))
     sigma = np.exp(rng.uniform(np.log(0.1), np.log(10.0), c))
     wz = rng.standard_normal((c, m, m))

@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from gated_jax._validate import check_fits_in_memory, nonempty_sequence, positive_int
 from gated_jax.linalg import NORMS as NORMS
 from gated_jax.linalg import check_norm as check_norm
 from gated_jax.linalg import resolve_norm as resolve_norm
@@ -77,6 +78,11 @@ def random_bases(seeds: Sequence[int], *, n: int, m: int, length: int) -> dict[s
     ``rec`` matrices have unit spectral norm. Drawn with ``numpy.random.default_rng(seed)`` in
     that order, so a shorter ``length`` gives a prefix of the same inputs.
     """
+    seeds = [positive_int("seeds", s, minimum=0) for s in nonempty_sequence("seeds", seeds)]
+    n, m = positive_int("n", n), positive_int("m", m)
+    length = positive_int("length", length, minimum=0)
+    nbytes = 8.0 * len(seeds) * (NUM_MATS * m * (n + m) + length * n)
+    check_fits_in_memory("m", m, nbytes, "the random draws")
     inp, rec, xs = [], [], []
     for s in seeds:
         rng = np.random.default_rng(int(s))

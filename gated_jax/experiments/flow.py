@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gated_jax._validate import positive_int
+from gated_jax._validate import boolean, check_fits_in_memory, choice, fail, positive_int
 from gated_jax.experiments.baselines import FAMILIES, check_norm, random_bases, resolve_norm
 from gated_jax.experiments.sharding import map_configs
 
@@ -129,29 +129,62 @@ def growth_rate(norms_by_lag: np.ndarray) -> np.ndarray:
         return np.log(norms_by_lag[..., -1]) / max(length, 1)
 
 
+def _numbers(name: str, values, kind: str) -> np.ndarray:
+    """A non-empty 1-D sequence (or array) of real numbers, refusing bools, strings, bytes."""
+    what = f"a non-empty 1-D sequence of {kind}"
+    if isinstance(values, (str, bytes, bool, np.bool_)) or values is None:
+        raise fail(name, values, what)
+    items = values if isinstance(values, (list, tuple)) else None
+    if items is not None and any(
+        isinstance(v, (str, bytes, bool, np.bool_)) or v is None for v in items
+    ):
+        raise fail(name, values, what)
+    try:
+        a = np.atleast_1d(np.asarray(values))
+    except (TypeError, ValueError):
+        raise fail(name, values, what) from None
+    if a.ndim != 1 or a.size == 0 or a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number):
+        raise fail(name, values, what)
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise fail(name, values, what)
+    return a
+
+
 def _floats(name: str, values) -> np.ndarray:
-    a = np.atleast_1d(np.asarray(values, dtype=np.float64))
-    if a.ndim != 1 or a.size == 0:
-        raise ValueError(f"`{name}` (={values!r}) must be a non-empty 1-D sequence of numbers")
+    a = _numbers(name, values, "finite numbers").astype(np.float64)
     if not np.all(np.isfinite(a)):
-        raise ValueError(f"`{name}` (={values!r}) must be finite")
+        raise fail(name, values, "finite numbers (no NaN or infinity)")
     return a
 
 
 def _ints(name: str, values, *, minimum: int) -> np.ndarray:
-    a = np.atleast_1d(np.asarray(values))
-    if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(f"`{name}` (={values!r}) must be a non-empty 1-D sequence of ints")
+    a = _numbers(name, values, "ints")
+    if not np.issubdtype(a.dtype, np.integer):
+        raise fail(name, values, "a non-empty 1-D sequence of ints")
     if a.min() < minimum:
-        raise ValueError(f"`{name}` (={values!r}) must be >= {minimum}")
+        raise fail(name, values, f"ints >= {minimum}")
     return a.astype(np.int64)
 
 
 def _dtype(dtype):
-    dt = jnp.dtype(dtype)
+    try:
+        dt = jnp.dtype(dtype)
+    except TypeError:
+        dt = None
     if dt not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
-        raise ValueError(f"`dtype` (={dtype!r}) must be float32 or float64")
+        raise fail("dtype", dtype, "float32 or float64")
     return dt
+
+
+def _check_devices(devices):
+    """``None`` or a non-empty sequence of ``jax.Device`` (``jax.devices("cpu")``, ...)."""
+    if devices is None:
+        return None
+    if isinstance(devices, (str, bytes)) or not isinstance(devices, (list, tuple)):
+        raise fail("devices", devices, 'None or a list of jax.Device (e.g. jax.devices("cpu"))')
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise fail("devices", devices, 'None or a list of jax.Device (e.g. jax.devices("cpu"))')
+    return list(devices)
 
 
 def x64_scope(dtype):
@@ -187,6 +220,19 @@ def config_flow_fn(cell: str, *, length: int, m: int, dtype=jnp.float64, norm: s
         return fam.flow(params, xs, z0, norm=norm)[::-1]
 
     return one
+
+
+def _check_sweep_fits(cell, rhos, biases, scales, lens, seeds, n, m, chunk_size, dt) -> None:
+    """Refuse a grid whose arrays cannot fit in memory, before drawing or compiling anything."""
+    d = FAMILIES[cell].state_size(m)
+    count = float(rhos.size * biases.size * scales.size * seeds.size)
+    T = float(lens.max())
+    per_config = (T + 1) * d * d * 3  # Jacobians, their products, and the norms' work
+    need = (min(chunk_size, count) * per_config + count * (T + 1)) * dt.itemsize
+    draws = seeds.size * (4.0 * m * (n + m) + T * n) * 8  # random_bases, float64
+    check_fits_in_memory(
+        "lengths", lens.tolist(), need + draws, f"the sweep's Jacobians (d = {d}, T = {int(T)})"
+    )
 
 
 def flow_sweep(
@@ -234,21 +280,24 @@ def flow_sweep(
     Returns:
       A :class:`FlowSweep`.
     """
-    if cell not in FAMILIES:
-        raise ValueError(f"`cell` (={cell!r}) must be one of {', '.join(FAMILIES)}")
+    choice("cell", cell, tuple(FAMILIES))
     rhos = _floats("wz_norms", wz_norms)
     if rhos.min() < 0:
-        raise ValueError(f"`wz_norms` (={wz_norms!r}) must be >= 0")
+        raise fail("wz_norms", wz_norms, "numbers >= 0")
     biases = _floats("gate_biases", gate_biases)
     scales = _floats("input_scales", input_scales)
     if scales.min() < 0:
-        raise ValueError(f"`input_scales` (={input_scales!r}) must be >= 0")
+        raise fail("input_scales", input_scales, "numbers >= 0")
     lens = _ints("lengths", lengths, minimum=1)
     seeds_a = _ints("seeds", seeds, minimum=0)
     n, m = positive_int("n", n), positive_int("m", m)
+    chunk_size = positive_int("chunk_size", chunk_size)
+    progress = boolean("progress", progress)
     dt = _dtype(dtype)
-    platform = None if devices is None or len(devices) == 0 else devices[0].platform
+    devices = _check_devices(devices)
+    platform = None if devices is None else devices[0].platform
     norm = resolve_norm(norm, platform)
+    _check_sweep_fits(cell, rhos, biases, scales, lens, seeds_a, n, m, chunk_size, dt)
 
     grid = np.meshgrid(rhos, biases, scales, np.arange(seeds_a.size), indexing="ij")
     shape = grid[0].shape

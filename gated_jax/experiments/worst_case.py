@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from gated_jax._validate import nonempty_sequence, positive_int
+from gated_jax._validate import check_fits_in_memory, fail, nonempty_sequence, positive_int
 
 __all__ = ["WorstCase", "worst_case_search", "log_jacobian_norm"]
 
@@ -107,12 +107,11 @@ def _clip_spectral(w, bound):
 
 
 def _check(name, value, *, integer=False):
-    ok = not isinstance(value, bool) and isinstance(
+    ok = not isinstance(value, (bool, np.bool_)) and isinstance(
         value, (int, np.integer) if integer else (int, float, np.integer, np.floating)
     )
     if not ok or not value > 0 or not np.isfinite(value):
-        kind = "int" if integer else "number"
-        raise ValueError(f"`{name}` (={value!r}) must be a positive {kind}")
+        raise fail(name, value, f"a positive {'int' if integer else 'finite number'}")
 
 
 def _check_init(init, *, n: int, m: int, restarts: int) -> None:
@@ -167,6 +166,9 @@ def worst_case_search(
     positive_int("seed", seed, minimum=0)
     if init is not None:
         _check_init(init, n=n, m=m, restarts=restarts)
+    # the inputs and weights of every restart, and the ascent's (steps, restarts) history
+    nbytes = 8.0 * restarts * (4 * (length * n + 2 * m * n + m * m) + steps)
+    check_fits_in_memory("length", length, nbytes, "the restarts' inputs and weights")
 
     for name, v in (
         ("wz_norm", wz_norm),
