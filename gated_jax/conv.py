@@ -55,6 +55,7 @@ import functools
 import math
 import string
 from collections.abc import Sequence
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -803,16 +804,16 @@ def conv1d(x, w, *, stride: int = 1, padding=0, dilation: int = 1):
         raise fail("w", w, "an array of shape (F, C, K)")
     if w.shape[1] != x.shape[-1]:
         raise fail("w", w, f"a kernel with w.shape[1] = x.shape[-1] = {x.shape[-1]} channels")
-    stride = positive_int("stride", stride)
-    dilation = positive_int("dilation", dilation)
+    s_ = cast(int, positive_int("stride", stride))
+    d_ = cast(int, positive_int("dilation", dilation))
     batch = x.shape[:-2]
     xb = x.reshape((math.prod(batch),) + x.shape[-2:])
     c = ConvConfig.resolve(
         xb.shape,
         w.shape,
-        (stride,),
+        (s_,),
         padding,
-        rhs_dilation=(dilation,),
+        rhs_dilation=(d_,),
         dimension_numbers=("NWC", "OIW", "NWC"),
         padding_rule="pair",
         names={"window_strides": "stride", "rhs_dilation": "dilation"},

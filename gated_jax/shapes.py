@@ -468,7 +468,7 @@ class ConvConfig:
             raise fail(
                 "padding_rule", padding_rule, "one of " + ", ".join(map(repr, _PADDING_RULES))
             )
-        spec = _parse_padding(pname, padding, n, **_PADDING_RULES[padding_rule])
+        spec = _parse_padding(pname, padding, n, **_PADDING_RULES[padding_rule])  # type: ignore[arg-type]
         mode = spec if isinstance(spec, str) else None
         if mode is not None:
             if any(d != 1 for d in ld):
@@ -1009,7 +1009,7 @@ def flax_conv_output_shape(module: Any, input_shape: Sequence[int]) -> tuple[int
             )
         if pad in _FLAX_MODES:
             keff = [_dilate(k, d) for k, d in zip(kernel_size, kd, strict=True)]
-            pairs = _mode_pairs("padding", pad, spatial, keff, strides)  # type: ignore[arg-type]
+            pairs = _mode_pairs("padding", pad, spatial, keff, strides)
             for i, (x, (lo, hi)) in enumerate(zip(spatial, pairs, strict=True)):
                 if x == 0 and pad != "CAUSAL" and lo + hi > 0:
                     raise fail(
@@ -1135,7 +1135,7 @@ def _layer_dims(layer: Any, idx: int) -> list[tuple[int, int, int, int]]:
         _ints(f"{name}.{f}", getattr(layer, f), rank, scalar_ok=True) for f in layer._fields[:3]
     ]
     pads = _parse_padding(f"{name}.padding", pad, rank, modes=(), int_ok=True, pair_for_all=True)
-    return [(k, s, d, lo) for k, s, d, (lo, _) in zip(*vals, pads, strict=True)]  # type: ignore[misc]
+    return [(k, s, d, lo) for k, s, d, (lo, _) in zip(*vals, pads, strict=True)]
 
 
 def receptive_field(layers: Sequence[Any]) -> ReceptiveField:
@@ -1418,9 +1418,7 @@ def explain_conv(
       >>> explain_conv(9, 3, padding=[(1, 2)]).output_shape
       (10,)
     """
-    if _is_int(input_shape):
-        input_shape = (input_shape,)
-    ins = _shape("input_shape", input_shape)
+    ins = _shape("input_shape", (input_shape,) if _is_int(input_shape) else input_shape)
     n = len(ins)
     if n == 0:
         raise fail("input_shape", ins, "a shape with at least one spatial dim")
@@ -1580,7 +1578,7 @@ def padding_for_output(
     lds = _ints("input_dilation", input_dilation, n, scalar_ok=True, none_ok=False)
     if not isinstance(all_paddings, (bool, np.bool_)):
         raise fail("all_paddings", all_paddings, "a bool (True or False)")
-    result = []
+    result: list[Any] = []
     for i, (h, p, k, s, d, ld) in enumerate(zip(ins, outs, ks, ss, ds, lds, strict=True)):
         dd, ke = _dilate(h, ld), _dilate(k, d)
         valid = _out_size(dd, ke, s)
