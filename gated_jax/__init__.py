@@ -39,7 +39,7 @@ from gated_jax.shapes import torch_conv as torch_conv
 from gated_jax.shapes import torch_conv_transpose as torch_conv_transpose
 from gated_jax.shapes import transpose_padding_for_output as transpose_padding_for_output
 
-# gated_jax.conv: closed-form convolution derivatives (issue 3)
+# gated_jax.conv: closed-form convolution derivatives
 from gated_jax.conv import conv1d as conv1d
 from gated_jax.conv import conv_general_dilated as conv_general_dilated
 from gated_jax.conv import conv_input_grad as conv_input_grad
@@ -47,7 +47,7 @@ from gated_jax.conv import conv_input_jacobian as conv_input_jacobian
 from gated_jax.conv import conv_weight_grad as conv_weight_grad
 from gated_jax.conv import conv_weight_jacobian as conv_weight_jacobian
 
-# gated_jax.cell: the gated recurrence (issue 4)
+# gated_jax.cell: the gated recurrence
 from gated_jax.cell import GatedParams as GatedParams
 from gated_jax.cell import gated_bptt as gated_bptt
 from gated_jax.cell import gated_scan as gated_scan
@@ -62,13 +62,13 @@ from gated_jax.cell import step_jacobian as step_jacobian
 # The layers above the core load flax, optax and matplotlib; they are imported on first use
 # (PEP 562), so `import gated_jax` and `gated-jax shape` stay light. Each name's module:
 _LAZY = {
-    # gated_jax.nn / gated_jax.nnx: Flax modules, linen and NNX (issue 5). Both define GatedCell
+    # gated_jax.nn / gated_jax.nnx: Flax modules, linen and NNX. Both define GatedCell
     # and GatedRNN, so those are reached through the submodules (gated_jax.nn.GatedRNN, ...).
     "nn": "gated_jax.nn",
     "nnx": "gated_jax.nnx",
     "from_gated_params": "gated_jax.nn",
     "to_gated_params": "gated_jax.nn",
-    # gated_jax.experiments: gradient-flow experiments, seed 1.2(d) (issue 6)
+    # gated_jax.experiments: gradient-flow experiments, seed 1.2(d)
     "experiments": "gated_jax.experiments",
     "FlowConfig": "gated_jax.experiments",
     "counterexample_check": "gated_jax.experiments",
@@ -76,7 +76,7 @@ _LAZY = {
     "learning_experiment": "gated_jax.experiments",
     "run_flow": "gated_jax.experiments",
     "worst_case_search": "gated_jax.experiments",
-    # gated_jax.diagrams: the gated cell drawn unrolled in time, seed 1.2(a) (issue 7)
+    # gated_jax.diagrams: the gated cell drawn unrolled in time, seed 1.2(a)
     "draw_unrolled_cell": "gated_jax.diagrams",
 }
 

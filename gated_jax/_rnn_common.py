@@ -39,8 +39,10 @@ __all__ = [
     "flag",
     "from_tree",
     "half_safe",
+    "optional_flag",
     "orthogonal",
     "promote",
+    "size",
     "to_tree",
 ]
 
@@ -48,8 +50,26 @@ __all__ = [
 # option validation (construction time and call time)
 
 
-def flag(name: str, value: Any, *, allow_none: bool = False) -> bool | None:
-    """A strict bool option (``None`` passes with ``allow_none``: "use the attribute")."""
+def flag(name: str, value: Any) -> bool:
+    """A strict bool option: ``True`` / ``False`` (or a NumPy bool), nothing truthy."""
+    out = _flag(name, value, allow_none=False)
+    assert out is not None
+    return out
+
+
+def optional_flag(name: str, value: Any) -> bool | None:
+    """A call argument overriding a flag: ``None`` ("use the attribute") or a strict bool."""
+    return _flag(name, value, allow_none=True)
+
+
+def size(name: str, value: Any) -> int:
+    """A positive int size (``positive_int`` without its ``None`` case)."""
+    out = positive_int(name, value)
+    assert out is not None
+    return out
+
+
+def _flag(name: str, value: Any, *, allow_none: bool) -> bool | None:
     if allow_none and value is None:
         return None
     if isinstance(value, jax.core.Tracer):
@@ -60,11 +80,11 @@ def flag(name: str, value: Any, *, allow_none: bool = False) -> bool | None:
 
 
 def check_dtype(name: str, value: Any, *, allow_none: bool = False) -> None:
-    """``value`` names a floating or complex dtype (``None`` allowed with ``allow_none``)."""
+    """``value`` names a real floating dtype (``None`` allowed with ``allow_none``)."""
     if allow_none and value is None:
         return
     try:
-        ok = value is not None and jnp.issubdtype(jnp.dtype(value), jnp.inexact)
+        ok = value is not None and jnp.issubdtype(jnp.dtype(value), jnp.floating)
     except TypeError:
         ok = False
     if not ok:
@@ -102,7 +122,7 @@ def check_backward(backward) -> str:
 
 
 def check_unroll(value: Any) -> int:
-    return int(positive_int("unroll", value))  # type: ignore[arg-type]
+    return size("unroll", value)
 
 
 def as_inputs(name: str, value: Any) -> jax.Array:
@@ -111,9 +131,8 @@ def as_inputs(name: str, value: Any) -> jax.Array:
     Integer and bool arrays pass (the computation promotes them as ``nn.Dense`` does). Strings,
     ragged lists, ``None`` and object arrays are refused with a message naming ``name``.
     """
-    if isinstance(value, (jax.Array, jax.core.Tracer)):
-        arr = value
-    else:
+    arr: Any = value
+    if not isinstance(value, (jax.Array, jax.core.Tracer)):
         try:
             arr = np.asarray(value)
         except (ValueError, TypeError):
@@ -281,15 +300,16 @@ def promote(params: GatedParams, carry, inputs, dtype):
     """Cast params, carry and inputs to the computation dtype, as ``nn.Dense`` does.
 
     The computation dtype is ``dtype`` if given, else the promoted type of all of them. The
-    returned state dtype is ``result_type(computation dtype, carry dtype)``: a float32 carry
-    stays float32 under a bfloat16 computation (as in Flax's ``MGUCell``), so ``nn.RNN``'s
-    scan carry keeps its type.
+    returned state dtype is the carry's own when it is floating: a float32 carry stays float32
+    under a bfloat16 computation and under float64 inputs, so ``nn.RNN``'s scan carry keeps
+    its type (an integer carry gives the computation dtype, never a truncated state).
     """
     leaves = [inputs, carry, params.w_x, params.w_c, params.w_z, params.b_c, params.b_x]
     d = canonicalize_dtype(*leaves, dtype=dtype)
-    out_dtype = jnp.result_type(d, carry)
+    carry_dtype = jnp.result_type(carry)
+    out_dtype = carry_dtype if jnp.issubdtype(carry_dtype, jnp.floating) else jnp.dtype(d)
     x, z, w_x, w_c, w_z, b_c, b_x = (None if v is None else jnp.asarray(v, d) for v in leaves)
-    return GatedParams(w_x, w_c, w_z, b_c, b_x), z, x, out_dtype
+    return GatedParams(w_x, w_c, w_z, b_c, b_x), z, x, out_dtype  # type: ignore[arg-type]
 
 
 def check_step_shapes(carry, inputs, features: int, in_features: int | None = None) -> None:

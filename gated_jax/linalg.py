@@ -26,24 +26,27 @@ def check_norm(norm) -> str:
     return choice("norm", norm, NORMS)
 
 
-def resolve_norm(norm: str, platform: str | None = None) -> str:
+def resolve_norm(norm: str, platform: str | None = None, num_devices: int = 1) -> str:
     """The method ``"auto"`` stands for on ``platform`` (default: JAX's default backend).
 
-    ``"svd"`` on CPU, where LAPACK's per-matrix SVD and the batched squarings are within noise
-    of each other; ``"power"`` on GPU and TPU, where the batched matmuls are several times
-    faster (``benchmarks/sweep.py`` has the figures). ``"svd"`` and ``"power"`` are returned
-    unchanged.
+    ``"svd"`` on one CPU device, where LAPACK's per-matrix SVD and the batched squarings are
+    within noise of each other; ``"power"`` on GPU and TPU, where the batched matmuls are
+    several times faster (``benchmarks/sweep.py`` has the figures), and on several CPU devices,
+    where sharded programs calling LAPACK's SVD were seen to stall. ``"svd"`` and ``"power"``
+    are returned unchanged.
 
     Examples:
       >>> from gated_jax.linalg import resolve_norm
       >>> resolve_norm("auto", "cpu"), resolve_norm("auto", "gpu"), resolve_norm("power")
       ('svd', 'power', 'power')
+      >>> resolve_norm("auto", "cpu", num_devices=4)
+      'power'
     """
     check_norm(norm)
     if norm != "auto":
         return norm
     platform = jax.default_backend() if platform is None else platform
-    return "svd" if platform == "cpu" else "power"
+    return "svd" if platform == "cpu" and num_devices == 1 else "power"
 
 
 def _default_tol(dtype) -> float:

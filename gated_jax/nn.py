@@ -203,7 +203,8 @@ class GatedCell(nn.RNNCellBase):
       gate_bias_init: initialiser of the gate bias ``b_c`` (default ``None``: ``bias_init``).
       carry_init: initialiser of the carry in :meth:`initialize_carry` (default zeros).
       dtype: computation dtype (default: promoted from inputs, carry and parameters). The new
-        carry has ``result_type(dtype, carry.dtype)`` so that a float32 carry stays float32.
+        carry keeps the carry's dtype (``param_dtype`` by default), so ``nn.RNN``'s scan
+        carry keeps its type under any input dtype.
       param_dtype: parameter (and carry) dtype, default float32; bfloat16 / float16 parameters
         are drawn in float32 and cast.
 
@@ -247,20 +248,11 @@ class GatedCell(nn.RNNCellBase):
         super().__post_init__()
 
     def setup(self) -> None:
-        dense = dict(features=self.features, param_dtype=self.param_dtype)
         gate_bias = self.bias_init if self.gate_bias_init is None else self.gate_bias_init
-        self.ic = _DenseParams(
-            use_bias=self.use_bias, kernel_init=self.kernel_init, bias_init=gate_bias, **dense
-        )
-        self.hc = _DenseParams(
-            use_bias=False,
-            kernel_init=self.recurrent_kernel_init,
-            bias_init=self.bias_init,
-            **dense,
-        )
-        self.ix = _DenseParams(
-            use_bias=self.use_bias, kernel_init=self.kernel_init, bias_init=self.bias_init, **dense
-        )
+        m, dt = self.features, self.param_dtype
+        self.ic = _DenseParams(m, self.use_bias, self.kernel_init, gate_bias, dt)
+        self.hc = _DenseParams(m, False, self.recurrent_kernel_init, self.bias_init, dt)
+        self.ix = _DenseParams(m, self.use_bias, self.kernel_init, self.bias_init, dt)
 
     def gated_params(self, in_features: int) -> GatedParams:
         """This cell's parameters as ``GatedParams`` (created on first use, ``(out, in)``)."""
@@ -469,8 +461,8 @@ class GatedRNN(nn.Module):
 
 def _pick(name: str, value: Any, attribute: bool) -> bool:
     """A call argument overriding an attribute: ``None`` keeps the attribute; else a bool."""
-    v = common.flag(name, value, allow_none=True)
-    return attribute if v is None else bool(v)
+    v = common.optional_flag(name, value)
+    return attribute if v is None else v
 
 
 def _accept_features(init):

@@ -55,7 +55,7 @@ from flax.typing import Dtype, Initializer
 
 from gated_jax import _rnn_common as common
 from gated_jax._rnn_common import apply_sequence, check_step_shapes, promote
-from gated_jax._validate import fail, positive_int
+from gated_jax._validate import fail
 from gated_jax.cell import GatedParams, gated_step
 
 __all__ = ["GatedCell", "GatedRNN", "from_gated_params", "load_gated_params", "to_gated_params"]
@@ -221,7 +221,7 @@ class GatedCell(nnx.RNNCellBase):
         ``gate_bias_init`` is ``None``.
       gate_bias_init: initialiser of the gate bias ``b_c`` (default ``None``: ``bias_init``).
       dtype: computation dtype (default: promoted from inputs, carry and parameters); the new
-        carry has ``result_type(dtype, carry.dtype)``.
+        carry keeps the carry's dtype (``param_dtype`` by default).
       param_dtype: parameter (and carry) dtype, default float32.
       rngs: ``nnx.Rngs`` for the parameters.
 
@@ -266,8 +266,8 @@ class GatedCell(nnx.RNNCellBase):
             )
         if unknown:
             raise TypeError(f"GatedCell got unexpected keyword arguments {sorted(unknown)}")
-        self.in_features = positive_int("in_features", in_features)
-        self.hidden_features = positive_int("hidden_features", hidden_features)
+        self.in_features = common.size("in_features", in_features)
+        self.hidden_features = common.size("hidden_features", hidden_features)
         self.use_bias = common.flag("use_bias", use_bias)
         for name, init in (
             ("kernel_init", kernel_init),
@@ -287,27 +287,22 @@ class GatedCell(nnx.RNNCellBase):
         )
         gate_bias_init = bias_init if gate_bias_init is None else gate_bias_init
         n, m = self.in_features, self.hidden_features
-        linear = dict(param_dtype=param_dtype, rngs=rngs)
         safe = common.half_safe
-        self.ic = nnx.Linear(
-            n,
-            m,
-            use_bias=self.use_bias,
-            kernel_init=safe(kernel_init),
-            bias_init=safe(gate_bias_init),
-            **linear,
-        )
-        self.hc = nnx.Linear(
-            m, m, use_bias=False, kernel_init=safe(recurrent_kernel_init), **linear
-        )
-        self.ix = nnx.Linear(
-            n,
-            m,
-            use_bias=self.use_bias,
-            kernel_init=safe(kernel_init),
-            bias_init=safe(bias_init),
-            **linear,
-        )
+
+        def linear(n_in: int, use_bias: bool, kernel: Initializer, bias: Initializer):
+            return nnx.Linear(
+                n_in,
+                m,
+                use_bias=use_bias,
+                kernel_init=safe(kernel),
+                bias_init=safe(bias),
+                param_dtype=param_dtype,
+                rngs=rngs,
+            )
+
+        self.ic = linear(n, self.use_bias, kernel_init, gate_bias_init)
+        self.hc = linear(m, False, recurrent_kernel_init, bias_init)
+        self.ix = linear(n, self.use_bias, kernel_init, bias_init)
 
     def gated_params(self) -> GatedParams:
         """``to_gated_params(self)`` (kept as a method for existing code)."""
@@ -329,7 +324,7 @@ class GatedCell(nnx.RNNCellBase):
             b_x=bias(self.ix),
         )
 
-    def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:  # type: ignore[override]
+    def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
         """One step.
 
         Args:
@@ -346,7 +341,7 @@ class GatedCell(nnx.RNNCellBase):
         new = gated_step(params, z, x).astype(out_dtype)
         return new, new
 
-    def initialize_carry(  # type: ignore[override]
+    def initialize_carry(
         self,
         input_shape: tuple[int, ...],
         rngs: nnx.Rngs | rnglib.RngStream | jax.Array | None = None,
@@ -523,5 +518,5 @@ class GatedRNN(nnx.Module):
 
 
 def _pick(name: str, value: Any, attribute: bool) -> bool:
-    v = common.flag(name, value, allow_none=True)
-    return attribute if v is None else bool(v)
+    v = common.optional_flag(name, value)
+    return attribute if v is None else v

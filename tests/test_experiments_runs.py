@@ -244,7 +244,8 @@ _SHARDED = textwrap.dedent(
     assert len(jax.devices()) == 4, jax.devices()
     assert config_mesh().shape == {"config": 4}
     kw = dict(wz_norms=(0.5, 4.0, 9.0), gate_biases=(0.0, 1.0), input_scales=(1.0,),
-              lengths=(7,), seeds=(0, 1, 2), n=3, m=4, progress=False, chunk_size=5)
+              lengths=(7,), seeds=(0, 1, 2), n=3, m=4, progress=False, chunk_size=5,
+              norm="power")
     for cell in ("gated", "tanh"):
         many = flow_sweep(cell, **kw)
         one = flow_sweep(cell, devices=jax.devices()[:1], **kw)

@@ -490,3 +490,24 @@ def test_traced_seq_lengths_and_inputs_under_jit():
     for a, b in zip(eager, traced, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-14)
     np.testing.assert_allclose(eager[0][0], _reference(X[:1, :3])[0, -1], rtol=1e-13)
+
+
+def test_float64_inputs_with_float32_parameters_keep_the_carry_dtype():
+    """x64 on, float64 inputs, default float32 parameters: nn.RNN's scan carry stays float32."""
+    x = jnp.asarray(X)  # float64
+    cell = gnn.GatedCell(M)
+    v = nn.RNN(cell).init(jax.random.key(0), x)
+    slow, fast = nn.RNN(cell).apply(v, x), gnn.GatedRNN(cell).apply(v, x)
+    assert slow.dtype == fast.dtype == jnp.float32
+    ref = gated_scan(jax.tree.map(lambda a: a.astype(jnp.float64), gnn.to_gated_params(v)), x)
+    np.testing.assert_allclose(slow, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fast, ref, rtol=1e-5, atol=1e-6)
+    layer = gnnx.GatedRNN(gnnx.GatedCell(N, M, rngs=nnx.Rngs(0)))
+    assert nnx.RNN(layer.cell)(x).dtype == layer(x).dtype == jnp.float32
+
+
+def test_integer_carry_is_promoted_not_truncated():
+    z0 = np.ones((2, M), np.int32)
+    y = gnn.GatedRNN(M, param_dtype=jnp.float64).apply(V, X, initial_carry=z0)
+    assert y.dtype == jnp.float64
+    np.testing.assert_allclose(y, _reference(X, jnp.asarray(z0, jnp.float64)), rtol=1e-13)

@@ -77,6 +77,83 @@ def add_arguments(p) -> None:
     p.add_argument("--learn-seeds", type=int, default=None, help="number of seeds (0..N-1)")
     p.add_argument("--learn-hidden", type=int, default=None)
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    add_distributed_arguments(p)
+
+
+def add_distributed_arguments(p) -> None:
+    """``--coordinator``, ``--num-processes``, ``--process-id``, ``--distributed``,
+    ``--init-timeout``: join a multi-process JAX job (shared with ``gated-jax report``)."""
+    g = p.add_argument_group(
+        "several processes (one per host or GPU; every process runs the same command)"
+    )
+    g.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        default=None,
+        help="address of process 0, which serves the coordinator on PORT",
+    )
+    g.add_argument("--num-processes", type=int, default=None, metavar="N")
+    g.add_argument("--process-id", type=int, default=None, metavar="I", help="0 .. N-1")
+    g.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process job; values not given come from the environment as "
+        "jax.distributed.initialize() reads it (SLURM, Open MPI, Cloud TPU, "
+        "JAX_COORDINATOR_ADDRESS)",
+    )
+    g.add_argument(
+        "--init-timeout",
+        type=int,
+        default=300,
+        metavar="SECONDS",
+        help="how long to wait for the coordinator and the other processes (default 300)",
+    )
+
+
+_DIST_NAMES = {
+    "coordinator": "--coordinator",
+    "num_processes": "--num-processes",
+    "process_id": "--process-id",
+    "timeout": "--init-timeout",
+}
+
+
+def start_distributed(args) -> bool:
+    """Join the multi-process job the options ask for; ``True`` if this is process 0.
+
+    Without any of the options, nothing starts (one process). Bad values, a missing value the
+    environment does not set and an unreachable coordinator raise a one-line ``ValueError``
+    naming the option (the CLI exits with status 2).
+    """
+    from gated_jax._validate import positive_int
+
+    wanted = args.distributed or any(
+        v is not None for v in (args.coordinator, args.num_processes, args.process_id)
+    )
+    positive_int("--init-timeout", args.init_timeout)
+    if not wanted:
+        return True
+    from gated_jax.experiments import distributed
+
+    if args.coordinator is not None:
+        distributed.parse_coordinator("--coordinator", args.coordinator)
+    if args.num_processes is not None:
+        positive_int("--num-processes", args.num_processes)
+    if args.process_id is not None:
+        top = None if args.num_processes is None else args.num_processes - 1
+        positive_int("--process-id", args.process_id, minimum=0, maximum=top)
+    try:
+        index, _ = distributed.initialize(
+            args.coordinator, args.num_processes, args.process_id, timeout=args.init_timeout
+        )
+    except ValueError as e:
+        msg = str(e)
+        for name, option in _DIST_NAMES.items():
+            if msg.startswith(f"`{name}`"):
+                msg = f"`{option}`" + msg[len(name) + 2 :]
+                break
+        raise ValueError(msg) from None
+    return index == 0
 
 
 _FIELDS = {
@@ -129,17 +206,48 @@ def _option(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
 
+def check_out_dir(out, main: bool) -> None:
+    """``--out`` checked (and created) on process 0, its verdict shared with every process.
+
+    Only process 0 writes, so only it creates the folder; a bad ``--out`` then raises the same
+    one-line error on every process instead of leaving the others waiting in a collective.
+    """
+    from gated_jax._validate import output_dir
+    from gated_jax.experiments.distributed import check_same_on_all_processes
+
+    error = None
+    if main:
+        try:
+            output_dir("--out", out)
+        except ValueError as e:
+            error = str(e)
+    check_same_on_all_processes({}, error=error)
+
+
+def _discard_figure(fig, name: str) -> str:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return name
+
+
 def run(args) -> int:
     import sys
+    import tempfile
+
+    main = start_distributed(args)  # first: validating the sizes initializes JAX's backend
+    cfg = config_from_args(args)
 
     import matplotlib
 
     matplotlib.use("Agg")
-    from gated_jax._validate import output_dir
     from gated_jax.experiments.runner import run_flow
 
-    cfg = config_from_args(args)
-    output_dir("--out", args.out)
+    check_out_dir(args.out, main)
+    if not main:  # every process computes (the sweeps are collective); process 0 writes
+        with tempfile.TemporaryDirectory(prefix="gated-jax-flow-") as scratch:
+            run_flow(scratch, cfg, save_figure=_discard_figure, progress=False)
+        return 0
     log = lambda s: print(f"flow: {s} ...", file=sys.stderr, flush=True)
     result = run_flow(args.out, cfg, progress=not args.no_progress, log=log)
     (result.out_dir / "flow.md").write_text(result.markdown + "\n")

@@ -7,6 +7,8 @@
 * :mod:`~gated_jax.experiments.baselines`: the same sweep for a tanh RNN and Flax's
   ``GRUCell``/``LSTMCell``.
 * :mod:`~gated_jax.experiments.sharding`: chunked, device-sharded mapping over configurations.
+* :mod:`~gated_jax.experiments.distributed`: several processes (hosts) on JAX's distributed
+  runtime, and data-parallel training.
 * :mod:`~gated_jax.experiments.worst_case`: optax gradient ascent on the log-norm.
 * :mod:`~gated_jax.experiments.learning`: the adding problem, gated vs tanh, several seeds.
 * :mod:`~gated_jax.experiments.plots` and :mod:`~gated_jax.experiments.runner`: figures, and

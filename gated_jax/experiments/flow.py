@@ -272,7 +272,7 @@ def flow_sweep(
         on CPU), ``"power"`` (batched repeated squaring of ``P^T P`` with an a-posteriori
         bound; relative difference to ``"svd"`` <= 5e-13 measured in float64, <= 3e-6 in
         float32 with full float32 matmuls) or ``"auto"`` (default: ``"svd"`` when the sweep
-        runs on CPU, ``"power"`` on GPU/TPU). See
+        runs on one CPU device, ``"power"`` on GPU/TPU and on several CPU devices). See
         :func:`gated_jax.linalg.spectral_norms`. float32 sweeps on a GPU/TPU
         run their matmuls at JAX's default precision (TF32 / bfloat16 passes, ~1e-3
         relative); float64, the default, is unaffected.
@@ -295,8 +295,8 @@ def flow_sweep(
     progress = boolean("progress", progress)
     dt = _dtype(dtype)
     devices = _check_devices(devices)
-    platform = None if devices is None else devices[0].platform
-    norm = resolve_norm(norm, platform)
+    used = jax.devices() if devices is None else devices
+    norm = resolve_norm(norm, used[0].platform, num_devices=len(used))
     _check_sweep_fits(cell, rhos, biases, scales, lens, seeds_a, n, m, chunk_size, dt)
 
     grid = np.meshgrid(rhos, biases, scales, np.arange(seeds_a.size), indexing="ij")

@@ -27,8 +27,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from gated_jax._validate import nonempty_sequence, positive_int
+from gated_jax._validate import fail, nonempty_sequence, positive_int
+from gated_jax.experiments.distributed import (
+    BATCH_AXIS,
+    is_main_process,
+    replicate,
+    shard_batch,
+    to_host,
+)
 
 __all__ = ["LearningResult", "adding_problem", "learning_experiment"]
 
@@ -50,6 +59,22 @@ def adding_problem(rng: np.random.Generator, batch: int, length: int):
     marks[rows, j] = 1.0
     xs = np.stack([values, marks], axis=-1)
     return xs, values[rows, i] + values[rows, j]
+
+
+def _learning_mesh(devices, batch: int):
+    """The ``"batch"`` mesh to train on, or ``None`` for one device (see the docstring)."""
+    from gated_jax.experiments.distributed import batch_mesh
+
+    chosen = list(jax.devices() if devices is None else devices)
+    if not chosen:
+        raise fail("devices", devices, "a non-empty sequence of devices")
+    if len(chosen) == 1:
+        return None
+    if batch % len(chosen):
+        if devices is None and jax.process_count() == 1:
+            return None
+        raise fail("batch", batch, f"a multiple of the number of devices ({len(chosen)})")
+    return batch_mesh(chosen)
 
 
 def _orthogonal(rng, m):
@@ -141,6 +166,7 @@ def learning_experiment(
     learning_rate: float = 5e-3,
     test_size: int = 512,
     dtype=jnp.float32,
+    devices: Sequence[jax.Device] | None = None,
     progress: bool = True,
 ) -> LearningResult:
     """Train each cell on the adding problem at each length, all seeds at once.
@@ -154,6 +180,18 @@ def learning_experiment(
     their last digits with the *set* of seeds, which training of the tanh RNN can amplify
     (measured: seed 2, tanh, T = 30, normalised MSE 0.650 with seeds (0, 1, 2), 0.609 alone;
     the gated cell's agreed to 7 digits). Compare seeds within one call.
+
+    Data parallel. With several ``devices`` (default ``jax.devices()``: every device of every
+    process after :func:`gated_jax.experiments.distributed.initialize`) each step's batch is
+    split over them along the example axis, the parameters and optimizer state are
+    replicated, and the compiler all-reduces the gradient of the mean loss
+    (:func:`gated_jax.experiments.distributed.data_parallel_step` is the same step for any
+    model). Every process draws the same batches from the seeds, so the run is the
+    single-process one: the curves agree with one device to float rounding of the gradient
+    sum (measured: 5e-8 relative in float32) and are identical on every process. In a
+    multi-process program ``batch`` must be a multiple of the number of devices; with one
+    process and default ``devices`` a batch that does not divide falls back to one device.
+    Progress bars show on process 0 only.
     """
     import optax
     from tqdm.auto import tqdm
@@ -180,6 +218,7 @@ def learning_experiment(
     if dt not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
         raise ValueError(f"`dtype` (={dtype!r}) must be float32 or float64")
     np_dt = np.float64 if dt == jnp.float64 else np.float32
+    mesh = _learning_mesh(devices, batch)
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate))
 
     from gated_jax.experiments.flow import x64_scope
@@ -196,22 +235,40 @@ def learning_experiment(
                 upd, state = opt.update(grads, state, params)
                 return optax.apply_updates(params, upd), state, value
 
-            vupdate = jax.jit(jax.vmap(update))
+            vupdate = jax.vmap(update)
+            if mesh is None:
+                vupdate = jax.jit(vupdate)
+                rep = put = None
+            else:
+                reps, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, BATCH_AXIS))
+                vupdate = jax.jit(
+                    vupdate, in_shardings=(reps, reps, data, data), out_shardings=reps
+                )
+                rep = lambda tree: replicate(tree, mesh)
+                put = lambda tree: shard_batch(tree, mesh, axis=1)
             vpredict = jax.jit(jax.vmap(lambda p, xs, cell=cell: _predict(cell, p, xs)))
             for t in lengths:
                 stacked = [_init(cell, s, 2, hidden) for s in seeds]
                 params = jax.tree.map(lambda *a: jnp.asarray(np.stack(a), dt), *stacked)
                 state = jax.vmap(opt.init)(params)
+                if mesh is not None:
+                    params, state = rep(to_host(params)), rep(to_host(state))
                 gens = [np.random.default_rng([s, t, 2]) for s in seeds]
                 hist = np.zeros((len(seeds), steps))
-                bar = tqdm(range(steps), desc=f"{cell} T={t}", disable=not progress, leave=False)
+                show = progress and is_main_process()
+                bar = tqdm(range(steps), desc=f"{cell} T={t}", disable=not show, leave=False)
                 for k in bar:
-                    data = [adding_problem(g, batch, t) for g in gens]
-                    xs = jnp.asarray(np.stack([d[0] for d in data]), np_dt)
-                    ys = jnp.asarray(np.stack([d[1] for d in data]), np_dt)
+                    data_k = [adding_problem(g, batch, t) for g in gens]
+                    xs = np.stack([d[0] for d in data_k]).astype(np_dt)
+                    ys = np.stack([d[1] for d in data_k]).astype(np_dt)
+                    if mesh is None:
+                        xs, ys = jnp.asarray(xs), jnp.asarray(ys)
+                    else:
+                        xs, ys = put((xs, ys))
                     params, state, value = vupdate(params, state, xs, ys)
-                    hist[:, k] = np.asarray(value)
+                    hist[:, k] = to_host(value)
                 bar.close()
+                params = jax.tree.map(jnp.asarray, to_host(params))
                 xt, yt = adding_problem(np.random.default_rng([10_000, t]), test_size, t)
                 xt_all = jnp.asarray(np.broadcast_to(xt, (len(seeds), *xt.shape)), np_dt)
                 err = np.asarray(vpredict(params, xt_all), np.float64) - yt

@@ -10,7 +10,10 @@ configurations. The configuration axis is
   ``"config"`` and ``NamedSharding(mesh, P("config"))`` on every input and output, so each device
   evaluates its slice of the chunk. Configurations are independent, so no communication is
   needed and the results equal the single-device run. The same code runs on a multi-GPU or TPU
-  host; on CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` makes four devices.
+  host; on CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` makes four devices;
+* across processes after :func:`gated_jax.experiments.distributed.initialize`: the mesh then
+  holds every process's devices, each process evaluates its share of every chunk and all of
+  them receive the full result.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gated_jax._validate import positive_int
+from gated_jax._validate import fail, positive_int
 
 __all__ = ["config_mesh", "map_configs"]
 
@@ -56,6 +59,24 @@ def _compiled(fn: Callable, nargs: int, mesh: Mesh | None):
     )
 
 
+def _check_configs(configs, chunk_size: int, processes: int) -> tuple[list[np.ndarray], int]:
+    """The configuration arrays as NumPy and their common length ``C``; ``ValueError`` else."""
+    configs = [np.asarray(c) for c in configs]
+    if not configs:
+        raise fail("configs", [], "at least one array")
+    total = configs[0].shape[0] if configs[0].ndim else 0
+    for i, c in enumerate(configs):
+        if c.ndim == 0 or c.shape[0] != total:
+            raise fail(
+                f"configs[{i}]", c, f"an array with the leading length {total} of configs[0]"
+            )
+    if total == 0:
+        raise fail("configs", configs[0], "non-empty (leading length 0)")
+    if chunk_size % processes:
+        raise fail("chunk_size", chunk_size, f"a multiple of the number of processes ({processes})")
+    return configs, total
+
+
 def map_configs(
     fn: Callable,
     configs: Sequence[np.ndarray],
@@ -66,7 +87,23 @@ def map_configs(
     progress: bool = True,
     desc: str = "configs",
 ):
-    """``fn(shared, *row)`` for every row of ``configs``: vmapped, chunked, sharded; NumPy out.
+    r"""``fn(shared, *row)`` for every row of ``configs``: vmapped, chunked, sharded; NumPy out.
+
+    With ``C`` configurations, chunk size ``K`` (rounded as below) and ``D`` devices, the
+    result is ``stack_c fn(shared, configs[0][c], configs[1][c], ...)`` for ``c = 0..C-1``,
+    computed as ``ceil(C / K)`` calls of one compiled ``jit(vmap(fn))``, each device
+    evaluating ``K / D`` rows of every chunk.
+
+    Several processes. After :func:`gated_jax.experiments.distributed.initialize`, the default
+    ``devices`` are the global devices of every process: call ``map_configs`` on every process
+    with the same arguments and each process evaluates the rows its devices hold, then every
+    process receives the full result (``process_allgather``). The per-device programs are the
+    ones a single process with the same ``D`` devices runs, so the result is bit for bit the
+    single-process one. The arguments are compared across processes first (structure, shapes
+    and a checksum of ``configs`` and ``shared``): a mismatch raises the same ``ValueError``
+    on every process rather than computing a mixture or waiting forever in a collective. The
+    progress bar shows on process 0 only. Passing ``devices=jax.local_devices()`` instead
+    runs an independent sweep in each process.
 
     Args:
       fn: ``fn(shared, *row)``, one configuration (one scalar or array per entry of
@@ -75,30 +112,52 @@ def map_configs(
       shared: a pytree passed whole to every call (not mapped; replicated on every device),
         e.g. tables that configurations index into.
       chunk_size: configurations per compiled call (rounded up to a multiple of the number of
-        devices, and down to ``C`` when there are fewer configurations).
-      devices: devices to shard over (default all); one device means no sharding.
-      progress: show a tqdm progress bar over chunks.
+        devices, and down to ``C`` when there are fewer configurations); with several
+        processes it must be a multiple of their number.
+      devices: devices to shard over (default ``jax.devices()``, every process's); one device
+        means no sharding.
+      progress: show a tqdm progress bar over chunks (on process 0).
       desc: the progress bar's label.
 
     Returns:
-      ``fn``'s output pytree with a leading axis ``C``, as NumPy arrays.
+      ``fn``'s output pytree with a leading axis ``C``, as NumPy arrays (on every process).
+
+    Raises:
+      ValueError: empty or ragged ``configs``, a bad ``chunk_size``, or (several processes)
+        ``configs``, ``shared`` or ``chunk_size`` that differ between processes.
+
+    Examples:
+      >>> import numpy as np
+      >>> out = map_configs(lambda s, a, b: s * a + b, [np.arange(5.0), np.ones(5)],
+      ...                   shared=np.float32(2.0), chunk_size=2, progress=False)
+      >>> out.tolist()
+      [1.0, 3.0, 5.0, 7.0, 9.0]
     """
     from tqdm.auto import tqdm
 
-    chunk_size = positive_int("chunk_size", chunk_size)
-    configs = [np.asarray(c) for c in configs]
-    if not configs:
-        raise ValueError("`configs` (=[]) must hold at least one array")
-    total = configs[0].shape[0] if configs[0].ndim else 0
-    for i, c in enumerate(configs):
-        if c.ndim == 0 or c.shape[0] != total:
-            raise ValueError(
-                f"`configs[{i}]` has shape {c.shape}; every entry needs the leading length "
-                f"{total} of configs[0]"
-            )
-    if total == 0:
-        raise ValueError("`configs` has no rows (leading length 0)")
+    from gated_jax.experiments.distributed import (
+        check_same_on_all_processes,
+        global_array,
+        is_main_process,
+        replicate,
+        to_host,
+    )
+
     mesh = config_mesh(devices)
+    multi = mesh is not None and mesh.is_multi_process
+    if multi:  # every process takes part in the check, even one whose arguments are bad
+        error = None
+        try:
+            chunk_size = positive_int("chunk_size", chunk_size)
+            configs, total = _check_configs(configs, chunk_size, jax.process_count())
+        except ValueError as e:
+            error = str(e)
+        check_same_on_all_processes(
+            {"chunk_size": chunk_size, "configs": configs, "shared": shared}, error=error
+        )
+    else:
+        chunk_size = positive_int("chunk_size", chunk_size)
+        configs, total = _check_configs(configs, chunk_size, 1)
     ndev = 1 if mesh is None else mesh.size
     chunk = min(chunk_size, total)
     chunk = -(-chunk // ndev) * ndev
@@ -112,14 +171,15 @@ def map_configs(
         put = lambda a: a
     else:
         sharding = NamedSharding(mesh, P(AXIS))
-        put = lambda a: jax.device_put(a, sharding)
-        shared = jax.device_put(shared, NamedSharding(mesh, P()))
+        put = lambda a: global_array(a, sharding)
+        shared = replicate(shared, mesh)
 
     outs = []
-    bar = tqdm(range(nchunks), desc=desc, unit="chunk", disable=not progress, leave=False)
+    show = progress and is_main_process()
+    bar = tqdm(range(nchunks), desc=desc, unit="chunk", disable=not show, leave=False)
     for i in bar:
         sl = slice(i * chunk, (i + 1) * chunk)
         out = run(shared, *[put(c[sl]) for c in configs])
-        outs.append(jax.tree.map(np.asarray, out))
+        outs.append(to_host(out))
     bar.close()
     return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0)[:total], *outs)
