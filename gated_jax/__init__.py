@@ -19,16 +19,25 @@ __version__ = "0.1.0"
 # --- re-exports: each block is owned by its module -------------------------------------------
 
 # gated_jax.shapes: convolution shape arithmetic
+from gated_jax.shapes import ConvConfig as ConvConfig
 from gated_jax.shapes import ConvExplanation as ConvExplanation
 from gated_jax.shapes import ConvLayer as ConvLayer
+from gated_jax.shapes import ConvTransposeArgs as ConvTransposeArgs
 from gated_jax.shapes import ReceptiveField as ReceptiveField
+from gated_jax.shapes import TorchConv as TorchConv
+from gated_jax.shapes import TorchConvTranspose as TorchConvTranspose
 from gated_jax.shapes import conv_output_shape as conv_output_shape
 from gated_jax.shapes import conv_output_size as conv_output_size
 from gated_jax.shapes import conv_transpose_output_shape as conv_transpose_output_shape
 from gated_jax.shapes import explain_conv as explain_conv
 from gated_jax.shapes import flax_conv_output_shape as flax_conv_output_shape
+from gated_jax.shapes import inverse_conv_transpose as inverse_conv_transpose
+from gated_jax.shapes import padding_for_output as padding_for_output
 from gated_jax.shapes import padding_pairs as padding_pairs
 from gated_jax.shapes import receptive_field as receptive_field
+from gated_jax.shapes import torch_conv as torch_conv
+from gated_jax.shapes import torch_conv_transpose as torch_conv_transpose
+from gated_jax.shapes import transpose_padding_for_output as transpose_padding_for_output
 
 # gated_jax.conv: closed-form convolution derivatives
 from gated_jax.conv import conv1d as conv1d
@@ -93,16 +102,25 @@ def __dir__() -> list[str]:
 __all__ = [  # noqa: F822 (lazy names resolve through __getattr__)
     "__version__",
     # shapes
+    "ConvConfig",
     "ConvExplanation",
     "ConvLayer",
+    "ConvTransposeArgs",
     "ReceptiveField",
+    "TorchConv",
+    "TorchConvTranspose",
     "conv_output_shape",
     "conv_output_size",
     "conv_transpose_output_shape",
     "explain_conv",
     "flax_conv_output_shape",
+    "inverse_conv_transpose",
+    "padding_for_output",
     "padding_pairs",
     "receptive_field",
+    "torch_conv",
+    "torch_conv_transpose",
+    "transpose_padding_for_output",
     # conv
     "conv1d",
     "conv_general_dilated",

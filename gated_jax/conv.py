@@ -1,4 +1,4 @@
-r"""Closed-form convolution derivatives, proved against JAX autodiff (seed 1.1(c)).
+r"""Closed-form convolution derivatives, proved against JAX autodiff.
 
 One spatial dimension tells the whole story (every other dimension is an independent copy of
 it). ``lax.conv_general_dilated`` with window stride :math:`s`, kernel (rhs) dilation :math:`d`,
@@ -15,13 +15,13 @@ length :math:`n`, a kernel ``w`` with :math:`K` taps and an output of length :ma
 tap :math:`k` of window :math:`p` reads position :math:`ps + kd` of that padded signal. ``E`` is
 the whole convolution; everything in this module is read off it:
 
-* **weight Jacobian** (seed (ii)): :math:`\partial y[p] / \partial w[k] = \sum_t x[t] E[p,k,t]`,
+* **weight Jacobian**: :math:`\partial y[p] / \partial w[k] = \sum_t x[t] E[p,k,t]`,
   the *patch* of ``x`` under window :math:`p`, tap :math:`k` (zero where the tap reads padding);
   with channels it also carries :math:`\delta_{o o'}`: output channel ``o`` depends only on
   filter ``o``;
-* **input Jacobian** (seed (iii)): :math:`\partial y[p] / \partial x[t] = \sum_k w[k] E[p,k,t]`,
+* **input Jacobian**: :math:`\partial y[p] / \partial x[t] = \sum_k w[k] E[p,k,t]`,
   the kernel tap that lands on ``x[t]`` from window :math:`p`, **and zero when no tap does**;
-* **weight gradient** (seed (iv)): :math:`\bar w[k] = \sum_p \bar y[p]\, \tilde x[ps + kd]`,
+* **weight gradient**: :math:`\bar w[k] = \sum_p \bar y[p]\, \tilde x[ps + kd]`,
   a correlation of the padded input with the upstream gradient :math:`\bar y` *dilated by the
   forward stride*, evaluated with stride :math:`d`;
 * **input gradient**: :math:`\bar x[t] = \sum_{p,k} \bar y[p] w[k] E[p,k,t]`, a convolution of
@@ -37,23 +37,33 @@ With ``feature_group_count = G`` the ``C`` input channels split into ``G`` group
 (group-major) and output channel ``o`` belongs to group ``o // (O / G)``; with
 ``batch_group_count = B`` the batch splits into ``B`` groups (group-major) and output channel
 ``o`` reads batch group ``o // (O / B)``.
+
+Every function resolves its configuration once into a :class:`gated_jax.shapes.ConvConfig`
+(the same object :func:`gated_jax.shapes.conv_output_shape` computes with), so a bad config is
+a ``ValueError`` naming the argument, never an XLA error.
+
+References:
+  Dumoulin and Visin, *A guide to convolution arithmetic for deep learning*, 2016
+  (arXiv:1603.07285), chapter 4 (transposed convolution as the gradient); JAX's transpose
+  rules ``_conv_general_dilated_transpose_lhs`` / ``_rhs`` in ``jax/_src/lax/convolution.py``.
+  Homework question 1.1 (c) asks for these four derivatives.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import string
 from collections.abc import Sequence
+from typing import cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from gated_jax.shapes import _dilate as _dil
-from gated_jax.shapes import _index, conv_output_shape, padding_pairs
+from gated_jax._validate import fail, positive_int
+from gated_jax.shapes import ConvConfig
 
 __all__ = [
     "conv1d",
@@ -67,42 +77,6 @@ __all__ = [
 ConvDimensionNumbers = lax.ConvDimensionNumbers
 
 
-@dataclasses.dataclass(frozen=True)
-class _Conv:
-    """A validated convolution config, with every derived number the formulas need.
-
-    ``n``, ``k``, ``p``, ``strides``, ``pads``, ``lhs_dil``, ``rhs_dil`` are per spatial
-    dimension, in the order of the kernel spec's spatial characters (lax's convention).
-    """
-
-    lhs_shape: tuple[int, ...]
-    rhs_shape: tuple[int, ...]
-    out_shape: tuple[int, ...]
-    dn: ConvDimensionNumbers
-    strides: tuple[int, ...]
-    pads: tuple[tuple[int, int], ...]
-    lhs_dil: tuple[int, ...]
-    rhs_dil: tuple[int, ...]
-    fgc: int
-    bgc: int
-
-    @property
-    def n(self) -> tuple[int, ...]:
-        return tuple(self.lhs_shape[i] for i in self.dn.lhs_spec[2:])
-
-    @property
-    def k(self) -> tuple[int, ...]:
-        return tuple(self.rhs_shape[i] for i in self.dn.rhs_spec[2:])
-
-    @property
-    def p(self) -> tuple[int, ...]:
-        return tuple(self.out_shape[i] for i in self.dn.out_spec[2:])
-
-    @property
-    def keff(self) -> tuple[int, ...]:
-        return tuple(_dil(k, d) for k, d in zip(self.k, self.rhs_dil, strict=True))
-
-
 def _config(
     lhs_shape,
     rhs_shape,
@@ -113,9 +87,9 @@ def _config(
     dimension_numbers=None,
     feature_group_count=1,
     batch_group_count=1,
-) -> _Conv:
-    """Validate a config with the shape rules of :mod:`gated_jax.shapes` and resolve it."""
-    out_shape = conv_output_shape(
+) -> ConvConfig:
+    """The one resolved config (:meth:`gated_jax.shapes.ConvConfig.resolve`)."""
+    return ConvConfig.resolve(
         lhs_shape,
         rhs_shape,
         window_strides,
@@ -126,36 +100,11 @@ def _config(
         feature_group_count,
         batch_group_count,
     )
-    # validated above: the conversions below cannot fail
-    lhs_shape = tuple(int(d) for d in lhs_shape)
-    rhs_shape = tuple(int(d) for d in rhs_shape)
-    dn = lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers)
-    nsp = len(lhs_shape) - 2
-
-    def ints(value) -> tuple[int, ...]:
-        return (1,) * nsp if value is None else tuple(int(v) for v in value)
-
-    strides, lhs_dil, rhs_dil = ints(window_strides), ints(lhs_dilation), ints(rhs_dilation)
-    n = tuple(lhs_shape[i] for i in dn.lhs_spec[2:])
-    k = tuple(rhs_shape[i] for i in dn.rhs_spec[2:])
-    pads = padding_pairs(padding, n, k, strides, rhs_dil)
-    return _Conv(
-        lhs_shape=lhs_shape,
-        rhs_shape=rhs_shape,
-        out_shape=tuple(out_shape),
-        dn=dn,
-        strides=strides,
-        pads=pads,
-        lhs_dil=lhs_dil,
-        rhs_dil=rhs_dil,
-        fgc=int(feature_group_count),
-        bgc=int(batch_group_count),
-    )
 
 
 def _check_array(name: str, x, expected: tuple[int, ...], why: str) -> None:
     if tuple(jnp.shape(x)) != expected:
-        raise ValueError(f"{name} (shape={tuple(jnp.shape(x))}) must have shape {expected} ({why})")
+        raise fail(name, x, f"an array of shape {expected} ({why})")
 
 
 def _swap_nc(spec: Sequence[int]) -> tuple[int, ...]:
@@ -182,10 +131,18 @@ def _fold_group(x, src: int, dst: int, groups: int):
     return x.reshape(new_shape)
 
 
-def _zeros_if_degenerate(c: _Conv) -> bool:
+def _grad_dtype(*operands):
+    """The dtype JAX promotes ``operands`` to, made inexact (integer operands give floats)."""
+    dtype = jnp.result_type(*operands)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        dtype = jnp.result_type(dtype, float)
+    return dtype
+
+
+def _zeros_if_degenerate(c: ConvConfig) -> bool:
     # A zero-size output or input has identically zero gradients; XLA cannot lower the
     # corresponding zero-size-window convolution, so no conv is emitted then.
-    return 0 in c.p or 0 in c.n or 0 in c.out_shape or 0 in c.lhs_shape
+    return 0 in c.out_spatial or 0 in c.in_spatial or 0 in c.out_shape or 0 in c.lhs_shape
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,63 +150,68 @@ def _zeros_if_degenerate(c: _Conv) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def _weight_grad(c: _Conv, lhs, cotangent, precision, pet, op):
+def _weight_grad(c: ConvConfig, lhs, cotangent, precision, pet, op):
     """:func:`conv_weight_grad` for a validated config; ``op`` is the convolution to call."""
-    dtype = jnp.result_type(cotangent)
+    dtype = _grad_dtype(lhs, cotangent)
     if _zeros_if_degenerate(c):
         return jnp.zeros(c.rhs_shape, dtype)
     lhs = jnp.asarray(lhs).astype(dtype)
-    pads = []
-    for n, k, p, s, (lo, _), a, d in zip(
-        c.n, c.k, c.p, c.strides, c.pads, c.lhs_dil, c.rhs_dil, strict=True
-    ):
-        pads.append((lo, (k - 1) * d + _dil(p, s) - _dil(n, a) - lo))
-    lhs_spec, rhs_spec, out_spec = c.dn
+    cotangent = jnp.asarray(cotangent).astype(dtype)
+    pads = [
+        (lo, ke - 1 + p_s - n_a - lo)
+        for (lo, _), ke, p_s, n_a in zip(
+            c.padding, c.kernel_eff, c.out_dilated, c.in_dilated, strict=True
+        )
+    ]
+    lhs_spec, rhs_spec, out_spec = c.dimension_numbers
     dn = ConvDimensionNumbers(_swap_nc(lhs_spec), _swap_nc(out_spec), _swap_nc(rhs_spec))
     return op(
         lhs,
         cotangent,
-        window_strides=c.rhs_dil,
+        window_strides=c.rhs_dilation,
         padding=pads,
-        lhs_dilation=c.lhs_dil,
+        lhs_dilation=c.lhs_dilation,
         rhs_dilation=c.strides,
         dimension_numbers=dn,
-        feature_group_count=c.bgc,
-        batch_group_count=c.fgc,
+        feature_group_count=c.batch_group_count,
+        batch_group_count=c.feature_group_count,
         precision=precision,
         preferred_element_type=pet,
     )
 
 
-def _input_grad(c: _Conv, rhs, cotangent, precision, pet, op):
+def _input_grad(c: ConvConfig, rhs, cotangent, precision, pet, op):
     """:func:`conv_input_grad` for a validated config; ``op`` is the convolution to call."""
-    dtype = jnp.result_type(cotangent)
+    dtype = _grad_dtype(rhs, cotangent)
     if _zeros_if_degenerate(c):
         return jnp.zeros(c.lhs_shape, dtype)
-    lhs_spec, rhs_spec, out_spec = c.dn
+    lhs_spec, rhs_spec, out_spec = c.dimension_numbers
     w = jnp.asarray(rhs).astype(dtype)
-    groups = max(c.fgc, c.bgc)
+    cotangent = jnp.asarray(cotangent).astype(dtype)
+    groups = max(c.feature_group_count, c.batch_group_count)
     if groups > 1:
         w = _fold_group(w, rhs_spec[0], rhs_spec[1], groups)
     w = lax.rev(w, tuple(rhs_spec[2:]))
     pads = []
-    for n, p, s, (lo, _), a, ke in zip(c.n, c.p, c.strides, c.pads, c.lhs_dil, c.keff, strict=True):
+    for n, (lo, _), a, ke, p_s in zip(
+        c.in_spatial, c.padding, c.lhs_dilation, c.kernel_eff, c.out_dilated, strict=True
+    ):
         before = ke - 1 - lo
-        pads.append((before, (n - 1) * a + ke - _dil(p, s) - before))
+        pads.append((before, (n - 1) * a + ke - p_s - before))
     out = op(
         cotangent,
         w,
-        window_strides=c.lhs_dil,
+        window_strides=c.lhs_dilation,
         padding=pads,
         lhs_dilation=c.strides,
-        rhs_dilation=c.rhs_dil,
+        rhs_dilation=c.rhs_dilation,
         dimension_numbers=ConvDimensionNumbers(out_spec, _swap_nc(rhs_spec), lhs_spec),
         feature_group_count=groups,
         precision=precision,
         preferred_element_type=pet,
     )
-    if c.bgc > 1:
-        out = _fold_group(out, lhs_spec[1], lhs_spec[0], c.bgc)
+    if c.batch_group_count > 1:
+        out = _fold_group(out, lhs_spec[1], lhs_spec[0], c.batch_group_count)
     return out
 
 
@@ -291,9 +253,9 @@ def conv_weight_grad(
     of the forward become batch groups here and vice versa. No kernel flip: the forward pass
     and this one are both cross-correlations of the input.
 
-    Seed 1.1(c)(iv): for ``x`` of shape ``(5, 2)``, ``W`` of shape ``(1, 2, 3)`` and stride 2,
-    ``dl/dW[0, c, k] = g[0] x[k, c] + g[1] x[k + 2, c]`` (0-based): the seed's two terms are this
-    sum over the two output positions.
+    For ``x`` of shape ``(5, 2)`` (``T x C``), ``W`` of shape ``(1, 2, 3)`` and stride 2,
+    ``dl/dW[0, c, k] = g[0] x[k, c] + g[1] x[k + 2, c]`` (0-based): one term per output
+    position.
 
     Args:
       lhs: the forward input ``x``.
@@ -304,11 +266,29 @@ def conv_weight_grad(
         precision, preferred_element_type: as in ``lax.conv_general_dilated``.
 
     Returns:
-      ``dl/dW`` of shape ``rhs_shape``, equal to ``jax.vjp`` of the lax op.
+      ``dl/dW`` of shape ``rhs_shape``, equal to ``jax.vjp`` of the lax op. Its dtype is the
+      one JAX promotes ``lhs`` and ``cotangent`` to, made floating (integer operands give a
+      float result, never an integer-truncated gradient).
 
     Raises:
       ValueError: naming the argument when the config is invalid or ``cotangent`` does not have
         the output's shape.
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from jax import lax
+      >>> x = jnp.arange(10.0).reshape(1, 2, 5)  # (N, C, T)
+      >>> g = jnp.ones((1, 1, 2))  # dl/dy for the 2 output positions
+      >>> dw = conv_weight_grad(x, g, (1, 2, 3), (2,), "VALID")
+      >>> dw.tolist()
+      [[[2.0, 4.0, 6.0], [12.0, 14.0, 16.0]]]
+      >>> conv = lambda w: lax.conv_general_dilated(x, w, (2,), "VALID")
+      >>> bool(jnp.all(jax.vjp(conv, jnp.ones((1, 2, 3)))[1](g)[0] == dw))
+      True
+
+    References:
+      Homework question 1.1 (c)(iv).
     """
     c = _config(
         jnp.shape(lhs),
@@ -363,18 +343,37 @@ def conv_input_grad(
     grouped by ``G``; with ``batch_group_count = B`` the same, and the ``B`` output-channel
     groups are moved back into the batch axis afterwards.
 
-    The seed's "similarities and differences" (1.1(c)): the forward pass and the weight
-    gradient are both *correlations of the input* (the weight gradient with the stride-dilated
-    upstream gradient as kernel, no flip); the input gradient is the one with the *flipped*
-    kernel, and it runs over the stride-dilated upstream gradient, not over ``x``. The seed's
-    "convolution of the input with spatially-flipped filters" mixes the two.
+    Compared with the other two: the forward pass and the weight gradient are both
+    *correlations of the input* (the weight gradient with the stride-dilated upstream gradient
+    as kernel, no flip); the input gradient is the one with the *flipped* kernel, and it runs
+    over the stride-dilated upstream gradient, not over ``x``.
+
+    Args:
+      rhs: the forward kernel ``W``.
+      cotangent: ``dl/dy``, of the forward output's shape.
+      lhs_shape: the forward input's shape.
+      window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+        feature_group_count, batch_group_count, precision, preferred_element_type: as in
+        ``lax.conv_general_dilated``.
 
     Returns:
-      ``dl/dx`` of shape ``lhs_shape``, equal to ``jax.vjp`` of the lax op.
+      ``dl/dx`` of shape ``lhs_shape``, equal to ``jax.vjp`` of the lax op, in the dtype JAX
+      promotes ``rhs`` and ``cotangent`` to, made floating.
 
     Raises:
       ValueError: naming the argument when the config is invalid or ``cotangent`` does not have
         the output's shape.
+
+    Examples:
+      Input 5 is read by no window of a 3-tap kernel at stride 2, so its gradient is 0:
+
+      >>> import jax.numpy as jnp
+      >>> w = jnp.array([[[1.0, 2.0, 3.0]]])  # (O, I, K)
+      >>> conv_input_grad(w, jnp.ones((1, 1, 2)), (1, 1, 6), (2,), "VALID").tolist()
+      [[[1.0, 2.0, 4.0, 2.0, 3.0, 0.0]]]
+
+    References:
+      Homework question 1.1 (c), "similarities and differences".
     """
     c = _config(
         lhs_shape,
@@ -398,21 +397,30 @@ def conv_input_grad(
 # --------------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6, 7, 8, 9, 10))
-def _conv(lhs, rhs, strides, padding, lhs_dil, rhs_dil, dn, fgc, bgc, precision, pet):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv(lhs, rhs, c: ConvConfig, precision, pet):
+    """The convolution of a resolved config; its VJP is the closed form."""
     return lax.conv_general_dilated(
-        lhs, rhs, strides, padding, lhs_dil, rhs_dil, dn, fgc, bgc, precision, pet
+        lhs,
+        rhs,
+        c.strides,
+        c.padding,
+        c.lhs_dilation,
+        c.rhs_dilation,
+        c.dimension_numbers,
+        c.feature_group_count,
+        c.batch_group_count,
+        precision,
+        pet,
     )
 
 
-def _conv_fwd(lhs, rhs, strides, padding, lhs_dil, rhs_dil, dn, fgc, bgc, precision, pet):
-    out = _conv(lhs, rhs, strides, padding, lhs_dil, rhs_dil, dn, fgc, bgc, precision, pet)
-    return out, (lhs, rhs)
+def _conv_fwd(lhs, rhs, c, precision, pet):
+    return _conv(lhs, rhs, c, precision, pet), (lhs, rhs)
 
 
-def _conv_bwd(strides, padding, lhs_dil, rhs_dil, dn, fgc, bgc, precision, pet, res, g):
+def _conv_bwd(c, precision, pet, res, g):
     lhs, rhs = res
-    c = _config(lhs.shape, rhs.shape, strides, padding, lhs_dil, rhs_dil, dn, fgc, bgc)
     # The backward convolutions are this custom-VJP op again, so every order of reverse-mode
     # derivative runs through the closed form.
     dlhs = _input_grad(c, rhs, g, precision, None, _closed_form_op)
@@ -433,20 +441,19 @@ def _closed_form_op(
     precision=None,
     preferred_element_type=None,
 ):
-    """``_conv`` with lax's keyword names (explicit padding, resolved config)."""
-    return _conv(
-        lhs,
-        rhs,
-        tuple(window_strides),
-        tuple((int(lo), int(hi)) for lo, hi in padding),
-        tuple(lhs_dilation),
-        tuple(rhs_dilation),
+    """``_conv`` called with lax's keyword names (a derived backward convolution)."""
+    c = ConvConfig.resolve(
+        jnp.shape(lhs),
+        jnp.shape(rhs),
+        window_strides,
+        padding,
+        lhs_dilation,
+        rhs_dilation,
         dimension_numbers,
         feature_group_count,
         batch_group_count,
-        precision,
-        preferred_element_type,
     )
+    return _conv(lhs, rhs, c, precision, preferred_element_type)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
@@ -481,9 +488,26 @@ def conv_general_dilated(
     As for every ``jax.custom_vjp`` function, forward-mode autodiff (``jax.jvp``,
     ``jax.jacfwd``, ``jax.hessian``) is not available: use ``lax.conv_general_dilated`` there.
 
-    The configuration arguments are static (Python values): the config is validated up front
-    by :func:`gated_jax.shapes.conv_output_shape`, so a bad config raises a ``ValueError``
+    The configuration arguments are static (Python values): the config is resolved up front
+    into a :class:`gated_jax.shapes.ConvConfig`, so a bad config raises a ``ValueError``
     naming the argument instead of an XLA error.
+
+    Args:
+      lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+        feature_group_count, batch_group_count, precision, preferred_element_type: as in
+        ``lax.conv_general_dilated``.
+
+    Returns:
+      The convolution, equal to ``lax.conv_general_dilated``'s.
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> x, w = jnp.arange(6.0).reshape(1, 1, 6), jnp.ones((1, 1, 3))
+      >>> conv_general_dilated(x, w, (1,), "VALID").tolist()
+      [[[3.0, 6.0, 9.0, 12.0]]]
+      >>> jax.grad(lambda w: conv_general_dilated(x, w, (1,), "VALID").sum())(w).tolist()
+      [[[6.0, 10.0, 14.0]]]
     """
     lhs = jnp.asarray(lhs)
     rhs = jnp.asarray(rhs)
@@ -498,19 +522,12 @@ def conv_general_dilated(
         feature_group_count,
         batch_group_count,
     )
-    return _conv(
-        lhs,
-        rhs,
-        c.strides,
-        c.pads,
-        c.lhs_dil,
-        c.rhs_dil,
-        c.dn,
-        c.fgc,
-        c.bgc,
-        _hashable_precision(precision),
-        preferred_element_type,
-    )
+    return _conv_on(c, lhs, rhs, _hashable_precision(precision), preferred_element_type)
+
+
+def _conv_on(c: ConvConfig, lhs, rhs, precision, preferred_element_type):
+    """The custom-VJP convolution of a resolved config."""
+    return _conv(lhs, rhs, c, precision, preferred_element_type)
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,11 +535,18 @@ def conv_general_dilated(
 # --------------------------------------------------------------------------------------------
 
 
-def _deltas(c: _Conv) -> list[np.ndarray]:
+def _deltas(c: ConvConfig) -> list[np.ndarray]:
     """``E_j[p, k, t] = [p s + k d == a t + lo]`` per spatial dimension, as 0/1 arrays."""
     out = []
     for n, k, p, s, (lo, _), a, d in zip(
-        c.n, c.k, c.p, c.strides, c.pads, c.lhs_dil, c.rhs_dil, strict=True
+        c.in_spatial,
+        c.kernel_spatial,
+        c.out_spatial,
+        c.strides,
+        c.padding,
+        c.lhs_dilation,
+        c.rhs_dilation,
+        strict=True,
     ):
         pp = np.arange(p)[:, None, None]
         kk = np.arange(k)[None, :, None]
@@ -531,17 +555,19 @@ def _deltas(c: _Conv) -> list[np.ndarray]:
     return out
 
 
-def _group_index(c: _Conv) -> tuple[np.ndarray, np.ndarray]:
+def _group_index(c: ConvConfig) -> tuple[np.ndarray, np.ndarray]:
     """Per output channel ``o``: its batch group and its feature group."""
-    o_total = c.rhs_shape[c.dn.rhs_spec[0]]
+    o_total = c.rhs_shape[c.dimension_numbers.rhs_spec[0]]
     o = np.arange(o_total)
-    return o // (o_total // c.bgc), o // (o_total // c.fgc)
+    return o // (o_total // c.batch_group_count), o // (o_total // c.feature_group_count)
 
 
-def _to_user_layout(jc, c: _Conv, second_spec: Sequence[int]):
+def _to_user_layout(jc, c: ConvConfig, second_spec: Sequence[int]):
     """Canonical ``(N, C, spatial...) + canonical second`` axes -> the user's layouts."""
     r = len(c.out_shape)
-    perm = list(np.argsort(c.dn.out_spec)) + [r + int(i) for i in np.argsort(second_spec)]
+    perm = list(np.argsort(c.dimension_numbers.out_spec)) + [
+        r + int(i) for i in np.argsort(second_spec)
+    ]
     return jnp.transpose(jc, perm)
 
 
@@ -576,10 +602,29 @@ def conv_weight_jacobian(
     tap reads padding or a hole of the input dilation). Built from this formula with constant
     0/1 arrays, not by calling autodiff; the linear map is exact.
 
-    Seed 1.1(c)(ii): for ``x`` of shape ``(5, 2)``, ``W`` of shape ``(1, 2, 3)``, stride 2 the
-    entries are ``x[2i + k, c]`` (0-based) times :math:`\delta_{f f'}`; the seed's
-    ``x[m + 2(i-1)][l]`` is this with 1-based indices and the single filter's delta left
-    implicit.
+    For ``x`` of shape ``(5, 2)`` (``T x C``), ``W`` of shape ``(1, 2, 3)``, stride 2 the
+    entries are ``x[2i + k, c]`` (0-based) times :math:`\delta_{f f'}`.
+
+    Args:
+      lhs: the input ``x``.
+      rhs_shape: the kernel's shape.
+      window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+        feature_group_count, batch_group_count: as in ``lax.conv_general_dilated``.
+
+    Returns:
+      An array of shape ``out.shape + rhs_shape``, equal to ``jax.jacrev`` of the lax op
+      with respect to the kernel.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> x = jnp.arange(5.0).reshape(1, 1, 5)
+      >>> jac = conv_weight_jacobian(x, (1, 1, 3), (2,), "VALID")
+      >>> jac.shape, jac[0, 0, 1, 0, 0].tolist()  # output 1 reads x[2], x[3], x[4]
+      ((1, 1, 2, 1, 1, 3), [2.0, 3.0, 4.0])
+
+    References:
+      Homework question 1.1 (c)(ii) (there with 1-based indices and the single filter's
+      delta left implicit).
     """
     lhs = jnp.asarray(lhs)
     c = _config(
@@ -593,12 +638,15 @@ def conv_weight_jacobian(
         feature_group_count,
         batch_group_count,
     )
-    nsp = len(c.n)
-    lhs_spec, rhs_spec, _ = c.dn
+    nsp = len(c.in_spatial)
+    lhs_spec, rhs_spec, _ = c.dimension_numbers
     xc = jnp.transpose(lhs, lhs_spec)  # (N, C, t...)
     n_total, c_total = xc.shape[:2]
     o_total, i_size = c.rhs_shape[rhs_spec[0]], c.rhs_shape[rhs_spec[1]]
-    xc = xc.reshape((c.bgc, n_total // c.bgc, c.fgc, i_size) + xc.shape[2:])
+    xc = xc.reshape(
+        (c.batch_group_count, n_total // c.batch_group_count, c.feature_group_count, i_size)
+        + xc.shape[2:]
+    )
     bidx, gidx = _group_index(c)
     xo = xc[bidx, :, gidx]  # (O, N', I, t...)
     p_, k_, t_ = (_letters(3 * nsp, "onicq")[j::3] for j in range(3))
@@ -640,9 +688,27 @@ def conv_input_jacobian(
 
     The sum over taps has at most one term (:math:`k = (at + lo - ps)/d` when that is an integer
     in :math:`[0, K)`), and **no term at all** -- a zero entry -- when ``x[t]`` lies outside
-    window ``p``. Seed 1.1(c)(iii) writes ``W[k - 2(i-1)][l]`` (1-based) for the ``(5, 2)``
-    example, which is this entry only inside the window; outside it the seed's index runs off
-    the kernel, where the true derivative is 0.
+    window ``p``.
+
+    Args:
+      rhs: the kernel ``W``.
+      lhs_shape: the input's shape.
+      window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+        feature_group_count, batch_group_count: as in ``lax.conv_general_dilated``.
+
+    Returns:
+      An array of shape ``out.shape + lhs_shape``, equal to ``jax.jacrev`` of the lax op
+      with respect to the input.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> w = jnp.array([[[1.0, 2.0, 3.0]]])
+      >>> conv_input_jacobian(w, (1, 1, 5), (2,), "VALID")[0, 0, 1, 0, 0].tolist()
+      [0.0, 0.0, 1.0, 2.0, 3.0]
+
+    References:
+      Homework question 1.1 (c)(iii), whose ``W[k - 2(i-1)][l]`` (1-based) is this entry only
+      inside the window; outside it that index runs off the kernel, where the derivative is 0.
     """
     rhs = jnp.asarray(rhs)
     c = _config(
@@ -656,13 +722,13 @@ def conv_input_jacobian(
         feature_group_count,
         batch_group_count,
     )
-    nsp = len(c.n)
-    lhs_spec, rhs_spec, _ = c.dn
+    nsp = len(c.in_spatial)
+    lhs_spec, rhs_spec, _ = c.dimension_numbers
     wc = jnp.transpose(rhs, rhs_spec)  # (O, I, k...)
     o_total, i_size = wc.shape[:2]
     n_total = c.lhs_shape[lhs_spec[0]]
     c_total = c.lhs_shape[lhs_spec[1]]
-    n_out = n_total // c.bgc
+    n_out = n_total // c.batch_group_count
     bidx, gidx = _group_index(c)
     batch = (
         np.arange(n_total)[None, None, :]
@@ -690,25 +756,21 @@ def conv_input_jacobian(
 
 
 # --------------------------------------------------------------------------------------------
-# the seed's layer
+# the 1-D layer in the (T, C) layout
 # --------------------------------------------------------------------------------------------
 
 
 def conv1d(x, w, *, stride: int = 1, padding=0, dilation: int = 1):
-    r"""The seed's 1-D layer: ``x`` of shape ``(..., T, C)``, ``w`` of shape ``(F, C, K)``.
+    r"""A 1-D convolution layer: ``x`` of shape ``(..., T, C)``, ``w`` of shape ``(F, C, K)``.
 
-    Cross-correlation, as in the seed and in every deep-learning library:
+    Cross-correlation, as in every deep-learning library:
 
     .. math::
 
         y[i, f] = \sum_{k=0}^{K-1} \sum_{c} x_{pad}[i s + k d,\ c]\; W[f, c, k],
         \qquad i = 0, \dots, \lfloor (T + lo + hi - (K-1)d - 1) / s \rfloor,
 
-    with ``x_pad`` the input padded by ``(lo, hi)``. Seed 1.1(c)(i): ``x`` in
-    :math:`\mathbb{R}^{5 \times 2}`, ``W`` in :math:`\mathbb{R}^{1 \times 2 \times 3}`,
-    stride 2, no padding gives shape ``(2, 1)`` with
-    ``y[i, 0] = sum_{k, c} x[2i + k, c] W[0, c, k]`` (the seed's ``x[2i + m][c] W[m+2][c]``,
-    1-based, ``m = -1..1``). Gradients go through the closed form of
+    with ``x_pad`` the input padded by ``(lo, hi)``. Gradients go through the closed form of
     :func:`conv_general_dilated`.
 
     Args:
@@ -721,36 +783,40 @@ def conv1d(x, w, *, stride: int = 1, padding=0, dilation: int = 1):
 
     Returns:
       ``(..., T_out, F)``.
+
+    Examples:
+      ``x`` in :math:`\mathbb{R}^{5 \times 2}`, ``W`` in :math:`\mathbb{R}^{1 \times 2 \times 3}`,
+      stride 2, no padding: ``y[i, 0] = sum_{k, c} x[2i + k, c] W[0, c, k]``, shape ``(2, 1)``:
+
+      >>> import jax.numpy as jnp
+      >>> x = jnp.arange(10.0).reshape(5, 2)
+      >>> conv1d(x, jnp.ones((1, 2, 3)), stride=2).tolist()
+      [[15.0], [39.0]]
+
+    References:
+      Homework question 1.1 (c)(i) (its ``x[2i + m][c] W[m+2][c]`` is 1-based, ``m = -1..1``).
     """
     x = jnp.asarray(x)
     w = jnp.asarray(w)
     if x.ndim < 2:
-        raise ValueError(f"x (shape={x.shape}) must have shape (..., T, C)")
+        raise fail("x", x, "an array of shape (..., T, C)")
     if w.ndim != 3:
-        raise ValueError(f"w (shape={w.shape}) must have shape (F, C, K)")
+        raise fail("w", w, "an array of shape (F, C, K)")
     if w.shape[1] != x.shape[-1]:
-        raise ValueError(
-            f"w (shape={w.shape}) must have as many input channels, w.shape[1], as x "
-            f"(shape={x.shape}) has, x.shape[-1] = {x.shape[-1]}"
-        )
-    for name, v in (("stride", stride), ("dilation", dilation)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} (={v!r}) must be an int >= 1")
-    if isinstance(padding, str):
-        pad = padding
-    elif isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
-        pad = ((int(padding), int(padding)),)
-    else:
-        try:
-            lo, hi = padding
-            pad = ((_index(lo, "padding[0]"), _index(hi, "padding[1]")),)
-        except (TypeError, ValueError) as e:
-            raise ValueError(
-                f"padding (={padding!r}) must be an int, a (lo, hi) pair or a string"
-            ) from e
+        raise fail("w", w, f"a kernel with w.shape[1] = x.shape[-1] = {x.shape[-1]} channels")
+    s_ = cast(int, positive_int("stride", stride))
+    d_ = cast(int, positive_int("dilation", dilation))
     batch = x.shape[:-2]
     xb = x.reshape((math.prod(batch),) + x.shape[-2:])
-    y = conv_general_dilated(
-        xb, w, (stride,), pad, rhs_dilation=(dilation,), dimension_numbers=("NWC", "OIW", "NWC")
+    c = ConvConfig.resolve(
+        xb.shape,
+        w.shape,
+        (s_,),
+        padding,
+        rhs_dilation=(d_,),
+        dimension_numbers=("NWC", "OIW", "NWC"),
+        padding_rule="pair",
+        names={"window_strides": "stride", "rhs_dilation": "dilation"},
     )
+    y = _conv_on(c, xb, w, None, None)
     return y.reshape(batch + y.shape[-2:])

@@ -145,3 +145,52 @@ def test_installed_console_script():
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().count("\n") == 0 and "stride" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, n",
+    [
+        (["64x64", "-k", "3", "-s", "2", "--target", "32"], 2),
+        (["10", "-k", "3", "-s", "2", "-d", "2", "--target", "7"], 1),
+        (["9x8", "-k", "4x2", "--target", "16x16", "--input-dilation", "2"], 2),
+    ],
+)
+def test_target_prints_the_padding_that_gives_it(capsys, argv, n):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0 and err == ""
+    first = out.splitlines()[0]
+    assert first.startswith("padding ")
+    pads = [tuple(int(v) for v in p.split(",")) for p in first.split()[1].split("x")]
+    opt = dict(zip(argv[1::2], argv[2::2], strict=False))
+    ins = tuple(int(v) for v in argv[0].split("x"))
+
+    def per_dim(key, default="1"):
+        vals = tuple(int(v) for v in opt.get(key, default).split("x"))
+        return vals * n if len(vals) == 1 else vals
+
+    k, s, d, ld = per_dim("-k"), per_dim("-s"), per_dim("-d"), per_dim("--input-dilation")
+    expected = jax.eval_shape(
+        lambda x, w: lax.conv_general_dilated(x, w, s, pads, lhs_dilation=ld, rhs_dilation=d),
+        jax.ShapeDtypeStruct((1, 1, *ins), jnp.float32),
+        jax.ShapeDtypeStruct((1, 1, *k), jnp.float32),
+    ).shape
+    assert expected[2:] == per_dim("--target")
+    assert " x ".join(map(str, expected[2:])) in out.splitlines()
+
+
+def test_target_transposed_is_the_conv_transpose_padding(capsys):
+    code, out, _ = run_cli(capsys, "32", "-k", "3", "-s", "2", "--target", "65", "--transposed")
+    assert code == 0
+    lo, hi = (int(v) for v in out.split()[1].split(","))
+    shape = jax.eval_shape(
+        lambda x, w: lax.conv_transpose(x, w, (2,), [(lo, hi)]),
+        jax.ShapeDtypeStruct((1, 32, 1), jnp.float32),
+        jax.ShapeDtypeStruct((3, 1, 1), jnp.float32),
+    ).shape
+    assert shape[1] == 65 and "65" in out.splitlines()
+
+
+def test_unreachable_target_exits_2_naming_the_option(capsys):
+    code, out, err = run_cli(capsys, "10", "-k", "3", "--target", "4")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("gated-jax shape: error: `--target` (='4') must be reachable")

@@ -573,7 +573,8 @@ def test_bench_suite_quick_table():
     assert [r[-1] for r in table.rows] == ["yes"] * 4
     assert any("the true ratio is 1.00 and the spread is timing noise" in n for n in table.notes)
     a, b = (jax.jit(f).lower(jnp.ones(3)).compile() for f in (jnp.sin, jnp.cos))
-    assert bconv._program(a) != bconv._program(b)
+    again = jax.jit(jnp.sin).lower(jnp.ones(3)).compile()  # a second, separate compilation
+    assert bconv._program(a) != bconv._program(b) and bconv._program(a) == bconv._program(again)
 
 
 def test_conv1d_rejects_float_padding_and_handles_empty_inputs():

@@ -38,18 +38,18 @@ def test_receptive_field_matches_grad_support_on_random_1d_stacks():
         if out_len == 0:
             continue
         i = min(index, out_len - 1)
-        rf = receptive_field(stack)
-        lo, hi = rf.start + i * rf.jump, rf.start + i * rf.jump + rf.size - 1
+        (size,), (jump,), (start,) = receptive_field(stack)
+        lo, hi = start + i * jump, start + i * jump + size - 1
         # jax.grad's support lies in the span, and hits both ends where they are input rows.
         assert support.size == 0 or (support.min() >= lo and support.max() <= hi)
         if 0 <= lo < length:
             assert support.min() == lo
         if 0 <= hi < length:
             assert support.max() == hi
-        # Exactly: the brute-force set of positions read, clipped to the input.
+        # Exactly: the brute-force span, and the positions reached through real inputs only.
         taps = V.tap_positions(stack, i)
         assert (min(taps), max(taps)) == (lo, hi)
-        assert set(support.tolist()) == {p for p in taps if 0 <= p < length}
+        assert set(support.tolist()) == V.tap_positions(stack, i, length)
         checked += 1
     assert checked >= 10
 
@@ -82,9 +82,21 @@ def test_receptive_field_2d_and_layer_forms():
     assert receptive_field([(3, 2), {"kernel": 3, "stride": 2}, 1]) == receptive_field(
         [ConvLayer(3, 2), ConvLayer(3, 2), ConvLayer(1)]
     )
-    assert receptive_field([]) == ReceptiveField(1, 1, 0)
-    # Seed 1.1(a)'s layer: a 3-wide window every 2 rows.
-    assert receptive_field([ConvLayer(3, 2)]) == ReceptiveField(3, 2, 0)
+    assert receptive_field([]) == ReceptiveField((1,), (1,), (0,))
+    # A 3-wide window every 2 rows: tuples however the kernel is spelt.
+    for layer in (ConvLayer(3, 2), (3, 2), (3, 2, 1, 0), {"kernel": 3, "stride": 2}):
+        assert receptive_field([layer]) == ReceptiveField((3,), (2,), (0,))
+    assert receptive_field([ConvLayer((3,), (2,))]) == ReceptiveField((3,), (2,), (0,))
+
+
+def test_receptive_field_holds_tuples_for_every_spelling():
+    spellings = [[3], [(3,)], [ConvLayer(3)], [ConvLayer((3,))], [{"kernel": (3,)}], [(3, 1, 1, 1)]]
+    for layers in spellings:
+        rf = receptive_field(layers)
+        assert all(isinstance(f, tuple) and len(f) == 1 for f in rf), (layers, rf)
+        assert rf.size == (3,)
+    rf = receptive_field([ConvLayer(3), ConvLayer((2, 5))])  # an int layer spans every dim
+    assert rf == ReceptiveField((4, 7), (1, 1), (0, 0))
 
 
 @pytest.mark.parametrize(
@@ -100,7 +112,7 @@ def test_receptive_field_2d_and_layer_forms():
     ],
 )
 def test_receptive_field_rejects_bad_layers(layers, name):
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ValueError, match=rf"^`[^`]*{name}[^`]*` \(="):
         receptive_field(layers)
 
 
@@ -109,22 +121,35 @@ def test_receptive_field_rejects_bad_layers(layers, name):
 
 
 def test_explain_seed_1_1a():
-    text = explain_conv((10, 11), 3, stride=2)
-    assert isinstance(text, str) and str(text) == text
-    assert text.output_shape == (4, 5)
+    e = explain_conv((10, 11), 3, stride=2)
+    text = str(e)
+    assert text == e.text and e.output_shape == (4, 5)
     assert "output (spatial): 4 x 5" in text
     assert "floor((10 + 0 + 0 - 3) / 2) + 1 = floor(3.5) + 1 = 4" in text
     assert "(10 - 3)/2 + 1 = 4.5 -> 4" in text
-    assert any("row(s) (9) covered by no window" in w for w in text.warnings)
-    assert not any("dim 1" in w for w in text.warnings)  # (11 - 3)/2 + 1 = 5 exactly
+    assert any("row(s) (9) covered by no window" in w for w in e.warnings)
+    assert not any("dim 1" in w for w in e.warnings)  # (11 - 3)/2 + 1 = 5 exactly
+
+
+def test_explanation_is_a_frozen_dataclass_whose_str_is_the_text():
+    import dataclasses
+
+    e = explain_conv((10, 11), 3, stride=2)
+    assert {f.name for f in dataclasses.fields(e)} >= {"output_shape", "pads", "warnings", "text"}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        e.output_shape = (1, 1)
+    assert str(e).upper() == e.text.upper() and e.output_shape == (4, 5)  # fields stay
+    assert e.config.out_spatial == e.spatial and e.config.padding == e.pads
+    assert "ConvExplanation(output_shape=(4, 5)" in repr(e)
 
 
 def test_explain_seed_1_1b_with_channels_and_filters():
-    text = explain_conv((32, 28), 5, stride=2, padding=2, dilation=2, channels=3, filters=16)
+    e = explain_conv((32, 28), 5, stride=2, padding=2, dilation=2, channels=3, filters=16)
+    text = str(e)
     c1 = 16
     h1 = (32 + 2 * 2 - (5 + 4 * 1)) // 2 + 1
     w1 = (28 + 2 * 2 - (5 + 4 * 1)) // 2 + 1
-    assert text.output_shape == (c1, h1, w1)
+    assert e.output_shape == (c1, h1, w1)
     assert conv_output_shape(
         (1, 3, 32, 28), (16, 3, 5, 5), (2, 2), ((2, 2), (2, 2)), rhs_dilation=(2, 2)
     ) == (1, c1, h1, w1)
@@ -149,7 +174,7 @@ def test_explain_uncovered_rows_equal_zero_gradient_rows():
         n, k = rng.randint(5, 16), rng.randint(1, 4)
         s, d = rng.randint(1, 4), rng.randint(1, 3)
         lo, hi = rng.randint(-2, 2), rng.randint(-2, 2)
-        e = explain_conv(n, k, stride=s, dilation=d, padding=(lo, hi))
+        e = explain_conv(n, k, stride=s, dilation=d, padding=[(lo, hi)])
         if e.output_shape[0] == 0:
             continue
         g = jax.jit(
@@ -205,9 +230,16 @@ def test_explain_reads_two_ints_as_padding_pairs_and_flax_do():
         jax.ShapeDtypeStruct((1, 9, 8, 1), jnp.float32),
     )
     assert y.shape[1:3] == e.output_shape
-    # 1-D and 3-D: two ints cannot be one per dim, so they are (lo, hi) for every dim
-    assert explain_conv((9,), 3, padding=(1, 2)).pads == ((1, 2),)
-    assert explain_conv((9, 8, 7), 3, padding=(1, 2)).pads == ((1, 2),) * 3
+    # Every rank reads it the same way: one entry per spatial dim, so two ints in 1-D or 3-D
+    # are an error (as in Flax), and a (lo, hi) pair is spelt as one entry
+    for shape in ((9,), (9, 8, 7)):
+        with pytest.raises(ValueError, match=r"^`padding` \(=\(1, 2\)\) must be "):
+            explain_conv(shape, 3, padding=(1, 2))
+    assert explain_conv((9,), 3, padding=[(1, 2)]).pads == ((1, 2),)
+    assert explain_conv((9, 8, 7), 3, padding=[(1, 2)] * 3).pads == ((1, 2),) * 3
+    assert explain_conv((9, 8, 7), 3, padding=[1, (0, 2), 3]).pads == ((1, 1), (0, 2), (3, 3))
+    for shape in ((9,), (9, 8), (9, 8, 7)):
+        assert explain_conv(shape, 3, padding=2).pads == ((2, 2),) * len(shape)
 
 
 def test_explain_transposed_agrees_with_conv_transpose():
@@ -219,7 +251,7 @@ def test_explain_transposed_agrees_with_conv_transpose():
             jax.ShapeDtypeStruct((3, 2, 5), jnp.float32),
         ).shape
         assert e.output_shape == (5, expected[1])
-        assert "transposed" in e
+        assert "transposed" in str(e)
     assert conv_transpose_output_shape((1, 7, 2), (3, 2, 5), (2,), "SAME") == (1, 14, 5)
 
 
@@ -237,7 +269,7 @@ def test_explain_transposed_agrees_with_conv_transpose():
     ],
 )
 def test_explain_rejects_bad_input(kwargs, name):
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ValueError, match=rf"^`{name}` \(="):
         explain_conv((5, 6), 3, **kwargs)
 
 

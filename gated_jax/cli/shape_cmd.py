@@ -3,9 +3,16 @@
 ``gated-jax shape 10x11 --kernel 3 --stride 2`` prints ``4 x 5`` (seed 1.1(a)) and the rule
 with the numbers substituted. Per-dimension values are written ``AxB``; padding is an int, a
 ``lo,hi`` pair, one of those per dim (``1,2x0,0``), or ``SAME``/``SAME_LOWER``/``VALID``.
+
+``--target 32`` (or ``32x32``) answers the inverse question: the padding that gives that
+output size (``padding_for_output``; with ``--transposed``, the ``lax.conv_transpose`` padding
+of ``transpose_padding_for_output``), with the window of totals that work and the derivation
+of the result.
 """
 
 from __future__ import annotations
+
+from gated_jax._validate import fail
 
 HELP = "output shape of a convolution, with the derivation (seed 1.1(a)/(b))"
 
@@ -30,6 +37,11 @@ def add_arguments(p) -> None:
         action="store_true",
         help="explain lax.conv_transpose (stride = input dilation) instead",
     )
+    p.add_argument(
+        "--target",
+        "-t",
+        help="wanted output size T or ThxTw: print the padding that gives it (ignores --padding)",
+    )
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:
@@ -37,9 +49,7 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
     try:
         vals = tuple(int(p) for p in parts)
     except ValueError:
-        raise ValueError(
-            f"{option} (={text!r}) must be an integer or integers joined by 'x', e.g. 3x3"
-        ) from None
+        raise fail(option, text, "an integer or integers joined by 'x', e.g. 3x3") from None
     return vals
 
 
@@ -53,7 +63,7 @@ def _int(text: str | None, option: str) -> int | None:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"{option} (={text!r}) must be an integer") from None
+        raise fail(option, text, "an integer") from None
 
 
 def _padding(text: str, ndim: int):
@@ -65,16 +75,17 @@ def _padding(text: str, ndim: int):
         try:
             nums = tuple(int(v) for v in part.split(","))
         except ValueError:
-            raise ValueError(
-                f"--padding (={text!r}) must be P, lo,hi, per-dim values joined by 'x', or "
-                "SAME / SAME_LOWER / VALID"
+            raise fail(
+                "--padding",
+                text,
+                "P, lo,hi, per-dim values joined by 'x', or SAME / SAME_LOWER / VALID",
             ) from None
         if len(nums) not in (1, 2):
-            raise ValueError(f"--padding (={text!r}): each dim takes P or lo,hi, got {part!r}")
+            raise fail("--padding", text, f"P or lo,hi for each dim, not {part!r}")
         out.append(nums[0] if len(nums) == 1 else nums)
     if len(out) == 1 and not isinstance(out[0], tuple):
         return out[0]
-    if len(out) == 1:  # one lo,hi for every dim, spelled out (two ints alone are per-dim in 2-D)
+    if len(out) == 1:  # one lo,hi for every dim, spelt out as one (lo, hi) entry per dim
         out = out * ndim
     return [p if isinstance(p, tuple) else (p, p) for p in out]
 
@@ -83,11 +94,14 @@ def run(args) -> int:
     from gated_jax.shapes import explain_conv
 
     input_shape = _ints(args.input, "input")
+    padding = _padding(args.padding, len(input_shape))
+    if args.target is not None:
+        padding = _padding_for_target(args, input_shape)
     text = explain_conv(
         input_shape,
         _one(_ints(args.kernel, "--kernel")),
         stride=_one(_ints(args.stride, "--stride")),
-        padding=_padding(args.padding, len(input_shape)),
+        padding=padding,
         dilation=_one(_ints(args.dilation, "--dilation")),
         input_dilation=_one(_ints(args.input_dilation, "--input-dilation")),
         channels=_int(args.channels, "--channels"),
@@ -99,3 +113,52 @@ def run(args) -> int:
     print()
     print(text)
     return 0
+
+
+def _padding_for_target(args, input_shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Print the padding for ``--target`` and how it was found; return it for the derivation."""
+    from gated_jax.shapes import padding_for_output, transpose_padding_for_output
+
+    n = len(input_shape)
+    target = _ints(args.target, "--target")
+    if len(target) == 1:
+        target = target * n
+    per_dim = [
+        _ints(getattr(args, a), f"--{a.replace('_', '-')}")
+        for a in ("kernel", "stride", "dilation", "input_dilation")
+    ]
+    k, s, d, ld = ([v[0]] * n if len(v) == 1 else list(v) for v in per_dim)
+    try:
+        if args.transposed:
+            pads = transpose_padding_for_output(input_shape, target, k, stride=s, dilation=d)
+            how = "for lax.conv_transpose: the input gradient of the conv from T to H"
+        else:
+            kw = dict(stride=s, dilation=d, input_dilation=ld)
+            pads = padding_for_output(input_shape, target, k, **kw)
+            windows = padding_for_output(input_shape, target, k, all_paddings=True, **kw)
+            how = "the smallest total padding, split as SAME splits it"
+    except ValueError as e:  # the library names its own argument; here the user wrote --target
+        msg = str(e)
+        if msg.startswith("`output_size` "):
+            raise fail("--target", args.target, msg.split(" must be ", 1)[1]) from None
+        raise
+    print("padding " + "x".join(f"{lo},{hi}" for lo, hi in pads) + f"  ({how})")
+    for i in range(n):
+        ke = (k[i] - 1) * d[i] + 1
+        if args.transposed:
+            lo, hi = pads[i]
+            stretched = (input_shape[i] - 1) * s[i] + 1
+            print(
+                f"  dim {i}: ({input_shape[i]} - 1)*{s[i]} + 1 + lo + hi - {ke} + 1 = "
+                f"{target[i]} needs lo + hi = {lo + hi}: ({lo}, {hi})"
+                + (f" on the stretched input of {stretched}" if s[i] > 1 else "")
+            )
+        else:
+            totals = sorted({lo + hi for lo, hi in windows[i]})
+            print(
+                f"  dim {i}: {target[i]} outputs need a total t with "
+                f"({target[i]} - 1)*{s[i]} <= H' + t - {ke} < {target[i]}*{s[i]}: "
+                f"t in {totals[0]}..{totals[-1]}; t = {sum(pads[i])} -> {pads[i]}"
+            )
+    print()
+    return list(pads)

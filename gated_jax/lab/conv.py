@@ -46,12 +46,16 @@ from jax import lax
 
 from gated_jax.lab._harness import CompileStats, Table, device_line, mib, time_interleaved
 from gated_jax.lab._verify import Check
-from gated_jax.shapes import _dilate as _dil
 from gated_jax.testing import max_rel_error
 
 # --- from verification/conv.py ------------------------------------------------------------
 
 _SPATIAL = "HWD"
+
+
+def _dil(x: int, r: int) -> int:
+    """Size of ``x`` elements with ``r - 1`` zeros between neighbours."""
+    return 0 if x == 0 else (x - 1) * r + 1
 
 
 @dataclasses.dataclass(frozen=True)

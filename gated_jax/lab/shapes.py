@@ -168,11 +168,26 @@ def random_stack(rng: random.Random, *, max_layers: int = 4) -> list[tuple[int, 
     ]
 
 
-def tap_positions(stack, index: int) -> set[int]:
-    """Every input position (padding included) that output ``index`` reads, by brute force."""
+def tap_positions(stack, index: int, length: int | None = None) -> set[int]:
+    """Input positions that output ``index`` reads, by brute force.
+
+    Without ``length``: every position the windows cover, padding included, as if every
+    layer's input extended forever (the span the receptive-field formula describes). With the
+    network's input ``length``: only positions reached through real (non-padding) positions
+    of every layer, i.e. what ``jax.grad`` can see: a tap on an inner layer's padding reads a
+    zero, not an input position.
+    """
+    lengths = [length]
+    if length is not None:
+        for k, s, d, (lo, hi) in stack:
+            n = lengths[-1] + lo + hi - (k - 1) * d - 1
+            lengths.append(max(0, n // s + 1) if n >= 0 else 0)
     pos = {index}
-    for k, s, d, (lo, _) in reversed(stack):
+    for layer in range(len(stack) - 1, -1, -1):
+        k, s, d, (lo, _) = stack[layer]
         pos = {p * s - lo + t * d for p in pos for t in range(k)}
+        if length is not None:
+            pos = {p for p in pos if 0 <= p < lengths[layer]}
     return pos
 
 
@@ -323,11 +338,12 @@ def checks(seed: int) -> list[Check]:
         if out_len == 0:
             continue
         i = min(index, out_len - 1)
-        rf = shapes.receptive_field(stack)
+        (size,), (jump,), (start,) = shapes.receptive_field(stack)
         taps = tap_positions(stack, i)
-        # The span is exactly [min, max] of the positions read; jax.grad sees those inside.
-        ok = min(taps) == rf.start + i * rf.jump and max(taps) == min(taps) + rf.size - 1
-        ok &= set(support.tolist()) == {p for p in taps if 0 <= p < length}
+        # The span is exactly [min, max] of the positions the windows cover; jax.grad sees
+        # those reached through real positions of every layer.
+        ok = min(taps) == start + i * jump and max(taps) == min(taps) + size - 1
+        ok &= set(support.tolist()) == tap_positions(stack, i, length)
         bad += not ok
     rows.append(
         Check(
@@ -338,7 +354,53 @@ def checks(seed: int) -> list[Check]:
             n_rf,
         )
     )
+    rows.append(_inverse_row(rng))
     return rows
+
+
+def _inverse_row(rng: random.Random, n_cases: int = 200) -> Check:
+    """padding_for_output / transpose_padding_for_output round trips through eval_shape."""
+    import jax
+    from jax import lax
+
+    from gated_jax import shapes
+
+    bad = 0
+    for i in range(n_cases):
+        n = rng.randint(1, 2)
+        ks = tuple(rng.randint(1, 4) for _ in range(n))
+        ss = tuple(rng.randint(1, 3) for _ in range(n))
+        ds = tuple(rng.randint(1, 2) for _ in range(n))
+        ins = tuple(rng.randint(1, 12) for _ in range(n))
+        kernel = _sds((*ks, 1, 1))
+        if i % 2:  # the transposed direction: any target size >= 1
+            outs = tuple(rng.randint(1, 30) for _ in range(n))
+            pads = shapes.transpose_padding_for_output(ins, outs, ks, stride=ss, dilation=ds)
+            fn = lambda x, w, p=pads, s=ss, d=ds: lax.conv_transpose(x, w, s, p, rhs_dilation=d)  # noqa: E731
+        else:
+            valid = [
+                shapes.conv_output_size(h, k, stride=s, dilation=d)
+                for h, k, s, d in zip(ins, ks, ss, ds, strict=True)
+            ]
+            outs = tuple(v + rng.randint(0, 4) for v in valid)
+            pads = shapes.padding_for_output(ins, outs, ks, stride=ss, dilation=ds)
+            fn = lambda x, w, p=pads, s=ss, d=ds, n=n: lax.conv_general_dilated(  # noqa: E731
+                x, w, s, p, rhs_dilation=d, dimension_numbers=_nhwc(n)
+            )
+        got = jax.eval_shape(fn, _sds((1, *ins, 1)), kernel).shape[1:-1]
+        bad += tuple(got) != outs
+    return Check(
+        "shapes",
+        "padding_for_output, transpose_padding_for_output (target size reached)",
+        f"jax.eval_shape of the conv / conv_transpose, {n_cases} random targets",
+        bad / n_cases,
+        n_cases,
+    )
+
+
+def _nhwc(n: int) -> tuple[str, str, str]:
+    sp = "HW"[:n]
+    return ("N" + sp + "C", sp + "IO", "N" + sp + "C")
 
 
 # --- from report/shapes.py ----------------------------------------------------------------
