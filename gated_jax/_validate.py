@@ -15,7 +15,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -49,6 +49,23 @@ def fail(name: str, value: Any, requirement: str, *, error: type = ValueError) -
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+@overload
+def positive_int(
+    name: str,
+    value: Any,
+    *,
+    minimum: int = 1,
+    maximum: int | None = None,
+    allow_none: Literal[False] = False,
+) -> int: ...
+
+
+@overload
+def positive_int(
+    name: str, value: Any, *, minimum: int = 1, maximum: int | None = None, allow_none: bool
+) -> int | None: ...
 
 
 def positive_int(

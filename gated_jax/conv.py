@@ -55,7 +55,6 @@ import functools
 import math
 import string
 from collections.abc import Sequence
-from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -804,8 +803,8 @@ def conv1d(x, w, *, stride: int = 1, padding=0, dilation: int = 1):
         raise fail("w", w, "an array of shape (F, C, K)")
     if w.shape[1] != x.shape[-1]:
         raise fail("w", w, f"a kernel with w.shape[1] = x.shape[-1] = {x.shape[-1]} channels")
-    s_ = cast(int, positive_int("stride", stride))
-    d_ = cast(int, positive_int("dilation", dilation))
+    s_ = positive_int("stride", stride)
+    d_ = positive_int("dilation", dilation)
     batch = x.shape[:-2]
     xb = x.reshape((math.prod(batch),) + x.shape[-2:])
     c = ConvConfig.resolve(

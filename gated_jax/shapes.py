@@ -109,7 +109,7 @@ def _is_seq(value: Any) -> bool:
 def _int(name: str, value: Any, minimum: int | None = None) -> int:
     """``int(value)`` for an int (Python or NumPy, not bool) ``>= minimum``."""
     if minimum is not None and minimum >= 0:
-        return positive_int(name, value, minimum=minimum)  # type: ignore[return-value]
+        return positive_int(name, value, minimum=minimum)
     if not _is_int(value):
         raise fail(name, value, "an int")
     return int(value)

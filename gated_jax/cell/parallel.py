@@ -111,8 +111,7 @@ def scan_levels(T: int) -> int:
       >>> scan_levels(1), scan_levels(256), scan_levels(4096), scan_levels(1000)
       (0, 8, 12, 10)
     """
-    T = positive_int("T", T)
-    return int(T - 1).bit_length()
+    return (positive_int("T", T) - 1).bit_length()
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,6 +222,7 @@ def _linearised(p: GatedParams, zprev, a, u, mask, jacobian: str):
     if jacobian == "full":
         A = _step.jacobian(p.w_z, c, s)
         return A, fz - _apply(A, zprev, False)
+    assert p.w_z is not None  # the minGRU cell (w_z None) never reaches the Newton step
     d = jnp.diagonal(p.w_z)
     A = c + s * jnp.reshape(d, (1,) * (s.ndim - 1) + d.shape)
     return A, fz - A * zprev

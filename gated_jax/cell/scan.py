@@ -293,7 +293,7 @@ def _blocked_backward(p, xs, mask, zs, saved: _Saved, g, r, reverse: bool, unrol
         return r, _add(dp, d), _put(dxs, _tm(dx), start)
 
     def block(carry, i):
-        ck = saved.cs[i] if stored else None
+        ck = saved.cs[i] if saved.cs is not None else None
         x_tm, mk = _block_x(xs, i, K), _block_mask(mask, i, K)
         return piece(carry, x_tm, mk, saved.starts[i], ck, i * K, K), None
 
