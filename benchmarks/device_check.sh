@@ -30,7 +30,7 @@ fi
 } 2>&1 | tee "$out/env.txt"
 
 echo "== benchmarks"
-timeout "${BENCH_S:-300}" $py -m gated_jax.cli bench --only modules cell flow conv 2>&1 \
+timeout "${BENCH_S:-300}" $py -m gated_jax.cli bench --only modules cell flow conv parallel 2>&1 \
   | tee "$out/bench.md"
 echo "bench exit ${PIPESTATUS[0]}" | tee -a "$out/bench.md"
 
