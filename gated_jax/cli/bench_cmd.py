@@ -11,7 +11,7 @@ def add_arguments(p) -> None:
         "--only",
         nargs="+",
         default=None,
-        help="capabilities whose benchmark to run (conv, cell, modules, flow)",
+        help="capabilities whose benchmark to run (conv, cell, modules, flow, parallel)",
     )
 
 
