@@ -20,7 +20,7 @@ from flax.linen.dtypes import canonicalize_dtype
 from flax.linen.recurrent import flip_sequences
 
 from gated_jax._validate import boolean, check_fits_in_memory, fail, positive_int
-from gated_jax.cell import BACKWARDS, GatedParams, gated_scan
+from gated_jax.cell import BACKWARDS, METHODS, GatedParams, gated_scan
 
 __all__ = [
     "CELL_LEAVES",
@@ -119,6 +119,13 @@ def check_backward(backward) -> str:
     if not isinstance(backward, str) or backward not in BACKWARDS:
         raise fail("backward", backward, "one of " + ", ".join(repr(b) for b in BACKWARDS))
     return backward
+
+
+def check_method(method) -> str:
+    """Validate a ``method`` option (one of ``gated_jax.cell.METHODS``)."""
+    if not isinstance(method, str) or method not in METHODS:
+        raise fail("method", method, "one of " + ", ".join(repr(m) for m in METHODS))
+    return method
 
 
 def check_unroll(value: Any) -> int:
@@ -371,6 +378,7 @@ def apply_sequence(
     unroll: int = 1,
     remat: bool | int = False,
     backward: str = "closed_form",
+    method: str = "sequential",
 ) -> tuple[jax.Array, jax.Array]:
     """``(final_carry, outputs)`` of the cell over ``inputs`` with ``nn.RNN``'s conventions.
 
@@ -399,7 +407,14 @@ def apply_sequence(
         xs = flip_sequences(xs, seq_lengths, num_batch_dims=num_batch, time_major=False)
     params, z0, xs, out_dtype = promote(params, carry, xs, dtype)
     zs = gated_scan(
-        params, xs, z0, seq_lengths=seq_lengths, unroll=unroll, remat=remat, backward=backward
+        params,
+        xs,
+        z0,
+        seq_lengths=seq_lengths,
+        unroll=unroll,
+        remat=remat,
+        backward=backward,
+        method=method,
     )
     zs = zs.astype(out_dtype)
     # gated_scan holds the last valid state past each sequence's length, so the final row is

@@ -358,6 +358,9 @@ class GatedRNN(nn.Module):
         instead of storing them (``gated_scan(remat=...)``): less memory on long sequences.
       backward: ``"closed_form"`` (default, fast; reverse mode: ``grad``, ``vjp``) or
         ``"autodiff"`` (JAX differentiates the scan; also forward mode: ``jvp``, ``jacfwd``).
+      method: how the recurrence is solved over time, ``gated_scan(method=...)``:
+        ``"sequential"`` (default), ``"deer"`` / ``"quasi_deer"`` (Newton over the whole
+        sequence, parallel in time; need ``backward="closed_form"``) or ``"auto"``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -384,6 +387,7 @@ class GatedRNN(nn.Module):
     unroll: int = 1
     remat: bool | int = False
     backward: str = "closed_form"
+    method: str = "sequential"
 
     def __post_init__(self) -> None:
         if not isinstance(self.cell, GatedCell):
@@ -398,6 +402,7 @@ class GatedRNN(nn.Module):
         common.check_unroll(self.unroll)
         common.check_remat(self.remat)
         common.check_backward(self.backward)
+        common.check_method(self.method)
         super().__post_init__()
 
     def __call__(
@@ -455,6 +460,7 @@ class GatedRNN(nn.Module):
             unroll=self.unroll,
             remat=self.remat,
             backward=self.backward,
+            method=self.method,
         )
         return (carry, outputs) if return_carry else outputs
 

@@ -399,6 +399,8 @@ class GatedRNN(nnx.Module):
         (``gated_scan(remat=...)``).
       backward: ``"closed_form"`` (default, fast; reverse mode) or ``"autodiff"`` (also forward
         mode: ``jvp``, ``jacfwd``), as in :func:`gated_jax.cell.gated_scan`.
+      method: ``"sequential"`` (default), ``"deer"``, ``"quasi_deer"`` (parallel in time; need
+        ``backward="closed_form"``) or ``"auto"``, as in :func:`gated_jax.cell.gated_scan`.
       rngs: first spelling: the cell's parameter ``nnx.Rngs``; with a cell it is accepted, as
         ``nnx.RNN`` accepts it, and unused (the carry key comes from the call).
       **cell_options: first spelling only: the other :class:`GatedCell` options.
@@ -428,6 +430,7 @@ class GatedRNN(nnx.Module):
         unroll: int = 1,
         remat: bool | int = False,
         backward: str = "closed_form",
+        method: str = "sequential",
         rngs: nnx.Rngs | bool | None = None,
         **cell_options: Any,
     ):
@@ -458,6 +461,7 @@ class GatedRNN(nnx.Module):
         self.unroll = common.check_unroll(unroll)
         self.remat = common.check_remat(remat)
         self.backward = common.check_backward(backward)
+        self.method = common.check_method(method)
 
     def __call__(
         self,
@@ -513,6 +517,7 @@ class GatedRNN(nnx.Module):
             unroll=self.unroll,
             remat=self.remat,
             backward=self.backward,
+            method=self.method,
         )
         return (carry, outputs) if return_carry else outputs
 

@@ -17,6 +17,7 @@ from flax import linen as nn
 
 from gated_jax.cell import GatedParams, gated_scan, gated_step, init_gated_params
 from gated_jax.nn import GatedCell, GatedRNN, from_gated_params, to_gated_params
+from gated_jax.testing import max_rel_error
 
 F64 = jnp.float64
 
@@ -608,3 +609,28 @@ def test_verification_rows_pass(monkeypatch):
     for row in rows:
         assert row.ok, row
         assert row.cases >= 2
+
+
+@pytest.mark.parametrize("method", ["deer", "quasi_deer", "auto"])
+def test_method_solves_the_same_recurrence_with_the_same_gradients(method):
+    """GatedRNN(method=...) passes the solver to gated_scan: states and parameter gradients
+    equal the sequential layer's (float64, a contractive cell, seq_lengths and reverse)."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(7)
+        x = jnp.asarray(rng.normal(size=(3, 20, 2)))
+        lengths = jnp.asarray([20, 11, 0])
+        cell = GatedCell(3, use_bias=True, param_dtype=jnp.float64)
+        seq = GatedRNN(cell, reverse=True)
+        v = seq.init(jax.random.key(1), x)
+        v = jax.tree.map(lambda a: 0.5 * a, v)  # ||W_z|| = 0.5: Newton converges fast
+        par = GatedRNN(cell, reverse=True, method=method)
+
+        def loss(m, v):
+            return jnp.sum(m.apply(v, x, seq_lengths=lengths) ** 2)
+
+        ref_val, ref_grad = jax.value_and_grad(lambda v: loss(seq, v))(v)
+        val, grad = jax.value_and_grad(lambda v: loss(par, v))(v)
+        assert max_rel_error(val, ref_val) < 1e-10
+        assert max_rel_error(grad, ref_grad) < 1e-10
+        with pytest.raises(ValueError, match=r"`method` \(='newton'\)"):
+            GatedRNN(cell, method="newton")

@@ -18,6 +18,7 @@ from gated_jax.nnx import (
     load_gated_params,
     to_gated_params,
 )
+from gated_jax.testing import max_rel_error
 
 F64 = jnp.float64
 
@@ -428,3 +429,15 @@ def test_flags_are_strict_bools(name):
         layer(jnp.ones((2, 5, 3)), **{name: 1})
     with pytest.raises(ValueError, match=r"`use_bias` \(='yes'\) must be a bool"):
         GatedCell(3, 4, use_bias="yes", rngs=nnx.Rngs(0))
+
+
+def test_method_solves_the_same_recurrence():
+    """nnx GatedRNN(method=...) equals the sequential layer (float64) and validates it."""
+    with jax.enable_x64(True):
+        x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 16, 3)))
+        seq = GatedRNN(3, 4, rngs=nnx.Rngs(0), param_dtype=jnp.float64)
+        for method in ("deer", "quasi_deer", "auto"):
+            par = GatedRNN(seq.cell, method=method)
+            assert max_rel_error(par(x), seq(x)) < 1e-10
+        with pytest.raises(ValueError, match=r"`method` \(=3\)"):
+            GatedRNN(seq.cell, method=3)

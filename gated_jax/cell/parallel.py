@@ -91,7 +91,8 @@ class DeerInfo(NamedTuple):
       iterations: the number of affine scans run (an int32 scalar; 1 for ``W_z = None``).
       residuals: ``(max_iters,)``: the max-norm change of the trajectory at each iteration,
         ``max |z_{k+1} - z_k|`` (the first against the initial guess); NaN past ``iterations``.
-      converged: a bool scalar: the last change was at most ``tol * max(1, max |z|)``.
+      converged: a bool scalar: the last change was at most ``tol * max(1, max |z|)``, or
+        ``T`` iterations ran (iteration ``k`` fixes step ``k``, so ``T`` are exact).
     """
 
     iterations: jax.Array
@@ -249,6 +250,9 @@ def _newton(p: GatedParams, a, u, z0, mask, init, jacobian: str, tol: float, max
         new = _solve_tm(A, b, z0, diagonal)
         r = jnp.max(jnp.abs(new - zs))
         done = r <= tol * jnp.maximum(1.0, jnp.max(jnp.abs(new)))
+        # Iteration k fixes step k (causality): after T iterations the trajectory is exact,
+        # whatever the last change was.
+        done = done | (k + 1 >= zs.shape[0])
         return k + 1, new, res.at[k].set(r), done
 
     def cond(state):
