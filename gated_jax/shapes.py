@@ -309,6 +309,19 @@ def _dimension_numbers(name: str, dimension_numbers: Any, ndim: int) -> lax.Conv
 # the resolved configuration
 
 
+def _effective_kernel(name: str, rhs, k_sp, rd) -> list[int]:
+    """Dilated kernel sizes per spatial dim; an empty window (XLA cannot lower it) is refused."""
+    for i, k in enumerate(k_sp):
+        if k == 0:
+            raise fail(
+                name,
+                rhs,
+                f"a kernel with no zero-size window (spatial dim {i} is 0): XLA cannot "
+                "lower an empty window",
+            )
+    return [_dilate(k, r) for k, r in zip(k_sp, rd, strict=True)]
+
+
 @dataclasses.dataclass(frozen=True)
 class ConvConfig:
     r"""A ``lax.conv_general_dilated`` configuration, validated and resolved once.
@@ -454,15 +467,7 @@ class ConvConfig:
         strides = _ints(nm["window_strides"], window_strides, n, none_ok=False)
         ld = _ints(nm["lhs_dilation"], lhs_dilation, n)
         rd = _ints(nm["rhs_dilation"], rhs_dilation, n)
-        for i, k in enumerate(k_sp):
-            if k == 0:
-                raise fail(
-                    nm["rhs_shape"],
-                    rhs,
-                    f"a kernel with no zero-size window (spatial dim {i} is 0): XLA cannot "
-                    "lower an empty window",
-                )
-        keff = [_dilate(k, r) for k, r in zip(k_sp, rd, strict=True)]
+        keff = _effective_kernel(nm["rhs_shape"], rhs, k_sp, rd)
         pname = nm["padding"]
         if padding_rule not in _PADDING_RULES:
             raise fail(
@@ -557,15 +562,7 @@ class ConvConfig:
         k_sp = [rhs[i] for i in dn.rhs_spec[2:]]
         ss = _ints(nm["strides"], strides, n, none_ok=False)
         rd = _ints(nm["rhs_dilation"], rhs_dilation, n)
-        for i, k in enumerate(k_sp):
-            if k == 0:
-                raise fail(
-                    nm["rhs_shape"],
-                    rhs,
-                    f"a kernel with no zero-size window (spatial dim {i} is 0): XLA cannot "
-                    "lower an empty window",
-                )
-        keff = [_dilate(k, r) for k, r in zip(k_sp, rd, strict=True)]
+        keff = _effective_kernel(nm["rhs_shape"], rhs, k_sp, rd)
         pname = nm["padding"]
         mode = None
         if isinstance(padding, str) and padding in ("SAME", "VALID"):

@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _fuzz import assert_refused
 from jax import lax
 
 import gated_jax as gj
-from gated_jax._validate import describe
 
 X = jnp.asarray(np.random.default_rng(0).standard_normal((2, 4, 9)))  # (N, C, T), float64
 W = jnp.asarray(np.random.default_rng(1).standard_normal((6, 2, 3)))  # (O, I, K): 2 groups
@@ -31,18 +31,6 @@ class Refused(NamedTuple):
     call: Callable[[], Any]
     name: str
     shown: Any
-
-
-def assert_refused(call, name, shown):
-    with pytest.raises((ValueError, TypeError)) as info:
-        call()
-    msg = str(info.value)
-    assert msg.startswith(f"`{name}` (={describe(shown)}) must be "), msg
-    assert "\n" not in msg
-    tb = info.tb
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    assert "/gated_jax/" in tb.tb_frame.f_code.co_filename
 
 
 def wgrad(**kw):

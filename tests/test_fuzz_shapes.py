@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _fuzz import assert_refused
 from jax import lax
 
 from gated_jax import shapes as S
-from gated_jax._validate import describe
 from gated_jax.cli import main
 from gated_jax.lab import shapes as V
 
@@ -34,19 +34,6 @@ class Refused(NamedTuple):
     call: Callable[[], Any]
     name: str
     shown: Any
-
-
-def assert_refused(call, name: str, shown: Any) -> str:
-    with pytest.raises((ValueError, TypeError)) as info:
-        call()
-    msg = str(info.value)
-    assert msg.startswith(f"`{name}` (={describe(shown)}) must be "), msg
-    assert "\n" not in msg
-    tb = info.tb
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    assert "/gated_jax/" in tb.tb_frame.f_code.co_filename, tb.tb_frame.f_code.co_filename
-    return msg
 
 
 def _sds(shape):
