@@ -40,3 +40,24 @@ def run_on_four_cpu_devices():
         assert proc.stdout.strip().endswith("OK")
 
     return run
+
+
+# Test files whose module fixtures are expensive (a multi-process launch, a Sphinx build, a
+# search): each runs on one worker, so its fixture is built once. Every other test is
+# scheduled on its own, so the slow ones (the notebooks, the verify rows) spread over workers.
+SHARED_FIXTURE_FILES = {
+    "tests/test_distributed.py",
+    "tests/test_docs.py",
+    "tests/test_experiments_runs.py",
+}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduler(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            path = nodeid.split("::", 1)[0]
+            return path if path in SHARED_FIXTURE_FILES else nodeid
+
+    return Scheduler(config, log)

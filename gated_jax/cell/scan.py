@@ -112,10 +112,11 @@ def _run(p: GatedParams, x_tm, z0, mask, reverse: bool, unroll: int, out: str = 
     ``"gates"``: ``(z[t], c[t])``; ``"none"``: nothing (``ys`` is ``None``).
     """
     a_c, u = _step.projections(p, x_tm)
+    w_zt = None if p.w_z is None else p.w_z.T
 
     def step(z, inp):
         a, uu, mk = inp
-        z_new, c = _step.update(p.w_z, z, a, uu, mk)
+        z_new, c = _step.update(w_zt, z, a, uu, mk, transposed=True)
         return z_new, {"states": z_new, "gates": (z_new, c), "none": None}[out]
 
     return lax.scan(step, z0, (a_c, u, mask), reverse=reverse, unroll=unroll)

@@ -67,20 +67,27 @@ def projections(params: GatedParams, x):
     return _bias(a, params.b_c), _bias(u, params.b_x)
 
 
-def gate(w_z, z_prev, a, mask=None):
+def gate(w_z, z_prev, a, mask=None, *, transposed: bool = False):
     """``c = sigma(a + W_z z_prev)``; where ``mask`` is False, ``c = 1`` (an identity step).
 
     A masked step has ``c = 1``, so ``z = z_prev`` and, since ``c (1 - c) = 0`` and
     ``1 - c = 0``, no gradient reaches the weights, ``x`` or the gate.
+    ``transposed=True``: ``w_z`` holds ``W_z^T`` (a loop transposes the matrix once, outside
+    its body, so that each step's matmul reads it in row-major order).
     """
-    pre = a if w_z is None else a + jnp.einsum("...k,mk->...m", z_prev, w_z)
+    if w_z is None:
+        pre = a
+    elif transposed:
+        pre = a + jnp.einsum("...k,km->...m", z_prev, w_z)
+    else:
+        pre = a + jnp.einsum("...k,mk->...m", z_prev, w_z)
     c = gate_activation(pre)
     return c if mask is None else jnp.where(mask[..., None], c, jnp.ones_like(c))
 
 
-def update(w_z, z_prev, a, u, mask=None):
-    """One step from its input terms: returns ``(z, c)``."""
-    c = gate(w_z, z_prev, a, mask)
+def update(w_z, z_prev, a, u, mask=None, *, transposed: bool = False):
+    """One step from its input terms: returns ``(z, c)`` (``transposed``: as for :func:`gate`)."""
+    c = gate(w_z, z_prev, a, mask, transposed=transposed)
     return mix(c, z_prev, u), c
 
 
