@@ -165,6 +165,14 @@ _SHARDED = textwrap.dedent(
     many = flow_sweep("gated", **kw)
     one = flow_sweep("gated", devices=jax.devices()[:1], **kw)
     np.testing.assert_allclose(many.norms[7], one.norms[7], rtol=1e-13)
+    # an explicit SVD on several CPU devices is refused (sharded LAPACK calls hang), not run
+    try:
+        flow_sweep("gated", **dict(kw, norm="svd"))
+        raise AssertionError("svd on 4 CPU devices ran")
+    except ValueError as e:
+        assert str(e).startswith("`norm` (='svd') must be 'power' or 'auto'"), e
+    svd_one = flow_sweep("gated", devices=jax.devices()[:1], **dict(kw, norm="svd"))
+    np.testing.assert_allclose(svd_one.norms[7], one.norms[7], rtol=1e-12)
     print("OK")
     """
 )

@@ -272,7 +272,9 @@ def flow_sweep(
         on CPU), ``"power"`` (batched repeated squaring of ``P^T P`` with an a-posteriori
         bound; relative difference to ``"svd"`` <= 5e-13 measured in float64, <= 3e-6 in
         float32 with full float32 matmuls) or ``"auto"`` (default: ``"svd"`` when the sweep
-        runs on one CPU device, ``"power"`` on GPU/TPU and on several CPU devices). See
+        runs on one CPU device, ``"power"`` on GPU/TPU and on several CPU devices; an explicit
+        ``"svd"`` on several CPU devices is refused, since LAPACK's SVD in a program sharded
+        over XLA:CPU devices hangs). See
         :func:`gated_jax.linalg.spectral_norms`. float32 sweeps on a GPU/TPU
         run their matmuls at JAX's default precision (TF32 / bfloat16 passes, ~1e-3
         relative); float64, the default, is unaffected.
@@ -297,6 +299,16 @@ def flow_sweep(
     devices = _check_devices(devices)
     used = jax.devices() if devices is None else devices
     norm = resolve_norm(norm, used[0].platform, num_devices=len(used))
+    if norm == "svd" and used[0].platform == "cpu" and len(used) > 1:
+        # LAPACK's SVD in a program sharded over several XLA:CPU devices hangs (measured: a
+        # 128-config sweep on 4 devices never returned; 4 s on one device)
+        raise fail(
+            "norm",
+            "svd",
+            f"'power' or 'auto' for a sweep on {len(used)} CPU devices (LAPACK's SVD in a "
+            "program sharded over XLA:CPU devices hangs); for the SVD pass "
+            "devices=jax.devices()[:1]",
+        )
     _check_sweep_fits(cell, rhos, biases, scales, lens, seeds_a, n, m, chunk_size, dt)
 
     grid = np.meshgrid(rhos, biases, scales, np.arange(seeds_a.size), indexing="ij")
