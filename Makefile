@@ -34,7 +34,7 @@ demo: $(VENV)/.installed
 	$(BIN)/gated-jax report --out report/
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist load
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check gated_jax tests benchmarks docs conftest.py

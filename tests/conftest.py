@@ -42,14 +42,10 @@ def run_on_four_cpu_devices():
     return run
 
 
-# Test files whose module fixtures are expensive (a multi-process launch, a Sphinx build, a
-# search): each runs on one worker, so its fixture is built once. Every other test is
-# scheduled on its own, so the slow ones (the notebooks, the verify rows) spread over workers.
-SHARED_FIXTURE_FILES = {
-    "tests/test_distributed.py",
-    "tests/test_docs.py",
-    "tests/test_experiments_runs.py",
-}
+# `make test` runs two workers. Each test file runs on one worker (its compiled programs and
+# module fixtures are shared by its tests), except these, whose tests are independent and slow
+# (a notebook kernel each, or a long sequence of its own shape): they spread over the workers.
+SPREAD_FILES = {"tests/test_notebooks.py", "tests/test_cell_memory.py"}
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -58,6 +54,6 @@ def pytest_xdist_make_scheduler(config, log):
     class Scheduler(LoadScopeScheduling):
         def _split_scope(self, nodeid):
             path = nodeid.split("::", 1)[0]
-            return path if path in SHARED_FIXTURE_FILES else nodeid
+            return nodeid if path in SPREAD_FILES else path
 
     return Scheduler(config, log)

@@ -491,7 +491,14 @@ def test_verify_rows_of_the_cell_and_the_shapes_pass():
 
     with jax.enable_x64(True):
         rows = vcell.checks(seed=1) + vshapes.checks(seed=1)
-    assert len(rows) == 21  # 16 of the cell, 5 of the shapes (the inverse row included)
+    formulas = [row.formula for row in rows]
+    assert len(set(formulas)) == len(formulas), "each row checks its own formula"
+    # every weight of the cell has its BPTT row, and the scan, its VJP and remat their own
+    for term in ("dl/dw_x", "dl/dw_c", "dl/dw_z", "dl/db_c", "dl/db_x", "dl/dx[t]", "dl/dz0"):
+        assert any(f.startswith("gated_bptt " + term) for f in formulas), term
+    for head in ("gated_scan:", "jax.vjp(gated_scan)", "jax.vjp(gated_scan, remat=True)"):
+        assert any(f.startswith(head) for f in formulas), head
+    assert {row.capability for row in rows} == {"gated cell", "shapes"}
     for row in rows:
         assert row.ok and row.cases >= 1, row
 
