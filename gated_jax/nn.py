@@ -164,6 +164,7 @@ class _DenseParams(nn.Module):
 _CELL_OPTIONS = (
     "features",
     "use_bias",
+    "recurrent_gate",
     "kernel_init",
     "recurrent_kernel_init",
     "bias_init",
@@ -229,6 +230,7 @@ class GatedCell(nn.RNNCellBase):
 
     features: int
     use_bias: bool = False
+    recurrent_gate: bool = True
     kernel_init: Initializer = default_kernel_init
     recurrent_kernel_init: Initializer = common.orthogonal
     bias_init: Initializer = initializers.zeros_init()
@@ -240,6 +242,7 @@ class GatedCell(nn.RNNCellBase):
     def __post_init__(self) -> None:
         positive_int("features", self.features)
         common.flag("use_bias", self.use_bias)
+        common.flag("recurrent_gate", self.recurrent_gate)
         for name in ("kernel_init", "recurrent_kernel_init", "bias_init", "carry_init"):
             common.check_initializer(name, getattr(self, name))
         common.check_initializer("gate_bias_init", self.gate_bias_init, allow_none=True)
@@ -251,18 +254,28 @@ class GatedCell(nn.RNNCellBase):
         gate_bias = self.bias_init if self.gate_bias_init is None else self.gate_bias_init
         m, dt = self.features, self.param_dtype
         self.ic = _DenseParams(m, self.use_bias, self.kernel_init, gate_bias, dt)
-        self.hc = _DenseParams(m, False, self.recurrent_kernel_init, self.bias_init, dt)
+        if self.recurrent_gate:
+            self.hc = _DenseParams(m, False, self.recurrent_kernel_init, self.bias_init, dt)
         self.ix = _DenseParams(m, self.use_bias, self.kernel_init, self.bias_init, dt)
 
     def gated_params(self, in_features: int) -> GatedParams:
         """This cell's parameters as ``GatedParams`` (created on first use, ``(out, in)``)."""
         if self.is_initializing():
             common.check_param_memory(
-                "features", self.features, in_features, self.features, self.param_dtype
+                "features",
+                self.features,
+                in_features,
+                self.features,
+                self.param_dtype,
+                self.recurrent_gate,
             )
+        else:
+            given = self.variables.get("params", {})
+            if "ic" in given:
+                common.check_gate_matches(self.recurrent_gate, "hc" in given)
         try:
             k_c, b_c = self.ic(in_features)
-            (k_z, _) = self.hc(self.features)
+            k_z = self.hc(self.features)[0] if self.recurrent_gate else None
             k_x, b_x = self.ix(in_features)
         except ScopeParamShapeError:
             given = self.variables.get("params", {}).get("ic", {}).get("kernel")
@@ -278,7 +291,8 @@ class GatedCell(nn.RNNCellBase):
                 self.features,
                 f"{have[1] if have else '?'}, the state width of the given parameters",
             ) from None
-        return GatedParams(w_x=k_x.T, w_c=k_c.T, w_z=k_z.T, b_c=b_c, b_x=b_x)
+        w_z = None if k_z is None else k_z.T
+        return GatedParams(w_x=k_x.T, w_c=k_c.T, w_z=w_z, b_c=b_c, b_x=b_x)
 
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
         """One step.

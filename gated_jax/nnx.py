@@ -180,9 +180,17 @@ def load_gated_params(module: Any, params: GatedParams) -> Any:
     """
     cell = _cell_of(module, "module")
     tree = common.from_tree(params, "params")
+    if (cell.hc is None) != ("hc" not in tree):
+        need = (
+            "None: the cell has no recurrent gate (recurrent_gate=False, no 'hc' kernel)"
+            if cell.hc is None
+            else f"an array of shape {tuple(cell.hc.kernel.shape)}: the cell has a recurrent "
+            "gate (recurrent_gate=True)"
+        )
+        raise fail("params.w_z", params.w_z, need)
     targets = {
         "w_c": (cell.ic.kernel, tree["ic"]["kernel"]),
-        "w_z": (cell.hc.kernel, tree["hc"]["kernel"]),
+        "w_z": (None if cell.hc is None else cell.hc.kernel, tree.get("hc", {}).get("kernel")),
         "w_x": (cell.ix.kernel, tree["ix"]["kernel"]),
         "b_c": (cell.ic.bias, tree["ic"].get("bias")),
         "b_x": (cell.ix.bias, tree["ix"].get("bias")),
@@ -247,6 +255,7 @@ class GatedCell(nnx.RNNCellBase):
         hidden_features: int,
         *,
         use_bias: bool = False,
+        recurrent_gate: bool = True,
         kernel_init: Initializer = default_kernel_init,
         recurrent_kernel_init: Initializer = common.orthogonal,
         bias_init: Initializer = _ZEROS,
@@ -269,6 +278,7 @@ class GatedCell(nnx.RNNCellBase):
         self.in_features = common.size("in_features", in_features)
         self.hidden_features = common.size("hidden_features", hidden_features)
         self.use_bias = common.flag("use_bias", use_bias)
+        self.recurrent_gate = common.flag("recurrent_gate", recurrent_gate)
         for name, init in (
             ("kernel_init", kernel_init),
             ("recurrent_kernel_init", recurrent_kernel_init),
@@ -283,7 +293,12 @@ class GatedCell(nnx.RNNCellBase):
         self.dtype = dtype
         self.param_dtype = param_dtype
         common.check_param_memory(
-            "hidden_features", hidden_features, self.in_features, self.hidden_features, param_dtype
+            "hidden_features",
+            hidden_features,
+            self.in_features,
+            self.hidden_features,
+            param_dtype,
+            self.recurrent_gate,
         )
         gate_bias_init = bias_init if gate_bias_init is None else gate_bias_init
         n, m = self.in_features, self.hidden_features
@@ -301,7 +316,7 @@ class GatedCell(nnx.RNNCellBase):
             )
 
         self.ic = linear(n, self.use_bias, kernel_init, gate_bias_init)
-        self.hc = linear(m, False, recurrent_kernel_init, bias_init)
+        self.hc = linear(m, False, recurrent_kernel_init, bias_init) if self.recurrent_gate else None
         self.ix = linear(n, self.use_bias, kernel_init, bias_init)
 
     def gated_params(self) -> GatedParams:
@@ -319,7 +334,7 @@ class GatedCell(nnx.RNNCellBase):
         return GatedParams(
             w_x=self.ix.kernel[...].T,
             w_c=self.ic.kernel[...].T,
-            w_z=self.hc.kernel[...].T,
+            w_z=None if self.hc is None else self.hc.kernel[...].T,
             b_c=bias(self.ic),
             b_x=bias(self.ix),
         )
