@@ -316,7 +316,9 @@ class GatedCell(nnx.RNNCellBase):
             )
 
         self.ic = linear(n, self.use_bias, kernel_init, gate_bias_init)
-        self.hc = linear(m, False, recurrent_kernel_init, bias_init) if self.recurrent_gate else None
+        self.hc = (
+            linear(m, False, recurrent_kernel_init, bias_init) if self.recurrent_gate else None
+        )
         self.ix = linear(n, self.use_bias, kernel_init, bias_init)
 
     def gated_params(self) -> GatedParams:

@@ -707,7 +707,9 @@ def test_min_gru_layer_equals_a_loop_and_gated_scan_with_w_z_none(cfg):
         return _valid_loss(ys, carry, lengths, ct, cc), (carry, ys)
 
     def core_loss(p):  # gated_scan of the layer's processing order (flipped inputs if reverse)
-        ys = gated_scan(p, jnp.asarray(_flip_valid(xs, lengths) if reverse else xs), z0, seq_lengths=lens)
+        ys = gated_scan(
+            p, jnp.asarray(_flip_valid(xs, lengths) if reverse else xs), z0, seq_lengths=lens
+        )
         return _valid_loss(ys, ys[:, -1], lengths, ct, cc)
 
     (val, (carry, ys)), g = jax.jit(jax.value_and_grad(layer_loss, has_aux=True))(v)
