@@ -23,10 +23,13 @@ submodule      leaf         shape                         ``GatedParams`` field
 =============  ===========  ============================  =============================
 ``ic``         ``kernel``   ``(n, m)``                    ``w_c = ic.kernel.T``
 ``ic``         ``bias``     ``(m,)`` (``use_bias`` only)  ``b_c = ic.bias``
-``hc``         ``kernel``   ``(m, m)``                    ``w_z = hc.kernel.T``
+``hc``         ``kernel``   ``(m, m)`` (recurrent gate)   ``w_z = hc.kernel.T``
 ``ix``         ``kernel``   ``(n, m)``                    ``w_x = ix.kernel.T``
 ``ix``         ``bias``     ``(m,)`` (``use_bias`` only)  ``b_x = ix.bias``
 =============  ===========  ============================  =============================
+
+``recurrent_gate=False`` leaves ``hc`` out (``cell.hc`` is ``None``): the minGRU cell,
+``c = sigma(x K_ic + b_ic)``, ``GatedParams(w_z=None)``.
 
 Reading and writing ``GatedParams`` is the same as in linen: :func:`to_gated_params` (a
 module or its state -> ``GatedParams``) and :func:`from_gated_params` (``GatedParams`` -> the
@@ -108,7 +111,8 @@ def to_gated_params(source: Any) -> GatedParams:
         the tree :func:`from_gated_params` returns).
 
     Returns:
-      ``GatedParams``; ``b_c = b_x = None`` without biases.
+      ``GatedParams``; ``b_c = b_x = None`` without biases, ``w_z = None`` without ``hc``
+      (``recurrent_gate=False``).
 
     Examples:
       >>> from flax import nnx
@@ -163,10 +167,15 @@ def load_gated_params(module: Any, params: GatedParams) -> Any:
 
     Args:
       module: a :class:`GatedCell`, or a module holding one as ``cell``.
-      params: ``GatedParams`` whose shapes and bias presence match the cell.
+      params: ``GatedParams`` whose shapes and bias presence match the cell, and whose
+        ``w_z`` is ``None`` exactly when the cell has ``recurrent_gate=False``.
 
     Returns:
       ``module`` (for chaining).
+
+    Raises:
+      ValueError: a shape, a bias or ``w_z``'s presence differs from the cell's, naming the
+        field (``params.w_z``, ...).
 
     Examples:
       >>> import jax
@@ -223,6 +232,10 @@ class GatedCell(nnx.RNNCellBase):
       in_features: input width ``n`` (a positive int).
       hidden_features: state width ``m`` (a positive int).
       use_bias: add ``b_c`` (``ic.bias``) and ``b_x`` (``ix.bias``); default ``False``.
+      recurrent_gate: ``True`` (default): the gate reads the state through ``hc`` (``W_z``);
+        ``False``: no ``hc``, ``c = sigma(W_c x + b_c)``, the minGRU cell
+        (``GatedParams(w_z=None)``), one exact associative scan under ``method="deer"``. A
+        strict bool.
       kernel_init, recurrent_kernel_init: initialisers of the ``ic``/``ix`` kernels (LeCun
         normal) and of the ``hc`` kernel (orthogonal).
       bias_init: initialiser of the candidate bias ``b_x`` (zeros), and of the gate bias when
@@ -243,6 +256,12 @@ class GatedCell(nnx.RNNCellBase):
       >>> rnn = nnx.RNN(GatedCell(3, 4, rngs=nnx.Rngs(0)))
       >>> rnn(jnp.ones((2, 5, 3))).shape
       (2, 5, 4)
+      >>> mingru = GatedCell(3, 4, recurrent_gate=False, rngs=nnx.Rngs(0))
+      >>> sorted(nnx.to_pure_dict(nnx.state(mingru, nnx.Param)))
+      ['ic', 'ix']
+
+    Raises:
+      ValueError: for a non-bool flag or a non-positive size, naming it.
 
     References:
       Flax's ``nnx.RNN`` / ``nnx.LSTMCell`` conventions (``initialize_carry(input_shape,
@@ -405,7 +424,9 @@ class GatedRNN(nnx.Module):
     from ``nnx.RNN`` with ``seq_lengths`` are those of :class:`gated_jax.nn.GatedRNN`: padded
     steps hold the last valid state, a length-0 sequence returns its initial carry, and several
     batch dims work with ``return_carry``. ``GatedRNN(n, m, rngs=..., **cell_options)`` (the
-    first spelling) builds ``GatedCell(n, m, rngs=..., **cell_options)``.
+    first spelling) builds ``GatedCell(n, m, rngs=..., **cell_options)``; with
+    ``recurrent_gate=False`` the cell is minGRU (no ``W_z``), which ``method="deer"`` runs as
+    one exact associative scan.
 
     Args:
       cell: the :class:`GatedCell` (or, first spelling, ``in_features``).
