@@ -224,45 +224,57 @@ def test_scan_levels():
 # ---- 2. minGRU's exact parallel scan ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["deer", "quasi_deer"])
 @pytest.mark.parametrize("cfg", MINGRU, ids=repr)
-def test_mingru_parallel_is_one_exact_scan(cfg, method):
+def test_mingru_parallel_is_one_exact_scan(cfg):
+    """Both methods and gated_deer's two Jacobians under one jit; quasi-DEER eagerly once."""
     p, xs, z0, lengths, ct, ref, g_ref = _case(cfg)
     kw = dict(seq_lengths=lengths, reverse=cfg.reverse)
-    zs, vjp = jax.vjp(lambda p, x, z: gated_scan(p, x, z, method=method, **kw), p, xs, z0)
-    assert zs.shape == cfg.batch + (cfg.T, cfg.m)
-    assert max_rel_error(zs, ref) < 1e-10
-    assert max_rel_error(vjp(ct), g_ref) < 1e-10
-    jac = "full" if method == "deer" else "diagonal"
-    zd, info = gated_deer(p, xs, z0, jacobian=jac)
-    assert int(info.iterations) == 1 and bool(info.converged)
-    if lengths is None and not cfg.reverse:
-        assert max_rel_error(zd, ref) < 1e-10
+    methods = ("deer", "quasi_deer")
+
+    def vjp_of(method, p, xs, z0, ct):
+        zs, vjp = jax.vjp(lambda p, x, z: gated_scan(p, x, z, method=method, **kw), p, xs, z0)
+        return zs, vjp(ct)
+
+    @jax.jit
+    def run(p, xs, z0, ct):
+        solved = [gated_deer(p, xs, z0, jacobian=j) for j in ("full", "diagonal")]
+        return [vjp_of(method, p, xs, z0, ct) for method in methods], solved
+
+    results, solved = run(p, xs, z0, ct)
+    if cfg == MINGRU[1]:  # eagerly too (no DeerNotConverged: one scan is exact); DEER eagerly
+        results.append(vjp_of("quasi_deer", p, xs, z0, ct))  # is in the next test
+    for zs, g in results:
+        assert zs.shape == cfg.batch + (cfg.T, cfg.m)
+        assert max_rel_error(zs, ref) < 1e-10
+        assert max_rel_error(g, g_ref) < 1e-10
+    for zd, info in solved:
+        assert int(info.iterations) == 1 and bool(info.converged)
+        if lengths is None and not cfg.reverse:
+            assert max_rel_error(zd, ref) < 1e-10
 
 
 # ---- 3. DEER and quasi-DEER with a recurrent gate ----------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["deer", "quasi_deer"])
 @pytest.mark.parametrize("cfg", FULL, ids=repr)
-def test_deer_equals_sequential_and_gradients_are_exact(cfg, method):
-    """Under jit (the compiled program also holds the sequential fallback, never taken here:
-    eager calls and the fallback are tested below)."""
+def test_deer_equals_sequential_and_gradients_are_exact(cfg):
+    """DEER and quasi-DEER under one jit (the compiled program also holds the sequential
+    fallback, never taken here: eager calls and the fallback are tested below)."""
     p, xs, z0, lengths, ct, ref, g_ref = _case(cfg)
-    kw = dict(seq_lengths=lengths, reverse=cfg.reverse, method=method, max_iters=cfg.T)
+    opts = dict(seq_lengths=lengths, reverse=cfg.reverse, max_iters=cfg.T)
+    methods = ("deer", "quasi_deer")
 
-    @jax.jit
-    def run(p, xs, z0, ct):
-        zs, vjp = jax.vjp(lambda p, x, z: gated_scan(p, x, z, **kw), p, xs, z0)
+    def vjp_of(method, p, xs, z0, ct):
+        zs, vjp = jax.vjp(lambda p, x, z: gated_scan(p, x, z, method=method, **opts), p, xs, z0)
         return zs, vjp(ct)
 
-    zs, g = run(p, xs, z0, ct)
-    assert max_rel_error(zs, ref) < 1e-10
-    assert max_rel_error(g, g_ref) < 1e-10
-    if cfg == FULL[0]:  # eagerly too: converged, so no DeerNotConverged and the same result
-        zs, vjp = jax.vjp(lambda p, x, z: gated_scan(p, x, z, **kw), p, xs, z0)
-        assert max_rel_error(zs, ref) < 1e-10
-        assert max_rel_error(vjp(ct), g_ref) < 1e-10
+    run = jax.jit(lambda *a: [vjp_of(method, *a) for method in methods])
+    for method, (zs, g) in zip(methods, run(p, xs, z0, ct), strict=True):
+        assert max_rel_error(zs, ref) < 1e-10, method
+        assert max_rel_error(g, g_ref) < 1e-10, method
+        if cfg == FULL[0] and method == "deer":  # eagerly too: converged, so no
+            zs, g = vjp_of(method, p, xs, z0, ct)  # DeerNotConverged and the same result
+            assert max_rel_error(zs, ref) < 1e-10 and max_rel_error(g, g_ref) < 1e-10
 
 
 def test_deer_converges_faster_than_quasi_deer_and_reports_residuals():
