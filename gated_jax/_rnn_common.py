@@ -24,6 +24,7 @@ from gated_jax.cell import BACKWARDS, METHODS, GatedParams, gated_scan
 
 __all__ = [
     "CELL_LEAVES",
+    "REQUIRED_LEAVES",
     "apply_sequence",
     "as_inputs",
     "batch_shape",
@@ -31,6 +32,7 @@ __all__ = [
     "brief_shape",
     "check_backward",
     "check_dtype",
+    "check_gate_matches",
     "check_initializer",
     "check_param_memory",
     "check_remat",
@@ -128,6 +130,24 @@ def check_method(method) -> str:
     return method
 
 
+def check_gate_matches(recurrent_gate: bool, has_hc: bool) -> None:
+    """Given parameters match the cell's ``recurrent_gate``: an ``'hc'`` kernel iff ``True``."""
+    if has_hc and not recurrent_gate:
+        raise fail(
+            "recurrent_gate",
+            False,
+            "True for the given parameters: they have an 'hc' kernel (a recurrent gate W_z); "
+            "build the cell with recurrent_gate=True, or drop 'hc' for the minGRU cell",
+        )
+    if recurrent_gate and not has_hc:
+        raise fail(
+            "recurrent_gate",
+            True,
+            "False for the given parameters: they have no 'hc' kernel (the minGRU cell, "
+            "w_z=None); build the cell with recurrent_gate=False",
+        )
+
+
 def check_unroll(value: Any) -> int:
     return size("unroll", value)
 
@@ -149,9 +169,12 @@ def as_inputs(name: str, value: Any) -> jax.Array:
     return jnp.asarray(arr)
 
 
-def check_param_memory(name: str, value: int, n: int, m: int, dtype: Any) -> None:
+def check_param_memory(
+    name: str, value: int, n: int, m: int, dtype: Any, recurrent_gate: bool = True
+) -> None:
     """Refuse parameter sizes that cannot fit in memory before allocating them."""
-    nbytes = float(2 * n * m + m * m + 2 * m) * jnp.dtype(dtype).itemsize
+    count = 2 * n * m + (m * m if recurrent_gate else 0) + 2 * m
+    nbytes = float(count) * jnp.dtype(dtype).itemsize
     check_fits_in_memory(name, value, nbytes, f"the cell's parameters (n={n}, m={m})")
 
 
@@ -187,6 +210,7 @@ def orthogonal(key, shape, dtype=jnp.float32):
 # the parameter tree of the cell <-> GatedParams
 
 CELL_LEAVES = ("ic", "hc", "ix")  # input->gate, hidden->gate, input->candidate
+REQUIRED_LEAVES = ("ic", "ix")  # 'hc' is absent without a recurrent gate (the minGRU cell)
 
 
 class _Shown:
@@ -218,14 +242,15 @@ def _unwrap(tree: Any, name: str) -> Mapping[str, Any]:
     for key in ("params", "cell"):
         if isinstance(tree, Mapping) and key in tree and "ic" not in tree:
             tree = tree[key]
-    ok = isinstance(tree, Mapping) and set(CELL_LEAVES) <= set(tree)
-    ok = ok and all(isinstance(tree[k], Mapping) and "kernel" in tree[k] for k in CELL_LEAVES)
+    ok = isinstance(tree, Mapping) and set(REQUIRED_LEAVES) <= set(tree)
+    present = [k for k in CELL_LEAVES if ok and k in tree]
+    ok = ok and all(isinstance(tree[k], Mapping) and "kernel" in tree[k] for k in present)
     if not ok:
         raise fail(
             name,
             brief(tree),
-            "a GatedCell parameter tree with submodules 'ic', 'hc', 'ix', each with a "
-            "'kernel' (optionally under 'params' and/or 'cell')",
+            "a GatedCell parameter tree with submodules 'ic', 'ix' and (with a recurrent gate) "
+            "'hc', each with a 'kernel' (optionally under 'params' and/or 'cell')",
         )
     return tree
 
@@ -235,13 +260,16 @@ def _leaf(v):
 
 
 def to_tree(tree: Any, name: str = "tree") -> GatedParams:
-    """``GatedParams`` from a cell parameter tree (``w_c = ic.kernel.T``, ...)."""
+    """``GatedParams`` from a cell parameter tree (``w_c = ic.kernel.T``, ...).
+
+    A tree without ``'hc'`` (a cell with ``recurrent_gate=False``) gives ``w_z=None``.
+    """
     t = _unwrap(tree, name)
-    kernels = {k: _leaf(t[k]["kernel"]) for k in CELL_LEAVES}
+    kernels = {k: _leaf(t[k]["kernel"]) for k in CELL_LEAVES if k in t}
     for k, a in kernels.items():
         if a.ndim != 2:
             raise fail(f"{name}['{k}']['kernel']", a, "a 2-D (in, out) kernel")
-    m = kernels["hc"].shape[1]
+    m = kernels["ic"].shape[1]
     n = kernels["ic"].shape[0]
     want = {"ic": (n, m), "hc": (m, m), "ix": (n, m)}
     for k, a in kernels.items():
@@ -260,14 +288,17 @@ def to_tree(tree: Any, name: str = "tree") -> GatedParams:
     return GatedParams(
         w_x=kernels["ix"].T,
         w_c=kernels["ic"].T,
-        w_z=kernels["hc"].T,
+        w_z=kernels["hc"].T if "hc" in kernels else None,
         b_c=bias("ic"),
         b_x=bias("ix"),
     )
 
 
 def from_tree(params: Any, name: str = "params") -> dict[str, Any]:
-    """The cell parameter tree ``{'ic': ..., 'hc': ..., 'ix': ...}`` of ``GatedParams``."""
+    """The cell parameter tree ``{'ic': ..., 'hc': ..., 'ix': ...}`` of ``GatedParams``.
+
+    ``w_z=None`` (the minGRU cell) gives a tree without ``'hc'``.
+    """
     if not isinstance(params, GatedParams):
         raise fail(
             name,
@@ -276,8 +307,6 @@ def from_tree(params: Any, name: str = "params") -> dict[str, Any]:
             "w_z=...) or gated_jax.cell.init_gated_params)",
             error=TypeError,
         )
-    if params.w_z is None:
-        raise fail(f"{name}.w_z", None, "an (m, m) array: GatedCell has a recurrent gate")
     if (params.b_c is None) != (params.b_x is None):
         got = f"b_c={'None' if params.b_c is None else 'array'}, "
         got += f"b_x={'None' if params.b_x is None else 'array'}"
@@ -286,11 +315,15 @@ def from_tree(params: Any, name: str = "params") -> dict[str, Any]:
             _Shown(got),
             "a GatedParams with both biases or neither (GatedCell.use_bias covers both)",
         )
-    w_x, w_c, w_z = (jnp.asarray(a) for a in (params.w_x, params.w_c, params.w_z))
-    if w_x.ndim != 2 or w_c.shape != w_x.shape or w_z.shape != (w_x.shape[0],) * 2:
-        got = f"w_x {w_x.shape}, w_c {w_c.shape}, w_z {w_z.shape}"
+    w_x, w_c = jnp.asarray(params.w_x), jnp.asarray(params.w_c)
+    w_z = None if params.w_z is None else jnp.asarray(params.w_z)
+    bad_z = w_z is not None and w_z.shape != (w_x.shape[0],) * 2
+    if w_x.ndim != 2 or w_c.shape != w_x.shape or bad_z:
+        got = f"w_x {w_x.shape}, w_c {w_c.shape}, w_z {None if w_z is None else w_z.shape}"
         raise fail(
-            name, _Shown(got), "a GatedParams with w_x, w_c of shape (m, n) and w_z of shape (m, m)"
+            name,
+            _Shown(got),
+            "a GatedParams with w_x, w_c of shape (m, n) and w_z of shape (m, m) or None",
         )
     ic: dict[str, Any] = {"kernel": w_c.T}
     ix: dict[str, Any] = {"kernel": w_x.T}
@@ -300,6 +333,8 @@ def from_tree(params: Any, name: str = "params") -> dict[str, Any]:
             got = f"b_c {b_c.shape}, b_x {b_x.shape}"
             raise fail(name, _Shown(got), f"a GatedParams with biases of shape ({w_x.shape[0]},)")
         ic["bias"], ix["bias"] = b_c, b_x
+    if w_z is None:
+        return {"ic": ic, "ix": ix}
     return {"ic": ic, "hc": {"kernel": w_z.T}, "ix": ix}
 
 

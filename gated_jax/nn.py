@@ -22,13 +22,15 @@ submodule      leaf         shape                         ``GatedParams`` field
 =============  ===========  ============================  =============================
 ``ic``         ``kernel``   ``(n, m)``                    ``w_c = ic.kernel.T``
 ``ic``         ``bias``     ``(m,)`` (``use_bias`` only)  ``b_c = ic.bias``
-``hc``         ``kernel``   ``(m, m)``                    ``w_z = hc.kernel.T``
+``hc``         ``kernel``   ``(m, m)`` (recurrent gate)   ``w_z = hc.kernel.T``
 ``ix``         ``kernel``   ``(n, m)``                    ``w_x = ix.kernel.T``
 ``ix``         ``bias``     ``(m,)`` (``use_bias`` only)  ``b_x = ix.bias``
 =============  ===========  ============================  =============================
 
 ``ic``/``ix`` are "input to gate/candidate", ``hc`` "hidden to gate", as in Flax's ``MGUCell``
-(``if``, ``hf``, ``in``). The recurrent path has no bias: it is summed with ``ic``'s. Each
+(``if``, ``hf``, ``in``). The recurrent path has no bias: it is summed with ``ic``'s.
+``recurrent_gate=False`` leaves ``hc`` out: the minGRU cell, ``c = sigma(x K_ic + b_ic)``,
+whose gate reads the input alone (``GatedParams(w_z=None)``; the tree has no ``hc``). Each
 submodule's leaves are exactly those of an ``nn.Dense`` of the same width. Reading and writing
 ``GatedParams`` is the same in linen and NNX: :func:`to_gated_params` (a tree or ``variables``
 -> ``GatedParams``) and :func:`from_gated_params` (``GatedParams`` -> the cell's tree).
@@ -78,12 +80,19 @@ def to_gated_params(tree: Any) -> GatedParams:
         W_c = K_{ic}^\top, \quad W_z = K_{hc}^\top, \quad W_x = K_{ix}^\top, \quad
         b_c = b_{ic}, \quad b_x = b_{ix}.
 
+    A tree without ``hc`` (``GatedCell(..., recurrent_gate=False)``) gives ``w_z=None``.
+
     Args:
       tree: the cell's params, the params of an ``nn.RNN(GatedCell)`` / :class:`GatedRNN`
         (the cell under ``'cell'``), or the whole ``variables`` (under ``'params'``).
 
     Returns:
-      ``GatedParams`` with ``b_c = b_x = None`` when the tree has no bias.
+      ``GatedParams`` with ``b_c = b_x = None`` when the tree has no bias, ``w_z = None``
+      when it has no ``hc``.
+
+    Raises:
+      ValueError: ``tree`` is not a cell's tree (no ``ic`` / ``ix`` kernels) or its shapes
+        disagree.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -105,7 +114,8 @@ def from_gated_params(params: GatedParams) -> dict[str, Any]:
     """The linen cell parameter tree (``{'ic': ..., 'hc': ..., 'ix': ...}``) of ``params``.
 
     The inverse of :func:`to_gated_params`: ``ic.kernel = w_c.T``, ``hc.kernel = w_z.T``,
-    ``ix.kernel = w_x.T``, ``ic.bias = b_c``, ``ix.bias = b_x``.
+    ``ix.kernel = w_x.T``, ``ic.bias = b_c``, ``ix.bias = b_x``; ``w_z=None`` (the minGRU
+    cell) gives a tree without ``hc``, for ``GatedCell(..., recurrent_gate=False)``.
 
     Args:
       params: a :class:`gated_jax.cell.GatedParams` with both biases or neither
@@ -164,6 +174,7 @@ class _DenseParams(nn.Module):
 _CELL_OPTIONS = (
     "features",
     "use_bias",
+    "recurrent_gate",
     "kernel_init",
     "recurrent_kernel_init",
     "bias_init",
@@ -196,8 +207,13 @@ class GatedCell(nn.RNNCellBase):
       features: state width ``m`` (a positive int).
       use_bias: add the biases ``b_c`` (``ic.bias``) and ``b_x`` (``ix.bias``); the default
         ``False`` is the cell without biases.
+      recurrent_gate: ``True`` (default) gives the gate the recurrent kernel ``hc``
+        (``W_z``); ``False`` leaves it out, ``c = sigma(W_c x + b_c)``: the minGRU cell
+        (``GatedParams(w_z=None)``), whose recurrence is linear in the state, so
+        ``GatedRNN(method="deer")`` solves it with one exact associative scan. A strict bool.
       kernel_init: initialiser of the input kernels ``ic``, ``ix`` (default LeCun normal).
-      recurrent_kernel_init: initialiser of ``hc`` (default orthogonal).
+      recurrent_kernel_init: initialiser of ``hc`` (default orthogonal; unused without
+        ``recurrent_gate``).
       bias_init: initialiser of the candidate bias ``b_x`` (default zeros), and of the gate
         bias when ``gate_bias_init`` is ``None``.
       gate_bias_init: initialiser of the gate bias ``b_c`` (default ``None``: ``bias_init``).
@@ -221,14 +237,24 @@ class GatedCell(nn.RNNCellBase):
       >>> v = cell.init(jax.random.key(0), jnp.zeros((4,)), jnp.zeros((3,)))
       >>> v["params"]["ic"]["bias"]
       Array([2., 2., 2., 2.], dtype=float32)
+      >>> mingru = GatedCell(4, recurrent_gate=False)      # no 'hc': c = sigmoid(W_c x)
+      >>> sorted(mingru.init(jax.random.key(0), jnp.zeros((4,)), jnp.zeros((3,)))["params"])
+      ['ic', 'ix']
+
+    Raises:
+      ValueError: for a non-bool flag, a non-positive ``features``, or given parameters that
+        do not match ``recurrent_gate`` (a tree with ``hc`` and ``recurrent_gate=False``, or
+        without it and ``True``), naming the option.
 
     References:
       Zhou et al., "Minimal gated unit for recurrent neural networks" (2016), the ``MGUCell``
-      of Flax this cell's gate follows.
+      of Flax this cell's gate follows. L. Feng, F. Tung, M. O. Ahmed, Y. Bengio,
+      H. Hajimirsadeghi, "Were RNNs All We Needed?" (2024): minGRU, ``recurrent_gate=False``.
     """
 
     features: int
     use_bias: bool = False
+    recurrent_gate: bool = True
     kernel_init: Initializer = default_kernel_init
     recurrent_kernel_init: Initializer = common.orthogonal
     bias_init: Initializer = initializers.zeros_init()
@@ -240,6 +266,7 @@ class GatedCell(nn.RNNCellBase):
     def __post_init__(self) -> None:
         positive_int("features", self.features)
         common.flag("use_bias", self.use_bias)
+        common.flag("recurrent_gate", self.recurrent_gate)
         for name in ("kernel_init", "recurrent_kernel_init", "bias_init", "carry_init"):
             common.check_initializer(name, getattr(self, name))
         common.check_initializer("gate_bias_init", self.gate_bias_init, allow_none=True)
@@ -251,18 +278,28 @@ class GatedCell(nn.RNNCellBase):
         gate_bias = self.bias_init if self.gate_bias_init is None else self.gate_bias_init
         m, dt = self.features, self.param_dtype
         self.ic = _DenseParams(m, self.use_bias, self.kernel_init, gate_bias, dt)
-        self.hc = _DenseParams(m, False, self.recurrent_kernel_init, self.bias_init, dt)
+        if self.recurrent_gate:
+            self.hc = _DenseParams(m, False, self.recurrent_kernel_init, self.bias_init, dt)
         self.ix = _DenseParams(m, self.use_bias, self.kernel_init, self.bias_init, dt)
 
     def gated_params(self, in_features: int) -> GatedParams:
         """This cell's parameters as ``GatedParams`` (created on first use, ``(out, in)``)."""
         if self.is_initializing():
             common.check_param_memory(
-                "features", self.features, in_features, self.features, self.param_dtype
+                "features",
+                self.features,
+                in_features,
+                self.features,
+                self.param_dtype,
+                self.recurrent_gate,
             )
+        else:
+            given = self.variables.get("params", {})
+            if "ic" in given:
+                common.check_gate_matches(self.recurrent_gate, "hc" in given)
         try:
             k_c, b_c = self.ic(in_features)
-            (k_z, _) = self.hc(self.features)
+            k_z = self.hc(self.features)[0] if self.recurrent_gate else None
             k_x, b_x = self.ix(in_features)
         except ScopeParamShapeError:
             given = self.variables.get("params", {}).get("ic", {}).get("kernel")
@@ -278,7 +315,8 @@ class GatedCell(nn.RNNCellBase):
                 self.features,
                 f"{have[1] if have else '?'}, the state width of the given parameters",
             ) from None
-        return GatedParams(w_x=k_x.T, w_c=k_c.T, w_z=k_z.T, b_c=b_c, b_x=b_x)
+        w_z = None if k_z is None else k_z.T
+        return GatedParams(w_x=k_x.T, w_c=k_c.T, w_z=w_z, b_c=b_c, b_x=b_x)
 
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
         """One step.
@@ -333,7 +371,9 @@ class GatedRNN(nn.Module):
         c_t = \sigma(W_c x_t + W_z z_{t-1} + b_c),
 
     with the input projections hoisted out of the time loop and the closed-form BPTT of
-    :mod:`gated_jax.cell` as the backward pass.
+    :mod:`gated_jax.cell` as the backward pass. With ``GatedCell(..., recurrent_gate=False)``
+    (or ``GatedRNN(features, recurrent_gate=False)``) ``W_z`` is absent: the minGRU cell,
+    which ``method="deer"`` / ``"quasi_deer"`` run as one exact associative scan.
 
     ``GatedRNN(features, **cell_options)`` (the first spelling) still works: it builds
     ``GatedCell(features, **cell_options)``; the sequence options are the same.
@@ -374,6 +414,9 @@ class GatedRNN(nn.Module):
       ...     variables, x, seq_lengths=jnp.array([5, 2]))
       >>> bool(jnp.all(carry[1] == ys[1, 1]))                # the last valid state
       True
+      >>> mingru = GatedRNN(4, recurrent_gate=False, method="deer")  # one parallel scan
+      >>> mingru.apply(mingru.init(jax.random.key(0), x), x).shape
+      (2, 5, 4)
 
     References:
       ``flax.linen.RNN``, whose call options and parameter layout this layer follows.

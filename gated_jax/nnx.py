@@ -23,10 +23,13 @@ submodule      leaf         shape                         ``GatedParams`` field
 =============  ===========  ============================  =============================
 ``ic``         ``kernel``   ``(n, m)``                    ``w_c = ic.kernel.T``
 ``ic``         ``bias``     ``(m,)`` (``use_bias`` only)  ``b_c = ic.bias``
-``hc``         ``kernel``   ``(m, m)``                    ``w_z = hc.kernel.T``
+``hc``         ``kernel``   ``(m, m)`` (recurrent gate)   ``w_z = hc.kernel.T``
 ``ix``         ``kernel``   ``(n, m)``                    ``w_x = ix.kernel.T``
 ``ix``         ``bias``     ``(m,)`` (``use_bias`` only)  ``b_x = ix.bias``
 =============  ===========  ============================  =============================
+
+``recurrent_gate=False`` leaves ``hc`` out (``cell.hc`` is ``None``): the minGRU cell,
+``c = sigma(x K_ic + b_ic)``, ``GatedParams(w_z=None)``.
 
 Reading and writing ``GatedParams`` is the same as in linen: :func:`to_gated_params` (a
 module or its state -> ``GatedParams``) and :func:`from_gated_params` (``GatedParams`` -> the
@@ -108,7 +111,8 @@ def to_gated_params(source: Any) -> GatedParams:
         the tree :func:`from_gated_params` returns).
 
     Returns:
-      ``GatedParams``; ``b_c = b_x = None`` without biases.
+      ``GatedParams``; ``b_c = b_x = None`` without biases, ``w_z = None`` without ``hc``
+      (``recurrent_gate=False``).
 
     Examples:
       >>> from flax import nnx
@@ -163,10 +167,15 @@ def load_gated_params(module: Any, params: GatedParams) -> Any:
 
     Args:
       module: a :class:`GatedCell`, or a module holding one as ``cell``.
-      params: ``GatedParams`` whose shapes and bias presence match the cell.
+      params: ``GatedParams`` whose shapes and bias presence match the cell, and whose
+        ``w_z`` is ``None`` exactly when the cell has ``recurrent_gate=False``.
 
     Returns:
       ``module`` (for chaining).
+
+    Raises:
+      ValueError: a shape, a bias or ``w_z``'s presence differs from the cell's, naming the
+        field (``params.w_z``, ...).
 
     Examples:
       >>> import jax
@@ -180,9 +189,17 @@ def load_gated_params(module: Any, params: GatedParams) -> Any:
     """
     cell = _cell_of(module, "module")
     tree = common.from_tree(params, "params")
+    if (cell.hc is None) != ("hc" not in tree):
+        need = (
+            "None: the cell has no recurrent gate (recurrent_gate=False, no 'hc' kernel)"
+            if cell.hc is None
+            else f"an array of shape {tuple(cell.hc.kernel.shape)}: the cell has a recurrent "
+            "gate (recurrent_gate=True)"
+        )
+        raise fail("params.w_z", params.w_z, need)
     targets = {
         "w_c": (cell.ic.kernel, tree["ic"]["kernel"]),
-        "w_z": (cell.hc.kernel, tree["hc"]["kernel"]),
+        "w_z": (None if cell.hc is None else cell.hc.kernel, tree.get("hc", {}).get("kernel")),
         "w_x": (cell.ix.kernel, tree["ix"]["kernel"]),
         "b_c": (cell.ic.bias, tree["ic"].get("bias")),
         "b_x": (cell.ix.bias, tree["ix"].get("bias")),
@@ -215,6 +232,10 @@ class GatedCell(nnx.RNNCellBase):
       in_features: input width ``n`` (a positive int).
       hidden_features: state width ``m`` (a positive int).
       use_bias: add ``b_c`` (``ic.bias``) and ``b_x`` (``ix.bias``); default ``False``.
+      recurrent_gate: ``True`` (default): the gate reads the state through ``hc`` (``W_z``);
+        ``False``: no ``hc``, ``c = sigma(W_c x + b_c)``, the minGRU cell
+        (``GatedParams(w_z=None)``), one exact associative scan under ``method="deer"``. A
+        strict bool.
       kernel_init, recurrent_kernel_init: initialisers of the ``ic``/``ix`` kernels (LeCun
         normal) and of the ``hc`` kernel (orthogonal).
       bias_init: initialiser of the candidate bias ``b_x`` (zeros), and of the gate bias when
@@ -235,6 +256,12 @@ class GatedCell(nnx.RNNCellBase):
       >>> rnn = nnx.RNN(GatedCell(3, 4, rngs=nnx.Rngs(0)))
       >>> rnn(jnp.ones((2, 5, 3))).shape
       (2, 5, 4)
+      >>> mingru = GatedCell(3, 4, recurrent_gate=False, rngs=nnx.Rngs(0))
+      >>> sorted(nnx.to_pure_dict(nnx.state(mingru, nnx.Param)))
+      ['ic', 'ix']
+
+    Raises:
+      ValueError: for a non-bool flag or a non-positive size, naming it.
 
     References:
       Flax's ``nnx.RNN`` / ``nnx.LSTMCell`` conventions (``initialize_carry(input_shape,
@@ -247,6 +274,7 @@ class GatedCell(nnx.RNNCellBase):
         hidden_features: int,
         *,
         use_bias: bool = False,
+        recurrent_gate: bool = True,
         kernel_init: Initializer = default_kernel_init,
         recurrent_kernel_init: Initializer = common.orthogonal,
         bias_init: Initializer = _ZEROS,
@@ -269,6 +297,7 @@ class GatedCell(nnx.RNNCellBase):
         self.in_features = common.size("in_features", in_features)
         self.hidden_features = common.size("hidden_features", hidden_features)
         self.use_bias = common.flag("use_bias", use_bias)
+        self.recurrent_gate = common.flag("recurrent_gate", recurrent_gate)
         for name, init in (
             ("kernel_init", kernel_init),
             ("recurrent_kernel_init", recurrent_kernel_init),
@@ -283,7 +312,12 @@ class GatedCell(nnx.RNNCellBase):
         self.dtype = dtype
         self.param_dtype = param_dtype
         common.check_param_memory(
-            "hidden_features", hidden_features, self.in_features, self.hidden_features, param_dtype
+            "hidden_features",
+            hidden_features,
+            self.in_features,
+            self.hidden_features,
+            param_dtype,
+            self.recurrent_gate,
         )
         gate_bias_init = bias_init if gate_bias_init is None else gate_bias_init
         n, m = self.in_features, self.hidden_features
@@ -301,7 +335,9 @@ class GatedCell(nnx.RNNCellBase):
             )
 
         self.ic = linear(n, self.use_bias, kernel_init, gate_bias_init)
-        self.hc = linear(m, False, recurrent_kernel_init, bias_init)
+        self.hc = (
+            linear(m, False, recurrent_kernel_init, bias_init) if self.recurrent_gate else None
+        )
         self.ix = linear(n, self.use_bias, kernel_init, bias_init)
 
     def gated_params(self) -> GatedParams:
@@ -319,7 +355,7 @@ class GatedCell(nnx.RNNCellBase):
         return GatedParams(
             w_x=self.ix.kernel[...].T,
             w_c=self.ic.kernel[...].T,
-            w_z=self.hc.kernel[...].T,
+            w_z=None if self.hc is None else self.hc.kernel[...].T,
             b_c=bias(self.ic),
             b_x=bias(self.ix),
         )
@@ -388,7 +424,9 @@ class GatedRNN(nnx.Module):
     from ``nnx.RNN`` with ``seq_lengths`` are those of :class:`gated_jax.nn.GatedRNN`: padded
     steps hold the last valid state, a length-0 sequence returns its initial carry, and several
     batch dims work with ``return_carry``. ``GatedRNN(n, m, rngs=..., **cell_options)`` (the
-    first spelling) builds ``GatedCell(n, m, rngs=..., **cell_options)``.
+    first spelling) builds ``GatedCell(n, m, rngs=..., **cell_options)``; with
+    ``recurrent_gate=False`` the cell is minGRU (no ``W_z``), which ``method="deer"`` runs as
+    one exact associative scan.
 
     Args:
       cell: the :class:`GatedCell` (or, first spelling, ``in_features``).

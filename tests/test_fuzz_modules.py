@@ -425,6 +425,83 @@ CASES = [
     ),
 ]
 
+V_MIN = {"params": {"cell": {k: v for k, v in V["params"]["cell"].items() if k != "hc"}}}
+P_MIN = P._replace(w_z=None)
+
+CASES += [
+    # recurrent_gate: a strict bool, and parameters that match it (an 'hc' kernel iff True)
+    Case(
+        "recurrent_gate 'no'",
+        lambda: gnn.GatedCell(M, recurrent_gate="no"),
+        ValueError,
+        "recurrent_gate",
+        "'no'",
+    ),
+    Case(
+        "recurrent_gate numpy int",
+        lambda: gnn.GatedRNN(M, recurrent_gate=np.int64(0)),
+        ValueError,
+        "recurrent_gate",
+        "0",
+    ),
+    Case(
+        "nnx recurrent_gate None",
+        lambda: gnnx.GatedCell(N, M, recurrent_gate=None, rngs=_rngs()),
+        ValueError,
+        "recurrent_gate",
+        "None",
+    ),
+    Case(
+        "tree with 'hc' into a recurrent_gate=False layer",
+        lambda: gnn.GatedRNN(M, recurrent_gate=False, param_dtype=jnp.float64).apply(V, X),
+        ValueError,
+        "recurrent_gate",
+        "False",
+    ),
+    Case(
+        "tree without 'hc' into a recurrent layer",
+        lambda: gnn.GatedRNN(M, param_dtype=jnp.float64).apply(V_MIN, X),
+        ValueError,
+        "recurrent_gate",
+        "True",
+    ),
+    Case(
+        "tree without 'hc' into nn.RNN of a recurrent cell",
+        lambda: nn.RNN(gnn.GatedCell(M, param_dtype=jnp.float64)).apply(V_MIN, X),
+        ValueError,
+        "recurrent_gate",
+        "True",
+    ),
+    Case(
+        "nnx load w_z into a recurrent_gate=False cell",
+        lambda: gnnx.load_gated_params(gnnx.GatedCell(N, M, recurrent_gate=False, rngs=_rngs()), P),
+        ValueError,
+        "params.w_z",
+        "(4, 4)",
+    ),
+    Case(
+        "nnx load w_z=None into a recurrent cell",
+        lambda: gnnx.load_gated_params(_nnx_layer(), P_MIN),
+        ValueError,
+        "params.w_z",
+        "None",
+    ),
+    Case(
+        "from_gated_params w_z of the wrong shape",
+        lambda: gnn.from_gated_params(P._replace(w_z=P.w_z[:3, :3])),
+        ValueError,
+        "params",
+        "w_z (3, 3)",
+    ),
+    Case(
+        "to_gated_params of a tree without 'ix'",
+        lambda: gnn.to_gated_params({"ic": V["params"]["cell"]["ic"]}),
+        ValueError,
+        "tree",
+        "['ic']",
+    ),
+]
+
 
 @pytest.mark.parametrize("case", CASES, ids=[c.category for c in CASES])
 def test_bad_input_is_named(case: Case):
@@ -511,3 +588,15 @@ def test_integer_carry_is_promoted_not_truncated():
     y = gnn.GatedRNN(M, param_dtype=jnp.float64).apply(V, X, initial_carry=z0)
     assert y.dtype == jnp.float64
     np.testing.assert_allclose(y, _reference(X, jnp.asarray(z0, jnp.float64)), rtol=1e-13)
+
+
+def test_min_gru_tree_without_hc_gives_the_w_z_none_result():
+    """A tree without 'hc' is the minGRU cell: linen, NNX and gated_scan(w_z=None) agree."""
+    ref = np.asarray(gated_scan(P_MIN, jnp.asarray(X)))
+    layer = gnn.GatedRNN(M, recurrent_gate=False, param_dtype=jnp.float64)
+    np.testing.assert_allclose(layer.apply(V_MIN, X), ref, rtol=1e-13)
+    nnx_layer = nnx.eval_shape(
+        lambda: gnnx.GatedRNN(N, M, recurrent_gate=False, param_dtype=jnp.float64, rngs=_rngs())
+    )
+    np.testing.assert_allclose(gnnx.load_gated_params(nnx_layer, P_MIN)(X), ref, rtol=1e-13)
+    assert gnn.to_gated_params(V_MIN).w_z is None

@@ -7,6 +7,7 @@ batch dims; plus parameter shapes, dtypes, gradients, transformations and errors
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import jax
@@ -23,9 +24,10 @@ F64 = jnp.float64
 
 
 def _ref_step(tree, z, x):
-    """The cell written out from the parameter table, independent of the package."""
-    ic, hc, ix = tree["ic"], tree["hc"], tree["ix"]
-    a = x @ ic["kernel"] + z @ hc["kernel"]
+    """The cell written out from the parameter table, independent of the package (no ``'hc'``:
+    the minGRU cell, whose gate reads the input alone)."""
+    ic, ix = tree["ic"], tree["ix"]
+    a = x @ ic["kernel"] + (z @ tree["hc"]["kernel"] if "hc" in tree else 0.0)
     u = x @ ix["kernel"]
     if "bias" in ic:
         a = a + jnp.broadcast_to(ic["bias"], a.shape)  # explicit: rank promotion raises
@@ -465,7 +467,7 @@ def test_errors():
         fast.apply(v, xs, initial_carry=jnp.ones((2, 4), jnp.float32))
     with pytest.raises(ValueError, match=r"`carry` \(=array of shape \(2, 4\).*features = 5"):
         GatedCell(5).apply({"params": v["params"]["cell"]}, jnp.ones((2, 4)), jnp.ones((2, 3)))
-    with pytest.raises(ValueError, match=r"'ic', 'hc', 'ix'"):
+    with pytest.raises(ValueError, match=r"'ic', 'ix' and \(with a recurrent gate\) 'hc'"):
         to_gated_params({"params": {"dense": {}}})
     gp = init_gated_params(jax.random.key(0), 3, 2, use_bias=True)
     with pytest.raises(ValueError, match=r"both biases or neither"):
@@ -634,3 +636,184 @@ def test_method_solves_the_same_recurrence_with_the_same_gradients(method):
         assert max_rel_error(grad, ref_grad) < 1e-10
         with pytest.raises(ValueError, match=r"`method` \(='newton'\)"):
             GatedRNN(cell, method="newton")
+
+
+# ---------------------------------------------------------------------------------------------
+# recurrent_gate=False: the minGRU cell, no 'hc' kernel
+
+
+def _min_tree(n, m, use_bias, seed):
+    tree = _tree(n, m, use_bias, seed)
+    del tree["hc"]
+    return tree
+
+
+def _flip_valid(xs, lengths):
+    """Each sequence's valid part reversed, padding left at the end (NumPy, as nn.RNN flips)."""
+    out = np.array(xs)
+    for b, L in enumerate(lengths):
+        out[b, :L] = out[b, :L][::-1]
+    return out
+
+
+def _valid_loss(ys, carry, lengths, ct, cc):
+    """A loss that reads only valid outputs (padding conventions differ) and the carry."""
+    mask = (np.arange(ys.shape[1])[None, :] < np.asarray(lengths)[:, None])[..., None]
+    return jnp.sum(jnp.where(mask, ys * ct, 0.0)) + jnp.sum(carry * cc)
+
+
+def _loop_loss(tree, xs, z0, lengths, reverse, ct, cc):
+    """The loss of a plain per-sequence loop written from the parameter table (jnp, autodiff)."""
+    total = 0.0
+    for b, L in enumerate(lengths):
+        seq = xs[b, :L][::-1] if reverse else xs[b, :L]
+        z = z0[b]
+        for t in range(L):
+            z = _ref_step(tree, z, seq[t])
+            total = total + jnp.sum(z * ct[b, t])
+        total = total + jnp.sum(z * cc[b])
+    return total
+
+
+MIN_CONFIGS = [  # (use_bias, reverse, lengths): randomized weights and inputs per config
+    (True, False, [7, 7, 7]),
+    (False, True, [7, 3, 0]),
+    (True, True, [5, 7, 1]),
+]
+
+
+@pytest.mark.parametrize("cfg", range(len(MIN_CONFIGS)))
+def test_min_gru_layer_equals_a_loop_and_gated_scan_with_w_z_none(cfg):
+    """GatedRNN(recurrent_gate=False): no 'hc' in the tree; outputs, final carry and parameter
+    gradients equal a plain loop of the minGRU recurrence and gated_scan(GatedParams(w_z=None))
+    (float64, seq_lengths, reverse); nn.RNN of the same cell gives the same outputs."""
+    use_bias, reverse, lengths = MIN_CONFIGS[cfg]
+    n, m, T = 2, 3, 7
+    rng = np.random.default_rng(100 + cfg)
+    xs = rng.normal(size=(3, T, n))
+    z0, ct, cc = rng.normal(size=(3, m)), rng.normal(size=(3, T, m)), rng.normal(size=(3, m))
+    cell = GatedCell(m, use_bias=use_bias, recurrent_gate=False, param_dtype=F64)
+    layer = GatedRNN(cell, reverse=reverse, return_carry=True)
+    shapes = jax.eval_shape(layer.init, jax.random.key(0), jnp.asarray(xs))
+    expect = {"ic": {"kernel": (n, m)}, "ix": {"kernel": (n, m)}}
+    if use_bias:
+        expect["ic"]["bias"] = expect["ix"]["bias"] = (m,)
+    assert jax.tree.map(lambda a: a.shape, shapes["params"]["cell"]) == expect
+    tree = _min_tree(n, m, use_bias, seed=cfg)
+    v = {"params": {"cell": tree}}
+    lens = jnp.asarray(lengths)
+
+    def layer_loss(v):
+        carry, ys = layer.apply(v, xs, initial_carry=z0, seq_lengths=lens)
+        return _valid_loss(ys, carry, lengths, ct, cc), (carry, ys)
+
+    def core_loss(p):  # gated_scan of the layer's processing order (flipped inputs if reverse)
+        ys = gated_scan(
+            p, jnp.asarray(_flip_valid(xs, lengths) if reverse else xs), z0, seq_lengths=lens
+        )
+        return _valid_loss(ys, ys[:, -1], lengths, ct, cc)
+
+    methods = ("deer", "quasi_deer", "auto") if cfg == 2 else ()
+
+    def par_loss(method, v):
+        par = GatedRNN(cell, reverse=reverse, return_carry=True, method=method)
+        carry, ys = par.apply(v, xs, initial_carry=z0, seq_lengths=lens)
+        return _valid_loss(ys, carry, lengths, ct, cc)
+
+    @jax.jit  # one compilation: the layer, the loop, gated_scan, nn.RNN and the methods
+    def run(v, p):
+        slow = nn.RNN(cell, reverse=reverse, return_carry=True).apply(
+            v, xs, initial_carry=z0, seq_lengths=lens
+        )
+        return (
+            jax.value_and_grad(layer_loss, has_aux=True)(v),
+            jax.grad(_loop_loss)(v["params"]["cell"], xs, z0, lengths, reverse, ct, cc),
+            jax.value_and_grad(core_loss)(p),
+            slow,
+            [jax.value_and_grad(functools.partial(par_loss, m))(v) for m in methods],
+        )
+
+    p = to_gated_params(v)
+    assert p.w_z is None and (p.b_c is None) == (not use_bias)
+    ((val, (carry, ys)), g), g_loop, (val_core, g_core), (slow_carry, slow), par = run(v, p)
+    ref_outs, ref_carry = _ref_sequence(tree, xs, z0, lengths, reverse)
+    for b, L in enumerate(lengths):
+        assert L == 0 or _rel(ys[b, :L], np.stack(ref_outs[b])) < 1e-12
+    assert _rel(carry, ref_carry) < 1e-12
+    assert "hc" not in g["params"]["cell"]
+    assert max_rel_error(g["params"]["cell"], g_loop) < 1e-10
+    assert max_rel_error(val, val_core) < 1e-10
+    assert g_core.w_z is None
+    assert max_rel_error(to_gated_params(g["params"]), g_core) < 1e-10
+    # nn.RNN of the same cell: the same outputs at valid steps and the same final carry
+    for b, L in enumerate(lengths):  # (length 0: nn.RNN's carry differs, documented)
+        assert L == 0 or _rel(slow[b, :L], ys[b, :L]) < 1e-12
+        assert L == 0 or _rel(slow_carry[b], carry[b]) < 1e-12
+    for pv, pg in par:  # the parallel methods: one exact scan, same states and gradients
+        assert max_rel_error(pv, val) < 1e-10
+        assert max_rel_error(pg, g) < 1e-10
+    assert len(par) == len(methods)
+
+
+def test_min_gru_parameter_map_round_trips_both_ways():
+    rng = np.random.default_rng(11)
+    for use_bias in (False, True):
+        gp = GatedParams(
+            jnp.asarray(rng.normal(size=(3, 2))),
+            jnp.asarray(rng.normal(size=(3, 2))),
+            None,
+            *(jnp.asarray(rng.normal(size=3)) for _ in range(2 * use_bias)),
+        )
+        tree = from_gated_params(gp)
+        assert sorted(tree) == ["ic", "ix"]
+        back = to_gated_params({"params": {"cell": tree}})
+        assert back.w_z is None
+        for a, b in zip(back, gp, strict=True):
+            assert (a is None and b is None) or np.array_equal(a, b)
+        again = from_gated_params(to_gated_params(tree))
+        assert jax.tree.structure(again) == jax.tree.structure(tree)
+        for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(tree), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_min_gru_first_spelling_jit_vmap_and_errors():
+    """GatedRNN(features, recurrent_gate=False) builds the same cell; vmap over inputs equals
+    the batched call; a tree with / without 'hc' and the wrong flag names `recurrent_gate`."""
+    xs = jnp.asarray(np.random.default_rng(5).normal(size=(2, 4, 6, 2)))
+    first = GatedRNN(3, recurrent_gate=False, use_bias=True, param_dtype=F64)
+    second = GatedRNN(GatedCell(3, recurrent_gate=False, use_bias=True, param_dtype=F64))
+    v = first.init(jax.random.key(0), xs[0])
+    assert sorted(v["params"]["cell"]) == ["ic", "ix"]
+    v2 = second.init(jax.random.key(0), xs[0])
+    assert all(
+        np.array_equal(a, b) for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(v2), strict=True)
+    )
+    batched = jax.jit(first.apply)(v, xs)
+    mapped = jax.vmap(lambda x: first.apply(v, x))(xs)
+    assert _rel(mapped, batched) < 1e-13
+    full = {"params": {"cell": _tree(2, 3, True, 0)}}
+    with pytest.raises(ValueError, match=r"`recurrent_gate` \(=False\) must be True .*'hc'"):
+        first.apply(full, xs[0])
+    with pytest.raises(ValueError, match=r"`recurrent_gate` \(=True\) must be False .*no 'hc'"):
+        GatedRNN(3, use_bias=True).apply(v, xs[0])
+    with pytest.raises(ValueError, match=r"`recurrent_gate` \(=True\) must be False"):
+        nn.RNN(GatedCell(3, use_bias=True)).apply(v, xs[0])
+    for bad in ("no", 1, None, np.int64(0)):
+        with pytest.raises(ValueError, match=r"`recurrent_gate` \(=.*\) must be a bool"):
+            GatedCell(3, recurrent_gate=bad)
+        with pytest.raises(ValueError, match=r"`recurrent_gate` \(=.*\) must be a bool"):
+            GatedRNN(3, recurrent_gate=bad)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_min_gru_half_precision_parameters(dtype):
+    xs = jnp.asarray(np.random.default_rng(2).normal(size=(2, 5, 3)), dtype)
+    layer = GatedRNN(4, recurrent_gate=False, use_bias=True, param_dtype=dtype, dtype=dtype)
+    v = layer.init(jax.random.key(0), xs)
+    assert sorted(v["params"]["cell"]) == ["ic", "ix"]
+    assert {a.dtype for a in jax.tree.leaves(v)} == {jnp.dtype(dtype)}
+    tree = jax.tree.map(lambda a: np.asarray(a, np.float64), v["params"]["cell"])
+    outs, _ = _ref_sequence(tree, np.asarray(xs, np.float64), np.zeros((2, 4)))
+    y = layer.apply(v, xs)
+    assert y.dtype == jnp.dtype(dtype)
+    np.testing.assert_allclose(np.asarray(y, np.float64), np.asarray(outs), atol=3e-2)

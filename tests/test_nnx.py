@@ -441,3 +441,143 @@ def test_method_solves_the_same_recurrence():
             assert max_rel_error(par(x), seq(x)) < 1e-10
         with pytest.raises(ValueError, match=r"`method` \(=3\)"):
             GatedRNN(seq.cell, method=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# recurrent_gate=False: the minGRU cell, no 'hc' kernel
+
+
+def _min_gru_loop(p: GatedParams, xs, z0, lengths, reverse):
+    """NumPy loop of z = c z + (1 - c) u, c = sigmoid(W_c x + b_c): valid outputs, carry."""
+    P = {k: None if v is None else np.asarray(v, np.float64) for k, v in p._asdict().items()}
+    outs, carries = [], []
+    for b, L in enumerate(lengths):
+        seq = np.asarray(xs[b, :L])[::-1] if reverse else np.asarray(xs[b, :L])
+        z, ys = np.asarray(z0[b], np.float64), []
+        for x in seq:
+            c = 1.0 / (1.0 + np.exp(-(P["w_c"] @ x + P["b_c"])))
+            z = c * z + (1.0 - c) * (P["w_x"] @ x + P["b_x"])
+            ys.append(z)
+        outs.append(ys)
+        carries.append(z)
+    return outs, np.stack(carries)
+
+
+def test_min_gru_layer_state_outputs_gradients_and_methods():
+    """GatedRNN(GatedCell(..., recurrent_gate=False)): no 'hc' in the state; outputs equal a
+    NumPy loop, nnx.RNN and the linen layer of the same tree; parameter gradients equal
+    gated_scan(GatedParams(w_z=None)) and the linen layer's; DEER equals sequential (float64)."""
+    rng = np.random.default_rng(21)
+    xs = jnp.asarray(rng.normal(size=(B, T, N)))
+    z0 = jnp.asarray(rng.normal(size=(B, M)))
+    lengths = [T, 4, 0]
+    lens = jnp.asarray(lengths)
+    mask = (np.arange(T)[None, :] < lens[:, None])[..., None]
+    layer = _make(GatedRNN, N, M, 5, use_bias=True, recurrent_gate=False, param_dtype=F64)
+    state = nnx.to_pure_dict(nnx.state(layer, nnx.Param))
+    assert sorted(state["cell"]) == ["ic", "ix"] and layer.cell.hc is None
+    p = to_gated_params(layer)
+    assert p.w_z is None
+    for source in (layer.cell, nnx.state(layer.cell, nnx.Param), nnx.RNN(layer.cell)):
+        assert all(
+            (a is None and b is None) or np.array_equal(a, b)
+            for a, b in zip(to_gated_params(source), p, strict=True)
+        )
+
+    def loss(ys, carry):
+        return jnp.sum(jnp.where(mask, jnp.tanh(ys), 0.0)) + jnp.sum(carry**2)
+
+    def run(model):
+        carry, ys = model(xs, initial_carry=z0, seq_lengths=lens, return_carry=True, reverse=True)
+        return loss(ys, carry), (carry, ys)
+
+    @nnx.jit
+    def grads(model):
+        return nnx.value_and_grad(run, has_aux=True)(model)
+
+    (val, (carry, ys)), g = grads(layer)
+    outs, ref_carry = _min_gru_loop(p, xs, z0, lengths, reverse=True)
+    for b, L in enumerate(lengths):
+        assert L == 0 or _rel(ys[b, :L], np.stack(outs[b])) < 1e-12
+    assert _rel(carry, ref_carry) < 1e-12
+    g_p = to_gated_params(g)
+    assert g_p.w_z is None
+
+    def core_loss(p):  # gated_scan over the layer's processing order (valid parts flipped)
+        flipped = np.array(xs)
+        for b, L in enumerate(lengths):
+            flipped[b, :L] = flipped[b, :L][::-1]
+        zs = gated_scan(p, jnp.asarray(flipped), z0, seq_lengths=lens)
+        return loss(zs, zs[:, -1])
+
+    val_core, g_core = jax.value_and_grad(core_loss)(p)
+    assert max_rel_error(val, val_core) < 1e-10 and max_rel_error(g_p, g_core) < 1e-10
+    linen = gnn.GatedRNN(M, use_bias=True, recurrent_gate=False, param_dtype=F64, reverse=True)
+    v = {"params": {"cell": from_gated_params(p)}}
+    g_linen = jax.grad(
+        lambda v: loss(
+            *linen.apply(v, xs, initial_carry=z0, seq_lengths=lens, return_carry=True)[::-1]
+        )
+    )(v)
+    assert max_rel_error(g_p, gnn.to_gated_params(g_linen)) < 1e-10
+    slow = nnx.RNN(layer.cell, reverse=True)(xs, initial_carry=z0, seq_lengths=lens)
+    for b, L in enumerate(lengths):
+        assert L == 0 or _rel(slow[b, :L], ys[b, :L]) < 1e-12
+    for method in ("deer",):  # (quasi_deer and auto: the linen test; one scan either way)
+        (pv, (pc, _)), pg = grads(GatedRNN(layer.cell, method=method))
+        assert max_rel_error(pv, val) < 1e-10 and max_rel_error(pc, carry) < 1e-10
+        assert max_rel_error(to_gated_params(pg), g_p) < 1e-10
+
+
+def test_min_gru_load_round_trip_first_spelling_and_errors():
+    rng = np.random.default_rng(8)
+    new = GatedParams(*(jnp.asarray(rng.normal(size=s)) for s in [(4, 3), (4, 3)]))
+    tree = from_gated_params(new)
+    assert sorted(tree) == ["ic", "ix"]
+    first = GatedRNN(3, 4, recurrent_gate=False, param_dtype=F64, rngs=nnx.Rngs(0))
+    abstract = nnx.eval_shape(
+        lambda: GatedRNN(GatedCell(3, 4, recurrent_gate=False, param_dtype=F64, rngs=nnx.Rngs(1)))
+    )
+    assert load_gated_params(abstract, new) is abstract
+    nnx.update(first.cell, tree)
+    for layer in (first, abstract):
+        back = to_gated_params(layer)
+        assert back.w_z is None and back.b_c is None
+        np.testing.assert_array_equal(back.w_x, new.w_x)
+        np.testing.assert_array_equal(back.w_c, new.w_c)
+    again = from_gated_params(to_gated_params(first))
+    assert jax.tree.structure(again) == jax.tree.structure(tree)
+    xs = jnp.asarray(rng.normal(size=(2, 5, 3)))
+    assert _rel(first(xs), gated_scan(new, xs)) < 1e-13
+    assert _rel(abstract(xs), gated_scan(new, xs)) < 1e-13
+    full = GatedParams(new.w_x, new.w_c, jnp.eye(4))
+    with pytest.raises(ValueError, match=r"`params.w_z` \(=array of shape \(4, 4\).* None"):
+        load_gated_params(first, full)
+    with pytest.raises(ValueError, match=r"`params.w_z` \(=None\) must be an array of shape"):
+        load_gated_params(_make(GatedRNN, 3, 4, 0, param_dtype=F64), new)
+    for bad in ("no", 1, None):
+        with pytest.raises(ValueError, match=r"`recurrent_gate` \(=.*\) must be a bool"):
+            GatedCell(3, 4, recurrent_gate=bad, rngs=nnx.Rngs(0))
+        with pytest.raises(ValueError, match=r"`recurrent_gate` \(=.*\) must be a bool"):
+            GatedRNN(3, 4, recurrent_gate=bad, rngs=nnx.Rngs(0))
+
+
+def test_min_gru_half_precision_parameters():
+    xs = jnp.asarray(np.random.default_rng(4).normal(size=(2, 5, 3)), jnp.bfloat16)
+    layer = GatedRNN(
+        3,
+        4,
+        recurrent_gate=False,
+        use_bias=True,
+        param_dtype=jnp.bfloat16,
+        dtype=jnp.bfloat16,
+        rngs=nnx.Rngs(0),
+    )
+    state = nnx.to_pure_dict(nnx.state(layer, nnx.Param))
+    assert sorted(state["cell"]) == ["ic", "ix"]
+    assert {a.dtype for a in jax.tree.leaves(state)} == {jnp.dtype(jnp.bfloat16)}
+    p = to_gated_params(layer)
+    outs, _ = _min_gru_loop(p, np.asarray(xs, np.float64), np.zeros((2, 4)), [5, 5], False)
+    y = layer(xs)
+    assert y.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(y, np.float64), np.asarray(outs), atol=3e-2)

@@ -355,12 +355,47 @@ def _load() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
+def work_macs(T: int, B: int, n: int, m: int, method: str, iterations: int, recurrent: bool):
+    """Multiply-adds of one forward pass, counted from the algorithm (hardware-independent).
+
+    Every method pays the hoisted input projections, ``2 T B n m``. The sequential loop adds
+    ``T B m^2`` for ``W_z z`` (``T B m`` elementwise without a recurrent gate); each Newton
+    iteration re-evaluates the cell at all steps (``T B m^2``) and runs one associative scan,
+    about ``2 T`` compositions: ``2 T B m`` for diagonal Jacobians (quasi-DEER, minGRU),
+    ``2 T B m^3`` for full ones (DEER).
+
+    Examples:
+      >>> from gated_jax.lab.parallel import work_macs
+      >>> work_macs(4, 1, 1, 2, "sequential", 0, True)
+      32
+      >>> work_macs(4, 1, 1, 2, "deer", 3, True)
+      256
+    """
+    proj = 2 * T * B * n * m
+    rec = T * B * m * m if recurrent else T * B * m
+    if method == "sequential":
+        return proj + rec
+    scan = 2 * T * B * (m**3 if method == "deer" and recurrent else m)
+    return proj + iterations * ((T * B * m * m if recurrent else 0) + scan)
+
+
+def _fits(stats, margin: float = 0.8) -> tuple[bool, str]:
+    """Whether a compiled program's buffers (XLA's estimate) fit in ``margin`` of memory."""
+    from gated_jax._validate import _fmt_bytes, _memory_limit
+
+    need = stats.temp_bytes + stats.argument_bytes + stats.output_bytes
+    have = _memory_limit()
+    return need <= margin * have, f"needs {_fmt_bytes(need)} of {_fmt_bytes(have)}"
+
+
 def bench(quick: bool = False, *, lengths: tuple[int, ...] | None = None) -> Table:
     """Median times of parallel vs sequential ``gated_scan`` (float32), forward and fwd+bwd.
 
     ``lengths`` overrides the sequence lengths (default ``(256, 1024, 4096)``, quick
-    ``(64, 256)``); full DEER (``m = 64``) is skipped above ``T = 1024`` at full size, where its
-    ``(T, B, m, m)`` Jacobians and their compositions take several GiB.
+    ``(64, 256)``). Each method's forward+backward program is compiled first; one whose
+    buffers (XLA's memory estimate: full DEER's ``(T, B, m, m)`` Jacobians and their
+    compositions, several GiB at ``T = 4096``) exceed 80% of the device's memory is listed as
+    skipped with the bytes it needs, not run.
     """
     load0 = _load()
     B, n, m, m_full = (4, 32, 32, 16) if quick else (32, 256, 256, 64)
@@ -379,6 +414,7 @@ def bench(quick: bool = False, *, lengths: tuple[int, ...] | None = None) -> Tab
             "fwd+bwd ms",
             "fwd+bwd speed-up",
             "depth (levels x iters) vs T",
+            "work vs sequential",
             "compile s",
         ],
     )
@@ -391,29 +427,18 @@ def bench(quick: bool = False, *, lengths: tuple[int, ...] | None = None) -> Tab
         p = cell.init_gated_params(jax.random.key(0), n, mm)
         p = p._replace(w_z=None if wz is None else wz * p.w_z)  # orthogonal: ||W_z|| = wz
         for T in lengths:
-            if "deer" in methods and not quick and T > 1024:
-                table.rows.append(
-                    [
-                        f"{label}, m={mm}",
-                        T,
-                        "deer",
-                        "",
-                        "skipped",
-                        "",
-                        "",
-                        "",
-                        f"{scan_levels(T)} x k vs {T}",
-                        "",
-                    ]
-                )
-                continue
             xs = jax.random.normal(jax.random.key(1), (B, T, n), jnp.float32)
-            fns, iters, comp = {}, {}, {}
+            fns, iters, comp, skipped = {}, {}, {}, {}
             for meth in ("sequential", *methods):
                 fwd = jax.jit(lambda p, x, meth=meth: cell.gated_scan(p, x, method=meth))
                 loss = lambda p, x, meth=meth: jnp.mean(cell.gated_scan(p, x, method=meth) ** 2)
                 fb = jax.jit(jax.grad(loss))
-                comp[meth] = compile_stats(jax.grad(loss), p, xs).compile_s
+                stats = compile_stats(jax.grad(loss), p, xs)
+                comp[meth] = stats.compile_s
+                ok, need = _fits(stats)
+                if not ok:
+                    skipped[meth] = need
+                    continue
                 fns[("fwd", meth)] = lambda f=fwd, p=p, xs=xs: f(p, xs)
                 fns[("fb", meth)] = lambda f=fb, p=p, xs=xs: f(p, xs)
                 if meth != "sequential":
@@ -421,37 +446,47 @@ def bench(quick: bool = False, *, lengths: tuple[int, ...] | None = None) -> Tab
                     _, info = cell.gated_deer(p, xs, jacobian=jac)
                     iters[meth] = int(info.iterations) if bool(info.converged) else -1
             times = time_interleaved(fns, rounds=rounds, warmup=1)
+            base = work_macs(T, B, n, mm, "sequential", 0, wz is not None)
             for meth in ("sequential", *methods):
                 k = iters.get(meth)
                 depth = (
                     f"{T} steps"
-                    if k is None
-                    else f"{scan_levels(T)} x {k} = {scan_levels(T) * k} vs {T}"
+                    if meth == "sequential"
+                    else f"{scan_levels(T)} x {'k' if k is None else k}"
+                    + ("" if k is None else f" = {scan_levels(T) * k}")
+                    + f" vs {T}"
                 )
-                table.rows.append(
-                    [
-                        f"{label}, m={mm}",
-                        T,
-                        meth,
+                work = (
+                    "1"
+                    if meth == "sequential"
+                    else ""
+                    if k is None or k < 0
+                    else f"{work_macs(T, B, n, mm, meth, k, wz is not None) / base:.2f}x"
+                )
+                if meth in skipped:
+                    row = ["", "skipped: " + skipped[meth], "", "", ""]
+                else:
+                    row = [
                         "" if k is None else k,
                         times[("fwd", meth)] * 1e3,
                         times[("fwd", "sequential")] / times[("fwd", meth)],
                         times[("fb", meth)] * 1e3,
                         times[("fb", "sequential")] / times[("fb", meth)],
-                        depth,
-                        comp[meth],
                     ]
-                )
+                table.rows.append([f"{label}, m={mm}", T, meth, *row, depth, work, comp[meth]])
     table.notes += [
         device_line() + f"; 1-minute load average {load0:.2f} at the start, {_load():.2f} at "
         f"the end, on {os.cpu_count()} CPUs.",
         "Speed-ups are sequential time / method time in the same run (> 1: the parallel method "
         "wins). Loss mean(zs**2), gradient w.r.t. all parameters.",
         "Depth: sequential associative-scan levels (ceil(log2 T)) x Newton iterations, against "
-        "the T dependent steps of the sequential loop. Work per iteration: quasi-DEER evaluates "
-        "the cell at all T steps (the same B m^2 T matmul FLOPs as the whole sequential pass) "
-        "plus O(T B m) scan work; full DEER adds O(T B m^3) matrix compositions.",
+        "the T dependent steps of the sequential loop.",
+        "Work: forward multiply-adds counted from the algorithm (work_macs), relative to the "
+        "sequential loop's: the input projections 2 T B n m for all; the loop adds T B m^2; each "
+        "iteration re-evaluates the cell (T B m^2) and runs one scan of ~2T compositions, "
+        "2 T B m (diagonal: quasi-DEER, minGRU) or 2 T B m^3 (full DEER).",
         "iterations = -1: not converged (gated_scan then raises eagerly / runs the sequential "
-        "loop under jit).",
+        "loop under jit). skipped: XLA's buffer estimate for the fwd+bwd program exceeds 80% of "
+        "the device memory.",
     ]
     return table
