@@ -53,8 +53,11 @@ gate_activation = jax.nn.sigmoid
 
 
 def mix(c, z_prev, u):
-    """The convex mix ``c z_prev + (1 - c) u``: each unit between ``z_prev`` and ``u``."""
-    return c * z_prev + (1 - c) * u
+    """The convex mix ``c z_prev + (1 - c) u``: each unit between ``z_prev`` and ``u``.
+
+    Computed as ``u + c (z_prev - u)``: one multiply fewer per unit in the sequential loop.
+    """
+    return u + c * (z_prev - u)
 
 
 def projections(params: GatedParams, x):
