@@ -1942,41 +1942,54 @@ class TorchConvTranspose:
                 )
         return tuple(o - m for o, m in zip(sizes, least, strict=True))
 
-    def __call__(self, x, weight, bias=None, output_size=None):
-        import jax.numpy as jnp
+    def conv_kwargs(self, input_spatial: Sequence[int], output_size=None) -> dict[str, Any]:
+        """Arguments of the one ``lax.conv_general_dilated`` call (``NC...`` / ``OI...``).
 
-        x, w = jnp.asarray(x), jnp.asarray(weight)
-        n, g = len(self.kernel_size), self.groups
+        With :meth:`prepare_kernel`'s kernel; ``output_size`` solves for ``output_padding``.
+        """
+        n = len(self.kernel_size)
         ops = self.output_padding
         if output_size is not None:
-            ops = self.output_padding_for(x.shape[2:], output_size)
-        out = self.output_shape(x.shape[2:], ops)
+            ops = self.output_padding_for(input_spatial, output_size)
+        out = self.output_shape(input_spatial, ops)
         if min(out, default=1) < 1:
             raise fail(
                 "padding",
                 self.padding,
-                f"small enough for a non-empty output: input {tuple(x.shape[2:])} gives "
+                f"small enough for a non-empty output: input {tuple(input_spatial)} gives "
                 f"{out}, as PyTorch refuses too",
             )
-        cin, cout_g = w.shape[0], w.shape[1]
-        w = w.reshape((g, cin // g, cout_g) + w.shape[2:]).swapaxes(1, 2)
-        w = w.reshape((g * cout_g, cin // g) + w.shape[3:])
-        w = lax.rev(w, tuple(range(2, 2 + n)))
-        pads = [
+        pads = tuple(
             (d * (k - 1) - p, d * (k - 1) - p + op)
             for k, p, d, op in zip(self.kernel_size, self.padding, self.dilation, ops, strict=True)
-        ]
-        y = lax.conv_general_dilated(
-            x,
-            w,
-            (1,) * n,
-            pads,
-            lhs_dilation=self.stride,
-            rhs_dilation=self.dilation,
-            feature_group_count=g,
         )
+        return {
+            "window_strides": (1,) * n,
+            "padding": pads,
+            "lhs_dilation": self.stride,
+            "rhs_dilation": self.dilation,
+            "feature_group_count": self.groups,
+        }
+
+    def prepare_kernel(self, weight):
+        """``(C_in, C_out / groups, *k)`` -> flipped ``(C_out, C_in / groups, *k)``.
+
+        In/out channels exchanged per group; NumPy or JAX arrays alike.
+        """
+        g, ksp = self.groups, tuple(weight.shape[2:])
+        cin, cout_g = weight.shape[0], weight.shape[1]
+        w = weight.reshape((g, cin // g, cout_g) + ksp).swapaxes(1, 2)
+        w = w.reshape((g * cout_g, cin // g) + ksp)
+        return w[(slice(None), slice(None)) + (slice(None, None, -1),) * len(ksp)]
+
+    def __call__(self, x, weight, bias=None, output_size=None):
+        import jax.numpy as jnp
+
+        x, w = jnp.asarray(x), jnp.asarray(weight)
+        kw = self.conv_kwargs(x.shape[2:], output_size)
+        y = lax.conv_general_dilated(x, self.prepare_kernel(w), **kw)
         if bias is not None:
-            y = y + jnp.asarray(bias).reshape((1, -1) + (1,) * n)
+            y = y + jnp.asarray(bias).reshape((1, -1) + (1,) * len(self.kernel_size))
         return y
 
 
