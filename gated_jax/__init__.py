@@ -3,7 +3,8 @@
 Layers, imports flowing one way:
 
 * the library core, pure functions: :mod:`gated_jax.shapes` (convolution shape arithmetic),
-  :mod:`gated_jax.ports` (Keras / ONNX convolutions as lax calls),
+  :mod:`gated_jax.ports` (Keras / ONNX convolutions as lax calls), :mod:`gated_jax.receptive`
+  (the receptive field of any model),
   :mod:`gated_jax.conv` (closed-form convolution derivatives), :mod:`gated_jax.cell` (the gated
   recurrence, its BPTT and Jacobians), :mod:`gated_jax.testing` (reference checks);
 * Flax modules: :mod:`gated_jax.nn` (linen), :mod:`gated_jax.nnx` (NNX);
@@ -53,6 +54,9 @@ from gated_jax.ports import kernel_to_keras as kernel_to_keras
 from gated_jax.ports import kernel_to_torch as kernel_to_torch
 from gated_jax.ports import onnx_conv as onnx_conv
 from gated_jax.ports import onnx_conv_transpose as onnx_conv_transpose
+
+# gated_jax.receptive: the receptive field of any model
+from gated_jax.receptive import receptive_field_of as receptive_field_of
 
 # gated_jax.conv: closed-form convolution derivatives
 from gated_jax.conv import conv1d as conv1d
@@ -149,6 +153,8 @@ __all__ = [  # noqa: F822 (lazy names resolve through __getattr__)
     "kernel_to_torch",
     "onnx_conv",
     "onnx_conv_transpose",
+    # receptive
+    "receptive_field_of",
     # conv
     "conv1d",
     "conv_general_dilated",
