@@ -37,7 +37,16 @@ import numpy as np
 from jax import lax
 
 from gated_jax._validate import fail
-from gated_jax.shapes import _dilate, _int, _ints, _is_int, _is_seq, _same_pads, _show
+from gated_jax.shapes import (
+    _dilate,
+    _int,
+    _ints,
+    _is_int,
+    _is_seq,
+    _lhs_dilated_conv,
+    _same_pads,
+    _show,
+)
 
 __all__ = [
     "KerasConvTranspose",
@@ -259,6 +268,12 @@ def _onnx_pads(name: str, value: Any, n: int) -> tuple[tuple[int, int], ...]:
     return tuple((vals[i], vals[n + i]) for i in range(n))
 
 
+def _kernel_shape(value: Any) -> tuple[int, ...]:
+    if not _is_seq(value) or not 1 <= len(value) <= 3:
+        raise fail("kernel_shape", _show(value), "a sequence of 1 to 3 positive ints")
+    return _ints("kernel_shape", value, len(value))
+
+
 _AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
 
@@ -307,10 +322,8 @@ def onnx_conv(
       >>> onnx_conv((3,), auto_pad="SAME_LOWER", strides=[2]).explicit_padding((10,))
       ((1, 0),)
     """
-    ks = _ints("kernel_shape", kernel_shape, len(kernel_shape) if _is_seq(kernel_shape) else -1)
+    ks = _kernel_shape(kernel_shape)
     n = len(ks)
-    if n > 3:
-        raise fail("kernel_shape", _show(kernel_shape), "1 to 3 spatial sizes")
     mode = _auto_pad(auto_pad)
     ss = _ints("strides", strides, n)
     ds = _ints("dilations", dilations, n)
@@ -380,7 +393,11 @@ class PortedConvTranspose:
         """Arguments of ``lax.conv_transpose`` (after ``lhs, rhs``) with the raw kernel.
 
         ``lax.conv_transpose`` has no feature groups: ``groups > 1`` is refused here (the
-        port's own call handles groups).
+        port's own call handles groups). The port's call stretches the input explicitly
+        instead: XLA's CPU simplifier aborts on some ``lhs_dilation`` convolutions whose
+        padded input is no larger than the kernel (``lax.conv_transpose`` of a ``(1, 4, 1, 2)``
+        input with a ``(2, 2)`` kernel, strides ``(2, 3)``, ``rhs_dilation=(1, 2)`` and padding
+        ``((0, 0), (1, 1))``, for one, in jax 0.10).
         """
         if self.groups != 1:
             raise fail(
@@ -450,9 +467,9 @@ class PortedConvTranspose:
         import jax.numpy as jnp
 
         x = jnp.asarray(x)
-        spatial = x.shape[1:-1] if self.channels_last else x.shape[2:]
-        kw = self.conv_kwargs(spatial)
-        y = lax.conv_general_dilated(x, self.prepare_kernel(jnp.asarray(kernel)), **kw)
+        axes = range(1, x.ndim - 1) if self.channels_last else range(2, x.ndim)
+        kw = self.conv_kwargs([x.shape[a] for a in axes])
+        y = _lhs_dilated_conv(x, self.prepare_kernel(jnp.asarray(kernel)), kw, axes)
         if bias is not None:
             c = kw["dimension_numbers"][0].index("C")
             y = y + jnp.asarray(bias).reshape([-1 if i == c else 1 for i in range(y.ndim)])
@@ -663,10 +680,8 @@ def onnx_conv_transpose(
       >>> onnx_conv_transpose((3,), strides=[2], pads=[1, 1], output_padding=[1]).output_shape((5,))
       (10,)
     """
-    ks = _ints("kernel_shape", kernel_shape, len(kernel_shape) if _is_seq(kernel_shape) else -1)
+    ks = _kernel_shape(kernel_shape)
     n = len(ks)
-    if n > 3:
-        raise fail("kernel_shape", _show(kernel_shape), "1 to 3 spatial sizes")
     mode = _auto_pad(auto_pad)
     ss = _ints("strides", strides, n)
     ds = _ints("dilations", dilations, n)

@@ -1987,10 +1987,29 @@ class TorchConvTranspose:
 
         x, w = jnp.asarray(x), jnp.asarray(weight)
         kw = self.conv_kwargs(x.shape[2:], output_size)
-        y = lax.conv_general_dilated(x, self.prepare_kernel(w), **kw)
+        y = _lhs_dilated_conv(x, self.prepare_kernel(w), kw, range(2, x.ndim))
         if bias is not None:
             y = y + jnp.asarray(bias).reshape((1, -1) + (1,) * len(self.kernel_size))
         return y
+
+
+def _lhs_dilated_conv(x, w, kwargs: Mapping[str, Any], spatial_axes):
+    """``lax.conv_general_dilated(x, w, **kwargs)`` with the input dilation done explicitly.
+
+    The input is stretched (``S - 1`` zeros between neighbours, by a stack and a reshape) and
+    convolved without ``lhs_dilation``: the same values, but XLA's CPU algebraic simplifier
+    aborts the process on some ``lhs_dilation`` convolutions whose padded input is no larger
+    than the kernel (it swaps the operands), ``lax.conv_transpose`` included (jax 0.10).
+    """
+    import jax.numpy as jnp
+
+    kw = dict(kwargs)
+    for axis, s in zip(spatial_axes, kw.pop("lhs_dilation"), strict=True):
+        if s > 1 and x.shape[axis] > 0:
+            st = jnp.stack([x] + [jnp.zeros_like(x)] * (s - 1), axis=axis + 1)
+            st = st.reshape(x.shape[:axis] + (x.shape[axis] * s,) + x.shape[axis + 1 :])
+            x = lax.slice_in_dim(st, 0, (x.shape[axis] - 1) * s + 1, axis=axis)
+    return lax.conv_general_dilated(x, w, **kw)
 
 
 def torch_conv_transpose(

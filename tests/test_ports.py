@@ -833,3 +833,36 @@ def test_verify_rows_of_the_ports_pass():
 
     rows = lab_shapes._port_rows(random.Random(0))
     assert len(rows) == 3 and all(r.ok and r.cases == 4 for r in rows), rows
+
+
+@pytest.mark.parametrize("value", [3, (), (1, 2, 3, 4), (3, 0)])
+def test_onnx_kernel_shape_is_checked(value):
+    with pytest.raises(ValueError, match=r"^`kernel_shape` \(="):
+        gj.onnx_conv(value)
+    with pytest.raises(ValueError, match=r"^`kernel_shape` \(="):
+        gj.onnx_conv_transpose(value)
+
+
+def test_a_config_xla_aborts_on_with_lhs_dilation_runs_under_jit():
+    """lax.conv_transpose / lhs_dilation abort XLA's CPU simplifier on this config (the padded
+    input no larger than the kernel); the ports stretch the input themselves, also under jit."""
+    c = dict(n=2, ks=(2, 2), ss=(2, 3), ds=(1, 2), hs=(4, 1), padding="same", ops=(0, 0), last=True)
+    port = keras_port(c)
+    nrng = np.random.default_rng(0)
+    x, w = nrng.standard_normal((1, 2, 4, 1)), nrng.standard_normal((2, 2, 2, 2))
+    begin, size = keras_window(c)
+    want = ref_conv_transpose(
+        x, np.moveaxis(np.moveaxis(w, -1, 0), -1, 1), c["ss"], c["ds"], 1, begin, size
+    )
+    got = jax.jit(port)(to_last(x), w)
+    np.testing.assert_allclose(to_first(np.asarray(got)), want, rtol=1e-12, atol=1e-12)
+    t = gj.torch_conv_transpose(2, 2, stride=(2, 3), dilation=(1, 2), padding=(0, 1))
+    w_t = nrng.standard_normal((2, 2, 2, 2))
+    y = jax.jit(t)(x, w_t)
+    size_t = t.output_shape((4, 1))
+    np.testing.assert_allclose(
+        np.asarray(y),
+        ref_conv_transpose(x, w_t, (2, 3), (1, 2), 1, (0, 1), size_t),
+        rtol=1e-12,
+        atol=1e-12,
+    )
