@@ -646,6 +646,7 @@ def test_ports_own_calls_and_lax_and_flax_arguments(framework):
     cases = _sample(draw, 21, 40)
     fwd = [c for c in cases if "ops" not in c and c.get("last", True) and c["groups"] == 1][:2]
     tr = [c for c in cases if "ops" in c and c.get("last", True) and c.get("groups", 1) == 1][:2]
+    assert len(fwd) == 2 and len(tr) == 2
     nrng = np.random.default_rng(1)
     for c in fwd + tr:
         port = keras_port(c) if framework == "keras" else onnx_port(c)
