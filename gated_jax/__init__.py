@@ -3,6 +3,8 @@
 Layers, imports flowing one way:
 
 * the library core, pure functions: :mod:`gated_jax.shapes` (convolution shape arithmetic),
+  :mod:`gated_jax.ports` (Keras / ONNX convolutions as lax calls), :mod:`gated_jax.receptive`
+  (the receptive field of any model),
   :mod:`gated_jax.conv` (closed-form convolution derivatives), :mod:`gated_jax.cell` (the gated
   recurrence, its BPTT and Jacobians), :mod:`gated_jax.testing` (reference checks);
 * Flax modules: :mod:`gated_jax.nn` (linen), :mod:`gated_jax.nnx` (NNX);
@@ -38,6 +40,23 @@ from gated_jax.shapes import receptive_field as receptive_field
 from gated_jax.shapes import torch_conv as torch_conv
 from gated_jax.shapes import torch_conv_transpose as torch_conv_transpose
 from gated_jax.shapes import transpose_padding_for_output as transpose_padding_for_output
+
+# gated_jax.ports: Keras and ONNX convolutions as lax calls, kernel layouts
+from gated_jax.ports import KerasConvTranspose as KerasConvTranspose
+from gated_jax.ports import OnnxConvTranspose as OnnxConvTranspose
+from gated_jax.ports import PortedConv as PortedConv
+from gated_jax.ports import PortedConvTranspose as PortedConvTranspose
+from gated_jax.ports import keras_conv as keras_conv
+from gated_jax.ports import keras_conv_transpose as keras_conv_transpose
+from gated_jax.ports import kernel_from_keras as kernel_from_keras
+from gated_jax.ports import kernel_from_torch as kernel_from_torch
+from gated_jax.ports import kernel_to_keras as kernel_to_keras
+from gated_jax.ports import kernel_to_torch as kernel_to_torch
+from gated_jax.ports import onnx_conv as onnx_conv
+from gated_jax.ports import onnx_conv_transpose as onnx_conv_transpose
+
+# gated_jax.receptive: the receptive field of any model
+from gated_jax.receptive import receptive_field_of as receptive_field_of
 
 # gated_jax.conv: closed-form convolution derivatives
 from gated_jax.conv import conv1d as conv1d
@@ -121,6 +140,21 @@ __all__ = [  # noqa: F822 (lazy names resolve through __getattr__)
     "torch_conv",
     "torch_conv_transpose",
     "transpose_padding_for_output",
+    # ports
+    "KerasConvTranspose",
+    "OnnxConvTranspose",
+    "PortedConv",
+    "PortedConvTranspose",
+    "keras_conv",
+    "keras_conv_transpose",
+    "kernel_from_keras",
+    "kernel_from_torch",
+    "kernel_to_keras",
+    "kernel_to_torch",
+    "onnx_conv",
+    "onnx_conv_transpose",
+    # receptive
+    "receptive_field_of",
     # conv
     "conv1d",
     "conv_general_dilated",

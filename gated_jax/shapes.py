@@ -1942,42 +1942,74 @@ class TorchConvTranspose:
                 )
         return tuple(o - m for o, m in zip(sizes, least, strict=True))
 
-    def __call__(self, x, weight, bias=None, output_size=None):
-        import jax.numpy as jnp
+    def conv_kwargs(self, input_spatial: Sequence[int], output_size=None) -> dict[str, Any]:
+        """Arguments of the one ``lax.conv_general_dilated`` call (``NC...`` / ``OI...``).
 
-        x, w = jnp.asarray(x), jnp.asarray(weight)
-        n, g = len(self.kernel_size), self.groups
+        With :meth:`prepare_kernel`'s kernel; ``output_size`` solves for ``output_padding``.
+        """
+        n = len(self.kernel_size)
         ops = self.output_padding
         if output_size is not None:
-            ops = self.output_padding_for(x.shape[2:], output_size)
-        out = self.output_shape(x.shape[2:], ops)
+            ops = self.output_padding_for(input_spatial, output_size)
+        out = self.output_shape(input_spatial, ops)
         if min(out, default=1) < 1:
             raise fail(
                 "padding",
                 self.padding,
-                f"small enough for a non-empty output: input {tuple(x.shape[2:])} gives "
+                f"small enough for a non-empty output: input {tuple(input_spatial)} gives "
                 f"{out}, as PyTorch refuses too",
             )
-        cin, cout_g = w.shape[0], w.shape[1]
-        w = w.reshape((g, cin // g, cout_g) + w.shape[2:]).swapaxes(1, 2)
-        w = w.reshape((g * cout_g, cin // g) + w.shape[3:])
-        w = lax.rev(w, tuple(range(2, 2 + n)))
-        pads = [
+        pads = tuple(
             (d * (k - 1) - p, d * (k - 1) - p + op)
             for k, p, d, op in zip(self.kernel_size, self.padding, self.dilation, ops, strict=True)
-        ]
-        y = lax.conv_general_dilated(
-            x,
-            w,
-            (1,) * n,
-            pads,
-            lhs_dilation=self.stride,
-            rhs_dilation=self.dilation,
-            feature_group_count=g,
         )
+        return {
+            "window_strides": (1,) * n,
+            "padding": pads,
+            "lhs_dilation": self.stride,
+            "rhs_dilation": self.dilation,
+            "feature_group_count": self.groups,
+        }
+
+    def prepare_kernel(self, weight):
+        """``(C_in, C_out / groups, *k)`` -> flipped ``(C_out, C_in / groups, *k)``.
+
+        In/out channels exchanged per group; NumPy or JAX arrays alike.
+        """
+        g, ksp = self.groups, tuple(weight.shape[2:])
+        cin, cout_g = weight.shape[0], weight.shape[1]
+        w = weight.reshape((g, cin // g, cout_g) + ksp).swapaxes(1, 2)
+        w = w.reshape((g * cout_g, cin // g) + ksp)
+        return w[(slice(None), slice(None)) + (slice(None, None, -1),) * len(ksp)]
+
+    def __call__(self, x, weight, bias=None, output_size=None):
+        import jax.numpy as jnp
+
+        x, w = jnp.asarray(x), jnp.asarray(weight)
+        kw = self.conv_kwargs(x.shape[2:], output_size)
+        y = _lhs_dilated_conv(x, self.prepare_kernel(w), kw, range(2, x.ndim))
         if bias is not None:
-            y = y + jnp.asarray(bias).reshape((1, -1) + (1,) * n)
+            y = y + jnp.asarray(bias).reshape((1, -1) + (1,) * len(self.kernel_size))
         return y
+
+
+def _lhs_dilated_conv(x, w, kwargs: Mapping[str, Any], spatial_axes):
+    """``lax.conv_general_dilated(x, w, **kwargs)`` with the input dilation done explicitly.
+
+    The input is stretched (``S - 1`` zeros between neighbours, by a stack and a reshape) and
+    convolved without ``lhs_dilation``: the same values, but XLA's CPU algebraic simplifier
+    aborts the process on some ``lhs_dilation`` convolutions whose padded input is no larger
+    than the kernel (it swaps the operands), ``lax.conv_transpose`` included (jax 0.10).
+    """
+    import jax.numpy as jnp
+
+    kw = dict(kwargs)
+    for axis, s in zip(spatial_axes, kw.pop("lhs_dilation"), strict=True):
+        if s > 1 and x.shape[axis] > 0:
+            st = jnp.stack([x] + [jnp.zeros_like(x)] * (s - 1), axis=axis + 1)
+            st = st.reshape(x.shape[:axis] + (x.shape[axis] * s,) + x.shape[axis + 1 :])
+            x = lax.slice_in_dim(st, 0, (x.shape[axis] - 1) * s + 1, axis=axis)
+    return lax.conv_general_dilated(x, w, **kw)
 
 
 def torch_conv_transpose(

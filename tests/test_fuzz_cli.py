@@ -60,6 +60,18 @@ CASES = [
     BadCommand("flow-parts-unknown", ("flow", "--quick", "--parts", "bounds,nope"), "nope"),
     BadCommand("flow-cells-unknown", ("flow", "--quick", "--cells", "gated,lstmx"), "lstmx"),
     BadCommand("flow-out-is-a-file", ("flow", "--quick", "--out", "{file}"), "{file}"),
+    # shape --from-*
+    BadCommand(
+        "shape-from-torch-unclosed", ("shape", "9", "--from-torch", "Conv1d(4, 4"), "--from-torch"
+    ),
+    BadCommand(
+        "shape-from-torch-code", ("shape", "9", "--from-torch", "Conv1d(n, 4, 3)"), "Conv1d"
+    ),
+    BadCommand("shape-from-keras-rank", ("shape", "9", "--from-keras", "Conv2D(8, 3)"), "input"),
+    BadCommand(
+        "shape-from-onnx-positional", ("shape", "9", "--from-onnx", "Conv([3])"), "--from-onnx"
+    ),
+    BadCommand("shape-no-kernel", ("shape", "9"), "--kernel"),
     # top level
     BadCommand("unknown-command", ("frobnicate",), "frobnicate"),
     BadCommand("unknown-option", ("verify", "--sed", "1"), "--sed"),

@@ -290,3 +290,6 @@ def test_report_section_answers_seed_1_1(tmp_path):
     assert "(10 - 3)/2 + 1 = 4.5 -> 4" in md
     assert "`(1, 16, 14, 12)`" in md  # 1.1(b)'s example, from jax.eval_shape
     assert (tmp_path / "shapes_seed_1_1a_windows.png").stat().st_size > 1000
+    for thread in ("jax#4592", "flax#1872", "flax#4593"):  # the inverse direction and ports
+        assert thread in md
+    assert "max abs difference 0.0e+00" in md and "[4, 7, 10, 11, 13, 16]" in md

@@ -43,6 +43,8 @@ REQUIRED = ("gated_jax", "gated_jax.nn", "gated_jax.nnx", "gated_jax.experiments
 ORDER = (
     "gated_jax",
     "gated_jax.shapes",
+    "gated_jax.ports",
+    "gated_jax.receptive",
     "gated_jax.conv",
     "gated_jax.cell",
     "gated_jax.linalg",

@@ -9,8 +9,15 @@ disagreement is a different shape, or one side raising while the other does not)
 fraction of random conv stacks whose :func:`~gated_jax.shapes.receptive_field` span differs
 from the support of ``jax.grad`` of one output element. All must be 0.
 
+Rows of the ports: each framework's Conv / ConvTranspose port (PyTorch, Keras, ONNX), called
+on random configs drawn from the seed, against that framework's definition written out in
+NumPy here (padded grouped correlation; transposed: each input entry scatters its kernel copy,
+the documented output window kept), in float64.
+
 Report section (``section``): seed 1.1(a) and 1.1(b), convolution output shapes derived and
-checked.
+checked; then the inverse direction (padding for a target size, the ConvTranspose that undoes
+a Conv), the framework ports and the receptive field of any model, each with the tracker
+thread it answers (jax#4592, flax#1872, flax#4593).
 
 Every number is computed by :mod:`gated_jax.shapes` and compared with ``jax.eval_shape`` of the
 real ``lax.conv_general_dilated`` when the report is written.
@@ -355,6 +362,234 @@ def checks(seed: int) -> list[Check]:
         )
     )
     rows.append(_inverse_row(rng))
+    rows += _port_rows(random.Random(seed))  # its own stream: the rows of a seed, alone
+    return rows
+
+
+# --- the framework ports: definitions written out in NumPy, independent of gated_jax.ports ----
+
+
+def _keff(k: int, d: int) -> int:
+    return (k - 1) * d + 1
+
+
+def _ref_conv(x, w, strides, pairs, dilation, groups, mode="constant"):
+    """The framework definition of a conv (NC..., (O, I/g, *k)): pad, grouped correlation."""
+    import itertools
+
+    xp = np.pad(x, [(0, 0), (0, 0), *pairs], mode=mode)
+    o, cg, ks = w.shape[0], w.shape[1], w.shape[2:]
+    og = o // groups
+    outs = [
+        (h - _keff(k, d)) // s + 1
+        for h, k, s, d in zip(xp.shape[2:], ks, strides, dilation, strict=True)
+    ]
+    y = np.zeros((x.shape[0], o, *outs))
+    for idx in itertools.product(*map(range, outs)):
+        taps = [
+            i * s + np.arange(k) * d for i, k, s, d in zip(idx, ks, strides, dilation, strict=True)
+        ]
+        patch = xp[(slice(None), slice(None), *np.ix_(*taps))]
+        for oc in range(o):
+            grp = patch[:, (oc // og) * cg : (oc // og + 1) * cg]
+            y[(slice(None), oc, *idx)] = (grp * w[oc]).reshape(x.shape[0], -1).sum(1)
+    return y
+
+
+def _ref_conv_transpose(x, w, strides, dilation, groups, begin, size):
+    """A transposed conv by its definition: each input entry scatters its kernel copy (weight
+    (C_in, C_out/g, *k)) into the full result, of which entries ``begin .. begin + size``."""
+    import itertools
+
+    cin, cog, ks = w.shape[0], w.shape[1], w.shape[2:]
+    cig = cin // groups
+    y = np.zeros((x.shape[0], cog * groups, *size))
+    for p in itertools.product(*(range(h) for h in x.shape[2:])):
+        for j in itertools.product(*(range(k) for k in ks)):
+            pos = [
+                pi * s + ji * d - b
+                for pi, ji, s, d, b in zip(p, j, strides, dilation, begin, strict=True)
+            ]
+            if all(0 <= q < t for q, t in zip(pos, size, strict=True)):
+                for g in range(groups):
+                    xi = x[(slice(None), slice(g * cig, (g + 1) * cig), *p)]
+                    wi = w[(slice(g * cig, (g + 1) * cig), slice(None), *j)]
+                    y[(slice(None), slice(g * cog, (g + 1) * cog), *pos)] += xi @ wi
+    return y
+
+
+def _tf_same(h: int, k: int, s: int, d: int, lower: bool = False) -> tuple[int, int]:
+    total = max((math.ceil(h / s) - 1) * s + _keff(k, d) - h, 0)
+    small = total // 2
+    return (total - small, small) if lower else (small, total - small)
+
+
+def _draw_dims(rng: random.Random):
+    n = rng.randint(1, 2)
+    return (
+        n,
+        tuple(rng.randint(1, 3) for _ in range(n)),
+        tuple(rng.randint(1, 3) for _ in range(n)),
+        tuple(rng.randint(1, 2) for _ in range(n)),
+    )
+
+
+def _port_case(rng: random.Random, framework: str, transposed: bool):
+    """``(port, x, w, want, native_layout)`` for one random config of a framework."""
+    from gated_jax import ports, shapes
+
+    n, ks, ss, ds = _draw_dims(rng)
+    g = rng.choice([1, 2])
+    nrng = np.random.default_rng(rng.randrange(2**31))
+    if transposed:
+        hs = tuple(rng.randint(1, 4) for _ in range(n))
+        if framework == "keras":
+            g = 1
+            padding = rng.choice(["valid", "same"])
+            ops = None if rng.random() < 0.4 else tuple(rng.randint(0, s - 1) for s in ss)
+            port = ports.keras_conv_transpose(
+                n, ks, strides=ss, padding=padding, output_padding=ops, dilation_rate=ds
+            )
+            begin, size = [], []
+            for i, (h, k, s, d) in enumerate(zip(hs, ks, ss, ds, strict=True)):
+                ke = _keff(k, d)  # keras conv_utils.deconv_output_length
+                if ops is None:
+                    t = h * s + max(ke - s, 0) if padding == "valid" else h * s
+                else:
+                    t = (h - 1) * s + ke - 2 * (ke // 2 if padding == "same" else 0) + ops[i]
+                size.append(t)  # start: TF's 'SAME' low padding of the forward conv t -> h
+                begin.append(0 if padding == "valid" else max((h - 1) * s + ke - t, 0) // 2)
+        elif framework == "onnx":
+            auto = rng.choice(["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"])
+            ops = [rng.randint(0, max(s, d) - 1) for s, d in zip(ss, ds, strict=True)]
+            full = [
+                s * (h - 1) + op + _keff(k, d)
+                for h, s, op, k, d in zip(hs, ss, ops, ks, ds, strict=True)
+            ]
+            shape = None
+            if rng.random() < 0.4:
+                shape = [rng.randint(max(1, f - 3), f + 1) for f in full]
+            pads = [rng.randint(0, 1) for _ in range(2 * n)]
+            port = ports.onnx_conv_transpose(
+                ks,
+                auto_pad=auto,
+                pads=pads,
+                strides=ss,
+                dilations=ds,
+                group=g,
+                output_padding=ops,
+                output_shape=shape,
+            )
+            begin, size = [], []
+            for i, f in enumerate(full):  # the ONNX spec's output_shape / pads rule
+                if shape is None and auto in ("NOTSET", "VALID"):
+                    b, e = (pads[i], pads[n + i]) if auto == "NOTSET" else (0, 0)
+                    begin.append(b)
+                    size.append(f - b - e)
+                    continue
+                t = shape[i] if shape is not None else hs[i] * ss[i]
+                total = f - t
+                begin.append(total // 2 if auto == "SAME_UPPER" else total - total // 2)
+                size.append(t)
+        else:
+            ops = tuple(rng.randint(0, max(s, d) - 1) for s, d in zip(ss, ds, strict=True))
+            ps = tuple(
+                rng.randint(0, min(d * (k - 1), ((h - 1) * s + d * (k - 1) + op) // 2))
+                for h, k, s, d, op in zip(hs, ks, ss, ds, ops, strict=True)
+            )
+            port = shapes.torch_conv_transpose(
+                n, ks, stride=ss, padding=ps, output_padding=ops, groups=g, dilation=ds
+            )
+            begin = list(ps)  # PyTorch's documented size rule
+            size = [
+                (h - 1) * s - 2 * p + d * (k - 1) + op + 1
+                for h, s, p, d, k, op in zip(hs, ss, ps, ds, ks, ops, strict=True)
+            ]
+        if min(size) < 1:
+            return _port_case(rng, framework, transposed)
+        x = nrng.standard_normal((1, 2 * g, *hs))
+        w = nrng.standard_normal((2 * g, 2, *ks))  # (C_in, C_out/g, *k)
+        want = _ref_conv_transpose(x, w, ss, ds, g, begin, size)
+        if framework == "keras":  # Keras: channels last, kernel (*k, filters, C_in)
+            return (
+                port,
+                np.moveaxis(x, 1, -1),
+                np.moveaxis(np.moveaxis(w, 0, -1), 0, -2),
+                want,
+                True,
+            )
+        return port, x, w, want, False
+    hs = tuple(rng.randint(_keff(k, d), 8) for k, d in zip(ks, ds, strict=True))
+    mode = "constant"
+    if framework == "keras":
+        padding = rng.choice(["valid", "same"] + (["causal"] if n == 1 else []))
+        port = ports.keras_conv(n, ks, strides=ss, padding=padding, dilation_rate=ds, groups=g)
+        if padding == "valid":
+            pairs = [(0, 0)] * n
+        elif padding == "causal":
+            pairs = [(_keff(ks[0], ds[0]) - 1, 0)]
+        else:
+            pairs = [_tf_same(h, k, s, d) for h, k, s, d in zip(hs, ks, ss, ds, strict=True)]
+    elif framework == "onnx":
+        auto = rng.choice(["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"])
+        pads = [rng.randint(0, 2) for _ in range(2 * n)]
+        port = ports.onnx_conv(ks, auto_pad=auto, pads=pads, strides=ss, dilations=ds, group=g)
+        if auto == "NOTSET":
+            pairs = [(pads[i], pads[n + i]) for i in range(n)]
+        elif auto == "VALID":
+            pairs = [(0, 0)] * n
+        else:
+            pairs = [
+                _tf_same(h, k, s, d, auto == "SAME_LOWER")
+                for h, k, s, d in zip(hs, ks, ss, ds, strict=True)
+            ]
+    else:
+        torch_modes = {
+            "zeros": "constant",
+            "reflect": "reflect",
+            "replicate": "edge",
+            "circular": "wrap",
+        }
+        pm = rng.choice(list(torch_modes))
+        ps = tuple(rng.randint(0, min(2, h - 1)) for h in hs)
+        port = shapes.torch_conv(
+            n, ks, stride=ss, padding=ps, dilation=ds, groups=g, padding_mode=pm
+        )
+        pairs, mode = [(p, p) for p in ps], torch_modes[pm]
+    x = nrng.standard_normal((1, 2 * g, *hs))
+    w = nrng.standard_normal((2 * g, 2, *ks))  # (O, I/g, *k)
+    want = _ref_conv(x, w, ss, pairs, ds, g, mode)
+    if framework == "keras":  # channels last, HWIO
+        return port, np.moveaxis(x, 1, -1), np.moveaxis(np.moveaxis(w, 0, -1), 0, -2), want, True
+    return port, x, w, want, False
+
+
+def _port_rows(rng: random.Random, per_framework: int = 4) -> list[Check]:
+    """The ports' own calls (one XLA conv each) against the frameworks' definitions, float64."""
+    import jax
+
+    from gated_jax.testing import max_rel_error
+
+    rows = []
+    names = {"torch": "PyTorch", "keras": "Keras", "onnx": "ONNX"}
+    with jax.enable_x64(True):
+        for framework, label in names.items():
+            err, cases = 0.0, 0
+            for i in range(per_framework):
+                port, x, w, want, last = _port_case(rng, framework, transposed=i % 2 == 1)
+                got = np.asarray(port(x, w))
+                err = max(err, max_rel_error(np.moveaxis(got, -1, 1) if last else got, want))
+                cases += 1
+            rows.append(
+                Check(
+                    "shapes",
+                    f"{label} Conv / ConvTranspose ports (values, float64)",
+                    "the framework's definition in NumPy (padded grouped correlation; "
+                    f"transposed: scatter, documented output window), {cases} random configs",
+                    err,
+                    cases,
+                )
+            )
     return rows
 
 
@@ -584,7 +819,132 @@ def section(ctx) -> str:
         "about both."
     )
     parts += gaps
+    parts += ["", _inverse_and_ports_text()]
     return "\n".join(parts)
+
+
+def _inverse_and_ports_text() -> str:
+    """The inverse direction and the framework ports, every number computed and checked here."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    from gated_jax import ports, receptive, shapes
+
+    parts = [
+        "### Backwards and across frameworks",
+        "",
+        "The questions users bring to the JAX and Flax trackers run the other way: *which* "
+        "padding gives a size, *which* ConvTranspose undoes a Conv, and what a PyTorch, Keras "
+        "or ONNX layer is in JAX.",
+        "",
+    ]
+    # jax#4592: output_shape for conv_transpose
+    pads = shapes.transpose_padding_for_output(32, 65, 3, stride=2)
+    got = _jax_transpose_size((1, 32, 1), (3, 1, 1), (2,), pads)
+    parts += [
+        "- *jax#4592, `output_shape` for `lax.conv_transpose`*: "
+        f"`transpose_padding_for_output(32, 65, 3, stride=2)` = `{pads}`; "
+        f"`lax.conv_transpose` with it outputs {got} (`jax.eval_shape`). Every size >= 1 is "
+        "reachable; the split returned is the gradient's, so with `transpose_kernel=True` the "
+        "values are the input gradient of the conv from 65 to 32.",
+    ]
+    # flax#1872: PyTorch ConvTranspose2d(padding, output_padding) in Flax
+    t = shapes.torch_conv_transpose(2, 3, stride=2, padding=1, output_padding=1)
+    kw = t.conv_kwargs((16, 16))
+    parts += [
+        "- *flax#1872, PyTorch's `ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1)` "
+        f"in Flax*: `nn.ConvTranspose(..., strides=(2, 2), padding={kw['padding']}, "
+        "transpose_kernel=True)` with `kernel_from_torch(weight, transposed=True)`: explicit "
+        "`(d(k-1) - p, d(k-1) - p + output_padding)` on the stretched input, "
+        f"{t.output_shape((16, 16))} from 16 x 16 as PyTorch's rule says. "
+        "`gated-jax shape 16x16 --from-torch 'ConvTranspose2d(C, F, 3, stride=2, padding=1, "
+        "output_padding=1)'` prints it.",
+    ]
+    # flax#4593: the ConvTranspose that undoes a Conv, values checked against jax.vjp
+    args = shapes.inverse_conv_transpose(10, 3, stride=2, padding="SAME")
+    with jax.enable_x64(True):
+        w = jnp.asarray(np.random.default_rng(0).standard_normal((3, 2, 2)))
+        y = jnp.asarray(np.random.default_rng(1).standard_normal((1, 5, 2)))
+
+        def fwd(x):
+            return lax.conv_general_dilated(x, w, (2,), "SAME", dimension_numbers=_nhwc(1))
+
+        _, vjp = jax.vjp(fwd, jnp.zeros((1, 10, 2)))
+        want = vjp(y)[0]
+        mine = lax.conv_transpose(y, w, dimension_numbers=_nhwc(1), **args.lax_kwargs())
+        err = float(jnp.max(jnp.abs(mine - want)))
+    parts += [
+        "- *flax#4593, the ConvTranspose that undoes a Conv*: for a stride-2 `'SAME'` conv of "
+        f"10, `inverse_conv_transpose(10, 3, stride=2, padding='SAME')` gives padding "
+        f"`{args.padding}` (not `'SAME'`), output {args.output_size[0]}, and equals `jax.vjp` of "
+        f"the conv (max abs difference {err:.1e} in float64), for any size, also where the "
+        "stride does not divide it.",
+    ]
+    # Keras 'same' depends on the input size
+    conv = ports.keras_conv(1, 3, strides=2, padding="same")
+    rows = ", ".join(f"H={h}: `{conv.explicit_padding((h,))[0]}`" for h in (9, 10, 11, 12))
+    parts += [
+        "- *Keras / TensorFlow `'same'` depends on the input size* (total "
+        "`max((ceil(H/S) - 1) S + K_eff - H, 0)`, the extra at the end): "
+        f"`keras_conv(1, 3, strides=2, padding='same')` pads {rows}. No fixed padding "
+        "expresses it (PyTorch's symmetric `padding=p` cannot express the odd totals), but lax's "
+        "`'SAME'` is the same rule resolved at trace time, so one lax / Flax call does. "
+        "`Conv*Transpose` follows `deconv_output_length`: "
+        f"`keras_conv_transpose(1, 3, strides=2, padding='same')` maps 5 to "
+        f"{ports.keras_conv_transpose(1, 3, strides=2, padding='same').output_shape((5,))[0]}.",
+    ]
+    # ONNX output_shape -> pads
+    o = ports.onnx_conv_transpose((3,), strides=[2], output_shape=[10], auto_pad="SAME_UPPER")
+    parts += [
+        "- *ONNX `ConvTranspose(output_shape=...)`*: the spec's `total_padding = S(H-1) + "
+        "output_padding + K_eff - output_shape`, split by `auto_pad`: for H=5, K=3, S=2, "
+        f"`output_shape=[10]`, `SAME_UPPER`, the window of the full result is `{o.window((5,))}` "
+        f"(begin, size), i.e. `lax.conv_transpose` padding `{o.padding_for((5,))}`.",
+    ]
+    # receptive field of a model with a skip connection
+
+    def block(x):
+        k = jnp.ones((3, 1, 1))
+        h = lax.conv_general_dilated(
+            x, k, (1,), "SAME", rhs_dilation=(3,), dimension_numbers=_nhwc(1)
+        )
+        h = lax.conv_general_dilated(
+            jax.nn.relu(h), k, (1,), "SAME", rhs_dilation=(3,), dimension_numbers=_nhwc(1)
+        )
+        skip = lax.conv_general_dilated(
+            x, jnp.ones((2, 1, 1)), (1,), "SAME", dimension_numbers=_nhwc(1)
+        )
+        return jax.nn.relu(h + skip)
+
+    mask = receptive.receptive_field_of(block, (1, 20, 1), (0, 10, 0))[0, :, 0]
+    rf = shapes.receptive_field([(3, 1, 3, 3), (3, 1, 3, 3)])
+    parts += [
+        "- *Receptive field of any model*: `receptive_field_of` reads the structural support "
+        "of the gradient from the jaxpr (no ReLU, max-pool or zero weight can hide a position). "
+        "For a block of two dilated 3-tap convs plus a 2-tap skip conv, output 10 is reached "
+        f"from inputs {np.flatnonzero(mask).tolist()}: the main path's taps "
+        f"(`receptive_field` span {rf.size[0]} from {rf.start[0] + 10}, every third position) "
+        "and the skip's 10, 11; neither stack formula alone gives the union.",
+        "",
+        "The ports are checked on 500 random configs per framework against the frameworks' "
+        "definitions (`tests/test_ports.py`) and by the verify rows below.",
+    ]
+    return "\n".join(parts)
+
+
+def _jax_transpose_size(lhs, rhs, strides, padding) -> int:
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    return int(
+        jax.eval_shape(
+            lambda x, w: lax.conv_transpose(x, w, strides, padding, dimension_numbers=_nhwc(1)),
+            jax.ShapeDtypeStruct(lhs, jnp.float32),
+            jax.ShapeDtypeStruct(rhs, jnp.float32),
+        ).shape[1]
+    )
 
 
 bench = None  # no benchmark: shape rules are pure Python
