@@ -55,7 +55,8 @@ gate_activation = jax.nn.sigmoid
 def mix(c, z_prev, u):
     """The convex mix ``c z_prev + (1 - c) u``: each unit between ``z_prev`` and ``u``.
 
-    Computed as ``u + c (z_prev - u)``: one multiply fewer per unit in the sequential loop.
+    Computed as ``u + c (z_prev - u)``: one multiply fewer per unit in the sequential loop
+    (``c = 1`` gives ``z_prev`` to rounding; :func:`update` holds masked steps exactly).
     """
     return u + c * (z_prev - u)
 
@@ -89,9 +90,11 @@ def gate(w_z, z_prev, a, mask=None, *, transposed: bool = False):
 
 
 def update(w_z, z_prev, a, u, mask=None, *, transposed: bool = False):
-    """One step from its input terms: returns ``(z, c)`` (``transposed``: as for :func:`gate`)."""
+    """One step from its input terms: returns ``(z, c)``; where ``mask`` is False, ``z`` is
+    ``z_prev`` exactly and ``c = 1`` (``transposed``: as for :func:`gate`)."""
     c = gate(w_z, z_prev, a, mask, transposed=transposed)
-    return mix(c, z_prev, u), c
+    z = mix(c, z_prev, u)
+    return (z if mask is None else jnp.where(mask[..., None], z, z_prev)), c
 
 
 def jacobian_factor(z_prev, u, c):
