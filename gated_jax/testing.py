@@ -6,16 +6,22 @@ r"""Reference implementations and the error measure that the tests and the verif
   :func:`gated_jax.cell.gated_step` (all three matmuls inside the step), differentiated by JAX's
   own autodiff: the reference for the closed-form backward pass, and the benchmarks' baseline.
 * :func:`max_rel_error`: the scale-free error of a result against a reference, for pytrees.
+* :func:`numpy_conv` / :func:`numpy_conv_transpose`: a (grouped, strided, dilated, padded)
+  convolution and its adjoint by their definitions, direct loops in NumPy float64, in the
+  ``NC...`` / ``(O, I/g, *k)`` layouts the frameworks document: the references of the
+  framework ports.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["max_rel_error", "numpy_loop", "plain_scan"]
+__all__ = ["max_rel_error", "numpy_conv", "numpy_conv_transpose", "numpy_loop", "plain_scan"]
 
 
 def max_rel_error(actual, expected) -> float:
@@ -155,3 +161,95 @@ def numpy_loop(params, xs, z0=None, *, seq_lengths=None, reverse=False) -> np.nd
                 z = c * z + (1.0 - c) * (w_x @ xs[b, t] + (0.0 if b_x is None else b_x))
             out[b, t] = z
     return out
+
+
+def numpy_conv(x, w, strides, pairs, dilation, groups=1, pad_mode="constant") -> np.ndarray:
+    r"""A convolution by its definition: pad, then the grouped cross-correlation, by loops.
+
+    .. math::
+
+        y[n, o, i] = \sum_{c \in \text{group}(o)} \sum_j x_p[n, c, i s + j d]\, w[o, c, j],
+
+    with ``x_p`` the input padded by ``pairs`` (``np.pad`` mode ``pad_mode``: ``"constant"``
+    is zeros; ``"reflect"``, ``"edge"``, ``"wrap"`` the other framework modes).
+
+    Args:
+      x: ``(N, C, *spatial)``.
+      w: ``(O, C / groups, *kernel)``.
+      strides, dilation: one int per spatial dim.
+      pairs: ``(lo, hi)`` padding per spatial dim (>= 0).
+      groups: the feature groups.
+      pad_mode: an ``np.pad`` mode.
+
+    Returns:
+      ``(N, O, *out)`` float64.
+
+    Examples:
+      >>> import numpy as np
+      >>> from gated_jax.testing import numpy_conv
+      >>> numpy_conv(np.arange(5.0).reshape(1, 1, 5), np.ones((1, 1, 2)), (2,), [(0, 1)], (1,))
+      array([[[1., 5., 4.]]])
+    """
+    xp = np.pad(x, [(0, 0), (0, 0), *pairs], mode=pad_mode)
+    n_, o, cg = x.shape[0], w.shape[0], w.shape[1]
+    ks = w.shape[2:]
+    og = o // groups
+    outs = [
+        (h - d * (k - 1) - 1) // s + 1
+        for h, k, s, d in zip(xp.shape[2:], ks, strides, dilation, strict=True)
+    ]
+    y = np.zeros((n_, o, *outs))
+    for idx in itertools.product(*map(range, outs)):
+        taps = [
+            i * s + np.arange(k) * d for i, k, s, d in zip(idx, ks, strides, dilation, strict=True)
+        ]
+        patch = xp[(slice(None), slice(None), *np.ix_(*taps))]
+        for oc in range(o):
+            grp = patch[:, (oc // og) * cg : (oc // og + 1) * cg]
+            y[(slice(None), oc, *idx)] = (grp * w[oc]).reshape(n_, -1).sum(1)
+    return y
+
+
+def numpy_conv_transpose(x, w, strides, dilation, groups, begin, size) -> np.ndarray:
+    r"""The adjoint of a convolution by its definition: scatter kernel copies, keep a window.
+
+    Input entry ``p`` adds ``x[p] w[..., j]`` at full position ``p s + j d``; output entry
+    ``t`` is full position ``t + begin`` (zero outside the full result). With ``w`` the forward
+    conv's weight read as ``(C_in, C_out / groups, *kernel)``, this is the gradient of
+    :func:`numpy_conv` with respect to its input, which is how PyTorch, Keras and ONNX define
+    their transposed convolutions.
+
+    Args:
+      x: ``(N, C_in, *spatial)``.
+      w: ``(C_in, C_out / groups, *kernel)``.
+      strides, dilation: one int per spatial dim.
+      groups: the feature groups.
+      begin: the first kept full position per dim (the forward conv's low padding).
+      size: the output's spatial size.
+
+    Returns:
+      ``(N, C_out, *size)`` float64.
+
+    Examples:
+      >>> import numpy as np
+      >>> from gated_jax.testing import numpy_conv_transpose
+      >>> numpy_conv_transpose(np.ones((1, 1, 2)), np.ones((1, 1, 2)), (2,), (1,), 1, (0,), (4,))
+      array([[[1., 1., 1., 1.]]])
+    """
+    cin, cog = w.shape[:2]
+    ks = w.shape[2:]
+    cig = cin // groups
+    y = np.zeros((x.shape[0], cog * groups, *size))
+    for p in itertools.product(*(range(h) for h in x.shape[2:])):
+        for j in itertools.product(*(range(k) for k in ks)):
+            pos = [
+                pi * s + ji * d - b
+                for pi, ji, s, d, b in zip(p, j, strides, dilation, begin, strict=True)
+            ]
+            if not all(0 <= q < t for q, t in zip(pos, size, strict=True)):
+                continue
+            for grp in range(groups):
+                xi = x[(slice(None), slice(grp * cig, (grp + 1) * cig), *p)]  # N, cig
+                wi = w[(slice(grp * cig, (grp + 1) * cig), slice(None), *j)]  # cig, cog
+                y[(slice(None), slice(grp * cog, (grp + 1) * cog), *pos)] += xi @ wi
+    return y

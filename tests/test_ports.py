@@ -17,7 +17,6 @@ own calls against the references) on a sample of configs.
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 
@@ -28,6 +27,7 @@ import pytest
 from jax import lax
 
 import gated_jax as gj
+from gated_jax.testing import numpy_conv, numpy_conv_transpose
 
 N_VALUE_CONFIGS = 500  # per framework
 
@@ -108,51 +108,8 @@ def np_lax_conv_transpose(
 # the references: the definitions, NC... / (O, I/g, *k) layouts
 
 
-def ref_conv(x, w, strides, pairs, dilation, groups, pad_mode="constant"):
-    """Pad (np.pad mode), then the grouped cross-correlation, by direct loops."""
-    xp = np.pad(x, [(0, 0), (0, 0), *pairs], mode=pad_mode)
-    n_, o, cg = x.shape[0], w.shape[0], w.shape[1]
-    ks = w.shape[2:]
-    og = o // groups
-    outs = [
-        (h - d * (k - 1) - 1) // s + 1
-        for h, k, s, d in zip(xp.shape[2:], ks, strides, dilation, strict=True)
-    ]
-    y = np.zeros((n_, o, *outs))
-    for idx in itertools.product(*map(range, outs)):
-        taps = [
-            i * s + np.arange(k) * d for i, k, s, d in zip(idx, ks, strides, dilation, strict=True)
-        ]
-        patch = xp[(slice(None), slice(None), *np.ix_(*taps))]
-        for oc in range(o):
-            grp = patch[:, (oc // og) * cg : (oc // og + 1) * cg]
-            y[(slice(None), oc, *idx)] = (grp * w[oc]).reshape(n_, -1).sum(1)
-    return y
-
-
-def ref_conv_transpose(x, w, strides, dilation, groups, begin, size):
-    """The adjoint of a conv with weight ``w`` (C_in, C_out/g, *k): scatter, keep a window.
-
-    Input entry ``p`` adds ``x[p] * w[..., j]`` at full position ``p * s + j * d``; output
-    entry ``t`` is full position ``t + begin`` (zero outside the full result).
-    """
-    cin, cog = w.shape[:2]
-    ks = w.shape[2:]
-    cig = cin // groups
-    y = np.zeros((x.shape[0], cog * groups, *size))
-    for p in itertools.product(*(range(h) for h in x.shape[2:])):
-        for j in itertools.product(*(range(k) for k in ks)):
-            pos = [
-                pi * s + ji * d - b
-                for pi, ji, s, d, b in zip(p, j, strides, dilation, begin, strict=True)
-            ]
-            if not all(0 <= q < t for q, t in zip(pos, size, strict=True)):
-                continue
-            for grp in range(groups):
-                xi = x[(slice(None), slice(grp * cig, (grp + 1) * cig), *p)]  # N, cig
-                wi = w[(slice(grp * cig, (grp + 1) * cig), slice(None), *j)]  # cig, cog
-                y[(slice(None), slice(grp * cog, (grp + 1) * cog), *pos)] += xi @ wi
-    return y
+ref_conv = numpy_conv  # the definitions (gated_jax.testing), shared with the verify rows
+ref_conv_transpose = numpy_conv_transpose
 
 
 def keff(k, d):

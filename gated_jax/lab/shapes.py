@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from gated_jax.lab._verify import Check
+from gated_jax.testing import numpy_conv, numpy_conv_transpose
 
 # --- from verification/shapes.py ----------------------------------------------------------
 
@@ -373,51 +374,6 @@ def _keff(k: int, d: int) -> int:
     return (k - 1) * d + 1
 
 
-def _ref_conv(x, w, strides, pairs, dilation, groups, mode="constant"):
-    """The framework definition of a conv (NC..., (O, I/g, *k)): pad, grouped correlation."""
-    import itertools
-
-    xp = np.pad(x, [(0, 0), (0, 0), *pairs], mode=mode)
-    o, cg, ks = w.shape[0], w.shape[1], w.shape[2:]
-    og = o // groups
-    outs = [
-        (h - _keff(k, d)) // s + 1
-        for h, k, s, d in zip(xp.shape[2:], ks, strides, dilation, strict=True)
-    ]
-    y = np.zeros((x.shape[0], o, *outs))
-    for idx in itertools.product(*map(range, outs)):
-        taps = [
-            i * s + np.arange(k) * d for i, k, s, d in zip(idx, ks, strides, dilation, strict=True)
-        ]
-        patch = xp[(slice(None), slice(None), *np.ix_(*taps))]
-        for oc in range(o):
-            grp = patch[:, (oc // og) * cg : (oc // og + 1) * cg]
-            y[(slice(None), oc, *idx)] = (grp * w[oc]).reshape(x.shape[0], -1).sum(1)
-    return y
-
-
-def _ref_conv_transpose(x, w, strides, dilation, groups, begin, size):
-    """A transposed conv by its definition: each input entry scatters its kernel copy (weight
-    (C_in, C_out/g, *k)) into the full result, of which entries ``begin .. begin + size``."""
-    import itertools
-
-    cin, cog, ks = w.shape[0], w.shape[1], w.shape[2:]
-    cig = cin // groups
-    y = np.zeros((x.shape[0], cog * groups, *size))
-    for p in itertools.product(*(range(h) for h in x.shape[2:])):
-        for j in itertools.product(*(range(k) for k in ks)):
-            pos = [
-                pi * s + ji * d - b
-                for pi, ji, s, d, b in zip(p, j, strides, dilation, begin, strict=True)
-            ]
-            if all(0 <= q < t for q, t in zip(pos, size, strict=True)):
-                for g in range(groups):
-                    xi = x[(slice(None), slice(g * cig, (g + 1) * cig), *p)]
-                    wi = w[(slice(g * cig, (g + 1) * cig), slice(None), *j)]
-                    y[(slice(None), slice(g * cog, (g + 1) * cog), *pos)] += xi @ wi
-    return y
-
-
 def _tf_same(h: int, k: int, s: int, d: int, lower: bool = False) -> tuple[int, int]:
     total = max((math.ceil(h / s) - 1) * s + _keff(k, d) - h, 0)
     small = total // 2
@@ -509,7 +465,7 @@ def _port_case(rng: random.Random, framework: str, transposed: bool):
             return _port_case(rng, framework, transposed)
         x = nrng.standard_normal((1, 2 * g, *hs))
         w = nrng.standard_normal((2 * g, 2, *ks))  # (C_in, C_out/g, *k)
-        want = _ref_conv_transpose(x, w, ss, ds, g, begin, size)
+        want = numpy_conv_transpose(x, w, ss, ds, g, begin, size)
         if framework == "keras":  # Keras: channels last, kernel (*k, filters, C_in)
             return (
                 port,
@@ -558,7 +514,7 @@ def _port_case(rng: random.Random, framework: str, transposed: bool):
         pairs, mode = [(p, p) for p in ps], torch_modes[pm]
     x = nrng.standard_normal((1, 2 * g, *hs))
     w = nrng.standard_normal((2 * g, 2, *ks))  # (O, I/g, *k)
-    want = _ref_conv(x, w, ss, pairs, ds, g, mode)
+    want = numpy_conv(x, w, ss, pairs, ds, g, mode)
     if framework == "keras":  # channels last, HWIO
         return port, np.moveaxis(x, 1, -1), np.moveaxis(np.moveaxis(w, 0, -1), 0, -2), want, True
     return port, x, w, want, False
