@@ -203,10 +203,10 @@ def numpy_conv(x, w, strides, pairs, dilation, groups=1, pad_mode="constant") ->
         taps = [
             i * s + np.arange(k) * d for i, k, s, d in zip(idx, ks, strides, dilation, strict=True)
         ]
-        patch = xp[(slice(None), slice(None), *np.ix_(*taps))]
+        patch = xp[(slice(None), slice(None)) + tuple(np.ix_(*taps))]
         for oc in range(o):
             grp = patch[:, (oc // og) * cg : (oc // og + 1) * cg]
-            y[(slice(None), oc, *idx)] = (grp * w[oc]).reshape(n_, -1).sum(1)
+            y[(slice(None), oc) + tuple(idx)] = (grp * w[oc]).reshape(n_, -1).sum(1)
     return y
 
 
@@ -249,7 +249,7 @@ def numpy_conv_transpose(x, w, strides, dilation, groups, begin, size) -> np.nda
             if not all(0 <= q < t for q, t in zip(pos, size, strict=True)):
                 continue
             for grp in range(groups):
-                xi = x[(slice(None), slice(grp * cig, (grp + 1) * cig), *p)]  # N, cig
-                wi = w[(slice(grp * cig, (grp + 1) * cig), slice(None), *j)]  # cig, cog
-                y[(slice(None), slice(grp * cog, (grp + 1) * cog), *pos)] += xi @ wi
+                xi = x[(slice(None), slice(grp * cig, (grp + 1) * cig)) + tuple(p)]  # N, cig
+                wi = w[(slice(grp * cig, (grp + 1) * cig), slice(None)) + tuple(j)]  # cig, cog
+                y[(slice(None), slice(grp * cog, (grp + 1) * cog)) + tuple(pos)] += xi @ wi
     return y
