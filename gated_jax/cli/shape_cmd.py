@@ -407,9 +407,7 @@ def _print_forward(port, input_shape, features, kernel_line: str, who: str) -> i
     out = port.output_shape(input_shape)
     _shape_line(out)
     kw = port.lax_kwargs()
-    print(
-        f"{who} {port.framework} conv, input {input_shape} -> output {out}; in JAX (channels last):"
-    )
+    print(f"{who} conv, input {input_shape} -> output {out}; in JAX (channels last):")
     print(kernel_line)
     print(
         f"y = lax.conv_general_dilated(x, kernel, window_strides={kw['window_strides']}, "
