@@ -1,5 +1,6 @@
 """The gated recurrence: scan vs a NumPy loop, closed-form BPTT vs autodiff, Jacobians."""
 
+import functools
 import zlib
 from typing import NamedTuple
 
@@ -107,6 +108,27 @@ def _flat(batch, T, n, m, xs, z0, lengths):
     return xf, zf, lf
 
 
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _scan_and_vjps(p, xs, z0, lengths, ct, *, cfg):
+    """The scan, its VJP, the plain scan's VJP and ``gated_bptt``: one compiled program."""
+    batch, T, n, m, _, reverse, _, remat, _ = cfg
+    kw = dict(seq_lengths=lengths, reverse=reverse, remat=remat)
+
+    def ours(p, xs, z0):
+        return gated_scan(p, xs, z0, **kw)
+
+    def ref(p, xs, z0):
+        z0b = jnp.broadcast_to(z0, batch + (m,)).reshape(-1, m)
+        lf_ = None if lengths is None else jnp.reshape(lengths, (-1,))
+        out = plain(p, xs.reshape(-1, T, n), z0b, lf_, reverse)
+        return out.reshape(batch + (T, m))
+
+    zs, vjp1 = jax.vjp(ours, p, xs, z0)
+    _, vjp2 = jax.vjp(ref, p, xs, z0)
+    g3 = gated_bptt(p, xs, z0, ct, seq_lengths=lengths, reverse=reverse)
+    return zs, vjp1(ct), vjp2(ct), g3
+
+
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_scan_equals_numpy_loop_and_grads_equal_autodiff(cfg):
     batch, T, n, m, bias, reverse, has_len, remat, zkind = cfg
@@ -119,25 +141,14 @@ def test_scan_equals_numpy_loop_and_grads_equal_autodiff(cfg):
     if z0 is None:
         assert rel(gated_scan(p, xs, **kw), gated_scan(p, xs, z0_arg, **kw)) == 0.0
 
-    def ours(p, xs, z0):
-        return gated_scan(p, xs, z0, **kw)
-
-    def ref(p, xs, z0):
-        z0b = jnp.broadcast_to(z0, batch + (m,)).reshape(-1, m)
-        lf_ = None if lengths is None else jnp.asarray(lf)
-        out = plain(p, xs.reshape(-1, T, n), z0b, lf_, reverse)
-        return out.reshape(batch + (T, m))
-
-    zs, vjp1 = jax.vjp(ours, p, xs, z0_arg)
+    # compiled together (one program per config, not one per eager call)
+    zs, g1, g2, g3 = _scan_and_vjps(p, xs, z0_arg, lengths, ct, cfg=cfg)
     assert zs.shape == batch + (T, m) and zs.dtype == jnp.float64
     expect = np_loop(p, xf, zf, lf, reverse).reshape(batch + (T, m))
     assert rel(zs, expect) < 1e-12
     # vjp of every argument against autodiff of the plain scan
-    _, vjp2 = jax.vjp(ref, p, xs, z0_arg)
-    g1, g2 = vjp1(ct), vjp2(ct)
     assert tree_rel(g1, g2) < 1e-11
     # the exposed closed form agrees too, and dl/dW_x has W_x's shape (m, n)
-    g3 = gated_bptt(p, xs, z0_arg, ct, seq_lengths=lengths, reverse=reverse)
     assert tree_rel(g3, g2) < 1e-11
     assert g3[0].w_x.shape == (m, n)
     if lengths is not None:
@@ -244,9 +255,10 @@ def test_diagnostics_are_differentiable_in_forward_mode():
         return tuple(fn(p, x) for fn in fns)
 
     jr = jax.jit(jax.jacrev(every))(xs)  # the reference: reverse mode, compiled once
+    shapes = [v.shape for v in every(xs)]
     for name, jf in (("eager", jax.jacfwd(every)(xs)), ("jit", jax.jit(jax.jacfwd(every))(xs))):
-        for fn, a, b in zip(fns, jf, jr, strict=True):
-            assert a.shape == b.shape == every(xs)[fns.index(fn)].shape + xs.shape
+        for fn, a, b, shape in zip(fns, jf, jr, shapes, strict=True):
+            assert a.shape == b.shape == shape + xs.shape
             assert rel(a, b) < 1e-12, (name, fn.__name__)
             assert float(jnp.max(jnp.abs(b))) > 1e-3, fn.__name__  # a real, non-zero derivative
 
@@ -378,7 +390,8 @@ def test_jacobians_match_jacfwd(seed, shape, scale):
     rng = np.random.default_rng(seed)
     p = rand_params(rng, n, m, bias, scale=scale)
     xs, z0 = rng.normal(size=(T, n)), rng.normal(size=m)
-    D = _all_products(p, xs, z0, jnp.zeros((T, m)))
+    # indexed in NumPy: an eager jnp index per (end, start) pair would compile a program each
+    D = np.asarray(_all_products(p, xs, z0, jnp.zeros((T, m))))
     # one step, at a random state of the trajectory
     t = int(rng.integers(0, T))
     traj = np.concatenate([z0[None], np_loop(p, xs[None], z0[None])[0]])
@@ -549,15 +562,10 @@ def _mingru_plain(p, xs, z0, lengths, reverse):
     return jnp.swapaxes(zs, 0, 1)
 
 
-@pytest.mark.parametrize("cfg", MINGRU_CONFIGS, ids=repr)
-def test_mingru_scan_and_bptt_equal_autodiff_of_a_plain_scan(cfg):
-    rng = np.random.default_rng(zlib.crc32(repr(cfg).encode()))
-    full = rand_params(rng, cfg.n, cfg.m, cfg.bias)
-    p = full._replace(w_z=None)
-    xs = rng.normal(size=cfg.batch + (cfg.T, cfg.n))
-    z0 = rng.normal(size=cfg.batch + (cfg.m,))
-    lengths = rng.integers(0, cfg.T + 1, size=cfg.batch) if cfg.lengths else None
-    ct = rng.normal(size=cfg.batch + (cfg.T, cfg.m))
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _mingru_scan_and_vjps(p, full, xs, z0, lengths, ct, *, cfg):
+    """minGRU's scan and VJPs, the plain scan's, ``gated_bptt`` and the full cell with W_z = 0:
+    one compiled program per config."""
     B = int(np.prod(cfg.batch))
 
     def ref(p, xs, z0):
@@ -568,12 +576,26 @@ def test_mingru_scan_and_bptt_equal_autodiff_of_a_plain_scan(cfg):
     kw = dict(seq_lengths=lengths, reverse=cfg.reverse)
     zs, vjp = jax.vjp(lambda p, x, z: gated_scan(p, x, z, remat=cfg.remat, **kw), p, xs, z0)
     want, vjp_ref = jax.vjp(ref, p, xs, z0)
+    bptt = gated_bptt(p, xs, z0, ct, **kw)
+    zero_wz = gated_scan(full._replace(w_z=jnp.zeros((cfg.m, cfg.m))), xs, z0, **kw)
+    return zs, want, vjp(ct), vjp_ref(ct), bptt, zero_wz
+
+
+@pytest.mark.parametrize("cfg", MINGRU_CONFIGS, ids=repr)
+def test_mingru_scan_and_bptt_equal_autodiff_of_a_plain_scan(cfg):
+    rng = np.random.default_rng(zlib.crc32(repr(cfg).encode()))
+    full = rand_params(rng, cfg.n, cfg.m, cfg.bias)
+    p = full._replace(w_z=None)
+    xs = rng.normal(size=cfg.batch + (cfg.T, cfg.n))
+    z0 = rng.normal(size=cfg.batch + (cfg.m,))
+    lengths = rng.integers(0, cfg.T + 1, size=cfg.batch) if cfg.lengths else None
+    ct = rng.normal(size=cfg.batch + (cfg.T, cfg.m))
+    zs, want, g, g_ref, bptt, zero_wz = _mingru_scan_and_vjps(p, full, xs, z0, lengths, ct, cfg=cfg)
     assert rel(zs, want) < 1e-12
-    g, g_ref = vjp(ct), vjp_ref(ct)
     assert g[0].w_z is None and rel(g, g_ref) < 1e-11
-    assert rel(gated_bptt(p, xs, z0, ct, **kw), g_ref) < 1e-11
+    assert rel(bptt, g_ref) < 1e-11
     # the gate sees no state: the full cell with W_z = 0 is the same recurrence
-    assert rel(gated_scan(full._replace(w_z=np.zeros((cfg.m, cfg.m))), xs, z0, **kw), zs) < 1e-14
+    assert rel(zero_wz, zs) < 1e-14
 
 
 def test_mingru_step_and_jacobian_diagnostics():
@@ -581,7 +603,10 @@ def test_mingru_step_and_jacobian_diagnostics():
     n, m, T = 3, 4, 6
     p = rand_params(rng, n, m, True)._replace(w_z=None)
     xs, z0 = rng.normal(size=(T, n)), rng.normal(size=m)
-    traj = jnp.concatenate([z0[None], _mingru_plain(p, xs[None], z0[None], None, False)[0]])
+    # a NumPy trajectory: eager jnp indexing traj[t] would compile a program per t
+    traj = np.concatenate(
+        [z0[None], np.asarray(_mingru_plain(p, xs[None], z0[None], None, False)[0])]
+    )
     for t in range(T):
         assert rel(gated_step(p, traj[t], xs[t]), traj[t + 1]) < 1e-14
         J = jax.jacfwd(lambda z, t=t: _mingru_plain(p, xs[t][None, None], z[None], None, False))(

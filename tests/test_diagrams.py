@@ -19,8 +19,13 @@ from gated_jax.diagrams import cell_graph, draw_unrolled_cell  # noqa: E402
 
 
 def _evaluate(graph, params, xs, z0):
-    """Run the drawn graph as a program: each edge applies its label to its source node."""
+    """Run the drawn graph as a program: each edge applies its label to its source node.
+
+    In NumPy float64 (an independent reference; eager JAX compiled a program per operation).
+    """
     wmap = {"$W_x$": params.w_x, "$W_c$": params.w_c, "$W_z$": params.w_z}
+    wmap = {k: np.asarray(v, np.float64) for k, v in wmap.items()}
+    xs, z0 = np.asarray(xs, np.float64), np.asarray(z0, np.float64)
     val = {"z[0]": z0}
     T = xs.shape[0]
     for t in range(1, T + 1):
@@ -34,7 +39,7 @@ def _evaluate(graph, params, xs, z0):
             ins = into[name]
             if kind in ("candidate", "gate"):
                 pre = sum(wmap[label] @ val[src] for src, label, _ in ins)
-                val[name] = jax.nn.sigmoid(pre) if kind == "gate" else pre
+                val[name] = 1 / (1 + np.exp(-pre)) if kind == "gate" else pre
             elif kind == "mix":
                 gate = [val[s] for s, _, k in ins if k == "gate"]
                 assert len(gate) == 1
@@ -52,7 +57,7 @@ def _evaluate(graph, params, xs, z0):
                 ((src, label, k),) = ins
                 assert graph.nodes[src][0] == "mix" and label == ""
                 val[name] = val[src]
-    return jnp.stack([val[f"z[{t}]"] for t in range(1, T + 1)])
+    return np.stack([val[f"z[{t}]"] for t in range(1, T + 1)])
 
 
 @pytest.mark.parametrize("T", [1, 4])

@@ -1,7 +1,5 @@
 """The batch-friendly spectral norm (``norm="power"``) against the SVD path (float64)."""
 
-import textwrap
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -155,28 +153,6 @@ def test_bad_norm_is_a_value_error_naming_it(bad):
         config_flow_fn("tanh", length=3, m=2, norm=bad)
 
 
-_SHARDED = textwrap.dedent(
-    """
-    import jax, numpy as np
-    from gated_jax.experiments import flow_sweep
-    assert len(jax.devices()) == 4, jax.devices()
-    kw = dict(wz_norms=(0.5, 4.0, 9.0), gate_biases=(0.0,), input_scales=(1.0,), lengths=(7,),
-              seeds=(0, 1, 2), n=3, m=4, progress=False, chunk_size=5, norm="power")
-    many = flow_sweep("gated", **kw)
-    one = flow_sweep("gated", devices=jax.devices()[:1], **kw)
-    np.testing.assert_allclose(many.norms[7], one.norms[7], rtol=1e-13)
-    # an explicit SVD on several CPU devices is refused (sharded LAPACK calls hang), not run
-    try:
-        flow_sweep("gated", **dict(kw, norm="svd"))
-        raise AssertionError("svd on 4 CPU devices ran")
-    except ValueError as e:
-        assert str(e).startswith("`norm` (='svd') must be 'power' or 'auto'"), e
-    svd_one = flow_sweep("gated", devices=jax.devices()[:1], **dict(kw, norm="svd"))
-    np.testing.assert_allclose(svd_one.norms[7], one.norms[7], rtol=1e-12)
-    print("OK")
-    """
-)
-
-
-def test_power_sweep_sharded_equals_single_device_in_subprocess(run_on_four_cpu_devices):
-    run_on_four_cpu_devices(_SHARDED)
+# The power method sharded over four CPU devices (equal to one device), and the refusal of an
+# explicit norm="svd" there, run in test_experiments_runs.py's four-device subprocess
+# (test_sharded_sweep_equals_single_device_in_subprocess): one JAX start-up for both files.

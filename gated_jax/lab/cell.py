@@ -100,17 +100,19 @@ _all_products = jax.jit(jax.jacfwd(_perturbed_states, argnums=3))
 
 
 @jax.jit(static_argnames=("reverse",))
-def _reference_vjp(p, xs, z0, lengths, ct, *, reverse):
+def _scan_and_vjps(p, xs, z0, lengths, ct, *, reverse):
+    """The library's scan, ``gated_bptt`` and custom VJP (without and with remat), and the
+    reference VJP of the plain scan: one compiled program per case, not one per call."""
     plain = lambda p, xs, z0: plain_scan(p, xs, z0, seq_lengths=lengths, reverse=reverse)
-    return jax.vjp(plain, p, xs, z0)[1](ct)
-
-
-@jax.jit(static_argnames=("reverse", "remat"))
-def _closed_form_vjp(p, xs, z0, lengths, ct, *, reverse, remat):
-    scan = lambda p, xs, z0: cell.gated_scan(
-        p, xs, z0, seq_lengths=lengths, reverse=reverse, remat=remat
-    )
-    return jax.vjp(scan, p, xs, z0)[1](ct)
+    ref = jax.vjp(plain, p, xs, z0)[1](ct)
+    kw = dict(seq_lengths=lengths, reverse=reverse)
+    zs = cell.gated_scan(p, xs, z0, **kw)
+    bptt = cell.gated_bptt(p, xs, z0, ct, **kw)
+    vjps = [
+        jax.vjp(lambda p, xs, z0, r=r: cell.gated_scan(p, xs, z0, remat=r, **kw), p, xs, z0)[1](ct)
+        for r in (False, True)
+    ]
+    return zs, bptt, ref, vjps
 
 
 def checks(seed: int) -> list[Check]:
@@ -124,21 +126,19 @@ def checks(seed: int) -> list[Check]:
     for i, (B, T, n, m, bias, reverse, with_len) in enumerate(_CONFIGS):
         p, xs, z0, lengths, ct = _case(seed * 100 + i, B, T, n, m, bias)
         L = lengths if with_len else None
-        kw = dict(seq_lengths=L, reverse=reverse)
-        zs = cell.gated_scan(p, xs, z0, **kw)
+        zs, (dp, dx, dz0), (dp_ref, dx_ref, dz0_ref), vjps = _scan_and_vjps(
+            p, xs, z0, L, ct, reverse=reverse
+        )
         ref = numpy_loop(
             p, xs, z0, seq_lengths=None if L is None else np.asarray(L), reverse=reverse
         )
         record("masked" if with_len else "scan", max_rel_error(zs, ref))
-        dp_ref, dx_ref, dz0_ref = _reference_vjp(p, xs, z0, L, ct, reverse=reverse)
-        dp, dx, dz0 = cell.gated_bptt(p, xs, z0, ct, **kw)
         for name in cell.GatedParams._fields:
             if getattr(p, name) is not None:
                 record(f"bptt_{name}", max_rel_error(getattr(dp, name), getattr(dp_ref, name)))
         record("bptt_dxs", max_rel_error(dx, dx_ref))
         record("bptt_dz0", max_rel_error(dz0, dz0_ref))
-        for remat in (False, True):
-            g = _closed_form_vjp(p, xs, z0, L, ct, reverse=reverse, remat=remat)
+        for remat, g in zip((False, True), vjps, strict=True):
             record("remat" if remat else "vjp", max_rel_error(g, (dp_ref, dx_ref, dz0_ref)))
 
     # Jacobian diagnostics, one sequence, against jacfwd through the plain scan; one shape and
@@ -149,14 +149,15 @@ def checks(seed: int) -> list[Check]:
         p = p._replace(w_z=p.w_z * (1 + 2 * j))
         xs, z0 = xs[0], z0[0]
         T, m = xs.shape[0], z0.shape[0]
-        D = _all_products(p, xs, z0, jnp.zeros((T, m)))
+        # indexed in NumPy: an eager jnp index per (t, k) would compile a program each
+        D = np.asarray(_all_products(p, xs, z0, jnp.zeros((T, m))))
         record("step", max_rel_error(cell.step_jacobian(p, z0, xs[0]), D[0, :, 0]))
         Js = cell.state_jacobians(p, xs, z0)
-        record("states", max_rel_error(Js, jnp.stack([D[t, :, t] for t in range(T)])))
+        record("states", max_rel_error(Js, np.stack([D[t, :, t] for t in range(T)])))
         for s, e in [(0, T), (1, 4)]:
             prod = cell.jacobian_product(p, xs, z0, start=s, end=e)
             record("product", max_rel_error(prod, D[e - 1, :, s]))
-        flow = [np.linalg.norm(np.asarray(D[T - 1, :, k]), 2) for k in range(T)] + [1.0]
+        flow = [np.linalg.norm(D[T - 1, :, k], 2) for k in range(T)] + [1.0]
         record("flow", max_rel_error(cell.gradient_flow(p, xs, z0), np.array(flow)))
         actual = np.linalg.norm(np.asarray(Js), 2, axis=(-2, -1))
         bound = np.asarray(cell.jacobian_norm_bound(p, xs, z0))
