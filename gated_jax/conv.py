@@ -149,6 +149,30 @@ def _zeros_if_degenerate(c: ConvConfig) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+def _dilate(x, factors: Sequence[int], axes: Sequence[int], dilated_input, dilated_kernel):
+    """``(x, lhs_dilation)`` for a convolution this module issues.
+
+    XLA:CPU's algebraic simplifier aborts the process on some input-dilated convolutions whose
+    kernel is no smaller than the input (it swaps the two operands wrongly; jax 0.10), a case
+    JAX's own gradient of a strided conv reaches. There (``lhs_dilation > 1`` and, in some
+    spatial dim, the dilated kernel at least the dilated input) the zeros are written
+    explicitly, ``f - 1`` between neighbours by a stack and a reshape, and the convolution gets
+    ``lhs_dilation = 1``: the same values. Elsewhere ``x`` and the dilation pass unchanged, so
+    the program is the one JAX's autodiff emits.
+    """
+    if all(f == 1 for f in factors) or all(
+        k < n for n, k in zip(dilated_input, dilated_kernel, strict=True)
+    ):
+        return x, tuple(factors)
+    for axis, f in zip(axes, factors, strict=True):
+        n = x.shape[axis]
+        if f > 1 and n > 0:
+            st = jnp.stack([x] + [jnp.zeros_like(x)] * (f - 1), axis=axis + 1)
+            st = st.reshape(x.shape[:axis] + (n * f,) + x.shape[axis + 1 :])
+            x = lax.slice_in_dim(st, 0, (n - 1) * f + 1, axis=axis)
+    return x, (1,) * len(factors)
+
+
 def _weight_grad(c: ConvConfig, lhs, cotangent, precision, pet, op):
     """:func:`conv_weight_grad` for a validated config; ``op`` is the convolution to call."""
     dtype = _grad_dtype(lhs, cotangent)
@@ -164,12 +188,13 @@ def _weight_grad(c: ConvConfig, lhs, cotangent, precision, pet, op):
     ]
     lhs_spec, rhs_spec, out_spec = c.dimension_numbers
     dn = ConvDimensionNumbers(_swap_nc(lhs_spec), _swap_nc(out_spec), _swap_nc(rhs_spec))
+    lhs, lhs_dilation = _dilate(lhs, c.lhs_dilation, lhs_spec[2:], c.in_dilated, c.out_dilated)
     return op(
         lhs,
         cotangent,
         window_strides=c.rhs_dilation,
         padding=pads,
-        lhs_dilation=c.lhs_dilation,
+        lhs_dilation=lhs_dilation,
         rhs_dilation=c.strides,
         dimension_numbers=dn,
         feature_group_count=c.batch_group_count,
@@ -197,12 +222,13 @@ def _input_grad(c: ConvConfig, rhs, cotangent, precision, pet, op):
     ):
         before = ke - 1 - lo
         pads.append((before, (n - 1) * a + ke - p_s - before))
+    cotangent, dilation = _dilate(cotangent, c.strides, out_spec[2:], c.out_dilated, c.kernel_eff)
     out = op(
         cotangent,
         w,
         window_strides=c.lhs_dilation,
         padding=pads,
-        lhs_dilation=c.strides,
+        lhs_dilation=dilation,
         rhs_dilation=c.rhs_dilation,
         dimension_numbers=ConvDimensionNumbers(out_spec, _swap_nc(rhs_spec), lhs_spec),
         feature_group_count=groups,
@@ -399,12 +425,15 @@ def conv_input_grad(
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv(lhs, rhs, c: ConvConfig, precision, pet):
     """The convolution of a resolved config; its VJP is the closed form."""
+    lhs, lhs_dilation = _dilate(
+        lhs, c.lhs_dilation, c.dimension_numbers[0][2:], c.in_dilated, c.kernel_eff
+    )
     return lax.conv_general_dilated(
         lhs,
         rhs,
         c.strides,
         c.padding,
-        c.lhs_dilation,
+        lhs_dilation,
         c.rhs_dilation,
         c.dimension_numbers,
         c.feature_group_count,
