@@ -29,6 +29,7 @@ References:
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
@@ -344,7 +345,7 @@ def onnx_conv(
 
 
 @dataclasses.dataclass(frozen=True)
-class PortedConvTranspose:
+class PortedConvTranspose(abc.ABC):
     r"""A framework's transposed convolution as one ``lax.conv_general_dilated`` call.
 
     Subclasses define :meth:`window`: which ``T`` entries of the full transposed result
@@ -364,9 +365,9 @@ class PortedConvTranspose:
     groups: int
     channels_last: bool
 
+    @abc.abstractmethod
     def window(self, input_spatial: Sequence[int]) -> tuple[tuple[int, int], ...]:
         """``(begin, T)`` per spatial dim (defined by each framework)."""
-        raise NotImplementedError
 
     def output_shape(self, input_spatial: Sequence[int]) -> tuple[int, ...]:
         """The spatial output size ``T`` per dim (the framework's documented rule)."""
@@ -386,8 +387,9 @@ class PortedConvTranspose:
             out.append(_full_window_pads(h, t, begin, _dilate(k, d), s))
         return tuple(out)
 
+    @abc.abstractmethod
     def _kernel_spec(self) -> str:
-        raise NotImplementedError
+        """The layout of the framework's transposed weight (Keras ``"HWIO"``, ONNX ``"OIHW"``)."""
 
     def lax_kwargs(self, input_spatial: Sequence[int]) -> dict[str, Any]:
         """Arguments of ``lax.conv_transpose`` (after ``lhs, rhs``) with the raw kernel.
