@@ -136,7 +136,8 @@ def _free_port() -> int:
 def _env(devices: int) -> dict:
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     env.pop("JAX_ENABLE_X64", None)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    flags = env.get("XLA_FLAGS", "")  # what the root conftest set for the tests, plus devices
+    env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
     return env
 
 
