@@ -23,10 +23,12 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # choice after the HLO passes (fusion and buffer assignment run as before, so `memory_analysis()`
 # is unchanged), about half the backend compile time of the tests' small programs.
 # GATED_JAX_TEST_FUSION_EMITTERS=1 keeps XLA's default emitters.
-if os.environ.get("GATED_JAX_TEST_FUSION_EMITTERS", "0") in ("", "0"):
-    _flag = "--xla_cpu_use_fusion_emitters=false"
-    if _flag not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
+# An explicit --xla_cpu_use_fusion_emitters in XLA_FLAGS wins.
+_xla_flags = os.environ.get("XLA_FLAGS", "")
+if os.environ.get("GATED_JAX_TEST_FUSION_EMITTERS", "0") in ("", "0") and (
+    "--xla_cpu_use_fusion_emitters" not in _xla_flags
+):
+    os.environ["XLA_FLAGS"] = f"{_xla_flags} --xla_cpu_use_fusion_emitters=false".strip()
 if "jax" in sys.modules:  # imported by a plugin before this file: set it on the live config
     sys.modules["jax"].config.update(
         "jax_disable_most_optimizations", os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == "1"
