@@ -2,12 +2,15 @@
 
 Each notebook asserts its own claims, so executing it is a test. The kernel runs the
 interpreter running pytest (``sys.executable``), with ``GATED_JAX_NOTEBOOK_SMALL=1`` so the
-parameter cell picks small sizes.
+parameter cell picks small sizes. Each pytest worker starts one kernel and runs its notebooks
+in it one after another, resetting the kernel in between (``%reset -f``, JAX's configuration
+as the kernel started, no open figures), so only the imports are shared.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -96,24 +99,107 @@ def _kernel_manager(spec_dir: Path):
     return AsyncKernelManager(kernel_name="gated_jax_test", kernel_spec_manager=ksm)
 
 
-def _execute(path: Path, spec_dir: Path) -> float:
-    from nbclient import NotebookClient
+# A kernel's first cell records JAX's configuration as the kernel started; before each later
+# notebook the worker's kernel is reset: no names of the notebook before, that configuration put
+# back, no open figures. Only the imported modules stay: a kernel per notebook started a process
+# and imported JAX, Flax and gated_jax again for each.
+_SNAPSHOT = """
+import sys as _sys, types as _types
+import jax as _jax
+_sys.modules["_gated_jax_test_kernel"] = _types.SimpleNamespace(config=dict(_jax.config.values))
+del _sys, _types, _jax
+"""
+_RESET = """
+%reset -f
+import sys as _sys
+import jax as _jax, matplotlib.pyplot as _plt
+_plt.close("all")
+for _k, _v in _sys.modules["_gated_jax_test_kernel"].config.items():
+    if _jax.config.values.get(_k) != _v:
+        _jax.config.update(_k, _v)
+del _sys, _jax, _plt, _k, _v
+"""
 
-    nb = _read(path)
-    client = NotebookClient(
-        nb,
-        km=_kernel_manager(spec_dir),
-        timeout=CELL_TIMEOUT_S,
-        resources={"metadata": {"path": str(NB_DIR)}},
-    )
-    t0 = time.perf_counter()
-    client.execute()  # raises CellExecutionError on the first failing cell
-    return time.perf_counter() - t0
+
+class _Kernel:
+    """One kernel per pytest worker, reused by the notebooks it runs, each after a reset."""
+
+    def __init__(self, spec_dir: Path):
+        self.spec_dir = spec_dir
+        self.km = None
+
+    def execute(self, nb) -> None:
+        from nbclient import NotebookClient
+
+        fresh = self.km is None or not self.km.has_kernel
+        if fresh:
+            self.km = _kernel_manager(self.spec_dir)
+        setup = nbformat.v4.new_code_cell(_SNAPSHOT if fresh else _RESET)
+        run = nbformat.v4.new_notebook(cells=[setup, *nb.cells], metadata=nb.metadata)
+        client = NotebookClient(
+            run,
+            km=self.km,
+            timeout=CELL_TIMEOUT_S,
+            resources={"metadata": {"path": str(NB_DIR)}},
+        )
+        try:
+            # The env reaches the kernel when it starts; CellExecutionError on a failing cell.
+            client.execute(env=dict(os.environ, **{SMALL_ENV: "1"}))
+        except BaseException:
+            self.shutdown()  # the next notebook gets a fresh kernel
+            raise
+        finally:
+            if client.kc is not None:
+                client.kc.stop_channels()
+
+    def shutdown(self) -> None:
+        if self.km is not None and self.km.has_kernel:
+            from jupyter_core.utils import run_sync
+
+            run_sync(self.km.shutdown_kernel)(now=True)
+        self.km = None
+
+
+@pytest.fixture(scope="session")  # session: a worker runs other files' tests between notebooks
+def kernel(tmp_path_factory):
+    k = _Kernel(tmp_path_factory.mktemp("kernelspec"))
+    yield k
+    k.shutdown()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_executes_top_to_bottom(path, monkeypatch, tmp_path):
-    monkeypatch.setenv(SMALL_ENV, "1")
-    seconds = _execute(path, tmp_path)
-    print(f"{path.name}: {seconds:.1f} s")
+def test_notebook_executes_top_to_bottom(path, kernel):
+    t0 = time.perf_counter()
+    kernel.execute(_read(path))
+    print(f"{path.name}: {time.perf_counter() - t0:.1f} s")
+
+
+def test_a_notebook_sees_nothing_of_the_one_before_in_the_shared_kernel(kernel):
+    first = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "import jax, matplotlib.pyplot as plt\n"
+                "LEFT_OVER = 1\n"
+                'jax.config.update("jax_enable_x64", not jax.config.jax_enable_x64)\n'
+                "plt.figure()"
+            )
+        ]
+    )
+    second = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "import jax, os, sys, matplotlib.pyplot as plt\n"
+                'assert "LEFT_OVER" not in globals()\n'
+                "assert plt.get_fignums() == []\n"
+                f'assert os.environ["{SMALL_ENV}"] == "1"\n'
+                'started = sys.modules["_gated_jax_test_kernel"].config["jax_enable_x64"]\n'
+                "print(jax.config.jax_enable_x64 == started)"
+            )
+        ]
+    )
+    kernel.execute(first)
+    kernel.execute(second)
+    # x64 is back to the kernel's setting at its start (the first notebook flipped it).
+    printed = [o for o in second.cells[0].outputs if o.get("name") == "stdout"]
+    assert printed and printed[0]["text"].strip() == "True"
