@@ -13,9 +13,10 @@ temporary is block-sized. Per block, the input projections are two einsums outsi
 loop, which does one ``(B, m) x (m, m)`` matmul per step. The backward pass is the closed form
 of :func:`gated_bptt`, registered with ``jax.custom_vjp``: per block, a reverse-time loop with
 one matmul per step, then the block's weight gradients as ``(m, K B) x (K B, n)`` matmuls. By
-default the forward pass keeps only the states and the gate ``c``: the backward loop forms
-``s = c (z[t-1] - z[t])`` from them. ``remat`` and the final-state path keep only each block's
-start state and recompute the block.
+default the forward pass keeps only the states (its output): per block, the backward pass
+recomputes the gate ``c`` from them with one large matmul, and its loop forms
+``s = c (z[t-1] - z[t])``. ``remat`` and the final-state path keep only each block's start
+state and recompute the block's forward loop.
 """
 
 from __future__ import annotations
@@ -193,24 +194,31 @@ def _put(buf, piece_bf, start: int):
 # are block-sized), plus a tail loop over the last r = T - q K < K steps (no padded copy of
 # xs). What the forward pass keeps decides the path:
 #
-# * default (keep="gates"): the states zs (its output) and the gate c of every step; the
-#   backward pass forms s = c (z[t-1] - z[t]) from them, and z[t-1] is zs shifted by one.
-#   Blocks of ~T/16 steps (at least 64): large enough for the per-block matmuls.
-# * remat (keep="starts"): only each block's start state, K ~ sqrt(T); the backward pass
-#   recomputes a block's forward loop, then runs its adjoint.
+# * default (stored states): the states zs, its output, and nothing else. The backward pass
+#   takes a block's z[t-1] from zs (shifted by one), recomputes the block's gates from them,
+#   c = sigma(W_c x + b_c + W_z z[t-1]), as one (K B, m) x (m, m) matmul instead of K
+#   sequential ones, and forms s = c (z[t-1] - z[t]). Blocks of at most _BLOCK_BYTES per
+#   (K, B, m) array, so that the backward pass's block temporaries stay in the CPU's cache,
+#   and of at most max(64, T/16) steps, so that they are a small part of one T-step array.
+# * remat: only each block's start state, K ~ sqrt(T); the backward pass recomputes a block's
+#   forward loop, then runs its adjoint.
 # * final state only: as remat, and no T-step output at all.
 
+_BLOCK_BYTES = 1 << 20
 _BLOCKS = 16
-_MIN_BLOCK = 64
+_MIN_BLOCK = 16
 
 
-def _block_length(T: int, remat, seq: bool = True) -> int:
-    """Block length ``K``. The default path (``remat=False`` with the sequence returned):
-    ``max(64, ceil(T / 16))``. ``remat=True``, or the final-state path: ``round(sqrt(T))``,
-    which minimises the ``T/K + K`` states kept. An int ``remat``: that ``K``."""
+def _block_length(T: int, remat, seq: bool, B: int, m: int, itemsize: int) -> int:
+    """Block length ``K``. The default path (``remat=False`` with the sequence returned): the
+    largest ``K`` whose ``(K, B, m)`` block is at most ``_BLOCK_BYTES`` (1 MiB) and at most
+    ``max(64, ceil(T / 16))``, but at least 16 steps.
+    ``remat=True``, or the final-state path: ``round(sqrt(T))``, which minimises the
+    ``T/K + K`` states kept. An int ``remat``: that ``K``. Never more than ``T``."""
     if isinstance(remat, (bool, np.bool_)):
         if not remat and seq:
-            return min(T, max(_MIN_BLOCK, -(-T // _BLOCKS)))
+            cached = _BLOCK_BYTES // max(1, B * m * itemsize)
+            return max(1, min(T, max(_MIN_BLOCK, min(cached, max(64, -(-T // _BLOCKS))))))
         return max(1, int(round(T**0.5)))
     return int(min(remat, T))
 
@@ -224,30 +232,26 @@ def _block_mask(mask, i, K: int):
 
 
 class _Saved(NamedTuple):
-    """What the forward pass keeps: each block's start state ``(q, B, m)``, the tail's start
-    state, and (default path) the gates of the blocks ``(q, K, B, m)`` and of the tail."""
+    """What the forward pass keeps besides ``zs``: each block's start state ``(q, B, m)`` and
+    the tail's start state."""
 
     starts: jax.Array
     tail_in: jax.Array
-    cs: jax.Array | None
-    c_tail: jax.Array | None
 
 
-def _blocked_forward(p, xs, z0, mask, reverse: bool, unroll: int, K: int, seq: bool, keep: bool):
+def _blocked_forward(p, xs, z0, mask, reverse: bool, unroll: int, K: int, seq: bool):
     """The forward pass in blocks. Returns ``(zs or None, last, saved)``: the states
-    (batch-first, only when ``seq``), the final state and a :class:`_Saved` (``cs`` only with
-    ``keep``)."""
+    (batch-first, only when ``seq``), the final state and a :class:`_Saved`."""
     B, T, _ = xs.shape
     q, qK = T // K, (T // K) * K
-    out = "gates" if keep else ("states" if seq else "none")
+    out = "states" if seq else "none"
 
     def piece(carry, x_tm, mk, start):
         z, zs = carry
-        last, ys = _run(p, x_tm, z, mk, reverse, unroll, out)
-        zk, ck = ys if keep else (ys, None)
+        last, zk = _run(p, x_tm, z, mk, reverse, unroll, out)
         if seq:
             zs = _put(zs, _tm(zk), start)
-        return (last, zs), (z, ck)
+        return (last, zs), z
 
     def block(carry, i):
         return piece(carry, _block_x(xs, i, K), _block_mask(mask, i, K), i * K)
@@ -256,22 +260,27 @@ def _blocked_forward(p, xs, z0, mask, reverse: bool, unroll: int, K: int, seq: b
         return piece(carry, _tm(xs[:, qK:]), _mask_piece(mask, qK, T), qK)
 
     carry = (z0, jnp.zeros((B, T, z0.shape[-1]), z0.dtype) if seq else None)
-    tail_in, c_tail = z0, None
+    tail_in = z0
     if reverse and qK < T:
-        carry, (tail_in, c_tail) = tail(carry)
-    carry, (starts, cs) = lax.scan(block, carry, jnp.arange(q), reverse=reverse)
+        carry, tail_in = tail(carry)
+    carry, starts = lax.scan(block, carry, jnp.arange(q), reverse=reverse)
     if not reverse and qK < T:
-        carry, (tail_in, c_tail) = tail(carry)
+        carry, tail_in = tail(carry)
     (last, zs) = carry
-    return zs, last, _Saved(starts, tail_in, cs, c_tail)
+    return zs, last, _Saved(starts, tail_in)
 
 
-def _piece_backward(p, x_tm, z_in, mask, g_tm, r, zk, ck, reverse: bool, unroll: int):
-    """One piece's adjoint and gradients. ``zk``/``ck`` ``None``: recompute them first from
-    the piece's start state ``z_in``."""
-    if ck is None:
+def _piece_backward(p, x_tm, z_in, mask, g_tm, r, zk, reverse: bool, unroll: int):
+    """One piece's adjoint and gradients. ``zk``: the piece's stored states, whose gates are
+    recomputed at once, ``c = sigma(W_c x + b_c + W_z z[t-1])`` over the whole piece (the
+    step's own :func:`~gated_jax.cell.step.gate`); ``None``: the piece's forward loop is
+    run again from its start state ``z_in`` for the states and gates."""
+    if zk is None:
         _, (zk, ck) = _run(p, x_tm, z_in, mask, reverse, unroll, "gates")
-    zprev = _prev(zk, z_in, reverse)
+        zprev = _prev(zk, z_in, reverse)
+    else:
+        zprev = _prev(zk, z_in, reverse)
+        ck = _step.gate(p.w_z, zprev, _step.gate_input(p, x_tm), mask)
     r, (pbar, ubar) = _adjoint(p.w_z, g_tm, ck, zprev, zk, r, reverse, unroll)
     return r, _param_grads(p, x_tm, zprev, pbar, ubar), _input_grads(p, pbar, ubar)
 
@@ -284,23 +293,21 @@ def _blocked_backward(p, xs, mask, zs, saved: _Saved, g, r, reverse: bool, unrol
     buffer."""
     B, T, n = xs.shape
     q, qK = T // K, (T // K) * K
-    stored = saved.cs is not None
 
-    def piece(carry, x_tm, mk, z_in, ck, start, length):
+    def piece(carry, x_tm, mk, z_in, start, length):
         r, dp, dxs = carry
         g_tm = None if g is None else _tm(lax.dynamic_slice_in_dim(g, start, length, axis=1))
-        zk = _tm(lax.dynamic_slice_in_dim(zs, start, length, axis=1)) if stored else None
-        r, d, dx = _piece_backward(p, x_tm, z_in, mk, g_tm, r, zk, ck, reverse, unroll)
+        zk = None if zs is None else _tm(lax.dynamic_slice_in_dim(zs, start, length, axis=1))
+        r, d, dx = _piece_backward(p, x_tm, z_in, mk, g_tm, r, zk, reverse, unroll)
         return r, _add(dp, d), _put(dxs, _tm(dx), start)
 
     def block(carry, i):
-        ck = saved.cs[i] if saved.cs is not None else None
         x_tm, mk = _block_x(xs, i, K), _block_mask(mask, i, K)
-        return piece(carry, x_tm, mk, saved.starts[i], ck, i * K, K), None
+        return piece(carry, x_tm, mk, saved.starts[i], i * K, K), None
 
     def tail(carry):
         x_tm, mk = _tm(xs[:, qK:]), _mask_piece(mask, qK, T)
-        return piece(carry, x_tm, mk, saved.tail_in, saved.c_tail, qK, T - qK)
+        return piece(carry, x_tm, mk, saved.tail_in, qK, T - qK)
 
     carry = (r, jax.tree.map(jnp.zeros_like, p), jnp.zeros(xs.shape, xs.dtype))
     if not reverse and qK < T:
@@ -313,12 +320,12 @@ def _blocked_backward(p, xs, mask, zs, saved: _Saved, g, r, reverse: bool, unrol
 
 
 def _blocked(p, xs, z0, mask, reverse, unroll, K, seq, keep):
-    zs, last, _ = _blocked_forward(p, xs, z0, mask, reverse, unroll, K, seq, False)
+    zs, last, _ = _blocked_forward(p, xs, z0, mask, reverse, unroll, K, seq)
     return zs if seq else last
 
 
 def _blocked_fwd(p, xs, z0, mask, reverse, unroll, K, seq, keep):
-    zs, last, saved = _blocked_forward(p, xs, z0, mask, reverse, unroll, K, seq, keep)
+    zs, last, saved = _blocked_forward(p, xs, z0, mask, reverse, unroll, K, seq)
     return (zs if seq else last), (p, xs, mask, zs if keep else None, saved)
 
 
@@ -335,16 +342,15 @@ _blocked_cf = jax.custom_vjp(_blocked, nondiff_argnums=(4, 5, 6, 7, 8))
 _blocked_cf.defvjp(_blocked_fwd, _blocked_bwd)
 
 
-@jax.jit(static_argnums=(4, 5, 6, 7, 8))
-def _sequential_jit(p, xs, z0, mask, reverse, unroll, remat, backward, seq):
+@jax.jit(static_argnums=(4, 5, 6, 7, 8, 9))
+def _sequential_jit(p, xs, z0, mask, reverse, unroll, remat, backward, seq, K):
     B, T, _ = xs.shape
     if T == 0:
         return jnp.zeros((B, 0, z0.shape[-1]), z0.dtype) if seq else z0
-    K = _block_length(T, remat, seq)
     if backward == "autodiff":
         # JAX differentiates the blocked forward scan itself
         def run(p, xs, z0, mask):
-            zs, last, _ = _blocked_forward(p, xs, z0, mask, reverse, unroll, K, seq, False)
+            zs, last, _ = _blocked_forward(p, xs, z0, mask, reverse, unroll, K, seq)
             return zs if seq else last
 
         return (jax.checkpoint(run) if remat else run)(p, xs, z0, mask)
@@ -364,7 +370,13 @@ def _sequential(ops: Operands, opts: ScanOptions) -> jax.Array:
         opts.remat,
         opts.backward,
         opts.return_sequence,
+        _block_length(ops.T, opts.remat, opts.return_sequence, *_block_dims(ops)),
     )
+
+
+def _block_dims(ops: Operands) -> tuple[int, int, int]:
+    """``(B, m, itemsize)`` of the flattened operands, for :func:`_block_length`."""
+    return ops.xs.shape[0], ops.m, jnp.dtype(ops.z0.dtype).itemsize
 
 
 def _parallel_backend(jacobian: str):
@@ -465,10 +477,11 @@ def gated_scan(
     ``(B, m) x (m, m)`` matmul per step. The backward pass (``backward="closed_form"``) is
     :func:`gated_bptt`'s closed form as a ``jax.custom_vjp``: a reverse-time loop with one
     matmul per step carries the adjoint, and the weight gradients are large matmuls over the
-    ``K B`` steps of each block. Memory, besides the inputs: the forward pass keeps the states
-    (its output) and the gate ``c[t]``, about two ``(B, T, m)`` arrays, and the backward pass
-    forms ``s[t] = c[t] (z[t-1] - z[t])`` from them; every other temporary is the size of one
-    block of ``max(64, T/16)`` steps.
+    ``K B`` steps of each block. Memory, besides the inputs: the forward pass keeps only the
+    states (its output); per block, the backward pass recomputes the gate ``c[t]`` from them as
+    one large matmul and forms ``s[t] = c[t] (z[t-1] - z[t])``, and every other temporary is
+    the size of one block (at most 1 MiB per ``(K, B, m)`` array and ``max(64, T/16)`` steps,
+    at least 16 steps).
 
     Args:
       params: :class:`GatedParams` (``w_z=None``: the minGRU cell, gate from the input alone).
@@ -678,7 +691,8 @@ def gated_bptt(
     user = _checks.as_params(params)
     # (B, T, m) with B from the flattened inputs: a -1 cannot be inferred when T == 0
     g = jnp.reshape(jnp.asarray(dzs, ops.xs.dtype), (ops.xs.shape[0], T, m))
-    dp, dxs, dz0 = _bptt_jit(ops.params, ops.xs, ops.z0, ops.mask, g, opts.reverse)
+    K = _block_length(ops.T, False, True, *_block_dims(ops))
+    dp, dxs, dz0 = _bptt_jit(ops.params, ops.xs, ops.z0, ops.mask, g, opts.reverse, K)
     dp = jax.tree.map(lambda d, w: d.astype(_grad_dtype(w, ops.out_dtype)), dp, user)
     dxs = jnp.reshape(dxs, _checks.shape(xs)).astype(_grad_dtype(xs, ops.out_dtype))
     dz0 = jnp.reshape(dz0, batch + (m,))
@@ -688,11 +702,10 @@ def gated_bptt(
     return dp, dxs, dz0.astype(_grad_dtype(z0, ops.out_dtype))
 
 
-@jax.jit(static_argnums=(5,))
-def _bptt_jit(p, xs, z0, mask, g, reverse):
+@jax.jit(static_argnums=(5, 6))
+def _bptt_jit(p, xs, z0, mask, g, reverse, K):
     B, T, _ = xs.shape
     if T == 0:
         return jax.tree.map(jnp.zeros_like, p), jnp.zeros_like(xs), jnp.zeros_like(z0)
-    K = _block_length(T, False)
-    zs, _, saved = _blocked_forward(p, xs, z0, mask, reverse, 1, K, True, True)
+    zs, _, saved = _blocked_forward(p, xs, z0, mask, reverse, 1, K, True)
     return _blocked_backward(p, xs, mask, zs, saved, g, jnp.zeros_like(z0), reverse, 1, K)

@@ -34,6 +34,7 @@ __all__ = [
     "mix",
     "gate",
     "projections",
+    "gate_input",
     "update",
     "jacobian_factor",
     "jacobian_factor_from_states",
@@ -66,9 +67,14 @@ def projections(params: GatedParams, x):
 
     One einsum each, so the scan can hoist them over all steps at once.
     """
-    a = jnp.einsum("...n,mn->...m", x, params.w_c)
     u = jnp.einsum("...n,mn->...m", x, params.w_x)
-    return _bias(a, params.b_c), _bias(u, params.b_x)
+    return gate_input(params, x), _bias(u, params.b_x)
+
+
+def gate_input(params: GatedParams, x):
+    """The gate's input term ``a = W_c x + b_c`` alone (a backward pass that recomputes the
+    gate from stored states needs no ``u``)."""
+    return _bias(jnp.einsum("...n,mn->...m", x, params.w_c), params.b_c)
 
 
 def gate(w_z, z_prev, a, mask=None, *, transposed: bool = False):
