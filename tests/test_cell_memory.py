@@ -41,7 +41,8 @@ class Config(NamedTuple):
 
 
 # lengths on both sides of the block boundaries: the default path's blocks are
-# max(64, ceil(T/16)) steps, sqrt(T) for remat and the final state, with a shorter tail
+# max(64, ceil(T/16)) steps, or fewer where a (K, B, m) block would pass 1 MiB; sqrt(T) for
+# remat and the final state; with a shorter tail
 CONFIGS = [
     Config(2, 1, 3, 4, False, False, False, False),
     Config(2, 63, 3, 4, True, False, True, False),
@@ -51,6 +52,7 @@ CONFIGS = [
     Config(2, 50, 3, 4, True, False, True, True),  # K = 7, tail 1
     Config(2, 50, 3, 4, True, True, True, 8),  # K = 8, tail 2
     Config(2, 9, 3, 4, False, True, False, 20),  # K > T: one block
+    Config(4, 120, 2, 600, True, False, True, False),  # 1 MiB / (4 * 600 * 8 B): K = 54, tail 12
 ]
 
 

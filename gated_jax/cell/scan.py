@@ -134,7 +134,7 @@ def _adjoint(w_z, g, c, zprev, z, r0, reverse: bool, unroll: int):
     ``r[t-1] = J[t]^T delta[t]``, one ``(B, m) x (m, m)`` matmul per step
     (:func:`gated_jax.cell.step.transpose_step`). ``g=None`` means no loss on these states.
 
-    ``J[t]``'s factor ``s[t]`` is formed in the step from the stored states and gate
+    ``J[t]``'s factor ``s[t]`` is formed in the step from the states and the gate
     (:func:`gated_jax.cell.step.jacobian_factor_from_states`), so no ``u`` or ``s`` is kept.
     Returns ``(r_first, (pbar, ubar))``: the gradient reaching the state before the piece and,
     per step, the gradients at the gate pre-activation and at the candidate.

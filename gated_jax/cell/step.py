@@ -112,7 +112,7 @@ def jacobian_factor_from_states(z_prev, z, c):
     """The same ``s`` from the states on both sides of the step: ``s = c (z_prev - z)``.
 
     Since ``z_prev - z = (1 - c)(z_prev - u)``, this equals :func:`jacobian_factor` without
-    ``u``: a backward pass that keeps the states and the gate needs neither ``u`` nor ``s``.
+    ``u``: a backward pass that has the states and the gate needs neither ``u`` nor ``s``.
     A masked step (``c = 1``, ``z = z_prev``) gives ``s = 0`` exactly.
     """
     return c * (z_prev - z)
