@@ -275,11 +275,11 @@ def _piece_backward(p, x_tm, z_in, mask, g_tm, r, zk, reverse: bool, unroll: int
     recomputed at once, ``c = sigma(W_c x + b_c + W_z z[t-1])`` over the whole piece (the
     step's own :func:`~gated_jax.cell.step.gate`); ``None``: the piece's forward loop is
     run again from its start state ``z_in`` for the states and gates."""
+    ck = None
     if zk is None:
         _, (zk, ck) = _run(p, x_tm, z_in, mask, reverse, unroll, "gates")
-        zprev = _prev(zk, z_in, reverse)
-    else:
-        zprev = _prev(zk, z_in, reverse)
+    zprev = _prev(zk, z_in, reverse)
+    if ck is None:
         ck = _step.gate(p.w_z, zprev, _step.gate_input(p, x_tm), mask)
     r, (pbar, ubar) = _adjoint(p.w_z, g_tm, ck, zprev, zk, r, reverse, unroll)
     return r, _param_grads(p, x_tm, zprev, pbar, ubar), _input_grads(p, pbar, ubar)
