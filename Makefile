@@ -55,4 +55,4 @@ docs-check: docs
 	$(BIN)/python docs/check_site.py --html $(DOCS_HTML) --out docs/_build/screenshots
 
 clean:
-	rm -rf $(VENV) report .pytest_cache .hypothesis docs/_build docs/api docs/notebooks
+	rm -rf $(VENV) report .pytest_cache .hypothesis .jax_cache docs/_build docs/api docs/notebooks

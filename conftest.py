@@ -8,7 +8,9 @@ configuration is put back after every example, so one example never changes the 
 """
 
 import os
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,10 +31,37 @@ if os.environ.get("GATED_JAX_TEST_FUSION_EMITTERS", "0") in ("", "0") and (
     "--xla_cpu_use_fusion_emitters" not in _xla_flags
 ):
     os.environ["XLA_FLAGS"] = f"{_xla_flags} --xla_cpu_use_fusion_emitters=false".strip()
+# A persistent compilation cache for the test runs, in `.jax_cache/` at the repository root:
+# a program compiled by one run (in any worker, subprocess or notebook kernel) is loaded by the
+# next run instead of compiled again. Its key is the program together with the compile options
+# and XLA flags, so an edit to the code compiles what it changed. JAX's own size limit takes a
+# file lock per entry (a cold run took 3.5x as long with it), so instead the controller empties
+# the folder when it has grown past 1 GiB. A fresh clone (CI) starts empty.
+# GATED_JAX_TEST_COMPILATION_CACHE=0 turns it off; a JAX_COMPILATION_CACHE_DIR set by the
+# user wins.
+_CACHE = {
+    "JAX_COMPILATION_CACHE_DIR": str(Path(__file__).resolve().parent / ".jax_cache"),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",  # the tests' programs are small
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+}
+_CACHE_LIMIT = 1 << 30
+if os.environ.get("GATED_JAX_TEST_COMPILATION_CACHE", "1") not in ("", "0"):
+    for _name, _value in _CACHE.items():
+        os.environ.setdefault(_name, _value)
+    _ours = Path(_CACHE["JAX_COMPILATION_CACHE_DIR"])
+    _controller = "PYTEST_XDIST_WORKER" not in os.environ
+    if _controller and Path(os.environ["JAX_COMPILATION_CACHE_DIR"]) == _ours:
+        if sum(f.stat().st_size for f in _ours.glob("*") if f.is_file()) > _CACHE_LIMIT:
+            shutil.rmtree(_ours, ignore_errors=True)
 if "jax" in sys.modules:  # imported by a plugin before this file: set it on the live config
-    sys.modules["jax"].config.update(
+    _config = sys.modules["jax"].config
+    _config.update(
         "jax_disable_most_optimizations", os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == "1"
     )
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        _config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+        for _name, _type in zip(list(_CACHE)[1:], (float, int), strict=True):
+            _config.update(_name.lower(), _type(os.environ.get(_name, _CACHE[_name])))
 
 # Running the package as a program is not an example to collect.
 collect_ignore = ["gated_jax/cli/__main__.py"]
