@@ -110,8 +110,8 @@ def check_seq_lengths(seq_lengths, batch: tuple[int, ...], T: int) -> None:
             )
 
 
-def step_operands(z_prev, x_t, n: int, m: int):
-    """Validate one step's ``(z_prev, x_t)`` and broadcast their batch dims together."""
+def step_operands(z_prev, x_t, n: int, m: int) -> tuple[int, ...]:
+    """Validate one step's ``(z_prev, x_t)``; returns their broadcast batch shape."""
     check_array("z_prev", z_prev)
     check_array("x_t", x_t)
     sx, sz = shape(x_t), shape(z_prev)
@@ -125,7 +125,7 @@ def step_operands(z_prev, x_t, n: int, m: int):
         raise fail(
             "z_prev", z_prev, f"of a batch shape that broadcasts with `x_t`'s {sx[:-1]}"
         ) from None
-    return jnp.broadcast_to(z_prev, batch + (m,)), jnp.broadcast_to(x_t, batch + (n,))
+    return tuple(batch)
 
 
 def compute_dtype(*arrays):

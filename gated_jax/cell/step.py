@@ -21,6 +21,8 @@ the Jacobian diagnostics, the experiments and the diagrams all evaluate the cell
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -155,6 +157,23 @@ def _promote(p: GatedParams, z_prev, x):
     return params, cast(z_prev), cast(x), out
 
 
+def _validated_step(params, z_prev, x_t) -> tuple[GatedParams, tuple[int, ...]]:
+    p, n, m = _checks.check_params(params)
+    return p, _checks.step_operands(z_prev, x_t, n, m)
+
+
+# The public one-step functions validate in Python, then run as ONE compiled program (one
+# dispatch per call, one compilation per shape) instead of op by op.
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _step_jit(p: GatedParams, z_prev, x_t, batch: tuple[int, ...], want_jacobian: bool):
+    m, n = p.w_x.shape
+    z_prev = jnp.broadcast_to(z_prev, batch + (m,))
+    x_t = jnp.broadcast_to(x_t, batch + (n,))
+    p, z_prev, x_t, out = _promote(p, z_prev, x_t)
+    z, c, _, s = step_with_factors(p, z_prev, x_t)
+    return (jacobian(p.w_z, c, s) if want_jacobian else z).astype(out)
+
+
 def gated_step(params: GatedParams, z_prev: jax.Array, x_t: jax.Array) -> jax.Array:
     r"""One step of the cell.
 
@@ -185,10 +204,8 @@ def gated_step(params: GatedParams, z_prev: jax.Array, x_t: jax.Array) -> jax.Ar
     References:
       The cell of seed 1.2.
     """
-    p, n, m = _checks.check_params(params)
-    z_prev, x_t = _checks.step_operands(z_prev, x_t, n, m)
-    p, z_prev, x_t, out = _promote(p, z_prev, x_t)
-    return step_with_factors(p, z_prev, x_t)[0].astype(out)
+    p, batch = _validated_step(params, z_prev, x_t)
+    return _step_jit(p, z_prev, x_t, batch, False)
 
 
 def step_jacobian(params: GatedParams, z_prev: jax.Array, x_t: jax.Array) -> jax.Array:
@@ -220,8 +237,5 @@ def step_jacobian(params: GatedParams, z_prev: jax.Array, x_t: jax.Array) -> jax
       >>> step_jacobian(p, jnp.array([-1.0]), jnp.array([3.0]))
       Array([[-1.]], dtype=float32)
     """
-    p, n, m = _checks.check_params(params)
-    z_prev, x_t = _checks.step_operands(z_prev, x_t, n, m)
-    p, z_prev, x_t, out = _promote(p, z_prev, x_t)
-    _, c, _, s = step_with_factors(p, z_prev, x_t)
-    return jacobian(p.w_z, c, s).astype(out)
+    p, batch = _validated_step(params, z_prev, x_t)
+    return _step_jit(p, z_prev, x_t, batch, True)
