@@ -126,7 +126,7 @@ def test_conv_equals_the_definition(case):
     x = rng.standard_normal((2, c, *case.sizes))
     w = rng.standard_normal((o, c // case.groups, *case.kernel))
     b = rng.standard_normal(o)
-    got = jax.jit(port(case))(jnp.asarray(x), jnp.asarray(w), jnp.asarray(b))  # one program
+    got = jax.jit(port(case))(x, w, b)  # one program; NumPy inputs need no conversion program
     np.testing.assert_allclose(got, numpy_conv(x, w, b, case), rtol=1e-12, atol=1e-12)
 
 
