@@ -59,9 +59,16 @@ if "jax" in sys.modules:  # imported by a plugin before this file: set it on the
         "jax_disable_most_optimizations", os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == "1"
     )
     if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        _env = lambda name: os.environ.get(name, _CACHE[name])
         _config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-        for _name, _type in zip(list(_CACHE)[1:], (float, int), strict=True):
-            _config.update(_name.lower(), _type(os.environ.get(_name, _CACHE[_name])))
+        _config.update(
+            "jax_persistent_cache_min_compile_time_secs",
+            float(_env("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")),
+        )
+        _config.update(
+            "jax_persistent_cache_min_entry_size_bytes",
+            int(_env("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES")),
+        )
 
 # Running the package as a program is not an example to collect.
 collect_ignore = ["gated_jax/cli/__main__.py"]

@@ -217,8 +217,9 @@ def _block_length(T: int, remat, seq: bool, B: int, m: int, itemsize: int) -> in
     ``T/K + K`` states kept. An int ``remat``: that ``K``. Never more than ``T``."""
     if isinstance(remat, (bool, np.bool_)):
         if not remat and seq:
-            cached = _BLOCK_BYTES // max(1, B * m * itemsize)
-            return max(1, min(T, max(_MIN_BLOCK, min(cached, max(64, -(-T // _BLOCKS))))))
+            in_cache = _BLOCK_BYTES // max(1, B * m * itemsize)  # one block array <= 1 MiB
+            short = max(64, -(-T // _BLOCKS))  # a block a small part of one T-step array
+            return max(1, min(T, max(_MIN_BLOCK, min(in_cache, short))))
         return max(1, int(round(T**0.5)))
     return int(min(remat, T))
 

@@ -21,8 +21,6 @@ the Jacobian diagnostics, the experiments and the diagrams all evaluate the cell
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
@@ -164,7 +162,7 @@ def _validated_step(params, z_prev, x_t) -> tuple[GatedParams, tuple[int, ...]]:
 
 # The public one-step functions validate in Python, then run as ONE compiled program (one
 # dispatch per call, one compilation per shape) instead of op by op.
-@functools.partial(jax.jit, static_argnums=(3, 4))
+@jax.jit(static_argnums=(3, 4))
 def _step_jit(p: GatedParams, z_prev, x_t, batch: tuple[int, ...], want_jacobian: bool):
     m, n = p.w_x.shape
     z_prev = jnp.broadcast_to(z_prev, batch + (m,))
