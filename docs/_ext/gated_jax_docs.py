@@ -20,6 +20,7 @@ names with their one-line summaries, linked to their homes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -112,6 +113,7 @@ def _slug(module: str) -> str:
     )
 
 
+@functools.cache  # one model per process: the package does not change during a build
 def build_model() -> ApiModel:
     import gated_jax
 
@@ -576,7 +578,8 @@ class SummaryDirective(SphinxDirective):
 
     def run(self):
         module = self.arguments[0]
-        model = self.env.app._gated_jax_model  # type: ignore[attr-defined]
+        # The hooks' model, rebuilt from the cache (a directive sees the environment, not the app).
+        model = build_model() if self.config.gated_jax_api else ApiModel([], {}, {}, {}, {})
         mod = importlib.import_module(module)
         table = nodes.bullet_list()
         for name in _public_all(mod):
