@@ -39,6 +39,7 @@ from jax import lax
 
 from gated_jax._validate import fail
 from gated_jax.shapes import (
+    _compiled_call,
     _dilate,
     _int,
     _ints,
@@ -174,6 +175,9 @@ class PortedConv:
         }
 
     def __call__(self, x, kernel, bias=None):
+        return _compiled_call(self, x, kernel, bias)
+
+    def _apply(self, x, kernel, bias):
         import jax.numpy as jnp
 
         x, kernel = jnp.asarray(x), jnp.asarray(kernel)
@@ -466,6 +470,9 @@ class PortedConvTranspose(abc.ABC):
         }
 
     def __call__(self, x, kernel, bias=None):
+        return _compiled_call(self, x, kernel, bias)
+
+    def _apply(self, x, kernel, bias):
         import jax.numpy as jnp
 
         x = jnp.asarray(x)

@@ -44,6 +44,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 from jax import lax
 
@@ -1798,6 +1799,9 @@ class TorchConv:
     pad_mode: str = "constant"
 
     def __call__(self, x, weight, bias=None):
+        return _compiled_call(self, x, weight, bias)
+
+    def _apply(self, x, weight, bias):
         import jax.numpy as jnp
 
         x = jnp.asarray(x)
@@ -1983,6 +1987,12 @@ class TorchConvTranspose:
         return w[(slice(None), slice(None)) + (slice(None, None, -1),) * len(ksp)]
 
     def __call__(self, x, weight, bias=None, output_size=None):
+        if output_size is not None:  # checked as typed, then a hashable static argument
+            self.conv_kwargs(np.shape(x)[2:], output_size)
+            output_size = tuple(int(v) for v in output_size)
+        return _compiled_call(self, x, weight, bias, output_size)
+
+    def _apply(self, x, weight, bias, output_size):
         import jax.numpy as jnp
 
         x, w = jnp.asarray(x), jnp.asarray(weight)
@@ -1991,6 +2001,19 @@ class TorchConvTranspose:
         if bias is not None:
             y = y + jnp.asarray(bias).reshape((1, -1) + (1,) * len(self.kernel_size))
         return y
+
+
+# A port's call runs as ONE compiled program per (port, shapes): outside a jit, a convolution
+# with its stretch, flips and bias would otherwise dispatch (and compile) op by op. The ports are
+# frozen dataclasses of tuples, so they are hashable static arguments.
+@jax.jit(static_argnums=(0, 4))
+def _compiled_call_jit(port, x, kernel, bias, static):
+    return port._apply(x, kernel, bias, *static)
+
+
+def _compiled_call(port, x, kernel, bias=None, *static):
+    """``port._apply(x, kernel, bias, *static)`` as one compiled program (``static`` hashable)."""
+    return _compiled_call_jit(port, x, kernel, bias, static)
 
 
 def _lhs_dilated_conv(x, w, kwargs: Mapping[str, Any], spatial_axes):

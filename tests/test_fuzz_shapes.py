@@ -404,10 +404,33 @@ def test_tap_positions_equal_grad_support_on_random_stacks():
             assert set(support.tolist()) == V.tap_positions(stack, i, length), (stack, length)
 
 
-@pytest.mark.parametrize("seed", [2])  # the seed `gated-jax verify --seed 2` failed on
-def test_shapes_verify_rows_pass_for_seeds_that_failed(seed):
-    rows = V.checks(seed)
-    assert rows and all(r.ok for r in rows), [r for r in rows if not r.ok]
+# The receptive-field row's 12 stacks for `gated-jax verify --seed 2`, on which the row failed
+# (outputs that read an inner layer's padding); (stack, input length, output index).
+SEED_2_STACKS = [
+    ([(1, 2, 2, (1, 2)), (4, 1, 1, (1, 1))], 20, 3),
+    ([(1, 3, 2, (1, 2)), (1, 3, 1, (1, 2)), (3, 1, 2, (0, 1))], 16, 3),
+    ([(4, 2, 1, (2, 1)), (3, 2, 2, (2, 0)), (4, 2, 1, (0, 1))], 17, 1),
+    ([(3, 2, 2, (2, 2)), (2, 3, 1, (0, 0))], 13, 2),
+    ([(4, 3, 2, (0, 1)), (4, 1, 1, (1, 0)), (2, 1, 1, (2, 0))], 19, 0),
+    ([(1, 2, 2, (2, 0)), (4, 1, 1, (1, 1)), (3, 2, 2, (2, 1))], 9, 0),
+    ([(1, 2, 1, (2, 1)), (1, 1, 2, (1, 0)), (4, 2, 2, (2, 0))], 11, 3),
+    ([(3, 3, 1, (1, 1)), (3, 1, 2, (1, 2)), (2, 2, 2, (2, 0))], 18, 1),
+    ([(4, 2, 2, (0, 1)), (4, 2, 1, (2, 0)), (2, 3, 2, (1, 1))], 10, 0),
+    ([(3, 1, 1, (0, 1))], 23, 2),
+    ([(1, 2, 2, (1, 0)), (3, 2, 1, (0, 2))], 14, 3),
+    ([(4, 3, 2, (0, 2)), (4, 1, 2, (2, 0))], 17, 1),
+]
+
+
+def test_receptive_field_row_passes_on_the_stacks_of_seed_2():
+    inner = 0
+    for stack, length, index in SEED_2_STACKS:
+        assert V.receptive_field_case(stack, length, index) is True, (stack, length, index)
+        support, out_len = V.grad_support(stack, length, index)
+        i = min(index, out_len - 1)
+        assert set(support.tolist()) == V.tap_positions(stack, i, length)
+        inner += V.tap_positions(stack, i) != V.tap_positions(stack, i, length)
+    assert inner >= 8  # most of them read an inner layer's padding: the case that failed
 
 
 # ----------------------------------------------------------------------------------------------

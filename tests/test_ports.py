@@ -785,14 +785,6 @@ def test_bad_port_arguments_name_the_argument(call, name):
         call()
 
 
-def test_verify_rows_of_the_ports_pass():
-    """The verify rows (one seed here; the rows pass for every seed 0..200)."""
-    from gated_jax.lab import shapes as lab_shapes
-
-    rows = lab_shapes._port_rows(random.Random(0))
-    assert len(rows) == 3 and all(r.ok and r.cases == 4 for r in rows), rows
-
-
 @pytest.mark.parametrize("value", [3, (), (1, 2, 3, 4), (3, 0)])
 def test_onnx_kernel_shape_is_checked(value):
     with pytest.raises(ValueError, match=r"^`kernel_shape` \(="):

@@ -548,3 +548,16 @@ def test_linen_list_padding_pairs_are_accepted_like_flax():
 def test_receptive_field_misspelt_layer_field_is_a_value_error():
     with pytest.raises(ValueError, match=r"layers\[0\]"):
         gj.receptive_field([{"kernal": 3}])
+
+
+def test_verify_rows_of_the_shapes_pass():
+    """The ``gated-jax verify`` rows of the shape rules and the framework ports (float64)."""
+    with jax.enable_x64(True):
+        rows = V.checks(seed=1)
+    formulas = [row.formula for row in rows]
+    assert len(set(formulas)) == len(formulas), "each row checks its own formula"
+    assert {row.capability for row in rows} == {"shapes"}
+    ports = [r for r in rows if any(f in r.formula for f in ("PyTorch", "Keras", "ONNX"))]
+    assert len(ports) == 3 and all(r.cases == 4 for r in ports), ports  # 4 calls per framework
+    for row in rows:
+        assert row.ok and row.cases >= 1, row

@@ -189,17 +189,21 @@ def affine_scan(A: jax.Array, b: jax.Array, z0: jax.Array | None = None) -> jax.
     else:
         raise fail("A", A, f"of shape {sb} (diagonal) or {sb + (sb[-1],)} (full), for `b` {sb}")
     dt = jnp.result_type(A, b, jnp.float32) if z0 is None else jnp.result_type(A, b, z0)
-    if z0 is None:
-        z0 = jnp.zeros(sb[:-2] + sb[-1:], dt)
-    else:
+    if z0 is not None:
         _checks.check_array("z0", z0)
         if _checks.shape(z0) != sb[:-2] + sb[-1:]:
             raise fail("z0", z0, f"of shape {sb[:-2] + sb[-1:]}")
-    move = (
-        (lambda a: jnp.moveaxis(a, -3, 0)) if not diagonal else (lambda a: jnp.moveaxis(a, -2, 0))
-    )
+    return _affine_scan_jit(A, b, z0, diagonal, jnp.dtype(dt))
+
+
+# Validated in Python above, then ONE compiled program (one compilation per shape, not one per
+# operation of the log2(T) levels when called outside a jit).
+@jax.jit(static_argnums=(3, 4))
+def _affine_scan_jit(A, b, z0, diagonal: bool, dt):
+    if z0 is None:
+        z0 = jnp.zeros(b.shape[:-2] + b.shape[-1:], dt)
     z = _solve_tm(
-        move(jnp.asarray(A, dt)),
+        jnp.moveaxis(jnp.asarray(A, dt), -2 if diagonal else -3, 0),
         jnp.moveaxis(jnp.asarray(b, dt), -2, 0),
         jnp.asarray(z0, dt),
         diagonal,

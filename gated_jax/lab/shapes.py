@@ -264,6 +264,26 @@ def grad_support(stack, length: int, index: int) -> tuple[np.ndarray, int]:
     return np.flatnonzero(np.asarray(g) != 0), out_len
 
 
+def receptive_field_case(stack, length: int, index: int) -> bool | None:
+    """One case of the receptive-field row: do the span and ``jax.grad`` agree?
+
+    The span ``(size, jump, start)`` of output ``index`` is exactly ``[min, max]`` of the
+    positions its windows cover; ``jax.grad`` of that output on a ``length``-long input sees
+    those reached through real positions of every layer. ``None`` when the stack leaves no
+    output (the row skips the case).
+    """
+    from gated_jax import shapes
+
+    support, out_len = grad_support(stack, length, index)
+    if out_len == 0:
+        return None
+    i = min(index, out_len - 1)
+    (size,), (jump,), (start,) = shapes.receptive_field(stack)
+    taps = tap_positions(stack, i)
+    ok = min(taps) == start + i * jump and max(taps) == min(taps) + size - 1
+    return ok and set(support.tolist()) == tap_positions(stack, i, length)
+
+
 def checks(seed: int) -> list[Check]:
     """Rows whose error is the fraction of random cases where the rule and JAX disagree."""
 
@@ -342,17 +362,7 @@ def checks(seed: int) -> list[Check]:
         stack = random_stack(rng, max_layers=3)
         length = rng.randint(8, 24)
         index = rng.randint(0, 3)
-        support, out_len = grad_support(stack, length, index)
-        if out_len == 0:
-            continue
-        i = min(index, out_len - 1)
-        (size,), (jump,), (start,) = shapes.receptive_field(stack)
-        taps = tap_positions(stack, i)
-        # The span is exactly [min, max] of the positions the windows cover; jax.grad sees
-        # those reached through real positions of every layer.
-        ok = min(taps) == start + i * jump and max(taps) == min(taps) + size - 1
-        ok &= set(support.tolist()) == tap_positions(stack, i, length)
-        bad += not ok
+        bad += receptive_field_case(stack, length, index) is False
     rows.append(
         Check(
             "shapes",
