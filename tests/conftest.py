@@ -44,12 +44,23 @@ def run_on_four_cpu_devices():
 
 # `make test` runs two workers. Each test file runs on one worker (its compiled programs and
 # module fixtures are shared by its tests), except these, whose tests are independent and slow
-# (a notebook kernel each, or a long sequence of its own shape): they spread over the workers.
-SPREAD_FILES = {"tests/test_notebooks.py", "tests/test_cell_memory.py"}
+# (a long sequence of its own shape each): they spread over the workers.
+SPREAD_FILES = {"tests/test_cell_memory.py"}
+# The longest files start first (each on the first free worker), so that no worker is left with
+# one of them at the end while the other idles: the notebooks (one kernel for all five), the
+# multi-process launch, the documentation site.
+FIRST_FILES = ("tests/test_notebooks.py", "tests/test_distributed.py", "tests/test_docs.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: i for i, path in enumerate(FIRST_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
 
 
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # the order above, not the most tests first
 
     class Scheduler(LoadScopeScheduling):
         def _split_scope(self, nodeid):
@@ -57,18 +68,3 @@ def pytest_xdist_make_scheduler(config, log):
             return nodeid if path in SPREAD_FILES else path
 
     return Scheduler(config, log)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config):
-    """A pytest-xdist worker leaves without freeing its compiled programs one by one.
-
-    By the time the last ``pytest_unconfigure`` runs, the worker has reported every result and
-    its session's end to the controller. What remains of a normal exit is the interpreter
-    tearing down JAX's caches, about 1 ms per compiled executable (~2 s for a worker's ~1,800),
-    while the controller waits. The operating system frees that memory at once.
-    """
-    if "PYTEST_XDIST_WORKER" in os.environ:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
