@@ -213,15 +213,16 @@ def test_forward_mode_switch():
     xs = rng.normal(size=(6, 3))
     with pytest.raises(TypeError, match="backward='autodiff'"):
         jax.jvp(lambda x: gated_scan(p, x), (xs,), (xs,))
-    jf = jax.jacfwd(lambda x: gated_scan(p, x, backward="autodiff"))(xs)
-    jr = jax.jacrev(lambda x: gated_scan(p, x))(xs)
+    # each transform jitted: one program each, not one per operation of the eager transform
+    jf = jax.jit(jax.jacfwd(lambda x: gated_scan(p, x, backward="autodiff")))(xs)
+    jr = jax.jit(jax.jacrev(lambda x: gated_scan(p, x)))(xs)
     jp = jax.jit(jax.jacfwd(lambda x: plain(p, x[None], jnp.zeros((1, 4)))[0]))(xs)
     assert jr.shape == (6, 4, 6, 3) and rel(jf, jp) < 1e-12 and rel(jr, jp) < 1e-12
-    jfr = jax.jacfwd(lambda x: gated_scan(p, x, backward="autodiff", remat=True))(xs)
+    jfr = jax.jit(jax.jacfwd(lambda x: gated_scan(p, x, backward="autodiff", remat=True)))(xs)
     assert rel(jfr, jp) < 1e-12
     # hessian (forward over reverse) differentiates the closed-form backward pass itself
     f = lambda x, **k: jnp.sum(jnp.sin(gated_scan(p, x, **k)))
-    h1 = jax.hessian(f)(xs)
+    h1 = jax.jit(jax.hessian(f))(xs)
     h2 = jax.jit(jax.hessian(lambda x: jnp.sum(jnp.sin(plain(p, x[None], jnp.zeros((1, 4)))))))(xs)
     assert rel(h1, h2) < 1e-11
 

@@ -63,7 +63,7 @@ def test_counterexample_is_exact_and_confirmed_by_jax_grad(length):
 def test_counterexample_against_jacrev_of_scan():
     with jax.enable_x64(True):
         params, xs, z0 = counterexample(30)
-        jac = jax.jacrev(lambda z: gated_scan(params, xs, z)[-1])(z0)
+        jac = jax.jit(jax.jacrev(lambda z: gated_scan(params, xs, z)[-1]))(z0)
     assert float(jac[0, 0]) == (-2.0) ** 15  # 15 (-1, 2) pairs of Jacobians, exact
 
 
@@ -146,7 +146,7 @@ def test_gated_flow_equals_autodiff_reference_on_random_configs():
         ref = np.asarray(state_flow(gated_plain_step, p, xs, z0))
         np.testing.assert_allclose(got, ref, rtol=1e-10)
         for k in (0, 4):
-            jac = jax.jacrev(lambda z, k=k, p=p, xs=xs: _plain_final(p, xs[k:], z))(
+            jac = jax.jit(jax.jacrev(lambda z, k=k, p=p, xs=xs: _plain_final(p, xs[k:], z)))(
                 jnp.asarray(gated_scan(p, xs, z0)[k - 1]) if k else z0
             )
             assert np.linalg.norm(np.asarray(jac), 2) == pytest.approx(got[k], rel=1e-10)
@@ -168,7 +168,7 @@ def test_baseline_flow_equals_jacrev_of_unrolled_cell(cell):
         return z
 
     assert norms[T] == pytest.approx(1.0)
-    jac0 = jax.jacrev(lambda z: unrolled(z, 0))(z0)
+    jac0 = jax.jit(jax.jacrev(lambda z: unrolled(z, 0)))(z0)
     assert np.linalg.norm(np.asarray(jac0), 2) == pytest.approx(norms[0], rel=1e-10)
 
 
