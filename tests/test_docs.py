@@ -228,7 +228,6 @@ def test_a_public_name_missing_from_the_reference_fails_the_build(monkeypatch):
         domain = types.SimpleNamespace(objects=documented, modules=set(model.pages))
         env = types.SimpleNamespace(get_domain=lambda name: domain)
         app = types.SimpleNamespace(config=types.SimpleNamespace(gated_jax_api=True))
-        app._gated_jax_model = model
         ext.on_env_check_consistency(app, env)
         return [" ".join(map(str, w[1:])) for w in warnings]
 

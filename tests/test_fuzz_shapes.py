@@ -425,10 +425,12 @@ SEED_2_STACKS = [
 def test_receptive_field_row_passes_on_the_stacks_of_seed_2():
     inner = 0
     for stack, length, index in SEED_2_STACKS:
+        # the row's check: the span and the support of jax.grad of the output agree
         assert V.receptive_field_case(stack, length, index) is True, (stack, length, index)
-        support, out_len = V.grad_support(stack, length, index)
+        out_len = length
+        for k, s, d, pads in stack:
+            out_len = S.conv_output_size(out_len, k, stride=s, dilation=d, padding=pads)
         i = min(index, out_len - 1)
-        assert set(support.tolist()) == V.tap_positions(stack, i, length)
         inner += V.tap_positions(stack, i) != V.tap_positions(stack, i, length)
     assert inner >= 8  # most of them read an inner layer's padding: the case that failed
 

@@ -2,9 +2,9 @@
 
 Each notebook asserts its own claims, so executing it is a test. The kernel runs the
 interpreter running pytest (``sys.executable``), with ``GATED_JAX_NOTEBOOK_SMALL=1`` so the
-parameter cell picks small sizes. Each pytest worker starts one kernel and runs its notebooks
-in it one after another, resetting the kernel in between (``%reset -f``, JAX's configuration
-as the kernel started, no open figures), so only the imports are shared.
+parameter cell picks small sizes. The file runs on one pytest worker, which starts one kernel
+and runs the notebooks in it one after another, resetting the kernel in between (``%reset -f``,
+JAX's configuration as the kernel started, no open figures), so only the imports are shared.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def _kernel_manager(spec_dir: Path):
 
 
 # A kernel's first cell records JAX's configuration as the kernel started; before each later
-# notebook the worker's kernel is reset: no names of the notebook before, that configuration put
+# notebook the kernel is reset: no names of the notebook before, that configuration put
 # back, no open figures. Only the imported modules stay: a kernel per notebook started a process
 # and imported JAX, Flax and gated_jax again for each.
 _SNAPSHOT = """
@@ -122,7 +122,7 @@ del _sys, _jax, _plt, _k, _v
 
 
 class _Kernel:
-    """One kernel per pytest worker, reused by the notebooks it runs, each after a reset."""
+    """One kernel, reused by the notebooks, each after a reset."""
 
     def __init__(self, spec_dir: Path):
         self.spec_dir = spec_dir
@@ -160,7 +160,7 @@ class _Kernel:
         self.km = None
 
 
-@pytest.fixture(scope="session")  # session: a worker runs other files' tests between notebooks
+@pytest.fixture(scope="module")
 def kernel(tmp_path_factory):
     k = _Kernel(tmp_path_factory.mktemp("kernelspec"))
     yield k

@@ -388,10 +388,8 @@ def on_builder_inited(app) -> None:
     docs = Path(app.srcdir)
     root = docs.parent
     if not app.config.gated_jax_api:
-        app._gated_jax_model = ApiModel([], {}, {}, {}, {})  # type: ignore[attr-defined]
         return
     model = build_model()
-    app._gated_jax_model = model  # type: ignore[attr-defined]
     write_api_pages(model, docs / "api")
     copy_notebooks(root, docs)
     write_kernel_spec(Path(app.outdir).parent / ".kernel")
@@ -401,8 +399,9 @@ def on_builder_inited(app) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(pythonpath))
 
 
-def _model(app) -> ApiModel:
-    return app._gated_jax_model  # type: ignore[attr-defined]
+def _model(config) -> ApiModel:
+    """The build's API model (cached), or an empty one for a site without API pages."""
+    return build_model() if config.gated_jax_api else ApiModel([], {}, {}, {}, {})
 
 
 def on_missing_reference(app, env, node, contnode):
@@ -410,7 +409,7 @@ def on_missing_reference(app, env, node, contnode):
     if node.get("refdomain") != "py":
         return None
     target = node.get("reftarget", "")
-    homes = _model(app).homes
+    homes = _model(app.config).homes
     candidates = [target]
     modname = node.get("py:module")
     if modname and not target.startswith("gated_jax"):
@@ -457,7 +456,7 @@ def on_env_check_consistency(app, env) -> None:
     """Every public name of the required modules is documented (its home is a Python object)."""
     if not app.config.gated_jax_api:
         return
-    model = _model(app)
+    model = _model(app.config)
     domain = env.get_domain("py")
     objects, modules = domain.objects, domain.modules
     for module, names in model.required.items():
@@ -578,8 +577,7 @@ class SummaryDirective(SphinxDirective):
 
     def run(self):
         module = self.arguments[0]
-        # The hooks' model, rebuilt from the cache (a directive sees the environment, not the app).
-        model = build_model() if self.config.gated_jax_api else ApiModel([], {}, {}, {}, {})
+        model = _model(self.config)
         mod = importlib.import_module(module)
         table = nodes.bullet_list()
         for name in _public_all(mod):
