@@ -7,11 +7,8 @@ ask for full float32 matmuls on every platform; the README says what the default
 """
 
 import os
-import subprocess
-import sys
 
 import jax
-import pytest
 from hypothesis import settings
 
 jax.config.update("jax_enable_x64", True)
@@ -24,22 +21,6 @@ jax.config.update("jax_default_matmul_precision", "highest")
 _random = os.environ.get("GATED_JAX_HYPOTHESIS_RANDOM", "0") not in ("", "0")
 settings.register_profile("gated_jax", deadline=None, print_blob=True, derandomize=not _random)
 settings.load_profile("gated_jax")
-
-
-@pytest.fixture
-def run_on_four_cpu_devices():
-    """Run Python code in a subprocess with four forced CPU devices (x64 on); it must print OK."""
-
-    def run(code: str) -> None:
-        env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1")
-        env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-        proc = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert proc.stdout.strip().endswith("OK")
-
-    return run
 
 
 # `make test` runs two workers. Each test file runs on one worker (its compiled programs and

@@ -1,5 +1,8 @@
 """Several processes: 2 processes x 2 CPU devices on 127.0.0.1 against 1 process x 4 devices.
 
+The 4-device process also checks ``flow_sweep`` sharded over one process's devices against
+one device (one JAX start-up for both checks).
+
 One launch serves every equality check: the two processes of the distributed run and the
 single-process reference start together (a module fixture), each runs the same worker script
 and saves what it computed; the tests compare the files. Every subprocess runs under a
@@ -102,7 +105,31 @@ WORKER = textwrap.dedent(
         res["rnn_one_float64"] = train("float64", one)
     tick("rnn")
 
-    if role != "single":
+    if role == "single":  # flow_sweep's configuration axis over this process's 4 devices
+        from jax.sharding import NamedSharding, PartitionSpec as P
+        from gated_jax.experiments import config_mesh, flow_sweep
+        from gated_jax.experiments.sharding import _compiled
+
+        mesh = config_mesh()
+        assert mesh.shape == {"config": 4}
+        kw = dict(wz_norms=(0.5, 4.0, 9.0), gate_biases=(0.0, 1.0), input_scales=(1.0,),
+                  lengths=(7,), seeds=(0, 1, 2), n=3, m=4, progress=False, chunk_size=5,
+                  norm="power")
+        for cell in ("gated", "tanh"):
+            res[f"sweep_{cell}"] = flow_sweep(cell, **kw).norms[7]
+            res[f"sweep_one_{cell}"] = flow_sweep(cell, devices=one, **kw).norms[7]
+        # an explicit SVD on several CPU devices is refused (sharded LAPACK calls hang)
+        try:
+            flow_sweep("gated", **dict(kw, norm="svd"))
+            msgs["svd_on_4"] = "no error"
+        except ValueError as e:
+            msgs["svd_on_4"] = str(e)
+        res["sweep_one_svd"] = flow_sweep("gated", devices=one, **dict(kw, norm="svd")).norms[7]
+        run = _compiled(lambda s, a: a * 2, 1, mesh)
+        doubled = run(None, jax.device_put(jnp.arange(8.0), NamedSharding(mesh, P("config"))))
+        res["split_over"] = np.array(len(doubled.sharding.device_set))
+        tick("sweep")
+    else:
         pid = int(role)
         bad = {
             "chunk_size": dict(chunk_size=3),
@@ -204,7 +231,7 @@ def runs(tmp_path_factory):
     )
     assert all(o.strip().endswith("OK") for o in outs), outs
     res = {r: dict(np.load(tmp / f"res_{r}.npz")) for r in ("0", "1", "single")}
-    msgs = {r: json.loads((tmp / f"msgs_{r}.json").read_text()) for r in ("0", "1")}
+    msgs = {r: json.loads((tmp / f"msgs_{r}.json").read_text()) for r in ("0", "1", "single")}
     return tmp, res, msgs
 
 
@@ -244,6 +271,23 @@ def test_data_parallel_training_matches_single_process(runs, key, tol):
     np.testing.assert_allclose(res["0"][key], single, rtol=tol, atol=0)
     np.testing.assert_allclose(single, one, rtol=tol, atol=0)
     np.testing.assert_allclose(res["0"][key], one, rtol=tol, atol=0)
+
+
+@pytest.mark.parametrize("cell, rtol", [("gated", 1e-13), ("tanh", 1e-12)])
+def test_flow_sweep_over_four_devices_of_one_process_equals_one_device(runs, cell, rtol):
+    _, res, _ = runs
+    single = res["single"]
+    many, one = single[f"sweep_{cell}"], single[f"sweep_one_{cell}"]
+    assert many.shape == one.shape == (3, 2, 1, 3, 8) and np.all(np.isfinite(one))  # t = 0..7
+    np.testing.assert_allclose(many, one, rtol=rtol)
+    assert int(single["split_over"]) == 4  # the sharded call really splits over the 4 devices
+
+
+def test_svd_is_refused_on_four_cpu_devices_and_on_one_equals_the_power_method(runs):
+    _, res, msgs = runs
+    assert msgs["single"]["svd_on_4"].startswith("`norm` (='svd') must be 'power' or 'auto'")
+    single = res["single"]
+    np.testing.assert_allclose(single["sweep_one_svd"], single["sweep_one_gated"], rtol=1e-12)
 
 
 def test_mismatched_arguments_raise_the_same_named_error_everywhere(runs):

@@ -154,5 +154,5 @@ def test_bad_norm_is_a_value_error_naming_it(bad):
 
 
 # The power method sharded over four CPU devices (equal to one device), and the refusal of an
-# explicit norm="svd" there, run in test_experiments_runs.py's four-device subprocess
-# (test_sharded_sweep_equals_single_device_in_subprocess): one JAX start-up for both files.
+# explicit norm="svd" there, run in tests/test_distributed.py's four-device process
+# (one JAX start-up for the multi-process and the multi-device checks).

@@ -1,7 +1,6 @@
 """Gradient-flow experiments: worst-case search, learning, sharding, plots and the CLI."""
 
 import json
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -237,46 +236,8 @@ def test_map_configs_is_chunk_invariant(total, chunk):
     np.testing.assert_array_equal(out, 2.0 * a + 1.0)
 
 
-_SHARDED = textwrap.dedent(
-    """
-    import jax, numpy as np
-    from gated_jax.experiments import config_mesh, flow_sweep
-    assert len(jax.devices()) == 4, jax.devices()
-    assert config_mesh().shape == {"config": 4}
-    kw = dict(wz_norms=(0.5, 4.0, 9.0), gate_biases=(0.0, 1.0), input_scales=(1.0,),
-              lengths=(7,), seeds=(0, 1, 2), n=3, m=4, progress=False, chunk_size=5,
-              norm="power")
-    for cell, rtol in (("gated", 1e-13), ("tanh", 1e-12)):
-        many = flow_sweep(cell, **kw)
-        one = flow_sweep(cell, devices=jax.devices()[:1], **kw)
-        np.testing.assert_allclose(many.norms[7], one.norms[7], rtol=rtol)
-        if cell == "gated":
-            gated_one = one
-    # (the norm="power"/"svd" checks on four devices, from test_experiments_fast_norm.py: one
-    # JAX start-up for both files) an explicit SVD on several CPU devices is refused (sharded
-    # LAPACK calls hang), not run; on one device it runs and equals the power method
-    try:
-        flow_sweep("gated", **dict(kw, norm="svd"))
-        raise AssertionError("svd on 4 CPU devices ran")
-    except ValueError as e:
-        assert str(e).startswith("`norm` (='svd') must be 'power' or 'auto'"), e
-    svd_one = flow_sweep("gated", devices=jax.devices()[:1], **dict(kw, norm="svd"))
-    np.testing.assert_allclose(svd_one.norms[7], gated_one.norms[7], rtol=1e-12)
-    # the sharded call really splits the configuration axis over the four devices
-    from gated_jax.experiments.sharding import _compiled
-    import jax.numpy as jnp
-    from jax.sharding import NamedSharding, PartitionSpec as P
-    mesh = config_mesh()
-    run = _compiled(lambda s, a: a * 2, 1, mesh)
-    out = run(None, jax.device_put(jnp.arange(8.0), NamedSharding(mesh, P("config"))))
-    assert len(out.sharding.device_set) == 4
-    print("OK")
-    """
-)
-
-
-def test_sharded_sweep_equals_single_device_in_subprocess(run_on_four_cpu_devices):
-    run_on_four_cpu_devices(_SHARDED)
+# flow_sweep sharded over the four CPU devices of one process against one device, and the SVD
+# refused there: tests/test_distributed.py, in its 4-device process (one JAX start-up).
 
 
 # ---- plots and the command line -------------------------------------------------------------
