@@ -23,21 +23,22 @@ import pytest
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # XLA:CPU's legacy elemental emitters instead of its MLIR fusion emitters: a code-generation
 # choice after the HLO passes (fusion and buffer assignment run as before, so `memory_analysis()`
-# is unchanged), about half the backend compile time of the tests' small programs.
-# GATED_JAX_TEST_FUSION_EMITTERS=1 keeps XLA's default emitters.
-# An explicit --xla_cpu_use_fusion_emitters in XLA_FLAGS wins.
-# And the machine code of one program generated as one LLVM module, not split into parts
-# compiled on a thread pool: for the tests' small programs on two busy cores the split costs
-# more than it saves (~12% of the backend compile time in a micro-benchmark of gated_scan
-# gradients and small ops). Code generation only; what runs is the same.
+# is unchanged), about half the backend compile time of the tests' small programs. And each
+# program's machine code generated as one LLVM module, not split into parts compiled on a thread
+# pool: for small programs on two busy cores the split costs more than it saves (~12% of the
+# backend compile time in a micro-benchmark of gated_scan gradients and small ops).
+# GATED_JAX_TEST_FUSION_EMITTERS=1 keeps XLA's default code generation (both choices).
+# An explicit --xla_cpu_use_fusion_emitters or --xla_cpu_parallel_codegen_split_count in
+# XLA_FLAGS wins.
 _xla_flags = os.environ.get("XLA_FLAGS", "")
-if os.environ.get("GATED_JAX_TEST_FUSION_EMITTERS", "0") in ("", "0") and (
-    "--xla_cpu_use_fusion_emitters" not in _xla_flags
-):
-    _xla_flags = f"{_xla_flags} --xla_cpu_use_fusion_emitters=false"
-if "--xla_cpu_parallel_codegen_split_count" not in _xla_flags:
-    _xla_flags = f"{_xla_flags} --xla_cpu_parallel_codegen_split_count=1"
-os.environ["XLA_FLAGS"] = _xla_flags.strip()
+if os.environ.get("GATED_JAX_TEST_FUSION_EMITTERS", "0") in ("", "0"):
+    for _flag, _value in (
+        ("--xla_cpu_use_fusion_emitters", "false"),
+        ("--xla_cpu_parallel_codegen_split_count", "1"),
+    ):
+        if _flag not in _xla_flags:
+            _xla_flags = f"{_xla_flags} {_flag}={_value}"
+    os.environ["XLA_FLAGS"] = _xla_flags.strip()
 # A persistent compilation cache for the test runs, in `.jax_cache/` at the repository root:
 # a program compiled by one run (in any worker, subprocess or notebook kernel) is loaded by the
 # next run instead of compiled again. Its key is the program together with the compile options

@@ -280,7 +280,11 @@ def test_flow_sweep_over_four_devices_of_one_process_equals_one_device(runs, cel
     many, one = single[f"sweep_{cell}"], single[f"sweep_one_{cell}"]
     assert many.shape == one.shape == (3, 2, 1, 3, 8) and np.all(np.isfinite(one))  # t = 0..7
     np.testing.assert_allclose(many, one, rtol=rtol)
-    assert int(single["split_over"]) == 4  # the sharded call really splits over the 4 devices
+
+
+def test_the_sharded_call_splits_the_configurations_over_the_four_devices(runs):
+    _, res, _ = runs
+    assert int(res["single"]["split_over"]) == 4
 
 
 def test_svd_is_refused_on_four_cpu_devices_and_on_one_equals_the_power_method(runs):
