@@ -211,3 +211,140 @@ def check_fits_in_memory(name: str, value: Any, nbytes: float, what: str = "the 
             f"small enough to fit in memory: {what} need {_fmt_bytes(nbytes)}, "
             f"more than the {_fmt_bytes(limit)} available",
         )
+
+
+# --- module options ---
+# Options of the Flax modules (gated_jax.nn, gated_jax.nnx) and their call arguments. jax is
+# imported on use, as in `_memory_limit`: this module's top imports stay numpy only.
+
+__all__ += [
+    "Shown",
+    "as_numeric_array",
+    "brief",
+    "check_dtype",
+    "check_initializer",
+    "check_remat",
+    "check_unroll",
+    "flag",
+    "optional_flag",
+    "size",
+]
+
+
+class Shown:
+    """A value shown in a message by a short description (``repr`` is ``text``)."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def brief(value: Any) -> Any:
+    """``value`` for a message: a mapping by its keys, a multi-line ``repr`` by its type."""
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        return Shown(f"{type(value).__name__} with keys {sorted(map(str, value))}")
+    if not hasattr(value, "shape") and "\n" in repr(value):
+        return Shown(f"{type(value).__name__}(...)")
+    return value
+
+
+def _flag(name: str, value: Any, *, allow_none: bool) -> bool | None:
+    import jax
+
+    if allow_none and value is None:
+        return None
+    if isinstance(value, jax.core.Tracer):
+        raise fail(name, value, "a Python bool, not a traced value (make it static under jit)")
+    if not isinstance(value, (bool, np.bool_)):
+        raise fail(name, value, "a bool (True or False)" + (" or None" if allow_none else ""))
+    return bool(value)
+
+
+def flag(name: str, value: Any) -> bool:
+    """A strict bool option: ``True`` / ``False`` (or a NumPy bool), never a truthy value.
+
+    A traced value is refused with a hint to make it static under ``jit``.
+    """
+    out = _flag(name, value, allow_none=False)
+    assert out is not None
+    return out
+
+
+def optional_flag(name: str, value: Any) -> bool | None:
+    """A call argument overriding a flag: ``None`` ("use the attribute") or a strict bool."""
+    return _flag(name, value, allow_none=True)
+
+
+def size(name: str, value: Any) -> int:
+    """A positive int size (:func:`positive_int` without its ``None`` case)."""
+    return positive_int(name, value)
+
+
+def check_unroll(value: Any) -> int:
+    """``unroll``: steps per loop iteration of a scan, a positive int."""
+    return size("unroll", value)
+
+
+def check_remat(value: Any) -> bool | int:
+    """``remat``: a strict bool, or a block length (an int >= 1)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if _is_int(value) and value >= 1:
+        return int(value)
+    raise fail("remat", value, "a bool or a block length (an int >= 1)")
+
+
+def check_dtype(name: str, value: Any, *, allow_none: bool = False) -> None:
+    """``value`` names a real floating dtype (``None`` allowed with ``allow_none``)."""
+    import jax.numpy as jnp
+
+    if allow_none and value is None:
+        return
+    try:
+        ok = value is not None and jnp.issubdtype(jnp.dtype(value), jnp.floating)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise fail(name, value, "a floating dtype" + (" or None" if allow_none else ""))
+
+
+def check_initializer(name: str, value: Any, *, allow_none: bool = False) -> None:
+    """``value`` is an ``init(key, shape, dtype)`` callable (``None`` with ``allow_none``).
+
+    Raises ``TypeError`` (a class, or anything not callable, is refused).
+    """
+    if allow_none and value is None:
+        return
+    if not callable(value) or isinstance(value, type):
+        raise fail(
+            name,
+            value,
+            "an initializer, a callable init(key, shape, dtype) such as "
+            "flax.linen.initializers.zeros_init()",
+            error=TypeError,
+        )
+
+
+def as_numeric_array(name: str, value: Any) -> Any:
+    """An operand as a JAX array: arrays pass, lists and NumPy arrays of numbers convert.
+
+    Integer and bool arrays pass (a computation promotes them). Strings, ragged lists,
+    ``None`` and object arrays are refused with a message naming ``name`` (``TypeError`` for
+    a non-numeric dtype, ``ValueError`` for what NumPy cannot convert).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    arr: Any = value
+    if not isinstance(value, (jax.Array, jax.core.Tracer)):
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError):
+            raise fail(name, value, "an array (or nested list) of numbers") from None
+    if not (jnp.issubdtype(arr.dtype, jnp.number) or jnp.issubdtype(arr.dtype, jnp.bool_)):
+        raise fail(name, value, "an array (or nested list) of numbers", error=TypeError)
+    return jnp.asarray(arr)
