@@ -11,7 +11,8 @@ The cell computes, for an input ``x`` (``(..., n)``) and the previous state ``z`
 :class:`GatedRNN` takes a :class:`GatedCell` as ``nn.RNN`` takes any cell
 (``GatedRNN(GatedCell(features, ...))``), so every cell option is defined once, on the cell,
 and the layer adds only sequence options. The older spelling ``GatedRNN(features, **options)``
-still works and builds that cell.
+still works and builds that cell. The sequence logic is written once, in the driver the NNX
+front-end (:mod:`gated_jax.nnx`) runs too; these classes are thin linen front-ends over it.
 
 Parameter tree (the same for :class:`GatedCell`, for ``nn.RNN(GatedCell(...))`` under
 ``'cell'`` and for :class:`GatedRNN` under ``'cell'``), with Flax's ``(in, out)`` kernels and
@@ -406,8 +407,16 @@ class GatedRNN(_GatedRNNFields):
     (or ``GatedRNN(features, recurrent_gate=False)``) ``W_z`` is absent: the minGRU cell,
     which ``method="deer"`` / ``"quasi_deer"`` run as one exact associative scan.
 
-    ``GatedRNN(features, **cell_options)`` (the first spelling) still works: it builds
-    ``GatedCell(features, **cell_options)``; the sequence options are the same.
+    Two spellings construct it. ``GatedRNN(cell, **sequence_options)`` is the model of
+    ``nn.RNN``; ``GatedRNN(features, **cell_options, **sequence_options)`` (the first
+    spelling, kept for existing code) builds ``GatedCell(features, **cell_options,
+    parent=None)``. Both are read by :meth:`__init__`, an ordinary constructor in the class
+    body that calls the dataclass ``__init__`` Flax generates for the fields, so ``clone``,
+    ``dataclasses.replace`` and ``__post_init__`` work as for any linen module. Cell options
+    beside a cell, or the first spelling with positional options after ``features``, raise
+    ``TypeError``. The sequence logic (options, carry, ``seq_lengths``, ``reverse``,
+    ``method``, ``return_carry``) is the one driver the NNX :class:`gated_jax.nnx.GatedRNN`
+    runs too.
 
     Differences from ``nn.RNN`` (deliberate; equal everywhere else): with ``seq_lengths``,
     outputs at padded steps hold the sequence's last valid state (``nn.RNN`` keeps running the
@@ -449,15 +458,27 @@ class GatedRNN(_GatedRNNFields):
       >>> mingru.apply(mingru.init(jax.random.key(0), x), x).shape
       (2, 5, 4)
 
+    Raises:
+      TypeError: ``cell`` is not a :class:`GatedCell` (nor its ``features``), or cell options
+        are given beside a cell.
+      ValueError: an invalid sequence option (a non-bool flag, ``unroll < 1``, an unknown
+        ``backward`` / ``method``), naming it; at call time, inputs, ``initial_carry`` or
+        ``seq_lengths`` of the wrong shape.
+
     References:
-      ``flax.linen.RNN``, whose call options and parameter layout this layer follows.
+      ``flax.linen.RNN`` (https://flax.readthedocs.io/en/latest/api_reference/flax.linen/
+      layers.html#flax.linen.RNN), whose call options and parameter layout this layer
+      follows. L. Feng, F. Tung, M. O. Ahmed, Y. Bengio, H. Hajimirsadeghi, "Were RNNs All We
+      Needed?" (2024): the minGRU cell. Y. H. Lim, Q. Zhu, J. Selfridge, M. F. Kasim,
+      "Parallelizing non-linear sequential models over the sequence length" (ICLR 2024): DEER,
+      ``method="deer"``.
     """
 
     def __init__(self, cell: GatedCell | int | None = None, *args: Any, **kwargs: Any) -> None:
         """``GatedRNN(cell, **sequence_options)`` or ``GatedRNN(features, **options)``.
 
-        The second (first) spelling builds ``GatedCell(features, **cell_options, parent=None)``
-        from the cell options among the keywords; the rest are the layer's fields. Flax's
+        The first spelling builds ``GatedCell(features, **cell_options, parent=None)`` from
+        the cell options among the keywords; the rest are the layer's fields. Flax's
         ``clone`` and ``dataclasses.replace`` pass the cell by keyword and go through here too.
 
         Raises:
@@ -466,6 +487,9 @@ class GatedRNN(_GatedRNNFields):
         """
         cell, kwargs = _first_spelling(cell, args, kwargs)
         super().__init__(cell, *args, **kwargs)  # type: ignore[arg-type]
+
+    # inspect.signature (Sphinx, IDEs, help) shows the fields' constructor, as for any module.
+    __init__.__wrapped__ = _GatedRNNFields.__init__  # type: ignore[attr-defined]
 
     def __post_init__(self) -> None:
         if not isinstance(self.cell, GatedCell):

@@ -10,7 +10,8 @@ The same cell as :mod:`gated_jax.nn`, with NNX's conventions (``in_features`` an
 
 :class:`GatedRNN` takes a :class:`GatedCell` as ``nnx.RNN`` does
 (``GatedRNN(GatedCell(n, m, rngs=...))``); ``GatedRNN(n, m, rngs=..., **cell_options)`` still
-works and builds that cell. The carry initialiser is an argument of
+works and builds that cell; both layers run one sequence driver, so the linen and NNX
+``GatedRNN`` agree option for option. The carry initialiser is an argument of
 :meth:`GatedCell.initialize_carry` (and of :meth:`GatedRNN.__call__`), not module state, as
 Flax's NNX cells recommend.
 
@@ -417,9 +418,10 @@ class GatedRNN(nnx.Module):
     from ``nnx.RNN`` with ``seq_lengths`` are those of :class:`gated_jax.nn.GatedRNN`: padded
     steps hold the last valid state, a length-0 sequence returns its initial carry, and several
     batch dims work with ``return_carry``. ``GatedRNN(n, m, rngs=..., **cell_options)`` (the
-    first spelling) builds ``GatedCell(n, m, rngs=..., **cell_options)``; with
-    ``recurrent_gate=False`` the cell is minGRU (no ``W_z``), which ``method="deer"`` runs as
-    one exact associative scan.
+    first spelling, kept for existing code) builds ``GatedCell(n, m, rngs=...,
+    **cell_options)``; with ``recurrent_gate=False`` the cell is minGRU (no ``W_z``), which
+    ``method="deer"`` runs as one exact associative scan. The sequence logic is the one
+    driver :class:`gated_jax.nn.GatedRNN` runs too.
 
     Args:
       cell: the :class:`GatedCell` (or, first spelling, ``in_features``).
@@ -445,8 +447,17 @@ class GatedRNN(nnx.Module):
       >>> ys.shape, carry.shape
       ((2, 5, 4), (2, 4))
 
+    Raises:
+      TypeError: ``cell`` is another module, cell options are given beside a cell, or the
+        first spelling lacks ``hidden_features`` or ``rngs``.
+      ValueError: an invalid sequence option, naming it; at call time, inputs,
+        ``initial_carry`` or ``seq_lengths`` of the wrong shape.
+
     References:
-      ``flax.nnx.RNN``, whose call options and state layout this layer follows.
+      ``flax.nnx.RNN`` (https://flax.readthedocs.io/en/latest/api_reference/flax.nnx/nn/
+      recurrent.html), whose call options and state layout this layer follows. L. Feng et
+      al., "Were RNNs All We Needed?" (2024): minGRU. Y. H. Lim et al., "Parallelizing
+      non-linear sequential models over the sequence length" (ICLR 2024): DEER.
     """
 
     def __init__(
