@@ -56,7 +56,6 @@ from gated_jax._validate import (
 from gated_jax.cell import BACKWARDS, METHODS, GatedParams, gated_scan
 
 __all__ = [
-    "CALL_FLAGS",
     "CELL_LEAVES",
     "REQUIRED_LEAVES",
     "SEQUENCE_FLAGS",
@@ -303,7 +302,6 @@ def check_step_shapes(carry, inputs, features: int, in_features: int | None = No
 
 SEQUENCE_FLAGS = ("time_major", "return_carry", "reverse", "keep_order")
 SEQUENCE_OPTIONS = SEQUENCE_FLAGS + ("unroll", "remat", "backward", "method")
-CALL_FLAGS = ("return_carry", "time_major", "reverse", "keep_order")  # call-time overrides
 
 
 def sequence_options(
@@ -363,7 +361,7 @@ def _input_width(inputs, in_features: int | None) -> int:
 def _call_flags(layer: Any, overrides: Mapping[str, Any]) -> dict[str, bool]:
     """The call's flags: each override (``None``: the layer's attribute) as a strict bool."""
     out = {}
-    for name in CALL_FLAGS:
+    for name in SEQUENCE_FLAGS:
         v = optional_flag(name, overrides.get(name))
         out[name] = getattr(layer, name) if v is None else v
     return out
@@ -395,7 +393,7 @@ def run_sequence(
       dtype: the cell's computation dtype (``None``: promoted).
       initial_carry: ``(*batch, m)``; default ``new_carry(...)``.
       seq_lengths: ``(*batch,)`` ints in ``[0, T]``.
-      overrides: call-time values of :data:`CALL_FLAGS` (``None``: the attribute).
+      overrides: call-time values of :data:`SEQUENCE_FLAGS` (``None``: the attribute).
 
     Returns:
       The outputs ``(*batch, T, m)``, or ``(carry, outputs)`` with ``return_carry``.
