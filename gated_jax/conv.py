@@ -46,7 +46,6 @@ References:
   Dumoulin and Visin, *A guide to convolution arithmetic for deep learning*, 2016
   (arXiv:1603.07285), chapter 4 (transposed convolution as the gradient); JAX's transpose
   rules ``_conv_general_dilated_transpose_lhs`` / ``_rhs`` in ``jax/_src/lax/convolution.py``.
-  Homework question 1.1 (c) asks for these four derivatives.
 """
 
 from __future__ import annotations
@@ -313,7 +312,10 @@ def conv_weight_grad(
       True
 
     References:
-      Homework question 1.1 (c)(iv).
+      Dumoulin and Visin, *A guide to convolution arithmetic for deep learning*, 2016
+      (arXiv:1603.07285), chapter 4; JAX's ``_conv_general_dilated_transpose_rhs`` in
+      ``jax/_src/lax/convolution.py`` (the kernel gradient as one convolution of the input
+      with the cotangent).
     """
     c = _config(
         jnp.shape(lhs),
@@ -398,7 +400,9 @@ def conv_input_grad(
       [[[1.0, 2.0, 4.0, 2.0, 3.0, 0.0]]]
 
     References:
-      Homework question 1.1 (c), "similarities and differences".
+      Dumoulin and Visin, *A guide to convolution arithmetic for deep learning*, 2016
+      (arXiv:1603.07285), chapter 4 (the input gradient is a transposed convolution); JAX's
+      ``_conv_general_dilated_transpose_lhs`` in ``jax/_src/lax/convolution.py``.
     """
     c = _config(
         lhs_shape,
@@ -651,8 +655,8 @@ def conv_weight_jacobian(
       ((1, 1, 2, 1, 1, 3), [2.0, 3.0, 4.0])
 
     References:
-      Homework question 1.1 (c)(ii) (there with 1-based indices and the single filter's
-      delta left implicit).
+      Dumoulin and Visin, 2016 (arXiv:1603.07285), chapter 2. For one group, no padding and no
+      dilation (0-based), ``dy[n, o, i] / dW[o', c, k] = delta(o, o') x[n, c, s i + k]``.
     """
     lhs = jnp.asarray(lhs)
     c = _config(
@@ -735,8 +739,10 @@ def conv_input_jacobian(
       [0.0, 0.0, 1.0, 2.0, 3.0]
 
     References:
-      Homework question 1.1 (c)(iii), whose ``W[k - 2(i-1)][l]`` (1-based) is this entry only
-      inside the window; outside it that index runs off the kernel, where the derivative is 0.
+      Dumoulin and Visin, 2016 (arXiv:1603.07285), section 4.1 (convolution as a sparse
+      matrix). For one group, no padding and no dilation (0-based),
+      ``dy[n, o, i] / dx[n', c, j] = delta(n, n') W[o, c, j - s i]`` inside the window
+      ``0 <= j - s i < K``, and 0 outside it, where the index runs off the kernel.
     """
     rhs = jnp.asarray(rhs)
     c = _config(
@@ -822,7 +828,9 @@ def conv1d(x, w, *, stride: int = 1, padding=0, dilation: int = 1):
       [[15.0], [39.0]]
 
     References:
-      Homework question 1.1 (c)(i) (its ``x[2i + m][c] W[m+2][c]`` is 1-based, ``m = -1..1``).
+      Dumoulin and Visin, *A guide to convolution arithmetic for deep learning*, 2016
+      (arXiv:1603.07285), chapter 2; ``lax.conv_general_dilated``, of which this is the
+      channels-last 1-D case.
     """
     x = jnp.asarray(x)
     w = jnp.asarray(w)
