@@ -219,25 +219,29 @@ def _imports(path: Path) -> Iterator[tuple[ast.stmt, str, bool]]:
     skipped.
     """
     modules = _module_names()
-    me = _module_name(path)
-    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
     for node, local in sorted(_import_nodes(_tree(path)), key=lambda n: n[0].lineno):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name in modules:
                     yield node, alias.name, local
             continue
-        base = node.module or ""
-        if node.level:
-            anchor = package.split(".")
-            anchor = anchor[: len(anchor) - (node.level - 1)]
-            base = ".".join(anchor + ([base] if base else []))
+        base = _from_module(path, node)
         for alias in node.names:
             sub = f"{base}.{alias.name}"
             if sub in modules:
                 yield node, sub, local
             elif base in modules:
                 yield node, base, local
+
+
+def _from_module(path: Path, node: ast.ImportFrom) -> str:
+    """The absolute module name of ``from <module> import ...`` written in ``path``."""
+    if not node.level:
+        return node.module or ""
+    me = _module_name(path)
+    anchor = (me if path.name == "__init__.py" else me.rpartition(".")[0]).split(".")
+    anchor = anchor[: len(anchor) - (node.level - 1)]
+    return ".".join(anchor + ([node.module] if node.module else []))
 
 
 def _import_nodes(tree: ast.Module) -> Iterator[tuple[ast.Import | ast.ImportFrom, bool]]:
@@ -434,7 +438,7 @@ def _validator_findings_in(tree: ast.Module, rel: str) -> Iterator[str]:
     nodes = list(ast.walk(tree))
     for fn in (n for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
         args = [a.arg for a in fn.args.posonlyargs + fn.args.args]
-        if SCALAR_CHECK_NAME.match(fn.name):
+        if SCALAR_CHECK_NAME.match(fn.name) and args[:1] not in (["self"], ["cls"]):
             yield f"{rel}:{fn.lineno} defines the scalar check {fn.name}()"
         elif args[:2] == ["name", "value"] and any(isinstance(n, ast.Raise) for n in ast.walk(fn)):
             yield f"{rel}:{fn.lineno} defines the validator {fn.name}(name, value, ...)"
@@ -527,9 +531,11 @@ def _resolves(module: str, name: str, depth: int = 0) -> bool:
     if path is None:
         return False
     node = _top_level_names(_tree(path)).get(name)
-    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gated_jax"):
-        original = next(a.name for a in node.names if (a.asname or a.name) == name)
-        return _resolves(node.module, original, depth + 1)
+    if isinstance(node, ast.ImportFrom):
+        source = _from_module(path, node)
+        if source.split(".")[0] == "gated_jax":
+            original = next(a.name for a in node.names if (a.asname or a.name) == name)
+            return _resolves(source, original, depth + 1)
     return node is not None
 
 
@@ -572,3 +578,10 @@ def test_public_names_resolve():
         if not ok:
             problems.append(f"gated_jax.{name} (imported {where}) does not resolve")
     assert not problems, "gated_jax.__all__:\n  " + "\n  ".join(problems)
+
+
+def test_resolution_follows_re_exports_and_can_fail():
+    assert _resolves("gated_jax", "gated_scan")  # gated_jax -> gated_jax.cell -> its module
+    assert _resolves("gated_jax.conv", "conv1d")
+    assert not _resolves("gated_jax.conv", "no_such_name")
+    assert not _resolves("gated_jax.no_such_module", "conv1d")
