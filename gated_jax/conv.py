@@ -532,6 +532,10 @@ def conv_general_dilated(
     Returns:
       The convolution, equal to ``lax.conv_general_dilated``'s.
 
+    Raises:
+      ValueError: naming the argument (``TypeError`` for a wrong type) when the configuration
+        is one that ``lax.conv_general_dilated`` or XLA rejects.
+
     Examples:
       >>> import jax
       >>> import jax.numpy as jnp
@@ -540,6 +544,10 @@ def conv_general_dilated(
       [[[3.0, 6.0, 9.0, 12.0]]]
       >>> jax.grad(lambda w: conv_general_dilated(x, w, (1,), "VALID").sum())(w).tolist()
       [[[6.0, 10.0, 14.0]]]
+
+    References:
+      ``jax.custom_vjp`` (JAX documentation, "Custom derivative rules for JAX-transformable
+      Python functions"); Dumoulin and Visin, 2016 (arXiv:1603.07285), chapter 4.
     """
     lhs = jnp.asarray(lhs)
     rhs = jnp.asarray(rhs)
@@ -647,6 +655,9 @@ def conv_weight_jacobian(
       An array of shape ``out.shape + rhs_shape``, equal to ``jax.jacrev`` of the lax op
       with respect to the kernel.
 
+    Raises:
+      ValueError: naming the argument when the configuration is invalid.
+
     Examples:
       >>> import jax.numpy as jnp
       >>> x = jnp.arange(5.0).reshape(1, 1, 5)
@@ -731,6 +742,9 @@ def conv_input_jacobian(
     Returns:
       An array of shape ``out.shape + lhs_shape``, equal to ``jax.jacrev`` of the lax op
       with respect to the input.
+
+    Raises:
+      ValueError: naming the argument when the configuration is invalid.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -817,6 +831,10 @@ def conv1d(x, w, *, stride: int = 1, padding=0, dilation: int = 1):
 
     Returns:
       ``(..., T_out, F)``.
+
+    Raises:
+      ValueError: naming the argument when ``x`` or ``w`` has the wrong rank, their channel
+        counts differ, or ``stride``, ``dilation`` or ``padding`` is invalid.
 
     Examples:
       ``x`` in :math:`\mathbb{R}^{5 \times 2}`, ``W`` in :math:`\mathbb{R}^{1 \times 2 \times 3}`,

@@ -81,6 +81,14 @@ def cell_graph(num_steps: int = 3) -> CellGraph:
 
     Raises:
       ValueError: if ``num_steps`` is not an int in ``[1, 12]``.
+
+    Examples:
+      >>> from gated_jax.diagrams import cell_graph
+      >>> g = cell_graph(2)
+      >>> len(g.nodes), len(g.edges)  # 5 nodes and 7 edges per step, plus z[0]
+      (11, 14)
+      >>> [e for e in g.edges if e[1] == "c[1]"]  # the gate reads x[1] and z[0]
+      [('x[1]', 'c[1]', '$W_c$', 'gate'), ('z[0]', 'c[1]', '$W_z$', 'gate')]
     """
     T = positive_int("num_steps", num_steps, maximum=12)
     nodes: dict[str, tuple[str, tuple[float, float], str]] = {
