@@ -421,13 +421,43 @@ def _isinstance_of(node: ast.AST) -> tuple[str, set[str]] | None:
     return ast.unparse(node.args[0]), names
 
 
+NUMBER_TYPES = {
+    "int",
+    "integer",
+    "signedinteger",
+    "float",
+    "floating",
+    "Integral",
+    "Real",
+    "Number",
+}
+
+
 def _numeric_not_bool(expr: ast.BoolOp) -> bool:
-    """Whether ``expr`` tests one subject both for ``bool`` and for ``int``/``float``: the
-    hand-written "a number but not a bool" check that :mod:`gated_jax._validate` owns."""
+    """Whether ``expr`` tests one subject both for ``bool`` and for numbers only (``int``,
+    ``float``, NumPy's scalars): the hand-written "a number but not a bool" check that
+    :mod:`gated_jax._validate` owns. A test against other types too (``(list, tuple, int)``) is
+    a dispatch on the argument's form, not this check."""
     checks = [c for v in expr.values for n in ast.walk(v) if (c := _isinstance_of(n))]
     bools = {s for s, names in checks if names & {"bool", "bool_"}}
-    numbers = {s for s, names in checks if names & {"int", "integer", "float", "floating"}}
+    numbers = {s for s, names in checks if names and names <= NUMBER_TYPES}
     return bool(bools & numbers)
+
+
+def _checks_that_validate(nodes: list[ast.AST]) -> Iterator[ast.BoolOp]:
+    """The number-not-bool tests that validate: in the test of an ``if`` whose body raises, or
+    returned (a predicate such as ``_is_int``). Elsewhere the same test only picks a branch."""
+    for node in nodes:
+        if isinstance(node, ast.If) and any(isinstance(b, ast.Raise) for b in node.body):
+            where: ast.AST | None = node.test
+        elif isinstance(node, ast.Return):
+            where = node.value
+        else:
+            continue
+        for inner in ast.walk(where) if where is not None else ():
+            if isinstance(inner, ast.BoolOp) and _numeric_not_bool(inner):
+                yield inner
+                break
 
 
 def _validator_findings(path: Path) -> Iterator[str]:
@@ -442,23 +472,32 @@ def _validator_findings_in(tree: ast.Module, rel: str) -> Iterator[str]:
             yield f"{rel}:{fn.lineno} defines the scalar check {fn.name}()"
         elif args[:2] == ["name", "value"] and any(isinstance(n, ast.Raise) for n in ast.walk(fn)):
             yield f"{rel}:{fn.lineno} defines the validator {fn.name}(name, value, ...)"
-    for node in nodes:
-        if isinstance(node, ast.BoolOp) and _numeric_not_bool(node):
-            yield f"{rel}:{node.lineno} writes the number-not-bool check {ast.unparse(node)[:80]}"
+    for check in _checks_that_validate(nodes):
+        yield f"{rel}:{check.lineno} writes the number-not-bool check {ast.unparse(check)[:80]}"
 
 
 def test_validator_rules_catch_their_targets():
     src = (
-        "def _is_int(v): return isinstance(v, int) and not isinstance(v, bool)\n"
+        "def _is_int(v):\n    return isinstance(v, int) and not isinstance(v, bool)\n"
         "def size(name, value):\n    raise fail(name, value, 'x')\n"
+        "def steps(n):\n"
+        "    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):\n"
+        "        raise fail('n', n, 'an int')\n"
+        "def form(v):\n"  # a dispatch on the argument's form: not a validator
+        "    if isinstance(v, (list, tuple, int)) and not isinstance(v, bool):\n"
+        "        raise ValueError\n"
+        "    if isinstance(v, int) and not isinstance(v, bool):\n"
+        "        v = (v,)\n"
+        "    return v\n"
+        "class A:\n    def size(self):\n        return 1\n"
     )
-    tree = ast.parse(src)
-    path = Path("gated_jax/example.py")
-    found = list(_validator_findings_in(tree, path.as_posix()))
-    assert [f.split(" ", 1)[1] for f in found] == [
+    found = [f.split(" ", 1)[1] for f in _validator_findings_in(ast.parse(src), "example.py")]
+    assert found == [
         "defines the scalar check _is_int()",
         "defines the scalar check size()",
         "writes the number-not-bool check isinstance(v, int) and (not isinstance(v, bool))",
+        "writes the number-not-bool check "
+        "isinstance(n, bool) or not isinstance(n, (int, np.integer))",
     ]
     assert not SCALAR_CHECK_NAME.match("check_norm") and not SCALAR_CHECK_NAME.match("sizes")
 
