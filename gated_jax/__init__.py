@@ -1,14 +1,28 @@
 """gated_jax: exact, fast and inspectable mechanics of convolutional and recurrent networks.
 
-Layers, imports flowing one way:
+One concept per module, imports flowing one way (a module imports only from the layers below):
 
-* the library core, pure functions: :mod:`gated_jax.shapes` (convolution shape arithmetic),
-  :mod:`gated_jax.ports` (Keras / ONNX convolutions as lax calls), :mod:`gated_jax.receptive`
-  (the receptive field of any model),
-  :mod:`gated_jax.conv` (closed-form convolution derivatives), :mod:`gated_jax.cell` (the gated
-  recurrence, its BPTT and Jacobians), :mod:`gated_jax.testing` (reference checks);
-* Flax modules: :mod:`gated_jax.nn` (linen), :mod:`gated_jax.nnx` (NNX);
-* :mod:`gated_jax.experiments` (gradient-flow sweeps and learning experiments);
+* the library core, pure functions:
+
+  - :mod:`gated_jax.shapes`, a package: convolution shape arithmetic, one module per concept
+    (``_config``: the resolved :class:`ConvConfig` and every padding form; ``rules``: the lax
+    and Flax output rules; ``explain``: the derivation as text; ``inverse``: the padding for a
+    wanted size and the ConvTranspose that undoes a Conv; ``receptive``: receptive fields);
+  - :mod:`gated_jax.ports`, a package: PyTorch, Keras and ONNX convolutions as lax calls, one
+    module per framework on a shared base (``_base``: the ported-convolution classes and the
+    kernel layouts);
+  - :mod:`gated_jax.conv` (closed-form convolution derivatives), :mod:`gated_jax.linalg`
+    (spectral norms, Jacobian products), :mod:`gated_jax.testing` (reference implementations);
+  - :mod:`gated_jax.cell`, a package: the gated recurrence, its BPTT and Jacobians, with the
+    sequential primitives the solvers share (``_core``) below the backends (``sequential``,
+    ``parallel``) and the diagnostics, and one dispatch on top (``scan``: :func:`gated_scan`);
+  - :mod:`gated_jax._validate`: every argument check, with one error format (convolution
+    arguments in ``gated_jax.shapes._config``);
+
+* Flax modules: :mod:`gated_jax.nn` (linen) and :mod:`gated_jax.nnx` (NNX), thin front-ends on
+  one sequence driver (``gated_jax._rnn_common``);
+* :mod:`gated_jax.experiments` (gradient-flow sweeps and learning experiments) and
+  :mod:`gated_jax.diagrams` (the cell drawn unrolled in time);
 * the application layer, :mod:`gated_jax.lab`: one module per capability holding its verify
   rows, report section and benchmark;
 * :mod:`gated_jax.cli` (the ``gated-jax`` command line).
@@ -90,7 +104,7 @@ _LAZY = {
     "nnx": "gated_jax.nnx",
     "from_gated_params": "gated_jax.nn",
     "to_gated_params": "gated_jax.nn",
-    # gated_jax.experiments: gradient-flow experiments, seed 1.2(d)
+    # gated_jax.experiments: gradient-flow and learning experiments
     "experiments": "gated_jax.experiments",
     "FlowConfig": "gated_jax.experiments",
     "counterexample_check": "gated_jax.experiments",
@@ -98,7 +112,7 @@ _LAZY = {
     "learning_experiment": "gated_jax.experiments",
     "run_flow": "gated_jax.experiments",
     "worst_case_search": "gated_jax.experiments",
-    # gated_jax.diagrams: the gated cell drawn unrolled in time, seed 1.2(a)
+    # gated_jax.diagrams: the gated cell drawn unrolled in time
     "draw_unrolled_cell": "gated_jax.diagrams",
 }
 
