@@ -1,9 +1,8 @@
-r"""Keras and ONNX convolutions as lax calls, and kernel layouts between the frameworks.
+r"""The shared base of the framework ports: ported convolutions, kernel layouts, one compiled call.
 
 Every port resolves the framework's arguments once and computes with **one**
-``lax.conv_general_dilated`` call; ``lax_kwargs()`` / ``flax_kwargs()`` give the same call
-as ``lax`` / Flax arguments. The PyTorch ports are :func:`gated_jax.shapes.torch_conv` and
-:func:`gated_jax.shapes.torch_conv_transpose`.
+``lax.conv_general_dilated`` call, compiled as one program per (port, shapes);
+``lax_kwargs()`` / ``flax_kwargs()`` give the same call as ``lax`` / Flax arguments.
 
 A transposed convolution is, in every framework here, the input gradient of a forward
 convolution: the input dilated by the stride (:math:`S - 1` zeros between neighbours),
@@ -21,49 +20,26 @@ each framework returns a window of it, :math:`T` entries from ``begin`` (entries
 on the stretched input (``transpose_kernel=True``), which is how the ports compute it.
 
 References:
-  Keras ``conv_utils.conv_output_length`` / ``deconv_output_length`` and the Keras 3 JAX
-  backend (``_convert_conv_transpose_padding_args_from_keras_to_jax``); TensorFlow's
-  ``'SAME'`` rule (``tf.nn.convolution``); the ONNX operator specification of ``Conv`` and
-  ``ConvTranspose`` (opset 11+).
+  Dumoulin and Visin, *A guide to convolution arithmetic for deep learning*, 2016
+  (arXiv:1603.07285), Section 4 (transposed convolution arithmetic); the PyTorch
+  ``Conv2d`` / ``ConvTranspose2d`` documentation (weight layouts); the Keras 3 JAX backend
+  (``_convert_conv_transpose_padding_args_from_keras_to_jax``); the ONNX operator
+  specification of ``Conv`` and ``ConvTranspose`` (opset 11+).
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 from jax import lax
 
 from gated_jax._validate import fail
-from gated_jax.shapes import (
-    _compiled_call,
-    _dilate,
-    _int,
-    _ints,
-    _is_int,
-    _is_seq,
-    _lhs_dilated_conv,
-    _same_pads,
-    _show,
-)
-
-__all__ = [
-    "KerasConvTranspose",
-    "OnnxConvTranspose",
-    "PortedConv",
-    "PortedConvTranspose",
-    "keras_conv",
-    "keras_conv_transpose",
-    "kernel_from_keras",
-    "kernel_from_torch",
-    "kernel_to_keras",
-    "kernel_to_torch",
-    "onnx_conv",
-    "onnx_conv_transpose",
-]
+from gated_jax.shapes._config import _dilate, _int, _same_pads
 
 _SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
 
@@ -80,10 +56,6 @@ def _spatial_dims(name: str, value: Any) -> int:
     return n
 
 
-def _per_dim(name: str, value: Any, n: int, minimum: int = 1) -> tuple[int, ...]:
-    return _ints(name, value, n, minimum=minimum, scalar_ok=True, none_ok=False)
-
-
 def _data_format(value: Any) -> bool:
     if value not in ("channels_last", "channels_first"):
         raise fail("data_format", value, "'channels_last' or 'channels_first'")
@@ -93,6 +65,42 @@ def _data_format(value: Any) -> bool:
 def _full_window_pads(h: int, t: int, begin: int, ke: int, s: int) -> tuple[int, int]:
     """``lax.conv_transpose`` padding returning ``t`` entries of the full result from ``begin``."""
     return ke - 1 - begin, t + begin - (h - 1) * s - 1
+
+
+# ----------------------------------------------------------------------------------------------
+# one compiled program per call
+
+
+# A port's call runs as ONE compiled program per (port, shapes): outside a jit, a convolution
+# with its stretch, flips and bias would otherwise dispatch (and compile) op by op. The ports are
+# frozen dataclasses of tuples, so they are hashable static arguments.
+@jax.jit(static_argnums=(0, 4))
+def _compiled_call_jit(port, x, kernel, bias, static):
+    return port._apply(x, kernel, bias, *static)
+
+
+def _compiled_call(port, x, kernel, bias=None, *static):
+    """``port._apply(x, kernel, bias, *static)`` as one compiled program (``static`` hashable)."""
+    return _compiled_call_jit(port, x, kernel, bias, static)
+
+
+def _lhs_dilated_conv(x, w, kwargs: Mapping[str, Any], spatial_axes):
+    """``lax.conv_general_dilated(x, w, **kwargs)`` with the input dilation done explicitly.
+
+    The input is stretched (``S - 1`` zeros between neighbours, by a stack and a reshape) and
+    convolved without ``lhs_dilation``: the same values, but XLA's CPU algebraic simplifier
+    aborts the process on some ``lhs_dilation`` convolutions whose padded input is no larger
+    than the kernel (it swaps the operands), ``lax.conv_transpose`` included (jax 0.10).
+    """
+    import jax.numpy as jnp
+
+    kw = dict(kwargs)
+    for axis, s in zip(spatial_axes, kw.pop("lhs_dilation"), strict=True):
+        if s > 1 and x.shape[axis] > 0:
+            st = jnp.stack([x] + [jnp.zeros_like(x)] * (s - 1), axis=axis + 1)
+            st = st.reshape(x.shape[:axis] + (x.shape[axis] * s,) + x.shape[axis + 1 :])
+            x = lax.slice_in_dim(st, 0, (x.shape[axis] - 1) * s + 1, axis=axis)
+    return lax.conv_general_dilated(x, w, **kw)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -192,156 +200,6 @@ class PortedConv:
             c = lhs_spec.index("C")
             y = y + jnp.asarray(bias).reshape([-1 if i == c else 1 for i in range(y.ndim)])
         return y
-
-
-def keras_conv(
-    spatial_dims: int,
-    kernel_size: int | Sequence[int],
-    *,
-    strides: int | Sequence[int] = 1,
-    padding: str = "valid",
-    data_format: str = "channels_last",
-    dilation_rate: int | Sequence[int] = 1,
-    groups: int = 1,
-) -> PortedConv:
-    r"""Keras ``Conv1D`` / ``Conv2D`` / ``Conv3D`` arguments as a lax convolution.
-
-    Keras's documented size rule (``conv_output_length``) per spatial dim, with
-    :math:`K_\mathrm{eff} = (K - 1) d + 1`:
-
-    .. math::
-
-        H_\mathrm{out} = \Big\lceil \frac{H}{S} \Big\rceil \ (\texttt{'same'},
-        \texttt{'causal'}), \qquad
-        \Big\lceil \frac{H - K_\mathrm{eff} + 1}{S} \Big\rceil \ (\texttt{'valid'}).
-
-    ``'same'`` is TensorFlow's rule: a total padding of
-    :math:`\max((\lceil H/S \rceil - 1) S + K_\mathrm{eff} - H, 0)`, ``lo = total // 2``, the
-    extra at the end. With stride > 1 it depends on the input size, so no fixed explicit
-    padding expresses it for every size (PyTorch's symmetric ``padding=p`` cannot express
-    the odd totals at all, which needs a ``jnp.pad`` first); lax's ``'SAME'`` is the same rule
-    resolved at trace time, so one lax or Flax call expresses it for every size, and
-    :meth:`PortedConv.explicit_padding` gives the pairs for one size. ``'causal'``
-    (``Conv1D`` only) pads :math:`(d (K - 1), 0)`, Flax's ``'CAUSAL'``.
-
-    Args:
-      spatial_dims: 1, 2 or 3 (``Conv1D``, ``Conv2D``, ``Conv3D``).
-      kernel_size, strides, dilation_rate: an int or one per dim, as Keras takes them.
-      padding: ``'valid'``, ``'same'`` or (one spatial dim) ``'causal'``.
-      data_format: ``'channels_last'`` (Keras's default, ``NHWC``) or ``'channels_first'``.
-      groups: Keras's ``groups`` (``feature_group_count``).
-
-    Returns:
-      :class:`PortedConv`; ``keras_conv(...)(x, kernel, bias)`` with Keras's kernel
-      (``kernel_size + (C / groups, filters)``, ``HWIO``) equals the layer's output.
-
-    Examples:
-      >>> conv = keras_conv(1, 3, strides=2, padding="same")
-      >>> conv.padding, conv.explicit_padding((10,)), conv.output_shape((10,))
-      ('SAME', ((0, 1),), (5,))
-      >>> keras_conv(1, 3, dilation_rate=2, padding="causal").padding
-      ((4, 0),)
-    """
-    n = _spatial_dims("spatial_dims", spatial_dims)
-    ks = _per_dim("kernel_size", kernel_size, n)
-    ss = _per_dim("strides", strides, n)
-    ds = _per_dim("dilation_rate", dilation_rate, n)
-    g = _int("groups", groups, minimum=1)
-    last = _data_format(data_format)
-    mode = padding.lower() if isinstance(padding, str) else padding
-    if mode not in ("valid", "same", "causal"):
-        raise fail("padding", padding, "'valid', 'same' or 'causal'")
-    if mode == "causal" and n != 1:
-        raise fail(
-            "padding", padding, f"'valid' or 'same' with {n} spatial dims ('causal': Conv1D)"
-        )
-    pad: str | tuple[tuple[int, int], ...]
-    pad = (((ks[0] - 1) * ds[0], 0),) if mode == "causal" else mode.upper()
-    lhs, rhs = _specs(n, last)
-    return PortedConv("keras", ks, ss, pad, ds, g, (lhs, rhs, lhs))
-
-
-def _onnx_pads(name: str, value: Any, n: int) -> tuple[tuple[int, int], ...]:
-    """ONNX ``pads`` ``[x1_begin, x2_begin, ..., x1_end, x2_end, ...]`` as ``(begin, end)``."""
-    if value is None:
-        return ((0, 0),) * n
-    if not _is_seq(value) or len(value) != 2 * n or not all(_is_int(v) and v >= 0 for v in value):
-        raise fail(
-            name, _show(value), f"{2 * n} non-negative ints [x1_begin, ..., x1_end, ...] (ONNX)"
-        )
-    vals = [int(v) for v in value]
-    return tuple((vals[i], vals[n + i]) for i in range(n))
-
-
-def _kernel_shape(value: Any) -> tuple[int, ...]:
-    if not _is_seq(value) or not 1 <= len(value) <= 3:
-        raise fail("kernel_shape", _show(value), "a sequence of 1 to 3 positive ints")
-    return _ints("kernel_shape", value, len(value))
-
-
-_AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
-
-
-def _auto_pad(value: Any) -> str:
-    if value not in _AUTO_PADS:
-        raise fail("auto_pad", value, "one of " + ", ".join(map(repr, _AUTO_PADS)))
-    return value
-
-
-def onnx_conv(
-    kernel_shape: Sequence[int],
-    *,
-    auto_pad: str = "NOTSET",
-    pads: Sequence[int] | None = None,
-    strides: Sequence[int] | None = None,
-    dilations: Sequence[int] | None = None,
-    group: int = 1,
-) -> PortedConv:
-    r"""ONNX ``Conv`` attributes as a lax convolution (``NCHW`` data, ``OIHW`` weight).
-
-    The ONNX spec's output size per spatial dim, with :math:`K_\mathrm{eff} = (K - 1) d + 1`:
-
-    .. math::
-
-        \Big\lfloor \frac{H + b + e - K_\mathrm{eff}}{S} \Big\rfloor + 1 \ (\texttt{NOTSET}),
-        \qquad \Big\lceil \frac{H}{S} \Big\rceil \ (\texttt{SAME\_*}), \qquad
-        \Big\lceil \frac{H - K_\mathrm{eff} + 1}{S} \Big\rceil \ (\texttt{VALID}),
-
-    ``pads = [x1_begin, x2_begin, ..., x1_end, x2_end, ...]`` giving :math:`(b, e)` per dim.
-    ``SAME_UPPER`` pads a total of :math:`\max((\lceil H/S \rceil - 1) S + K_\mathrm{eff} - H,
-    0)` with the extra at the end (lax's ``'SAME'``), ``SAME_LOWER`` at the beginning (lax's
-    ``'SAME_LOWER'``): one lax call for every input size.
-
-    Args:
-      kernel_shape: the weight's spatial shape (its length is the number of spatial dims).
-      auto_pad: ``'NOTSET'`` (use ``pads``), ``'SAME_UPPER'``, ``'SAME_LOWER'`` or ``'VALID'``.
-      pads, strides, dilations: ONNX's lists (``None``: zeros / ones).
-      group: ONNX's ``group`` (``feature_group_count``).
-
-    Returns:
-      :class:`PortedConv`; ``onnx_conv(...)(x, w, b)`` equals the ONNX node's ``Y``.
-
-    Examples:
-      >>> onnx_conv((3, 3), pads=[1, 0, 2, 1]).padding
-      ((1, 2), (0, 1))
-      >>> onnx_conv((3,), auto_pad="SAME_LOWER", strides=[2]).explicit_padding((10,))
-      ((1, 0),)
-    """
-    ks = _kernel_shape(kernel_shape)
-    n = len(ks)
-    mode = _auto_pad(auto_pad)
-    ss = _ints("strides", strides, n)
-    ds = _ints("dilations", dilations, n)
-    g = _int("group", group, minimum=1)
-    explicit = _onnx_pads("pads", pads, n)
-    pad: str | tuple[tuple[int, int], ...] = {
-        "NOTSET": explicit,
-        "SAME_UPPER": "SAME",
-        "SAME_LOWER": "SAME_LOWER",
-        "VALID": "VALID",
-    }[mode]
-    lhs, _ = _specs(n, False)
-    return PortedConv("onnx", ks, ss, pad, ds, g, (lhs, "OI" + _SPATIAL[n], lhs))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -493,223 +351,6 @@ def _regroup_flip(w, groups: int):
     w = w.reshape((groups, cin // groups, cout_g) + ksp).swapaxes(1, 2)
     w = w.reshape((groups * cout_g, cin // groups) + ksp)
     return w[(slice(None), slice(None)) + (slice(None, None, -1),) * len(ksp)]
-
-
-@dataclasses.dataclass(frozen=True)
-class KerasConvTranspose(PortedConvTranspose):
-    r"""Keras ``Conv*Transpose``: see :func:`keras_conv_transpose`.
-
-    Attributes:
-      padding: ``'valid'`` or ``'same'``.
-      output_padding: per dim, or ``None`` (Keras's default).
-    """
-
-    padding: str = "valid"
-    output_padding: tuple[int, ...] | None = None
-
-    def window(self, input_spatial: Sequence[int]) -> tuple[tuple[int, int], ...]:
-        out = []
-        for i, (h, k, s, d) in enumerate(
-            zip(input_spatial, self.kernel_size, self.strides, self.dilation, strict=True)
-        ):
-            ke = _dilate(k, d)
-            if self.output_padding is None:
-                t = h * s + max(ke - s, 0) if self.padding == "valid" else h * s
-            else:
-                pad = ke // 2 if self.padding == "same" else 0
-                t = (h - 1) * s + ke - 2 * pad + self.output_padding[i]
-            begin = 0 if self.padding == "valid" else max((h - 1) * s + ke - t, 0) // 2
-            out.append((begin, t))
-        return tuple(out)
-
-    def _kernel_spec(self) -> str:
-        return _SPATIAL[len(self.kernel_size)] + "IO"
-
-    def _torch_kernel(self, kernel):
-        n = len(self.kernel_size)
-        return kernel.transpose((n + 1, n, *range(n)))  # (*k, out, in) -> (in, out, *k)
-
-
-def keras_conv_transpose(
-    spatial_dims: int,
-    kernel_size: int | Sequence[int],
-    *,
-    strides: int | Sequence[int] = 1,
-    padding: str = "valid",
-    output_padding: int | Sequence[int] | None = None,
-    data_format: str = "channels_last",
-    dilation_rate: int | Sequence[int] = 1,
-) -> KerasConvTranspose:
-    r"""Keras ``Conv1DTranspose`` / ``Conv2DTranspose`` / ``Conv3DTranspose`` as a lax call.
-
-    Keras's output size (``conv_utils.deconv_output_length``), per dim, with
-    :math:`K_\mathrm{eff} = (K - 1) d + 1`:
-
-    .. math::
-
-        T = \begin{cases}
-          H S + \max(K_\mathrm{eff} - S, 0) & \texttt{'valid'}, \text{ no output\_padding} \\
-          H S & \texttt{'same'}, \text{ no output\_padding} \\
-          (H - 1) S + K_\mathrm{eff} - 2 p + \text{output\_padding} &
-            p = 0 \ (\texttt{'valid'}),\ p = \lfloor K_\mathrm{eff} / 2 \rfloor
-            \ (\texttt{'same'}).
-        \end{cases}
-
-    The values are the gradient of the forward convolution from :math:`T` to :math:`H`:
-    ``'valid'`` is the full transposed result from entry 0 (zeros past its end); ``'same'``
-    starts at TensorFlow's ``'SAME'`` low padding of that forward convolution,
-    :math:`\max((H - 1) S + K_\mathrm{eff} - T, 0) // 2`. (For an even :math:`K_\mathrm{eff}`
-    with ``output_padding=0`` the ``'SAME'`` forward conv of :math:`T` has :math:`H - 1`
-    outputs and TensorFlow refuses; Keras 3 and this port use the same start.) The padding
-    depends on the input size only through ``output_padding=None``'s defaults, never for a
-    given size: one ``lax.conv_transpose`` / Flax ``ConvTranspose`` call with
-    :meth:`~PortedConvTranspose.padding_for` expresses every case.
-
-    Args:
-      spatial_dims: 1, 2 or 3.
-      kernel_size, strides, dilation_rate: an int or one per dim.
-      padding: ``'valid'`` or ``'same'``.
-      output_padding: ``None`` or an int / one per dim, each smaller than the stride (as Keras
-        requires).
-      data_format: ``'channels_last'`` or ``'channels_first'``.
-
-    Returns:
-      :class:`KerasConvTranspose`; ``tconv(x, kernel, bias)`` with Keras's kernel
-      (``kernel_size + (filters, C_in)``) equals the layer's output.
-
-    Examples:
-      >>> t = keras_conv_transpose(1, 3, strides=2, padding="same")
-      >>> t.output_shape((5,)), t.padding_for((5,))
-      ((10,), ((2, 1),))
-      >>> keras_conv_transpose(1, 3, strides=2, output_padding=1).output_shape((5,))
-      (12,)
-    """
-    n = _spatial_dims("spatial_dims", spatial_dims)
-    ks = _per_dim("kernel_size", kernel_size, n)
-    ss = _per_dim("strides", strides, n)
-    ds = _per_dim("dilation_rate", dilation_rate, n)
-    last = _data_format(data_format)
-    mode = padding.lower() if isinstance(padding, str) else padding
-    if mode not in ("valid", "same"):
-        raise fail("padding", padding, "'valid' or 'same' (Keras Conv*Transpose)")
-    ops = None
-    if output_padding is not None:
-        ops = _per_dim("output_padding", output_padding, n, minimum=0)
-        for i, (op, s) in enumerate(zip(ops, ss, strict=True)):
-            if op >= s:
-                raise fail(
-                    "output_padding",
-                    output_padding,
-                    f"smaller than the stride in spatial dim {i} (stride {s}), as Keras requires",
-                )
-    return KerasConvTranspose(ks, ss, ds, 1, last, mode, ops)
-
-
-@dataclasses.dataclass(frozen=True)
-class OnnxConvTranspose(PortedConvTranspose):
-    r"""ONNX ``ConvTranspose``: see :func:`onnx_conv_transpose`.
-
-    Attributes:
-      auto_pad: ONNX's ``auto_pad``.
-      pads: ``(begin, end)`` per dim (used with ``NOTSET`` and no ``output_shape``).
-      output_padding: per dim.
-      output_shape: the spatial output shape, or ``None``.
-    """
-
-    auto_pad: str = "NOTSET"
-    pads: tuple[tuple[int, int], ...] = ()
-    output_padding: tuple[int, ...] = ()
-    output_shape_attr: tuple[int, ...] | None = None
-
-    def window(self, input_spatial: Sequence[int]) -> tuple[tuple[int, int], ...]:
-        out = []
-        for i, (h, k, s, d) in enumerate(
-            zip(input_spatial, self.kernel_size, self.strides, self.dilation, strict=True)
-        ):
-            ke, op = _dilate(k, d), self.output_padding[i]
-            full = s * (h - 1) + op + ke
-            if self.output_shape_attr is None and self.auto_pad in ("NOTSET", "VALID"):
-                b, e = self.pads[i] if self.auto_pad == "NOTSET" else (0, 0)
-                out.append((b, full - b - e))
-                continue
-            t = self.output_shape_attr[i] if self.output_shape_attr is not None else h * s
-            total = full - t
-            small = total // 2
-            b = small if self.auto_pad == "SAME_UPPER" else total - small
-            out.append((b, t))
-        return tuple(out)
-
-    def _kernel_spec(self) -> str:
-        return "OI" + _SPATIAL[len(self.kernel_size)]
-
-
-def onnx_conv_transpose(
-    kernel_shape: Sequence[int],
-    *,
-    auto_pad: str = "NOTSET",
-    pads: Sequence[int] | None = None,
-    strides: Sequence[int] | None = None,
-    dilations: Sequence[int] | None = None,
-    group: int = 1,
-    output_padding: Sequence[int] | None = None,
-    output_shape: Sequence[int] | None = None,
-) -> OnnxConvTranspose:
-    r"""ONNX ``ConvTranspose`` attributes as a lax call (``NCHW`` data, ``(C, M/group, *k)``).
-
-    The ONNX spec, per spatial dim (``pads = [x1_begin, ..., x1_end, ...]`` as :math:`(b, e)`,
-    :math:`K_\mathrm{eff} = (K - 1) d + 1`, :math:`o` = ``output_padding``):
-
-    .. math::
-
-        T = S (H - 1) + o + K_\mathrm{eff} - b - e.
-
-    With ``output_shape`` given (or ``auto_pad`` ``SAME_*``, where :math:`T = H S`) the pads
-    are derived: ``total = S (H - 1) + o + K_eff - T``; ``SAME_UPPER``: ``b = total // 2``,
-    ``e = total - b``; otherwise ``e = total // 2``, ``b = total - e`` (floor division, as the
-    ONNX reference implementation; a negative total adds zero entries). The values are the
-    full transposed result (:math:`F = S (H - 1) + K_\mathrm{eff}` entries, then :math:`o`
-    zeros) cropped by :math:`(b, e)`: the gradient of ``Conv`` with pads :math:`(b, e - o)`.
-    The explicit padding depends on the input size when ``output_shape`` or ``SAME_*`` is used
-    (``padding_for(input_spatial)`` gives it for one size).
-
-    Args:
-      kernel_shape: the weight's spatial shape.
-      auto_pad: ``'NOTSET'``, ``'SAME_UPPER'``, ``'SAME_LOWER'`` or ``'VALID'``.
-      pads, strides, dilations, output_padding: ONNX's lists (``None``: zeros / ones).
-      group: ONNX's ``group``.
-      output_shape: the spatial output shape (or ``N, C`` and spatial), or ``None``.
-
-    Returns:
-      :class:`OnnxConvTranspose`; ``tconv(x, w, b)`` equals the ONNX node's ``Y``.
-
-    Examples:
-      >>> t = onnx_conv_transpose((3,), strides=[2], output_shape=[10])
-      >>> t.output_shape((5,)), t.window((5,))
-      ((10,), ((1, 10),))
-      >>> onnx_conv_transpose((3,), strides=[2], pads=[1, 1], output_padding=[1]).output_shape((5,))
-      (10,)
-    """
-    ks = _kernel_shape(kernel_shape)
-    n = len(ks)
-    mode = _auto_pad(auto_pad)
-    ss = _ints("strides", strides, n)
-    ds = _ints("dilations", dilations, n)
-    g = _int("group", group, minimum=1)
-    explicit = _onnx_pads("pads", pads, n)
-    ops = (
-        (0,) * n
-        if output_padding is None
-        else _ints("output_padding", output_padding, n, minimum=0)
-    )
-    shape = None
-    if output_shape is not None:
-        m = len(output_shape) if _is_seq(output_shape) else -1
-        if m not in (n, n + 2):
-            raise fail(
-                "output_shape", _show(output_shape), f"{n} spatial sizes (or {n + 2} with N, C)"
-            )
-        shape = _ints("output_shape", output_shape, m)[m - n :]
-    return OnnxConvTranspose(ks, ss, ds, g, False, mode, explicit, ops, shape)
 
 
 # ----------------------------------------------------------------------------------------------
