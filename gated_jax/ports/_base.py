@@ -39,7 +39,7 @@ import numpy as np
 from jax import lax
 
 from gated_jax._validate import fail
-from gated_jax.shapes._config import _dilate, _int, _same_pads
+from gated_jax.shapes._config import _dilate, _int, _mode_pairs
 
 _SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
 
@@ -137,11 +137,7 @@ class PortedConv:
         keff = [_dilate(k, d) for k, d in zip(self.kernel_size, self.rhs_dilation, strict=True)]
         if self.padding == "VALID":
             return ((0, 0),) * len(keff)
-        lower = self.padding == "SAME_LOWER"
-        return tuple(
-            _same_pads(h, ke, s, lower)
-            for h, ke, s in zip(input_spatial, keff, self.window_strides, strict=True)
-        )
+        return _mode_pairs("padding", self.padding, input_spatial, keff, self.window_strides)
 
     def output_shape(self, input_spatial: Sequence[int]) -> tuple[int, ...]:
         """Spatial output size: ``floor((H + lo + hi - K_eff) / S) + 1`` per dim."""

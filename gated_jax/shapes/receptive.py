@@ -1,7 +1,7 @@
 r"""Receptive fields: the analytic rule for conv stacks, and the exact set for any model.
 
 :func:`receptive_field` is the closed-form rule for a plain stack of conv and pooling layers
-(size, jump and start per spatial dim). :func:`receptive_field_of` answers the question for
+(size, jump and start per spatial dim). :func:`receptive_field_of` computes the exact set for
 any JAX function or Flax module (skip connections, pooling, normalisation, any architecture)
 from its ``jaxpr``: the *structural* support of the gradient of one output entry.
 
