@@ -103,6 +103,32 @@ def _uncovered(n: int, ld: int, lo: int, hi: int, k: int, d: int, s: int, out: i
     return rows, tail
 
 
+def _row_warnings(
+    i: int, x: int, k: int, s: int, d: int, ld: int, pad: tuple[int, int], out: int
+) -> list[str]:
+    """Warnings of dim ``i``: rows past the last window, and rows no kernel tap reads."""
+    lo, hi = pad
+    unc = _uncovered(x, ld, lo, hi, k, d, s, out) if out > 0 else None
+    if unc is None:
+        return []
+    warns = []
+    rows, tail = unc
+    xd, ke = _dilate(x, ld), _dilate(k, d)
+    if tail:
+        exact = _fmt((xd + lo + hi - ke) / s + 1)
+        warns.append(
+            f"dim {i}: {len(tail)} input row(s) {_rows(tail)} covered by no window: "
+            f"({xd}{_signed(lo + hi)} - {ke})/{s} + 1 = {exact} -> {out}"
+        )
+    inner = [r for r in rows if r not in set(tail)]
+    if inner:
+        warns.append(
+            f"dim {i}: {len(inner)} input row(s) {_rows(inner)} never read by any "
+            "kernel tap (cropped by negative padding, or skipped by stride / dilation)"
+        )
+    return warns
+
+
 def _render_forward(cfg: ConvConfig, mode: str | None) -> tuple[list[str], list[str]]:
     lines: list[str] = []
     warns: list[str] = []
@@ -148,21 +174,7 @@ def _render_forward(cfg: ConvConfig, mode: str | None) -> tuple[list[str], list[
                 f"puts the extra row at the {side} (PyTorch's symmetric padding=K//2 differs "
                 "here)"
             )
-        unc = _uncovered(x, ld, lo, hi, k, d, s, out) if out > 0 else None
-        if unc is not None:
-            rows, tail = unc
-            if tail:
-                exact = _fmt((padded - ke) / s + 1)
-                warns.append(
-                    f"dim {i}: {len(tail)} input row(s) {_rows(tail)} covered by no window: "
-                    f"({xd}{_signed(lo + hi)} - {ke})/{s} + 1 = {exact} -> {out}"
-                )
-            inner = [r for r in rows if r not in set(tail)]
-            if inner:
-                warns.append(
-                    f"dim {i}: {len(inner)} input row(s) {_rows(inner)} never read by any "
-                    "kernel tap (cropped by negative padding, or skipped by stride / dilation)"
-                )
+        warns += _row_warnings(i, x, k, s, d, ld, (lo, hi), out)
     return lines, warns
 
 
