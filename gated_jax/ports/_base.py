@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
@@ -92,8 +93,6 @@ def _lhs_dilated_conv(x, w, kwargs: Mapping[str, Any], spatial_axes):
     aborts the process on some ``lhs_dilation`` convolutions whose padded input is no larger
     than the kernel (it swaps the operands), ``lax.conv_transpose`` included (jax 0.10).
     """
-    import jax.numpy as jnp
-
     kw = dict(kwargs)
     for axis, s in zip(spatial_axes, kw.pop("lhs_dilation"), strict=True):
         if s > 1 and x.shape[axis] > 0:
@@ -182,8 +181,6 @@ class PortedConv:
         return _compiled_call(self, x, kernel, bias)
 
     def _apply(self, x, kernel, bias):
-        import jax.numpy as jnp
-
         x, kernel = jnp.asarray(x), jnp.asarray(kernel)
         lhs_spec, rhs_spec, _ = self.dimension_numbers
         k_sp = tuple(kernel.shape[rhs_spec.index(c)] for c in _SPATIAL[len(self.kernel_size)])
@@ -327,8 +324,6 @@ class PortedConvTranspose(abc.ABC):
         return _compiled_call(self, x, kernel, bias)
 
     def _apply(self, x, kernel, bias):
-        import jax.numpy as jnp
-
         x = jnp.asarray(x)
         axes = range(1, x.ndim - 1) if self.channels_last else range(2, x.ndim)
         kw = self.conv_kwargs([x.shape[a] for a in axes])

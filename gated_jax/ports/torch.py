@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
@@ -53,8 +54,6 @@ class TorchConv:
         return _compiled_call(self, x, weight, bias)
 
     def _apply(self, x, weight, bias):
-        import jax.numpy as jnp
-
         x = jnp.asarray(x)
         if self.pre_padding is not None:
             x = jnp.pad(x, ((0, 0), (0, 0), *self.pre_padding), mode=self.pad_mode)
@@ -226,8 +225,6 @@ class TorchConvTranspose:
         return _compiled_call(self, x, weight, bias, output_size)
 
     def _apply(self, x, weight, bias, output_size):
-        import jax.numpy as jnp
-
         x, w = jnp.asarray(x), jnp.asarray(weight)
         kw = self.conv_kwargs(x.shape[2:], output_size)
         y = _lhs_dilated_conv(x, self.prepare_kernel(w), kw, range(2, x.ndim))

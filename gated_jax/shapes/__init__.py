@@ -45,6 +45,7 @@ Keras, ONNX) are :mod:`gated_jax.ports`.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from gated_jax.shapes._config import ConvConfig
@@ -96,6 +97,4 @@ _MOVED = {"TorchConv", "TorchConvTranspose", "torch_conv", "torch_conv_transpose
 def __getattr__(name: str) -> Any:
     if name not in _MOVED:
         raise AttributeError(f"module 'gated_jax.shapes' has no attribute {name!r}")
-    import importlib
-
     return getattr(importlib.import_module("gated_jax.ports.torch"), name)

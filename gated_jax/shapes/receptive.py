@@ -36,7 +36,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from gated_jax._validate import fail
 from gated_jax.shapes._config import _ints, _is_int, _is_seq, _parse_padding
@@ -192,10 +195,6 @@ def _is_float(x) -> bool:
 
 def _eqn_masks(eqn, invals, out_masks, rng) -> list[Any]:
     """Which entries of each operand reach the masked entries of the eqn's results."""
-    import jax
-    import jax.numpy as jnp
-    from jax import lax
-
     name = eqn.primitive.name
     if name in _CALLS and _CALLS[name] in eqn.params:
         sub = eqn.params[_CALLS[name]]
@@ -266,7 +265,7 @@ def _eqn_masks(eqn, invals, out_masks, rng) -> list[Any]:
 
 def _backward(jaxpr, consts, args, out_masks, rng) -> list[Any]:
     """Forward values (for integer operands), then the masks from the results back."""
-    from jax.extend.core import Literal
+    from jax.extend.core import Literal  # on first use: `import gated_jax` stays light
 
     env: dict[Any, Any] = {}
 
@@ -348,9 +347,6 @@ def receptive_field_of(
       >>> receptive_field_of(relu_max, (4,), ()).tolist()  # both rows, whatever the input
       [True, True, False, False]
     """
-    import jax
-    import jax.numpy as jnp
-
     shape = tuple(int(d) for d in input_shape)
     dtype = jnp.zeros((), float).dtype
     rng = np.random.default_rng(seed)
