@@ -255,7 +255,7 @@ def torch_conv_transpose(
     with ``output_padding`` smaller than the stride or the dilation. Flax's ``ConvTranspose``
     has neither ``output_padding`` nor ``output_size``; with the explicit padding
     ``(d(k-1) - p, d(k-1) - p + output_padding)`` and ``transpose_kernel=True`` it computes the
-    same values (:func:`inverse_conv_transpose` gives those arguments).
+    same values (:func:`~gated_jax.shapes.inverse_conv_transpose` gives those arguments).
 
     Args:
       spatial_dims: 1, 2 or 3.
