@@ -40,8 +40,6 @@ from gated_jax.shapes import ConvExplanation as ConvExplanation
 from gated_jax.shapes import ConvLayer as ConvLayer
 from gated_jax.shapes import ConvTransposeArgs as ConvTransposeArgs
 from gated_jax.shapes import ReceptiveField as ReceptiveField
-from gated_jax.shapes import TorchConv as TorchConv
-from gated_jax.shapes import TorchConvTranspose as TorchConvTranspose
 from gated_jax.shapes import conv_output_shape as conv_output_shape
 from gated_jax.shapes import conv_output_size as conv_output_size
 from gated_jax.shapes import conv_transpose_output_shape as conv_transpose_output_shape
@@ -51,15 +49,16 @@ from gated_jax.shapes import inverse_conv_transpose as inverse_conv_transpose
 from gated_jax.shapes import padding_for_output as padding_for_output
 from gated_jax.shapes import padding_pairs as padding_pairs
 from gated_jax.shapes import receptive_field as receptive_field
-from gated_jax.shapes import torch_conv as torch_conv
-from gated_jax.shapes import torch_conv_transpose as torch_conv_transpose
+from gated_jax.shapes import receptive_field_of as receptive_field_of
 from gated_jax.shapes import transpose_padding_for_output as transpose_padding_for_output
 
-# gated_jax.ports: Keras and ONNX convolutions as lax calls, kernel layouts
+# gated_jax.ports: PyTorch, Keras and ONNX convolutions as lax calls, kernel layouts
 from gated_jax.ports import KerasConvTranspose as KerasConvTranspose
 from gated_jax.ports import OnnxConvTranspose as OnnxConvTranspose
 from gated_jax.ports import PortedConv as PortedConv
 from gated_jax.ports import PortedConvTranspose as PortedConvTranspose
+from gated_jax.ports import TorchConv as TorchConv
+from gated_jax.ports import TorchConvTranspose as TorchConvTranspose
 from gated_jax.ports import keras_conv as keras_conv
 from gated_jax.ports import keras_conv_transpose as keras_conv_transpose
 from gated_jax.ports import kernel_from_keras as kernel_from_keras
@@ -68,9 +67,9 @@ from gated_jax.ports import kernel_to_keras as kernel_to_keras
 from gated_jax.ports import kernel_to_torch as kernel_to_torch
 from gated_jax.ports import onnx_conv as onnx_conv
 from gated_jax.ports import onnx_conv_transpose as onnx_conv_transpose
+from gated_jax.ports import torch_conv as torch_conv
+from gated_jax.ports import torch_conv_transpose as torch_conv_transpose
 
-# gated_jax.receptive: the receptive field of any model
-from gated_jax.receptive import receptive_field_of as receptive_field_of
 
 # gated_jax.conv: closed-form convolution derivatives
 from gated_jax.conv import conv1d as conv1d
@@ -140,8 +139,6 @@ __all__ = [  # noqa: F822 (lazy names resolve through __getattr__)
     "ConvLayer",
     "ConvTransposeArgs",
     "ReceptiveField",
-    "TorchConv",
-    "TorchConvTranspose",
     "conv_output_shape",
     "conv_output_size",
     "conv_transpose_output_shape",
@@ -151,14 +148,15 @@ __all__ = [  # noqa: F822 (lazy names resolve through __getattr__)
     "padding_for_output",
     "padding_pairs",
     "receptive_field",
-    "torch_conv",
-    "torch_conv_transpose",
+    "receptive_field_of",
     "transpose_padding_for_output",
     # ports
     "KerasConvTranspose",
     "OnnxConvTranspose",
     "PortedConv",
     "PortedConvTranspose",
+    "TorchConv",
+    "TorchConvTranspose",
     "keras_conv",
     "keras_conv_transpose",
     "kernel_from_keras",
@@ -167,8 +165,8 @@ __all__ = [  # noqa: F822 (lazy names resolve through __getattr__)
     "kernel_to_torch",
     "onnx_conv",
     "onnx_conv_transpose",
-    # receptive
-    "receptive_field_of",
+    "torch_conv",
+    "torch_conv_transpose",
     # conv
     "conv1d",
     "conv_general_dilated",

@@ -795,7 +795,8 @@ def _inverse_and_ports_text() -> str:
     import jax.numpy as jnp
     from jax import lax
 
-    from gated_jax import ports, receptive, shapes
+    from gated_jax import ports, shapes
+    from gated_jax.shapes import receptive
 
     parts = [
         "### Backwards and across frameworks",
