@@ -622,3 +622,69 @@ def test_mingru_step_and_jacobian_diagnostics():
     assert rel(jacobian_product(p, xs, z0, start=1, end=5), np.diag(np.prod(c[1:5], 0))) < 1e-12
     q = init_gated_params(jax.random.key(0), n, m, recurrent_gate=False)
     assert q.w_z is None and gated_scan(q, jnp.ones((2, T, n))).shape == (2, T, m)
+
+
+# ---- the package's structure --------------------------------------------------------------
+
+
+def _cell_imports():
+    """For each module of ``gated_jax.cell``: the cell modules it imports (module level), the
+    names it imports from each, and every ``gated_jax`` import below module level."""
+    import ast
+    from pathlib import Path
+
+    root = Path(gated_jax.cell.__file__).parent
+    modules = {p.stem for p in root.glob("*.py")}
+    deps: dict[str, set[str]] = {}
+    names: dict[tuple[str, str], set[str]] = {}
+    local: list[str] = []
+    for mod in sorted(modules):
+        tree = ast.parse((root / f"{mod}.py").read_text())
+        top = {id(node) for node in tree.body}
+        deps[mod] = set()
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            targets = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            source = node.module if isinstance(node, ast.ImportFrom) else None
+            if not any(t.startswith("gated_jax") for t in [*targets, source or ""]):
+                continue
+            if id(node) not in top:
+                local.append(f"{mod}: {ast.unparse(node)}")
+            if source == "gated_jax.cell":  # from gated_jax.cell import step, ...
+                for a in node.names:
+                    if a.name in modules:
+                        deps[mod].add(a.name)
+            elif source and source.startswith("gated_jax.cell."):
+                other = source.split(".")[2]
+                deps[mod].add(other)
+                names.setdefault((mod, other), set()).update(a.name for a in node.names)
+    return deps, names, local
+
+
+def test_cell_modules_import_one_way_without_a_cycle():
+    """No import cycle in ``gated_jax.cell``, no function-local import of the package, private
+    names shared only from ``_core``, and the diagnostics below the dispatch."""
+    import graphlib
+
+    deps, names, local = _cell_imports()
+    assert not local, local
+    inner = {m: d for m, d in deps.items() if m != "__init__"}
+    order = list(graphlib.TopologicalSorter(inner).static_order())  # CycleError on a cycle
+    assert set(order) == set(inner)
+    private = {(m, o): sorted(n for n in ns if n.startswith("_")) for (m, o), ns in names.items()}
+    assert all(not ns or o == "_core" for (m, o), ns in private.items()), private
+
+    def below(mod):
+        seen, todo = set(), [mod]
+        while todo:
+            for d in inner[todo.pop()] - seen:
+                seen.add(d)
+                todo.append(d)
+        return seen
+
+    assert below("_core") <= {"params", "step"}
+    assert below("diagnostics") <= {"params", "step", "_core"}
+    assert below("sequential") <= {"params", "step", "_core"}
+    assert "scan" not in below("parallel") | below("sequential") | below("diagnostics")
+    assert {"sequential", "parallel"} <= below("scan")
