@@ -1,7 +1,7 @@
 r"""The gated cell over a sequence: :func:`gated_scan`, one entry point over every backend.
 
-:func:`gated_scan` validates once (:func:`gated_jax.cell._core.prepare` turns the user's
-arguments into flat operands, ``Operands``; :func:`gated_jax.cell._core.check_options` the loop
+:func:`gated_scan` validates once (``gated_jax.cell._core.prepare`` turns the user's
+arguments into flat operands, ``Operands``; ``gated_jax.cell._core.check_options`` the loop
 options), resolves its ``method`` once (:func:`resolve_method`), picks one :class:`Backend` by
 one ``match`` (:func:`select_backend`) and calls it from :data:`BACKENDS`. Every backend has
 the same signature, ``backend(ops, opts)``, returning the states batch-first ``(B, T, m)``, or
@@ -20,7 +20,7 @@ backend            what runs
 =================  ==========================================================================
 
 The step equation itself lives in :mod:`gated_jax.cell.step`, the loops, adjoint and gradient
-matmuls every backend shares in :mod:`gated_jax.cell._core`; this module only dispatches.
+matmuls every backend shares in ``gated_jax.cell._core``; this module only dispatches.
 The closed-form :func:`gated_bptt` is defined in :mod:`gated_jax.cell.sequential`.
 
 References:

@@ -1,11 +1,11 @@
 r"""The sequential backends of :func:`~gated_jax.cell.gated_scan` and the closed-form BPTT.
 
-The forward pass is the blocked loop of :func:`gated_jax.cell._core.blocked_forward`: time cut
+The forward pass is the blocked loop of ``gated_jax.cell._core.blocked_forward``: time cut
 into blocks, a nested ``lax.scan`` over blocks so that every temporary is block-sized, the
 input projections two einsums per block outside the step loop, and one ``(B, m) x (m, m)``
 matmul per step. The backward pass is the closed form of :func:`gated_bptt`, registered with
 ``jax.custom_vjp``: per block, a reverse-time loop with one matmul per step
-(:func:`gated_jax.cell._core.adjoint`), then the block's weight gradients as
+(``gated_jax.cell._core.adjoint``), then the block's weight gradients as
 ``(m, K B) x (K B, n)`` matmuls. What the forward pass keeps decides the backend:
 
 * :func:`stored_states` (the default): the states ``zs``, its output, and nothing else. The
