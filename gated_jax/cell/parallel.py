@@ -84,7 +84,7 @@ from gated_jax.cell._core import (
     prepare,
     run,
 )
-from gated_jax.cell.diagnostics import lyapunov_exponent as lyapunov_exponent
+from gated_jax.cell.diagnostics import lyapunov_exponent as lyapunov_exponent  # its old home
 from gated_jax.cell.params import GatedParams
 
 __all__ = [
@@ -92,10 +92,8 @@ __all__ = [
     "DeerInfo",
     "DeerNotConverged",
     "affine_scan",
-    "deer",
     "gated_deer",
-    "mingru_scan",
-    "quasi_deer",
+    "lyapunov_exponent",
     "scan_levels",
 ]
 

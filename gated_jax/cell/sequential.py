@@ -56,7 +56,7 @@ from gated_jax.cell._core import (
 )
 from gated_jax.cell.params import GatedParams, as_params
 
-__all__ = ["final_state", "gated_bptt", "remat", "stored_states"]
+__all__ = ["gated_bptt"]  # the backends are reached through gated_scan
 
 
 # --------------------------------------------------------------------------------------------
