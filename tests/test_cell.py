@@ -37,7 +37,7 @@ def _sigmoid(x):
 
 
 def np_loop(p, xs, z0, lengths=None, reverse=False):
-    """Seed 1.2 step by step in float64; xs (B, T, n), z0 (B, m)."""
+    """The cell's equations step by step in float64; xs (B, T, n), z0 (B, m)."""
     w_x, w_c, w_z, b_c, b_x = (None if a is None else np.asarray(a, np.float64) for a in p)
     B, T, _ = xs.shape
     out = np.zeros((B, T, w_x.shape[0]))
@@ -468,7 +468,7 @@ def test_norm_bound_is_an_upper_bound(seed, w_scale, x_scale, z_scale):
 
 
 def test_gradient_flow_shows_vanishing_and_growth():
-    """Seed 1.2(d) says gradients cannot explode; a large W_z with states far from u says no."""
+    """Gradients can vanish and can explode: a large W_z with states far from u makes them grow."""
     rng = np.random.default_rng(7)
     m = 6
     small = GatedParams(0.1 * rng.normal(size=(m, 2)), rng.normal(size=(m, 2)), 0.01 * np.eye(m))
