@@ -688,3 +688,27 @@ def test_cell_modules_import_one_way_without_a_cycle():
     assert below("sequential") <= {"params", "step", "_core"}
     assert "scan" not in below("parallel") | below("sequential") | below("diagnostics")
     assert {"sequential", "parallel"} <= below("scan")
+
+
+def test_gated_scan_has_one_backend_per_way_of_running():
+    """One dispatch: each resolved method and option set picks one backend of the table."""
+    from gated_jax.cell._core import ScanOptions
+    from gated_jax.cell.scan import BACKENDS, Backend, select_backend
+
+    assert set(BACKENDS) == set(Backend)
+    opts = ScanOptions(reverse=False, unroll=1, remat=False, backward="closed_form")
+    cases = [
+        ("sequential", opts, True, Backend.SEQUENTIAL),
+        ("sequential", opts._replace(remat=True), True, Backend.REMAT),
+        ("sequential", opts._replace(remat=4), False, Backend.REMAT),
+        ("sequential", opts._replace(return_sequence=False), True, Backend.FINAL_STATE),
+        ("sequential", opts._replace(return_sequence=False, remat=4), True, Backend.FINAL_STATE),
+        ("deer", opts, True, Backend.DEER),
+        ("quasi_deer", opts, True, Backend.QUASI_DEER),
+        ("deer", opts, False, Backend.MINGRU_SCAN),
+        ("quasi_deer", opts, False, Backend.MINGRU_SCAN),
+    ]
+    for method, o, recurrent_gate, want in cases:
+        assert select_backend(method, o, recurrent_gate) is want, (method, o, recurrent_gate)
+    with pytest.raises(ValueError, match="`method`"):
+        select_backend("auto", opts, True)  # resolved by resolve_method before the dispatch
