@@ -31,8 +31,7 @@ per iteration, more iterations. With any approximate Jacobian iteration ``k`` re
 first ``k`` steps exactly (step ``t`` only needs step ``t-1`` exact), so both are exact after at
 most ``T`` iterations in exact arithmetic; the number they need in practice is governed by the
 largest Lyapunov exponent of the trajectory (:func:`gated_jax.cell.lyapunov_exponent`): small
-when it is
-negative (gradients vanish), up to ``T`` when it is positive (gradients explode).
+when it is negative (gradients vanish), up to ``T`` when it is positive (gradients explode).
 
 The backends of :func:`~gated_jax.cell.gated_scan` here are :func:`mingru_scan`,
 :func:`deer` and :func:`quasi_deer`, each ``backend(ops, opts)`` like the sequential ones.
