@@ -66,6 +66,7 @@ from jax import lax
 
 from gated_jax._validate import (
     array_shape,
+    boolean,
     check_array,
     check_jacobians_fit,
     choice,
@@ -104,16 +105,23 @@ class DeerInfo(NamedTuple):
     """What the Newton solver of :func:`gated_deer` did.
 
     Attributes:
-      iterations: the number of affine scans run (an int32 scalar; 1 for ``W_z = None``).
-      residuals: ``(max_iters,)``: the max-norm change of the trajectory at each iteration,
-        ``max |z_{k+1} - z_k|`` (the first against the initial guess); NaN past ``iterations``.
-      converged: a bool scalar: the last change was at most ``tol * max(1, max |z|)``, or
-        ``T`` iterations ran (iteration ``k`` fixes step ``k``, so ``T`` are exact).
+      iterations: the number of Newton updates (affine scans) run, an int32 scalar; ``0`` when
+        the initial guess already solved the recurrence, ``1`` for ``W_z = None``.
+      residuals: ``(min(max_iters, T) + 1,)``: the per-step residual of each iterate,
+        ``max_t |z_k[t] - f(z_k[t-1], x[t])|`` (``k = 0`` the initial guess); NaN past
+        ``iterations``. The residual, not the change between iterates, is what convergence is
+        judged by: it is zero exactly on a trajectory of the cell.
+      converged: a bool scalar: the returned trajectory's residual is within
+        ``max(tol, 32 eps) * max(1, max |z|)`` (``eps`` the dtype's machine epsilon).
+      sequential: a bool scalar: the returned trajectory is the sequential loop's, run because
+        Newton did not converge (only with ``fallback=True``, as ``gated_scan`` does under
+        ``jit``); the states are then exact and ``converged`` still says Newton did not get there.
     """
 
     iterations: jax.Array
     residuals: jax.Array
     converged: jax.Array
+    sequential: jax.Array
 
 
 class DeerNotConverged(RuntimeError):
@@ -237,16 +245,17 @@ def _shift(zs, z0):
 
 
 def _linearised(p: GatedParams, zprev, a, u, mask, jacobian: str):
-    """``(A, b)`` of the Newton step at ``zprev``: ``A = J`` (or its diagonal), ``b = f - A z``."""
+    """``(A, b, f)`` of the Newton step at ``zprev``: ``A = J`` (or its diagonal), ``b = f - A z``
+    and the step itself, ``f = f(z[t-1], x[t])``."""
     fz, c = _step.update(p.w_z, zprev, a, u, mask)
     s = _step.jacobian_factor(zprev, u, c)
     if jacobian == "full":
         A = _step.jacobian(p.w_z, c, s)
-        return A, fz - _apply(A, zprev, False)
+        return A, fz - _apply(A, zprev, False), fz
     assert p.w_z is not None  # the minGRU cell (w_z None) never reaches the Newton step
     d = jnp.diagonal(p.w_z)
     A = c + s * jnp.reshape(d, (1,) * (s.ndim - 1) + d.shape)
-    return A, fz - A * zprev
+    return A, fz - A * zprev, fz
 
 
 def _mingru(p: GatedParams, a, u, z0, mask):
@@ -255,34 +264,57 @@ def _mingru(p: GatedParams, a, u, z0, mask):
     return _solve_tm(c, (1 - c) * u, z0, True)
 
 
+EPS_FACTOR = 32
+"""The residual bound's floor, in machine epsilons of the dtype (see :class:`DeerInfo`)."""
+
+
+def residual_bound(tol: float, dtype) -> float:
+    """The per-step residual, relative to ``max(1, max |z|)``, below which a trajectory counts as
+    solved: ``max(tol, 32 eps)``; a ``tol`` below the dtype's rounding cannot be certified."""
+    return max(float(tol), EPS_FACTOR * float(jnp.finfo(dtype).eps))
+
+
+def _residual(zs, fz):
+    """``(max_t |z[t] - f(z[t-1])|, max |z|)`` of one iterate (NaN-propagating)."""
+    return jnp.max(jnp.abs(zs - fz)), jnp.max(jnp.abs(zs))
+
+
 def _newton(p: GatedParams, a, u, z0, mask, init, jacobian: str, tol: float, max_iters: int):
-    """Newton (or quasi-Newton) iterations of affine scans; returns ``(zs, DeerInfo)``."""
+    """Newton (or quasi-Newton) iterations of affine scans; returns ``(zs, DeerInfo)``.
+
+    Each pass first measures the per-step residual of the current iterate (the linearisation
+    evaluates ``f`` along it anyway) and stops there when it is within the bound; otherwise it
+    takes one Newton update. At most ``max_iters`` updates are taken, so the last iterate's
+    residual is always measured: a trajectory is never reported solved on the iteration count.
+    """
+    bound = residual_bound(tol, init.dtype)
+    false = jnp.zeros((), bool)
     if p.w_z is None:
         zs = _mingru(p, a, u, z0, mask)
-        r = jnp.max(jnp.abs(zs - init)) if zs.size else jnp.zeros((), zs.dtype)
-        res = jnp.full((max_iters,), jnp.nan, zs.dtype).at[0].set(r)
-        return zs, DeerInfo(jnp.ones((), jnp.int32), res, jnp.ones((), bool))
+        fz, _ = _step.update(None, _shift(zs, z0), a, u, mask)
+        r0, _ = _residual(init, _step.update(None, _shift(init, z0), a, u, mask)[0])
+        r1, _ = _residual(zs, fz)
+        res = jnp.full((max_iters + 1,), jnp.nan, zs.dtype).at[0].set(r0).at[1].set(r1)
+        # one affine scan is exact (no iteration can amplify rounding): always converged
+        return zs, DeerInfo(jnp.ones((), jnp.int32), res, jnp.ones((), bool), false)
     diagonal = jacobian == "diagonal"
 
     def body(state):
-        k, zs, res, _ = state
-        A, b = _linearised(p, _shift(zs, z0), a, u, mask, jacobian)
-        new = _solve_tm(A, b, z0, diagonal)
-        r = jnp.max(jnp.abs(new - zs))
-        done = r <= tol * jnp.maximum(1.0, jnp.max(jnp.abs(new)))
-        # Iteration k fixes step k (causality): after T iterations the trajectory is exact,
-        # whatever the last change was.
-        done = done | (k + 1 >= zs.shape[0])
-        return k + 1, new, res.at[k].set(r), done
+        k, zs, res, _, _ = state
+        A, b, fz = _linearised(p, _shift(zs, z0), a, u, mask, jacobian)
+        r, scale = _residual(zs, fz)
+        ok = jnp.isfinite(r) & (r <= bound * jnp.maximum(1.0, scale))
+        stop = ok | (k >= max_iters)
+        new = lax.cond(stop, lambda: zs, lambda: _solve_tm(A, b, z0, diagonal))
+        return k + jnp.where(stop, 0, 1), new, res.at[k].set(r), ok, stop
 
     def cond(state):
-        k, _, _, done = state
-        return (k < max_iters) & jnp.logical_not(done)
+        return jnp.logical_not(state[4])
 
-    res0 = jnp.full((max_iters,), jnp.nan, init.dtype)
-    state = (jnp.zeros((), jnp.int32), init, res0, jnp.zeros((), bool))
-    k, zs, res, done = lax.while_loop(cond, body, state)
-    return zs, DeerInfo(k, res, done)
+    res0 = jnp.full((max_iters + 1,), jnp.nan, init.dtype)
+    state = (jnp.zeros((), jnp.int32), init, res0, false, false)
+    k, zs, res, ok, _ = lax.while_loop(cond, body, state)
+    return zs, DeerInfo(k, res, ok, false)
 
 
 def _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
@@ -295,6 +327,7 @@ def _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
             lambda: zs,
             lambda: run(p, xs_tm, z0, mask, False, 1)[1],
         )
+        info = info._replace(sequential=jnp.logical_not(info.converged))
     return zs, info
 
 
@@ -361,7 +394,7 @@ def _default_tol(dtype) -> float:
 
 
 DEFAULT_MAX_ITERS = 100
-"""``max_iters=None`` means ``min(T, DEFAULT_MAX_ITERS)`` (``T`` iterations are always exact)."""
+"""``max_iters=None`` means ``min(T, DEFAULT_MAX_ITERS)`` Newton updates."""
 
 
 def check_solver_options(jacobian, tol, max_iters) -> tuple[str, float | None, int | None]:
@@ -395,14 +428,26 @@ def _concrete(x) -> bool | None:
         return None
 
 
-def _not_converged(info: DeerInfo, jacobian: str, tol: float, max_iters: int, T: int):
+def _not_converged(info: DeerInfo, jacobian: str, tol: float, max_iters: int, T: int, dtype):
     k = int(info.iterations)
     return DeerNotConverged(
         f"gated_scan(method={'deer' if jacobian == 'full' else 'quasi_deer'!r}) did not "
-        f"converge in `max_iters` (={max_iters}) iterations to `tol` (={tol:g}); last change "
-        f"{float(info.residuals[k - 1]):.3g}. Raise max_iters (T = {T} iterations are always "
-        "exact) or use method='sequential'; under jax.jit the sequential loop is run instead."
+        f"converge in `max_iters` (={max_iters}) iterations: the last iterate's per-step "
+        f"residual is {float(info.residuals[k]):.3g}, above `tol` (={tol:g}) relative to "
+        f"max(1, max|z|) (floor {residual_bound(0.0, dtype):.2g} for {jnp.dtype(dtype).name}). "
+        f"Raise max_iters (at most T = {T} are used), or use method='sequential': on an "
+        "expanding cell (positive Lyapunov exponent) Newton amplifies rounding error. Under "
+        "jax.jit the sequential loop is run instead (gated_deer(..., fallback=True) reports it)."
     )
+
+
+def _budget(max_iters: int | None, T: int) -> int:
+    """The Newton updates allowed: ``max_iters`` (``None``: ``DEFAULT_MAX_ITERS``) capped at ``T``.
+
+    Iteration ``k`` makes the first ``k`` steps exact, so ``T`` updates solve the recurrence in
+    exact arithmetic; in floating point more cannot help (they re-amplify the same rounding on
+    an expanding cell), and the cap keeps the residual buffer at ``T + 1`` entries."""
+    return max(1, min(T, DEFAULT_MAX_ITERS if max_iters is None else max_iters))
 
 
 def _scan_backend(ops: Operands, opts: ScanOptions, jacobian: str) -> jax.Array:
@@ -417,12 +462,12 @@ def _scan_backend(ops: Operands, opts: ScanOptions, jacobian: str) -> jax.Array:
         return jnp.zeros((B, 0, m), ops.z0.dtype) if opts.return_sequence else ops.z0
     _check_full_fits(ops, ops.xs, jacobian)
     tol = _default_tol(ops.xs.dtype) if opts.tol is None else opts.tol
-    max_iters = min(T, DEFAULT_MAX_ITERS) if opts.max_iters is None else opts.max_iters
+    max_iters = _budget(opts.max_iters, T)
     xs_tm, mask = _time_major(ops, opts.reverse)
     init = jnp.zeros((T, B, m), ops.xs.dtype)
     zs, info = _solve_jit(ops.params, xs_tm, ops.z0, mask, init, jacobian, tol, max_iters, True)
     if _concrete(info.converged) is False:
-        raise _not_converged(info, jacobian, tol, max_iters, T)
+        raise _not_converged(info, jacobian, tol, max_iters, T, ops.xs.dtype)
     if not opts.return_sequence:
         return zs[-1]  # the last step run (the first input when reversed)
     return jnp.swapaxes(jnp.flip(zs, 0) if opts.reverse else zs, 0, 1)
@@ -472,6 +517,7 @@ def gated_deer(
     tol: float | None = None,
     max_iters: int | None = None,
     init: jax.Array | None = None,
+    fallback: bool = False,
 ) -> tuple[jax.Array, DeerInfo]:
     r"""Solve the gated recurrence over the whole sequence by Newton's method (DEER).
 
@@ -483,9 +529,19 @@ def gated_deer(
         z_{k+1}[t] = A_k[t] \, z_{k+1}[t-1] + f(z_k[t-1], x[t]) - A_k[t] \, z_k[t-1],
 
     with ``A = J = diag(c) + diag(s) W_z`` (``jacobian="full"``, DEER) or its diagonal
-    ``c + s diag(W_z)`` (``"diagonal"``, quasi-DEER). Iterations stop when the max-norm change
-    is at most ``tol * max(1, max |z|)``, or after ``max_iters``. With ``W_z = None`` (minGRU) the
-    recurrence is affine and one scan gives the exact trajectory.
+    ``c + s diag(W_z)`` (``"diagonal"``, quasi-DEER). Convergence is judged by the residual
+    alone: iterations stop when the current trajectory satisfies the recurrence step by step,
+
+    .. math::
+
+        \max_t |z_k[t] - f(z_k[t-1], x[t])| \le \max(\mathrm{tol}, 32 \epsilon) \,
+        \max(1, \max_t |z_k[t]|)
+
+    (``epsilon`` the dtype's machine epsilon), or after ``max_iters`` updates, and ``converged``
+    is that test on the returned trajectory, never the iteration count: ``T`` iterations are
+    exact in exact arithmetic, but on an expanding cell each one multiplies rounding error, and
+    such a result is reported unconverged. With ``W_z = None`` (minGRU) the recurrence is affine
+    and one scan gives the exact trajectory.
 
     Gradients (``jax.grad``, ``jax.vjp``) are those of the sequential recurrence at the
     returned trajectory, by implicit differentiation (module docstring): exact when it
@@ -498,13 +554,18 @@ def gated_deer(
       jacobian: ``"full"`` (DEER) or ``"diagonal"`` (quasi-DEER).
       tol: convergence tolerance, a float > 0; ``None``: ``1e-12`` in float64, ``1e-5``
         otherwise.
-      max_iters: an int >= 1; ``None``: ``min(T, 100)``. ``T`` iterations are always exact in
-        exact arithmetic (iteration ``k`` fixes step ``k``).
-      init: the initial guess ``(..., T, m)``; ``None`` means zeros.
+      max_iters: the most Newton updates, an int >= 1; ``None``: 100. At most ``T`` are run
+        (iteration ``k`` fixes step ``k``, so ``T`` solve the recurrence in exact arithmetic and
+        more cannot help in floating point).
+      init: the initial guess ``(..., T, m)``; ``None`` means zeros. In a training loop the
+        previous step's trajectory is a good guess when the parameters move little.
+      fallback: when Newton does not converge, return the sequential loop's trajectory instead
+        of the last iterate (``info.sequential`` says it happened); what ``gated_scan`` does
+        under ``jit``. A strict bool.
 
     Returns:
-      ``(zs, info)``: ``zs`` ``(..., T, m)`` (the last iterate, *not* replaced by the
-      sequential result when unconverged: check ``info.converged``) and a :class:`DeerInfo`.
+      ``(zs, info)``: ``zs`` ``(..., T, m)`` (the last iterate when unconverged, unless
+      ``fallback``: check ``info.converged``) and a :class:`DeerInfo`.
 
     Raises:
       ValueError: naming the argument, for bad shapes or options, or full Jacobians that cannot
@@ -530,19 +591,21 @@ def gated_deer(
       nonlinear RNNs" (quasi-DEER), NeurIPS 2024.
     """
     jacobian, tol, max_iters = check_solver_options(jacobian, tol, max_iters)
+    fallback = boolean("fallback", fallback)
     ops = prepare(params, xs, z0, None)
     T, B, m = ops.T, ops.xs.shape[0], ops.m
     _check_full_fits(ops, xs, jacobian)
     tol = _default_tol(ops.xs.dtype) if tol is None else tol
-    max_iters = max(1, min(T, DEFAULT_MAX_ITERS)) if max_iters is None else max_iters
+    max_iters = _budget(max_iters, T)
     init_tm = _initial_guess(ops, init)
     if T == 0:
         zs = jnp.zeros((B, 0, m), ops.xs.dtype)
-        info = DeerInfo(jnp.zeros((), jnp.int32), jnp.full((max_iters,), jnp.nan), jnp.array(True))
+        res = jnp.full((max_iters + 1,), jnp.nan)
+        info = DeerInfo(jnp.zeros((), jnp.int32), res, jnp.array(True), jnp.array(False))
     else:
         xs_tm, mask = _time_major(ops, False)
         zs_tm, info = _solve_jit(
-            ops.params, xs_tm, ops.z0, mask, init_tm, jacobian, tol, max_iters, False
+            ops.params, xs_tm, ops.z0, mask, init_tm, jacobian, tol, max_iters, fallback
         )
         zs = jnp.swapaxes(zs_tm, 0, 1)
     return jnp.reshape(zs, ops.batch + (T, m)).astype(ops.out_dtype), info
