@@ -93,7 +93,7 @@ def port_outcome(case: Case, make, *args) -> None:
     try:
         fn = make()
         out = jax.eval_shape(fn, *args)
-    except (ValueError, TypeError) as e:
+    except Exception as e:  # its type is part of the record (a ValueError is expected)
         case.port_refused = _error(e)
         return
     case.port, case.port_shape = fn, tuple(out.shape)
@@ -227,22 +227,26 @@ def torch_config(rng, transposed: bool, gaps: bool = False) -> dict[str, Any]:
 
 
 def torch_case(torch, cfg: dict, transposed: bool, seed: int) -> Case:
-    """Build the PyTorch module (float64, its own random init), run it, set up the port."""
+    """Run the PyTorch module (float64, random weights) and trace the port on the same
+    arrays (whether or not PyTorch accepts the config)."""
     n, args, call = cfg["n"], dict(cfg["args"]), dict(cfg["call"])
-    x = np.random.default_rng(seed).standard_normal(cfg["shape"])
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(cfg["shape"])
     case = Case("torch", transposed, n, args, x, call)
+    cin, cout, g = args["in_channels"], args["out_channels"], args["groups"]
+    channels = (cin, cout // g) if transposed else (cout, cin // g)
+    case.weight = rng.standard_normal(channels + _tup(args["kernel_size"], n))
+    case.bias = rng.standard_normal(cout) if args["bias"] else None
     name = f"ConvTranspose{n}d" if transposed else f"Conv{n}d"
-    torch.manual_seed(seed)
     try:
         module = getattr(torch.nn, name)(**args, dtype=torch.float64)
         with torch.no_grad():
-            y = module(torch.from_numpy(x), **call)
+            module.weight.copy_(torch.from_numpy(case.weight))
+            if case.bias is not None:
+                module.bias.copy_(torch.from_numpy(case.bias))
+            case.want = module(torch.from_numpy(x), **call).numpy()
     except (ValueError, RuntimeError, TypeError) as e:
         case.refused = _error(e)
-        return case
-    case.want = y.numpy()
-    case.weight = module.weight.detach().numpy()
-    case.bias = None if module.bias is None else module.bias.detach().numpy()
     common = dict(
         kernel_size=args["kernel_size"],
         stride=args["stride"],
@@ -265,7 +269,7 @@ def torch_case(torch, cfg: dict, transposed: bool, seed: int) -> Case:
             return lambda x, w, b: port(x, w, b)
 
     port_outcome(case, make, x, case.weight, case.bias)
-    if case.port is not None:
+    if case.port is not None and case.refused is None:
         case.extra.append(_torch_channels_last_route(case, make))
     return case
 
@@ -417,25 +421,30 @@ def keras_config(rng, transposed: bool, gaps: bool = False) -> dict[str, Any]:
 
 
 def keras_case(keras, cfg: dict, transposed: bool, seed: int) -> Case:
-    """Build the Keras layer (float64, random kernel and bias) and set up the port."""
+    """Build the Keras layer (float64, random kernel and bias) and trace the port on the same
+    arrays (whether or not Keras accepts the config)."""
     n, args = cfg["n"], dict(cfg["args"])
-    x = np.random.default_rng(seed).standard_normal(cfg["shape"])
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(cfg["shape"])
     case = Case("keras", transposed, n, args, x)
+    last = args["data_format"] == "channels_last"
+    cin, filters, g = x.shape[-1 if last else 1], args["filters"], args.get("groups", 1)
+    channels = (filters, cin) if transposed else (cin // g, filters)
+    weight = rng.standard_normal(_tup(args["kernel_size"], n) + channels)
+    case.bias = rng.standard_normal(filters) if args["use_bias"] else None
     name = f"Conv{n}DTranspose" if transposed else f"Conv{n}D"
-    # random weights from NumPy (Keras's own initializers would compile per kernel shape)
-    init = lambda shape, dtype=None: np.random.default_rng([seed, len(shape)]).normal(size=shape)
+    # the weights as initializers (Keras's own would compile a program per kernel shape)
+    inits = dict(
+        kernel_initializer=lambda shape, dtype=None: weight,
+        bias_initializer=lambda shape, dtype=None: case.bias,
+    )
     try:
-        layer = getattr(keras.layers, name)(
-            **args, dtype="float64", kernel_initializer=init, bias_initializer=init
-        )
+        layer = getattr(keras.layers, name)(**args, dtype="float64", **inits)
         layer.build(x.shape)
         case.want = jax.eval_shape(layer, x)  # a shape for now: values in run_keras_layers
+        case.layer = layer
     except ValueError as e:
         case.refused = _error(e)
-        return case
-    case.layer = layer
-    case.weight = np.asarray(layer.kernel.numpy())
-    case.bias = np.asarray(layer.bias.numpy()) if args["use_bias"] else None
     common = dict(
         strides=args["strides"],
         padding=args["padding"],
@@ -443,7 +452,7 @@ def keras_case(keras, cfg: dict, transposed: bool, seed: int) -> Case:
         dilation_rate=args["dilation_rate"],
     )
     if transposed:
-        kernel = gj.kernel_from_keras(case.weight, transposed=True)
+        kernel = gj.kernel_from_keras(weight, transposed=True)
 
         def make():
             port = gj.keras_conv_transpose(
@@ -452,7 +461,7 @@ def keras_case(keras, cfg: dict, transposed: bool, seed: int) -> Case:
             return lambda x, k, b: port(x, k, b)
 
     else:
-        kernel = gj.kernel_from_keras(case.weight)
+        kernel = gj.kernel_from_keras(weight)
 
         def make():
             port = gj.keras_conv(n, args["kernel_size"], groups=args["groups"], **common)
@@ -460,12 +469,13 @@ def keras_case(keras, cfg: dict, transposed: bool, seed: int) -> Case:
 
     case.weight = kernel
     port_outcome(case, make, x, kernel, case.bias)
-    if case.port is not None and not transposed and args["data_format"] == "channels_last":
-        case.extra.append(_flax_route(make_port=lambda: make, case=case))
+    flax_ok = not transposed and last and case.refused is None
+    if case.port is not None and flax_ok:
+        case.extra.append(_flax_route(case))
     return case
 
 
-def _flax_route(make_port, case: Case):
+def _flax_route(case: Case):
     """The forward port's ``flax_kwargs()`` in a ``flax.linen.Conv`` (channels-last data,
     ``HWIO`` kernel) with the case's kernel and bias."""
     args = case.args
@@ -632,7 +642,6 @@ def onnx_case(onnx, ort, cfg: dict, transposed: bool, seed: int) -> Case:
         case.want = onnx_run(onnx, ort, op, attrs, x, w, b, reference=spec).astype(np.float64)
     except Exception as e:  # ONNX Runtime's own exception types
         case.refused = _error(e)
-        return case
     case.weight = w.astype(np.float64)
     case.bias = None if b is None else b.astype(np.float64)
     kw = {k: v for k, v in attrs.items() if k != "kernel_shape"}
@@ -643,7 +652,7 @@ def onnx_case(onnx, ort, cfg: dict, transposed: bool, seed: int) -> Case:
         return lambda x, w, b: port(x, w, b)
 
     port_outcome(case, make, case.x, case.weight, case.bias)
-    if case.port is not None and not transposed:
+    if case.port is not None and not transposed and case.refused is None:
         port = factory(attrs["kernel_shape"], **kw)
         x_last = case.x.transpose((0, *range(2, n + 2), 1))
         fn, args = _flax_conv(port, gj.kernel_from_torch(case.weight), case.bias, x_last)
