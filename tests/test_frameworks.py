@@ -652,7 +652,7 @@ def onnx_case(onnx, ort, cfg: dict, transposed: bool, seed: int) -> Case:
         spec = departs_from_spec(transposed, attrs)
         case.want = onnx_run(onnx, ort, op, attrs, x, w, b, reference=spec).astype(np.float64)
     except Exception as e:  # ONNX Runtime's own exception types
-        case.refused = _error(e)
+        case.refused = ("onnx.reference " if spec else "") + _error(e)
     case.weight = w.astype(np.float64)
     case.bias = None if b is None else b.astype(np.float64)
     kw = {k: v for k, v in attrs.items() if k != "kernel_shape"}
