@@ -76,6 +76,9 @@ class Case:
     port_shape: tuple[int, ...] | None = None
     port_refused: str | None = None  # the port's error
     extra: list = dataclasses.field(default_factory=list)  # more routes (name, fn, args)
+    got: np.ndarray | None = None  # the port's output (run_ports)
+    extra_got: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # the routes'
+    layer: Any = None  # the Keras layer
 
     def describe(self) -> str:
         shape = tuple(self.x.shape)
@@ -117,7 +120,6 @@ def run_ports(cases: list[Case], args_of) -> None:
     main, more = jax.device_get(everything(main_args, extra_args))
     for c, y in zip(live, main, strict=True):
         c.got = np.asarray(y)
-        c.extra_got = {}
     for (i, name, _), y in zip(extras, more, strict=True):
         live[i].extra_got[name] = np.asarray(y)
 
