@@ -36,6 +36,7 @@ References:
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import threading
@@ -138,6 +139,7 @@ def _listen(host: str, port: int) -> socket.socket:
     """A socket listening on ``host:port`` with ``SO_REUSEADDR``, as gRPC binds its servers
     (``"::"``: every IPv6 and IPv4 interface, IPv4 only where IPv6 is off); ``OSError`` if
     the port is taken."""
+    candidates: list[tuple[int, Any]]
     if host in ("::", "", "0.0.0.0"):
         candidates = [(socket.AF_INET6, ("::", port)), (socket.AF_INET, ("0.0.0.0", port))]
         if host == "0.0.0.0":
@@ -159,9 +161,11 @@ def _listen(host: str, port: int) -> socket.socket:
             sock.bind(sockaddr)
             sock.listen(4)
             return sock
-        except OSError:
+        except OSError as e:
             sock.close()
-            raise
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise
+            error = e  # e.g. IPv6 switched off by sysctl: try IPv4
     assert error is not None
     raise error
 
@@ -345,7 +349,7 @@ def initialize(
         ]
     if jax.distributed.is_initialized():
         return jax.process_index(), jax.process_count()
-    if host_port is not None:
+    if coordinator is not None and host_port is not None:
         check_coordinator(coordinator, process_id, timeout=min(float(timeout), PROBE_SECONDS))
         if process_id not in (None, 0):
             _wait_for_coordinator(coordinator, *host_port, timeout)
