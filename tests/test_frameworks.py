@@ -27,7 +27,11 @@ from jax import lax
 
 import gated_jax as gj
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # PyTorch's notes on 'same'
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning"),  # PyTorch's notes on 'same'
+    # Keras reading its variables with np.array(..., copy=False) under NumPy 2
+    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept:DeprecationWarning"),
+]
 
 HOW = "pip install -e '.[test,frameworks]' to run the ports against the real frameworks"
 CONFIGS = 200  # per framework: half forward, half transposed
