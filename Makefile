@@ -18,8 +18,23 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 # The test suite builds the documentation site too (tests/test_docs.py), so it needs the docs extra.
+# The `frameworks` extra (PyTorch, Keras 3, ONNX Runtime: tests/test_frameworks.py checks the ports
+# against them) comes too where it installs offline and small: where a folder in pip's find-links
+# holds a PyTorch CPU wheel for this Python (PyTorch's default Linux wheel pulls ~6 GB of CUDA
+# libraries). Elsewhere those tests skip, saying how to install the extra.
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
+	@tag=$$($(BIN)/python -c 'import sys; print("cp%d%d" % sys.version_info[:2])'); \
+	links="$${PIP_FIND_LINKS:-} $$($(BIN)/python -m pip config get global.find-links 2>/dev/null)"; \
+	wheel=$$(for d in $$links; do ls "$${d#file://}"/torch-*+cpu-$$tag-*.whl 2>/dev/null; done \
+		| sort -V | tail -n 1); \
+	if [ -n "$$wheel" ]; then \
+		echo "installing the frameworks extra with $$wheel"; \
+		$(BIN)/python -m pip install --quiet "$$wheel" -e '.[frameworks]' \
+			|| echo "the frameworks extra did not install: tests/test_frameworks.py will skip"; \
+	else \
+		echo "no PyTorch CPU wheel in pip's find-links: tests/test_frameworks.py will skip"; \
+	fi
 	touch $@ $(VENV)/.installed $(VENV)/.installed-docs
 
 $(VENV)/.installed-docs: pyproject.toml | $(BIN)/python

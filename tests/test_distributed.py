@@ -357,3 +357,96 @@ def test_cli_unreachable_coordinator_is_one_line_in_bounded_time(capsys, tmp_pat
     assert time.monotonic() - t0 < 10
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "`--coordinator`" in err and "reachable" in err, err
+
+
+# --- a coordinator JAX's runtime cannot use: refused before it is tried ------------------------
+# JAX's runtime ends the process on such a coordinator (SIGABRT after ~11 s for a host that does
+# not resolve, a segmentation fault for a port in use), so these run the CLI in subprocesses.
+
+BAD_COORDINATOR = textwrap.dedent(
+    """
+    import sys, time
+    import gated_jax.experiments.distributed  # the imports before the clock starts
+    from gated_jax.cli import main
+    t0 = time.monotonic()
+    code = main(sys.argv[1:])
+    print(f"{time.monotonic() - t0:.3f}")
+    sys.exit(code)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def taken_port():
+    """A port something else listens on (on every interface) for the module's tests."""
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def bad_coordinator_runs(tmp_path_factory, taken_port):
+    """The CLI with each bad coordinator, all processes at once: ``{case: (code, out, err,
+    wall seconds)}``."""
+    tmp = tmp_path_factory.mktemp("coordinator")
+    cases = {
+        "unresolvable as 0": ("no-such-host.invalid:7", "0"),
+        "unresolvable as 1": ("no-such-host.invalid:7", "1"),
+        "port in use": (f"127.0.0.1:{taken_port}", "0"),
+        "not this host": ("192.0.2.1:7", "0"),  # TEST-NET-1: never a host's address
+    }
+    procs = {}
+    for case, (addr, pid) in cases.items():
+        argv = [sys.executable, "-c", BAD_COORDINATOR, "flow", "--quick", "--parts", "bounds"]
+        argv += ["--coordinator", addr, "--num-processes", "2", "--process-id", pid]
+        argv += ["--init-timeout", "3", "--out", str(tmp / case.replace(" ", "_"))]
+        pipe = subprocess.PIPE
+        procs[case] = (subprocess.Popen(argv, env=_env(1), stdout=pipe, stderr=pipe, text=True),)
+        procs[case] += (time.monotonic(),)
+    runs = {}
+    for case, (p, t0) in procs.items():
+        try:
+            out, err = p.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        runs[case] = (p.returncode, out, err, time.monotonic() - t0)
+    return tmp, runs
+
+
+@pytest.mark.parametrize(
+    "case, says",
+    [
+        ("unresolvable as 0", "must be a resolvable HOST:PORT"),
+        ("unresolvable as 1", "must be a resolvable HOST:PORT"),
+        ("port in use", "must be a port process 0 can serve on"),
+        ("not this host", "must be an address of this host"),
+    ],
+)
+def test_cli_bad_coordinator_is_exit_2_one_line_bounded_time(bad_coordinator_runs, case, says):
+    tmp, runs = bad_coordinator_runs
+    code, out, err, wall = runs[case]
+    assert code == 2, (code, err[-3000:])  # not -6 (SIGABRT) nor -11 (SIGSEGV)
+    assert err.count("\n") == 1 and err.startswith("gated-jax flow: error: `--coordinator` ")
+    assert says in err, err
+    # the check itself: at most the 3 s probe (plus slack for a loaded machine); the whole
+    # process, interpreter and imports included, well under the runtime's abort
+    assert float(out.split()[-1]) < 3 + 5, out
+    assert wall < 90, wall
+    assert not (tmp / case.replace(" ", "_")).exists()
+
+
+def test_check_coordinator_refuses_a_taken_port_and_leaves_a_free_one_free(taken_port):
+    from gated_jax.experiments.distributed import check_coordinator
+
+    with pytest.raises(ValueError, match=r"^`coordinator` \(='127.0.0.1:\d+'\) must be a port"):
+        check_coordinator(f"127.0.0.1:{taken_port}", 0)
+    with pytest.raises(ValueError, match="must be a resolvable HOST:PORT"):
+        check_coordinator("no-such-host.invalid:1", 3)
+    port = _free_port()
+    for addr in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        assert check_coordinator(addr, 0, timeout=5)[1] == port
+        assert check_coordinator(addr, 1) == (addr.rpartition(":")[0], port)  # a name only
+    with socket.socket() as s:  # the probe released the port (no TIME_WAIT on it)
+        s.bind(("0.0.0.0", port))

@@ -122,8 +122,11 @@ def start_distributed(args) -> bool:
     """Join the multi-process job the options ask for; ``True`` if this is process 0.
 
     Without any of the options, nothing starts (one process). Bad values, a missing value the
-    environment does not set and an unreachable coordinator raise a one-line ``ValueError``
-    naming the option (the CLI exits with status 2).
+    environment does not set and a coordinator JAX's runtime could not use (a host that does
+    not resolve, a port already in use on process 0, an address that does not lead to process
+    0's host, nothing listening there within ``--init-timeout``) raise a one-line
+    ``ValueError`` naming the option before the runtime starts (the CLI exits with status 2;
+    the runtime itself would abort or crash the process).
     """
     from gated_jax._validate import positive_int
 

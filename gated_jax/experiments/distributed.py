@@ -36,7 +36,10 @@ References:
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
+import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -51,6 +54,7 @@ from gated_jax._validate import fail, positive_int
 
 __all__ = [
     "batch_mesh",
+    "check_coordinator",
     "check_same_on_all_processes",
     "data_parallel_step",
     "global_array",
@@ -94,12 +98,130 @@ def parse_coordinator(name: str, value: Any) -> tuple[str, int]:
     return host, int(port)
 
 
-def _wait_for_coordinator(address: str, host: str, port: int, timeout: int) -> None:
-    """Return once ``host:port`` accepts a TCP connection; a ``ValueError`` after ``timeout``."""
+# Longest a name lookup, or process 0's connection to its own port, may take before the
+# coordinator is refused (the job's ``timeout`` when that is shorter).
+PROBE_SECONDS = 10.0
+
+
+def _resolve(address: str, host: str, port: int, seconds: float) -> list[tuple]:
+    """``socket.getaddrinfo(host, port)`` for TCP within ``seconds``, else a ``ValueError``.
+
+    The lookup runs in a daemon thread, so a resolver that never answers is left behind
+    instead of holding the caller.
+    """
+    found: dict[str, Any] = {}
+
+    def look_up() -> None:
+        try:
+            found["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as e:
+            found["error"] = e
+
+    thread = threading.Thread(target=look_up, name="gated-jax-resolve", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if "infos" in found:
+        return found["infos"]
+    reason = f"no answer within {seconds:g} s" if "error" not in found else found["error"]
+    raise fail("coordinator", address, f"a resolvable HOST:PORT ({reason})")
+
+
+def _bind_target(port: int) -> tuple[str, int]:
+    """Where process 0's coordinator service binds: ``JAX_COORDINATOR_BIND_ADDRESS`` (read by
+    :func:`jax.distributed.initialize`) when set, else every interface on ``port``."""
+    env = os.environ.get("JAX_COORDINATOR_BIND_ADDRESS")
+    if env:
+        return parse_coordinator("JAX_COORDINATOR_BIND_ADDRESS", env)
+    return "::", port
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port`` with ``SO_REUSEADDR``, as gRPC binds its servers
+    (``"::"``: every IPv6 and IPv4 interface, IPv4 only where IPv6 is off); ``OSError`` if
+    the port is taken."""
+    candidates: list[tuple[int, Any]]
+    if host in ("::", "", "0.0.0.0"):
+        candidates = [(socket.AF_INET6, ("::", port)), (socket.AF_INET, ("0.0.0.0", port))]
+        if host == "0.0.0.0":
+            candidates = candidates[1:]
+    else:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        candidates = [(info[0][0], info[0][4])]
+    error: OSError | None = None
+    for family, sockaddr in candidates:
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as e:  # this family is off on this host: try the next
+            error = e
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and sockaddr[0] == "::":
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(sockaddr)
+            sock.listen(4)
+            return sock
+        except OSError as e:
+            sock.close()
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise
+            error = e  # e.g. IPv6 switched off by sysctl: try IPv4
+    assert error is not None
+    raise error
+
+
+def _reaches(listener: socket.socket, infos: list[tuple], seconds: float) -> bool:
+    """Whether a connection to one of the resolved ``infos`` arrives at ``listener`` within
+    ``seconds`` (a connection another host accepts does not count)."""
+    deadline = time.monotonic() + seconds
+    for family, _, _, _, sockaddr in dict.fromkeys(infos):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as client:
+                client.settimeout(left)
+                client.connect(sockaddr)
+                listener.settimeout(max(deadline - time.monotonic(), 0.01))
+                served, _ = listener.accept()
+                client.close()  # the client side first: no TIME_WAIT on the probed port
+                served.close()
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _check_can_serve(address: str, port: int, infos: list[tuple], seconds: float) -> None:
+    """Process 0 serves the coordinator: its port must be free here, and ``address`` must
+    lead back to this host; otherwise a ``ValueError`` (JAX's runtime would segfault on a
+    taken port and abort the process on an address it cannot reach)."""
+    bind_host, bind_port = _bind_target(port)
     try:
-        socket.getaddrinfo(host, port)
+        listener = _listen(bind_host, bind_port)
     except OSError as e:
-        raise fail("coordinator", address, f"a resolvable HOST:PORT ({e})") from None
+        where = f"port {bind_port}" if bind_host == "::" else f"{bind_host}:{bind_port}"
+        raise fail(
+            "coordinator",
+            address,
+            f"a port process 0 can serve on: binding {where} here failed "
+            f"({e.strerror or e}; is another job using it?)",
+        ) from None
+    with listener:
+        if bind_port != port:  # served elsewhere than the address says: nothing to compare
+            return
+        if not _reaches(listener, infos, seconds):
+            raise fail(
+                "coordinator",
+                address,
+                "an address of this host, where process 0 serves the coordinator: a "
+                f"connection to it did not arrive here within {seconds:g} s",
+            )
+
+
+def _wait_for_coordinator(address: str, host: str, port: int, timeout: int) -> None:
+    """Return once ``host:port`` (resolved already) accepts a TCP connection; a ``ValueError``
+    after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -114,6 +236,45 @@ def _wait_for_coordinator(address: str, host: str, port: int, timeout: int) -> N
                     "(is process 0 running, and is the port open?)",
                 ) from None
             time.sleep(0.2)
+
+
+def check_coordinator(
+    coordinator: str, process_id: int | None, *, timeout: float = PROBE_SECONDS
+) -> tuple[str, int]:
+    """Check that ``coordinator`` can work before JAX's runtime tries it; ``(host, port)``.
+
+    JAX's runtime ends the process (``SIGABRT``, or a segmentation fault) on a coordinator it
+    cannot use, so :func:`initialize` calls this first. Every process resolves the host;
+    process 0, which serves the coordinator, also binds the port on every interface (as the
+    coordinator service will, or on ``JAX_COORDINATOR_BIND_ADDRESS`` when set) and connects
+    to ``coordinator`` to see the connection arrive at that port. Each step takes at most
+    ``timeout`` seconds.
+
+    Args:
+      coordinator: ``"HOST:PORT"``.
+      process_id: this process's index; ``None`` (taken from the environment later) checks
+        only the name.
+      timeout: seconds each step may take.
+
+    Returns:
+      The parsed ``(host, port)``.
+
+    Raises:
+      ValueError: ``` `coordinator` (=...) must be ... ``` naming what failed: not
+        ``HOST:PORT``, a host that does not resolve, a port already taken on process 0's
+        host, or (process 0) an address that does not lead to this host.
+
+    Examples:
+      >>> check_coordinator("no-such-host.invalid:1234", 1)  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      ValueError: `coordinator` (='no-such-host.invalid:1234') must be a resolvable HOST:PORT (...)
+    """
+    host, port = parse_coordinator("coordinator", coordinator)
+    infos = _resolve(coordinator, host, port, timeout)
+    if process_id == 0:
+        _check_can_serve(coordinator, port, infos, timeout)
+    return host, port
 
 
 def initialize(
@@ -131,12 +292,15 @@ def initialize(
     all of them; ``JAX_COORDINATOR_ADDRESS`` sets the coordinator. CPU collectives use Gloo,
     so several CPU processes (on one host or many) form one job.
 
-    Failure is bounded and named: bad values raise a ``ValueError`` before anything starts; a
-    process other than 0 first waits up to ``timeout`` seconds for the coordinator to accept
-    connections and raises a ``ValueError`` naming it if it never does (JAX's runtime would
-    abort the process instead). Process 0 still waits up to ``timeout`` seconds for every other
-    process to join, and JAX's runtime ends it (a log message, exit by ``SIGABRT``) if one
-    never does: start all processes within ``timeout`` of each other.
+    Failure is bounded and named: bad values raise a ``ValueError`` before anything starts;
+    :func:`check_coordinator` then refuses, within ``min(timeout, 10)`` seconds, a host that
+    does not resolve and, on process 0, a port already in use or an address that does not
+    lead back to this host (JAX's runtime would abort the process, or crash it, instead); a
+    process other than 0 waits up to ``timeout`` seconds for the coordinator to accept
+    connections and raises a ``ValueError`` naming it if it never does. Process 0 still waits
+    up to ``timeout`` seconds for every other process to join, and JAX's runtime ends it (a
+    log message, exit by ``SIGABRT``) if one never does: start all processes within
+    ``timeout`` of each other.
 
     Args:
       coordinator: ``"HOST:PORT"`` of process 0, reachable from every process; process 0 binds
@@ -152,8 +316,9 @@ def initialize(
       returns them without reconnecting.
 
     Raises:
-      ValueError: a bad value, a missing value the environment does not provide, an
-        unreachable coordinator, or a coordinator port already in use on process 0.
+      ValueError: a bad value, a missing value the environment does not provide, a
+        coordinator that does not resolve or is unreachable, or (process 0) a coordinator port
+        already in use or an address that does not lead to this host.
       RuntimeError: the JAX backend is already initialized (from JAX).
 
     Examples:
@@ -184,8 +349,10 @@ def initialize(
         ]
     if jax.distributed.is_initialized():
         return jax.process_index(), jax.process_count()
-    if host_port is not None and process_id not in (None, 0):
-        _wait_for_coordinator(coordinator, *host_port, timeout)
+    if coordinator is not None and host_port is not None:
+        check_coordinator(coordinator, process_id, timeout=min(float(timeout), PROBE_SECONDS))
+        if process_id not in (None, 0):
+            _wait_for_coordinator(coordinator, *host_port, timeout)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(
