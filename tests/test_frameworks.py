@@ -604,8 +604,8 @@ def departs_from_spec(transposed: bool, attrs: dict) -> bool:
     from the spec when a dilated kernel is shorter than the stride. There the spec's own
     reference evaluator (``onnx.reference``) is the framework (elsewhere it is not: its
     ``ConvTranspose`` fails on many grouped and dilated configs that ONNX Runtime runs)."""
-    if not attrs.get("auto_pad", "NOTSET").startswith("SAME"):
-        return False
+    if not attrs.get("auto_pad", "NOTSET").startswith("SAME") or "pads" in attrs:
+        return False  # pads with auto_pad: the spec refuses, as ONNX Runtime does
     ks = attrs["kernel_shape"]
     ss = attrs.get("strides", [1] * len(ks))
     ds = attrs.get("dilations", [1] * len(ks))

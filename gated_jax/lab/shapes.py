@@ -405,6 +405,8 @@ def _port_case(rng: random.Random, framework: str, transposed: bool):
     from gated_jax import ports, shapes
 
     n, ks, ss, ds = _draw_dims(rng)
+    if framework == "keras" and max(ss) > 1 and max(ds) > 1:
+        ds = (1,) * n  # Keras refuses strides > 1 together with dilation_rate > 1
     g = rng.choice([1, 2])
     nrng = np.random.default_rng(rng.randrange(2**31))
     if transposed:
@@ -427,19 +429,19 @@ def _port_case(rng: random.Random, framework: str, transposed: bool):
                 begin.append(0 if padding == "valid" else max((h - 1) * s + ke - t, 0) // 2)
         elif framework == "onnx":
             auto = rng.choice(["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"])
-            ops = [rng.randint(0, max(s, d) - 1) for s, d in zip(ss, ds, strict=True)]
+            ops = [rng.randint(0, s - 1) for s in ss]  # ONNX: output_padding < stride
             full = [
                 s * (h - 1) + op + _keff(k, d)
                 for h, s, op, k, d in zip(hs, ss, ops, ks, ds, strict=True)
             ]
             shape = None
             if rng.random() < 0.4:
-                shape = [rng.randint(max(1, f - 3), f + 1) for f in full]
+                shape = [rng.randint(max(1, f - 3), f) for f in full]  # at most the full result
             pads = [rng.randint(0, 1) for _ in range(2 * n)]
             port = ports.onnx_conv_transpose(
                 ks,
                 auto_pad=auto,
-                pads=pads,
+                pads=pads if auto == "NOTSET" else None,  # the spec: not with auto_pad
                 strides=ss,
                 dilations=ds,
                 group=g,
@@ -499,7 +501,14 @@ def _port_case(rng: random.Random, framework: str, transposed: bool):
     elif framework == "onnx":
         auto = rng.choice(["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"])
         pads = [rng.randint(0, 2) for _ in range(2 * n)]
-        port = ports.onnx_conv(ks, auto_pad=auto, pads=pads, strides=ss, dilations=ds, group=g)
+        port = ports.onnx_conv(
+            ks,
+            auto_pad=auto,
+            pads=pads if auto == "NOTSET" else None,  # the spec: not with auto_pad
+            strides=ss,
+            dilations=ds,
+            group=g,
+        )
         if auto == "NOTSET":
             pairs = [(pads[i], pads[n + i]) for i in range(n)]
         elif auto == "VALID":

@@ -39,8 +39,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from gated_jax._validate import fail
-from gated_jax.shapes._config import _dilate, _int, _mode_pairs
+from gated_jax._validate import boolean, fail
+from gated_jax.shapes._config import (
+    _dilate,
+    _int,
+    _ints,
+    _mode_pairs,
+    _nonempty_output,
+    _operands,
+)
 
 _SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
 
@@ -102,6 +109,35 @@ def _lhs_dilated_conv(x, w, kwargs: Mapping[str, Any], spatial_axes):
     return lax.conv_general_dilated(x, w, **kw)
 
 
+def _transpose_lax_kwargs(groups, strides, padding, dilation, dn) -> dict[str, Any]:
+    """``lax.conv_transpose`` arguments (``transpose_kernel=True``); ``groups`` must be 1."""
+    if groups != 1:
+        raise fail(
+            "groups",
+            groups,
+            "1 for lax.conv_transpose / Flax ConvTranspose (they have no feature groups; "
+            "call the port, one conv_general_dilated with lhs_dilation)",
+        )
+    return {
+        "strides": strides,
+        "padding": padding,
+        "rhs_dilation": dilation,
+        "dimension_numbers": dn,
+        "transpose_kernel": True,
+    }
+
+
+def _transpose_flax_kwargs(kernel_size, lax_kw: Mapping[str, Any]) -> dict[str, Any]:
+    """Flax ``ConvTranspose`` arguments from :func:`_transpose_lax_kwargs`'s (channels last)."""
+    return {
+        "kernel_size": kernel_size,
+        "strides": lax_kw["strides"],
+        "padding": lax_kw["padding"],
+        "kernel_dilation": lax_kw["rhs_dilation"],
+        "transpose_kernel": True,
+    }
+
+
 # ----------------------------------------------------------------------------------------------
 # forward convolutions
 
@@ -139,7 +175,17 @@ class PortedConv:
         return _mode_pairs("padding", self.padding, input_spatial, keff, self.window_strides)
 
     def output_shape(self, input_spatial: Sequence[int]) -> tuple[int, ...]:
-        """Spatial output size: ``floor((H + lo + hi - K_eff) / S) + 1`` per dim."""
+        """Spatial output size: ``floor((H + lo + hi - K_eff) / S) + 1`` per dim.
+
+        Raises:
+          ValueError: `` `input_spatial` (=...) must be large enough for a non-empty output``
+            where the padded input is shorter than the dilated kernel (Keras and ONNX Runtime
+            refuse such an input, and so does the call).
+        """
+        sizes = _ints("input_spatial", input_spatial, len(self.kernel_size), minimum=0)
+        return _nonempty_output("input_spatial", input_spatial, self._sizes(sizes), self._why())
+
+    def _sizes(self, input_spatial: Sequence[int]) -> tuple[int, ...]:
         pads = self.explicit_padding(input_spatial)
         return tuple(
             max(0, (h + lo + hi - _dilate(k, d)) // s + 1)
@@ -152,6 +198,10 @@ class PortedConv:
                 strict=True,
             )
         )
+
+    def _why(self) -> str:
+        who = {"keras": "Keras", "onnx": "ONNX Runtime"}.get(self.framework, self.framework)
+        return f"the padded input is shorter than the dilated kernel, which {who} refuses"
 
     def lax_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``lax.conv_general_dilated`` (after ``lhs, rhs``)."""
@@ -183,11 +233,11 @@ class PortedConv:
     def _apply(self, x, kernel, bias):
         x, kernel = jnp.asarray(x), jnp.asarray(kernel)
         lhs_spec, rhs_spec, _ = self.dimension_numbers
-        k_sp = tuple(kernel.shape[rhs_spec.index(c)] for c in _SPATIAL[len(self.kernel_size)])
-        if k_sp != self.kernel_size:
-            raise fail(
-                "kernel", kernel, f"a kernel with spatial shape {self.kernel_size} ({rhs_spec})"
-            )
+        sp = _SPATIAL[len(self.kernel_size)]
+        layout = (lhs_spec.index("C"), rhs_spec.index("I"), [rhs_spec.index(c) for c in sp])
+        _operands(x, kernel, "kernel", layout, self.kernel_size, self.feature_group_count)
+        x_sp = [x.shape[lhs_spec.index(c)] for c in sp]
+        _nonempty_output("x", x, self._sizes(x_sp), self._why())
         y = lax.conv_general_dilated(x, kernel, **self.lax_kwargs())
         if bias is not None:
             c = lhs_spec.index("C")
@@ -225,8 +275,17 @@ class PortedConvTranspose(abc.ABC):
         """``(begin, T)`` per spatial dim (defined by each framework)."""
 
     def output_shape(self, input_spatial: Sequence[int]) -> tuple[int, ...]:
-        """The spatial output size ``T`` per dim (the framework's documented rule)."""
-        return tuple(t for _, t in self.window(input_spatial))
+        """The spatial output size ``T`` per dim (the framework's documented rule).
+
+        Raises:
+          ValueError: `` `input_spatial` (=...) must be large enough for a non-empty output``
+            where ``T < 1`` (the call refuses such an input too).
+        """
+        sizes = _ints("input_spatial", input_spatial, len(self.kernel_size), minimum=0)
+        out = tuple(t for _, t in self.window(sizes))
+        return _nonempty_output("input_spatial", input_spatial, out, self._empty_why)
+
+    _empty_why = "the framework's size rule gives an empty output"
 
     def padding_for(self, input_spatial: Sequence[int]) -> tuple[tuple[int, int], ...]:
         """Explicit ``lax.conv_transpose`` padding (stretched input) for this input size."""
@@ -256,21 +315,11 @@ class PortedConvTranspose(abc.ABC):
         input with a ``(2, 2)`` kernel, strides ``(2, 3)``, ``rhs_dilation=(1, 2)`` and padding
         ``((0, 0), (1, 1))``, for one, in jax 0.10).
         """
-        if self.groups != 1:
-            raise fail(
-                "groups",
-                self.groups,
-                "1 for lax.conv_transpose / Flax ConvTranspose (they have no feature groups; "
-                "call the port, one conv_general_dilated with lhs_dilation)",
-            )
         lhs = _specs(len(self.kernel_size), self.channels_last)[0]
-        return {
-            "strides": self.strides,
-            "padding": self.padding_for(input_spatial),
-            "rhs_dilation": self.dilation,
-            "dimension_numbers": (lhs, self._kernel_spec(), lhs),
-            "transpose_kernel": True,
-        }
+        dn = (lhs, self._kernel_spec(), lhs)
+        return _transpose_lax_kwargs(
+            self.groups, self.strides, self.padding_for(input_spatial), self.dilation, dn
+        )
 
     def flax_kwargs(self, input_spatial: Sequence[int]) -> dict[str, Any]:
         """Arguments of Flax ``ConvTranspose`` (channels-last data) for this input size.
@@ -278,14 +327,7 @@ class PortedConvTranspose(abc.ABC):
         The kernel is the framework's through :func:`kernel_from_keras` /
         :func:`kernel_from_torch` with ``transposed=True`` (``transpose_kernel=True``).
         """
-        kw = self.lax_kwargs(input_spatial)
-        return {
-            "kernel_size": self.kernel_size,
-            "strides": kw["strides"],
-            "padding": kw["padding"],
-            "kernel_dilation": kw["rhs_dilation"],
-            "transpose_kernel": True,
-        }
+        return _transpose_flax_kwargs(self.kernel_size, self.lax_kwargs(input_spatial))
 
     def _torch_kernel(self, kernel):
         """The kernel as ``(C_in, C_out / groups, *k)`` (PyTorch / ONNX layout)."""
@@ -304,12 +346,7 @@ class PortedConvTranspose(abc.ABC):
     def conv_kwargs(self, input_spatial: Sequence[int]) -> dict[str, Any]:
         """Arguments of the one ``lax.conv_general_dilated`` call (with :meth:`prepare_kernel`)."""
         n = len(self.kernel_size)
-        if min(self.output_shape(input_spatial), default=1) < 1:
-            raise fail(
-                "input_spatial",
-                tuple(input_spatial),
-                f"large enough for a non-empty output (gives {self.output_shape(input_spatial)})",
-            )
+        self.output_shape(input_spatial)  # refuses an empty output
         lhs = _specs(n, self.channels_last)[0]
         return {
             "window_strides": (1,) * n,
@@ -324,10 +361,14 @@ class PortedConvTranspose(abc.ABC):
         return _compiled_call(self, x, kernel, bias)
 
     def _apply(self, x, kernel, bias):
-        x = jnp.asarray(x)
+        x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+        spec, n = self._kernel_spec(), len(self.kernel_size)
+        k_spatial = [spec.index(c) for c in _SPATIAL[n]]
+        layout = (n + 1 if self.channels_last else 1, spec.index("O"), k_spatial)
+        _operands(x, kernel, "kernel", layout, self.kernel_size, self.groups, transposed=True)
         axes = range(1, x.ndim - 1) if self.channels_last else range(2, x.ndim)
         kw = self.conv_kwargs([x.shape[a] for a in axes])
-        y = _lhs_dilated_conv(x, self.prepare_kernel(jnp.asarray(kernel)), kw, axes)
+        y = _lhs_dilated_conv(x, self.prepare_kernel(kernel), kw, axes)
         if bias is not None:
             c = kw["dimension_numbers"][0].index("C")
             y = y + jnp.asarray(bias).reshape([-1 if i == c else 1 for i in range(y.ndim)])
@@ -351,6 +392,11 @@ def _regroup_flip(w, groups: int):
 def _array(value):
     """A NumPy or JAX array as it is (the helpers keep the caller's array type)."""
     return value if hasattr(value, "reshape") and hasattr(value, "transpose") else np.asarray(value)
+
+
+def _flags(transposed: Any, transpose_kernel: Any) -> tuple[bool, bool]:
+    """The kernel helpers' flags: bools only (a truthy string such as ``"no"`` is refused)."""
+    return boolean("transposed", transposed), boolean("transpose_kernel", transpose_kernel)
 
 
 def _perm_to_hwio(n: int) -> tuple[int, ...]:
@@ -398,6 +444,7 @@ def kernel_from_torch(weight, *, transposed: bool = False, transpose_kernel: boo
       >>> kernel_from_torch(np.zeros((8, 3, 5, 4))).shape
       (5, 4, 3, 8)
     """
+    transposed, transpose_kernel = _flags(transposed, transpose_kernel)
     w = _array(weight)
     n = w.ndim - 2
     if n < 1:
@@ -416,6 +463,7 @@ def kernel_to_torch(kernel, *, transposed: bool = False, transpose_kernel: bool 
       >>> kernel_to_torch(np.zeros((5, 4, 3, 8))).shape
       (8, 3, 5, 4)
     """
+    transposed, transpose_kernel = _flags(transposed, transpose_kernel)
     k = _array(kernel)
     n = k.ndim - 2
     if n < 1:
@@ -437,6 +485,7 @@ def kernel_from_keras(kernel, *, transposed: bool = False, transpose_kernel: boo
       >>> kernel_from_keras(np.zeros((3, 2, 4)), transposed=True, transpose_kernel=False).shape
       (3, 4, 2)
     """
+    transposed, transpose_kernel = _flags(transposed, transpose_kernel)
     k = _array(kernel)
     if transposed and not transpose_kernel:
         k = _flip_swap(k, k.ndim - 2, 1)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from gated_jax._validate import fail
 from gated_jax.ports._base import (
     _SPATIAL,
     PortedConv,
@@ -25,7 +24,9 @@ from gated_jax.shapes._config import (
     _dilate,
     _int,
     _keras_padding,
+    _keras_strides_dilation,
     _keras_transpose_padding,
+    _output_padding,
     _per_dim,
 )
 
@@ -69,6 +70,12 @@ def keras_conv(
       data_format: ``'channels_last'`` (Keras's default, ``NHWC``) or ``'channels_first'``.
       groups: Keras's ``groups`` (``feature_group_count``).
 
+    Raises:
+      ValueError: naming the argument for what Keras refuses: ``strides > 1`` together with
+        ``dilation_rate > 1`` (in any dims), ``'causal'`` beyond ``Conv1D``; at call time (and
+        in :meth:`~PortedConv.output_shape`) an empty output (``'valid'`` with the input
+        shorter than the dilated kernel) and a kernel that is not the layer's.
+
     Returns:
       :class:`PortedConv`; ``keras_conv(...)(x, kernel, bias)`` with Keras's kernel
       (``kernel_size + (C / groups, filters)``, ``HWIO``) equals the layer's output.
@@ -84,6 +91,7 @@ def keras_conv(
     ks = _per_dim("kernel_size", kernel_size, n)
     ss = _per_dim("strides", strides, n)
     ds = _per_dim("dilation_rate", dilation_rate, n)
+    _keras_strides_dilation(strides, dilation_rate, ss, ds)
     g = _int("groups", groups, minimum=1)
     last = _data_format(data_format)
     pad = _keras_padding(padding, ks, ds)
@@ -102,6 +110,12 @@ class KerasConvTranspose(PortedConvTranspose):
 
     padding: str = "valid"
     output_padding: tuple[int, ...] | None = None
+
+    _empty_why = (
+        "this port refuses every empty output, as Keras's forward layers do (Keras 3's "
+        "Conv*Transpose returns an empty array here: padding='same' with an even dilated "
+        "kernel, output_padding=0 and an input of size 1)"
+    )
 
     def window(self, input_spatial: Sequence[int]) -> tuple[tuple[int, int], ...]:
         out = []
@@ -169,6 +183,15 @@ def keras_conv_transpose(
         requires).
       data_format: ``'channels_last'`` or ``'channels_first'``.
 
+    Raises:
+      ValueError: naming the argument for what Keras refuses (``strides > 1`` together with
+        ``dilation_rate > 1``, ``output_padding >= strides``), and an empty output. Keras 3
+        itself returns an empty array for ``padding='same'`` with an even dilated kernel,
+        ``output_padding=0`` and an input of size 1 (:math:`T = (H - 1) S = 0`); this port
+        refuses it (`` `input_spatial` (=...) must be large enough for a non-empty output``),
+        as Keras's forward layers and PyTorch refuse empty outputs: an empty array is never a
+        layer's useful result, and a size of 0 would otherwise flow silently into shapes.
+
     Returns:
       :class:`KerasConvTranspose`; ``tconv(x, kernel, bias)`` with Keras's kernel
       (``kernel_size + (filters, C_in)``) equals the layer's output.
@@ -184,16 +207,10 @@ def keras_conv_transpose(
     ks = _per_dim("kernel_size", kernel_size, n)
     ss = _per_dim("strides", strides, n)
     ds = _per_dim("dilation_rate", dilation_rate, n)
+    _keras_strides_dilation(strides, dilation_rate, ss, ds)
     last = _data_format(data_format)
     mode = _keras_transpose_padding(padding)
     ops = None
     if output_padding is not None:
-        ops = _per_dim("output_padding", output_padding, n, minimum=0)
-        for i, (op, s) in enumerate(zip(ops, ss, strict=True)):
-            if op >= s:
-                raise fail(
-                    "output_padding",
-                    output_padding,
-                    f"smaller than the stride in spatial dim {i} (stride {s}), as Keras requires",
-                )
+        ops = _output_padding(output_padding, n, ss, "the stride, as Keras requires")
     return KerasConvTranspose(ks, ss, ds, 1, last, mode, ops)

@@ -20,7 +20,8 @@ from gated_jax.shapes._config import (
     _int,
     _ints,
     _is_seq,
-    _onnx_pads,
+    _onnx_pads_with,
+    _output_padding,
     _show,
 )
 
@@ -78,7 +79,7 @@ def onnx_conv(
     ss = _ints("strides", strides, n)
     ds = _ints("dilations", dilations, n)
     g = _int("group", group, minimum=1)
-    explicit = _onnx_pads("pads", pads, n)
+    explicit = _onnx_pads_with(mode, pads, n)
     pad: str | tuple[tuple[int, int], ...] = explicit
     if mode != "NOTSET":  # SAME_UPPER is lax's 'SAME'; SAME_LOWER and VALID are lax's own
         pad = "SAME" if mode == "SAME_UPPER" else mode
@@ -115,6 +116,14 @@ class OnnxConvTranspose(PortedConvTranspose):
                 continue
             t = self.output_shape_attr[i] if self.output_shape_attr is not None else h * s
             total = full - t
+            if self.output_shape_attr is not None and total < 0:
+                raise fail(
+                    "output_shape",
+                    self.output_shape_attr,
+                    f"at most the full result S (H - 1) + output_padding + K_eff = {full} in "
+                    f"spatial dim {i} (input size {h}): a larger one needs negative pads, "
+                    "which the spec does not define",
+                )
             small = total // 2
             b = small if self.auto_pad == "SAME_UPPER" else total - small
             out.append((b, t))
@@ -176,18 +185,21 @@ def onnx_conv_transpose(
     ss = _ints("strides", strides, n)
     ds = _ints("dilations", dilations, n)
     g = _int("group", group, minimum=1)
-    explicit = _onnx_pads("pads", pads, n)
-    ops = (
-        (0,) * n
-        if output_padding is None
-        else _ints("output_padding", output_padding, n, minimum=0)
-    )
+    explicit = _onnx_pads_with(mode, pads, n)
+    ops = (0,) * n
+    if output_padding is not None:
+        if not _is_seq(output_padding):
+            raise fail("output_padding", output_padding, f"a sequence of {n} ints >= 0 (ONNX)")
+        what = "the stride (as ONNX Runtime and onnx.reference require)"
+        ops = _output_padding(output_padding, n, ss, what)
     shape = None
     if output_shape is not None:
-        m = len(output_shape) if _is_seq(output_shape) else -1
-        if m not in (n, n + 2):
+        if not _is_seq(output_shape) or len(output_shape) != n:
             raise fail(
-                "output_shape", _show(output_shape), f"{n} spatial sizes (or {n + 2} with N, C)"
+                "output_shape",
+                _show(output_shape),
+                f"{n} spatial sizes: the ONNX spec's output_shape excludes N and C (ONNX's "
+                "shape inference refuses them)",
             )
-        shape = _ints("output_shape", output_shape, m)[m - n :]
+        shape = _ints("output_shape", output_shape, n)
     return OnnxConvTranspose(ks, ss, ds, g, False, mode, explicit, ops, shape)

@@ -21,8 +21,28 @@ import numpy as np
 from jax import lax
 
 from gated_jax._validate import fail
-from gated_jax.ports._base import _compiled_call, _lhs_dilated_conv, _regroup_flip
-from gated_jax.shapes._config import _int, _ints, _per_dim, _torch_pad_mode, _torch_padding
+from gated_jax.ports._base import (
+    _SPATIAL,
+    _compiled_call,
+    _lhs_dilated_conv,
+    _regroup_flip,
+    _transpose_flax_kwargs,
+    _transpose_lax_kwargs,
+)
+from gated_jax.shapes._config import (
+    _dilate,
+    _int,
+    _ints,
+    _is_seq,
+    _nonempty_output,
+    _operands,
+    _output_padding,
+    _per_dim,
+    _show,
+    _torch_pad_limits,
+    _torch_pad_mode,
+    _torch_padding,
+)
 
 __all__ = ["TorchConv", "TorchConvTranspose", "torch_conv", "torch_conv_transpose"]
 
@@ -35,12 +55,16 @@ class TorchConv:
     weight ``(O, C / groups, *kernel)``): for ``padding_mode`` other than ``'zeros'`` the input
     is first padded by ``jnp.pad`` with ``pre_padding`` in ``pad_mode`` (PyTorch's
     ``reflect``/``replicate``/``circular`` are ``jnp.pad``'s ``reflect``/``edge``/``wrap``),
-    then convolved with ``padding``.
+    then convolved with ``padding``. The call refuses what PyTorch refuses: a weight that is not
+    the layer's (its spatial shape, or ``C / groups`` input channels), an empty output (the
+    padded input shorter than the dilated kernel), ``'reflect'`` padding not smaller than the
+    input and ``'circular'`` padding larger than the input (wrapping around more than once).
 
     Attributes:
       window_strides, padding, rhs_dilation, feature_group_count: for ``lax``.
       pre_padding: ``(lo, hi)`` per dim for ``jnp.pad``, or ``None`` for zero padding.
       pad_mode: the ``jnp.pad`` mode of ``pre_padding``.
+      kernel_size: the layer's kernel size (``None``: not checked, no :meth:`output_shape`).
     """
 
     window_strides: tuple[int, ...]
@@ -49,17 +73,121 @@ class TorchConv:
     feature_group_count: int
     pre_padding: tuple[tuple[int, int], ...] | None = None
     pad_mode: str = "constant"
+    kernel_size: tuple[int, ...] | None = None
+
+    def padding_for(self, input_spatial: Sequence[int]) -> tuple[tuple[int, int], ...]:
+        """The ``(lo, hi)`` padding per dim PyTorch applies (whatever its ``padding_mode``).
+
+        The same for every input size; ``input_spatial`` is checked against PyTorch's limits
+        of ``'reflect'`` / ``'circular'`` padding (``ValueError`` naming ``padding``).
+        """
+        n = len(self.window_strides)
+        sizes = _ints("input_spatial", input_spatial, n, minimum=0)
+        pairs = self.padding if self.pre_padding is None else self.pre_padding
+        _torch_pad_limits(self.pad_mode, pairs, sizes)
+        return pairs
+
+    def output_shape(self, input_spatial: Sequence[int]) -> tuple[int, ...]:
+        r"""PyTorch's documented size rule :math:`\lfloor (H + lo + hi - d (k - 1) - 1) / s
+        \rfloor + 1` per dim.
+
+        Raises:
+          ValueError: naming ``input_spatial`` where the output would be empty (PyTorch:
+            "Kernel size can't be greater than actual input size"), or ``padding`` beyond
+            PyTorch's ``'reflect'`` / ``'circular'`` limits.
+        """
+        return self._sizes("input_spatial", input_spatial)
+
+    def _sizes(self, name: str, value: Any) -> tuple[int, ...]:
+        """:meth:`output_shape` for the input ``value`` (a size, or the array ``x``)."""
+        if self.kernel_size is None:
+            raise fail("kernel_size", None, "known for output_shape (build with torch_conv)")
+        input_spatial = np.shape(value)[2:] if name == "x" else value
+        pairs = self.padding_for(input_spatial)
+        out = [
+            max(0, (h + lo + hi - _dilate(k, d)) // s + 1)
+            for h, (lo, hi), k, d, s in zip(
+                input_spatial,
+                pairs,
+                self.kernel_size,
+                self.rhs_dilation,
+                self.window_strides,
+                strict=True,
+            )
+        ]
+        return _nonempty_output(name, value, out, _TORCH_EMPTY)
+
+    def lax_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``lax.conv_general_dilated`` (after ``lhs, rhs``), ``NC...``.
+
+        With ``padding_mode='zeros'`` only: lax pads with zeros, so for the other modes a
+        ``ValueError`` names ``padding_mode`` (the port's call pads the input with
+        ``jnp.pad(x, ((0, 0), (0, 0), *pre_padding), mode=pad_mode)`` first).
+        """
+        if self.pre_padding is not None:
+            raise fail(
+                "padding_mode",
+                _PAD_MODE_NAMES[self.pad_mode],
+                "'zeros' for lax_kwargs (lax pads with zeros only): pad the input with "
+                "jnp.pad(x, ((0, 0), (0, 0), *pre_padding), mode=pad_mode) first, or call "
+                "the port",
+            )
+        sp = _SPATIAL[len(self.window_strides)]
+        return {
+            "window_strides": self.window_strides,
+            "padding": self.padding,
+            "rhs_dilation": self.rhs_dilation,
+            "feature_group_count": self.feature_group_count,
+            "dimension_numbers": ("NC" + sp, "OI" + sp, "NC" + sp),
+        }
+
+    def flax_kwargs(self) -> dict[str, Any]:
+        """Arguments of ``flax.linen.Conv`` / ``flax.nnx.Conv`` (channels-last, ``HWIO``).
+
+        The weight goes through :func:`kernel_from_torch`. ``'zeros'`` padding is explicit
+        pairs; ``'reflect'`` / ``'circular'`` are Flax's ``'REFLECT'`` / ``'CIRCULAR'`` where
+        PyTorch's pairs are Flax's ``((K_eff - 1) // 2, K_eff // 2)`` (``padding='same'``, or
+        an odd ``K_eff`` with ``padding=(K_eff - 1) / 2``); anything else (``'replicate'``,
+        other pairs) has no Flax form: a ``ValueError`` names ``padding_mode``.
+        """
+        if self.kernel_size is None:
+            raise fail("kernel_size", None, "known for flax_kwargs (build with torch_conv)")
+        padding: Any = self.padding
+        if self.pre_padding is not None:
+            keff = [_dilate(k, d) for k, d in zip(self.kernel_size, self.rhs_dilation, strict=True)]
+            flax_pairs = tuple(((k - 1) // 2, k // 2) for k in keff)
+            mode = {"reflect": "REFLECT", "wrap": "CIRCULAR"}.get(self.pad_mode)
+            if mode is None or self.pre_padding != flax_pairs:
+                raise fail(
+                    "padding_mode",
+                    _PAD_MODE_NAMES[self.pad_mode],
+                    f"'zeros' for flax_kwargs with padding {self.pre_padding}: Flax pads "
+                    f"'REFLECT' / 'CIRCULAR' by {flax_pairs} only, and has no 'replicate'",
+                )
+            padding = mode
+        return {
+            "kernel_size": self.kernel_size,
+            "strides": self.window_strides,
+            "padding": padding,
+            "kernel_dilation": self.rhs_dilation,
+            "feature_group_count": self.feature_group_count,
+        }
 
     def __call__(self, x, weight, bias=None):
         return _compiled_call(self, x, weight, bias)
 
     def _apply(self, x, weight, bias):
-        x = jnp.asarray(x)
+        x, weight = jnp.asarray(x), jnp.asarray(weight)
+        n = len(self.window_strides)
+        if self.kernel_size is not None:
+            layout = (1, 1, range(2, n + 2))
+            _operands(x, weight, "weight", layout, self.kernel_size, self.feature_group_count)
+            self._sizes("x", x)  # PyTorch's refusals, before any padding
         if self.pre_padding is not None:
             x = jnp.pad(x, ((0, 0), (0, 0), *self.pre_padding), mode=self.pad_mode)
         y = lax.conv_general_dilated(
             x,
-            jnp.asarray(weight),
+            weight,
             self.window_strides,
             self.padding,
             rhs_dilation=self.rhs_dilation,
@@ -68,6 +196,18 @@ class TorchConv:
         if bias is not None:
             y = y + jnp.asarray(bias).reshape((1, -1) + (1,) * (y.ndim - 2))
         return y
+
+
+_TORCH_EMPTY = (
+    "the padded input is shorter than the dilated kernel, which PyTorch refuses "
+    "(Kernel size can't be greater than actual input size)"
+)
+_PAD_MODE_NAMES = {
+    "constant": "zeros",
+    "reflect": "reflect",
+    "edge": "replicate",
+    "wrap": "circular",
+}
 
 
 def torch_conv(
@@ -121,8 +261,8 @@ def torch_conv(
     pad_mode = _torch_pad_mode(padding_mode)
     pairs = _torch_padding(padding, stride, ks, ss, ds)
     if padding_mode == "zeros":
-        return TorchConv(ss, pairs, ds, g)
-    return TorchConv(ss, ((0, 0),) * n, ds, g, pairs, pad_mode)
+        return TorchConv(ss, pairs, ds, g, kernel_size=ks)
+    return TorchConv(ss, ((0, 0),) * n, ds, g, pairs, pad_mode, ks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,40 +287,95 @@ class TorchConvTranspose:
     dilation: tuple[int, ...]
     groups: int
 
-    def output_shape(self, input_spatial: Sequence[int], output_padding=None) -> tuple[int, ...]:
-        """PyTorch's documented rule ``(H-1)s - 2p + d(k-1) + output_padding + 1`` per dim."""
+    def output_shape(
+        self, input_spatial: Sequence[int], output_padding: Any = None
+    ) -> tuple[int, ...]:
+        """PyTorch's documented rule ``(H-1)s - 2p + d(k-1) + output_padding + 1`` per dim.
+
+        Raises:
+          ValueError: `` `padding` (=...) must be small enough for a non-empty output`` where
+            the rule gives a size below 1 (PyTorch refuses such a call).
+        """
+        n = len(self.kernel_size)
+        sizes = _ints("input_spatial", input_spatial, n, minimum=0)
         ops = self.output_padding if output_padding is None else output_padding
+        ops = _ints("output_padding", ops, n, minimum=0)
+        return self._nonempty(sizes, self._rule(sizes, ops))
+
+    def _rule(self, sizes: Sequence[int], ops: Sequence[int]) -> tuple[int, ...]:
         return tuple(
             (h - 1) * s - 2 * p + d * (k - 1) + op + 1
             for h, s, p, d, k, op in zip(
-                input_spatial,
-                self.stride,
-                self.padding,
-                self.dilation,
-                self.kernel_size,
-                ops,
-                strict=True,
+                sizes, self.stride, self.padding, self.dilation, self.kernel_size, ops, strict=True
             )
         )
+
+    def _nonempty(self, sizes: Sequence[int], out: tuple[int, ...]) -> tuple[int, ...]:
+        if min(out, default=1) < 1:
+            raise fail(
+                "padding",
+                self.padding,
+                f"small enough for a non-empty output: input {tuple(sizes)} gives {out}, as "
+                "PyTorch refuses too",
+            )
+        return out
 
     def output_padding_for(self, input_spatial: Sequence[int], output_size: Any) -> tuple[int, ...]:
         """PyTorch's ``output_size`` at call time: the ``output_padding`` it implies.
 
-        Each size must lie in ``[m, m + stride - 1]`` with ``m`` the size for
-        ``output_padding = 0``, as PyTorch requires (``ValueError`` otherwise).
+        ``output_size`` is the spatial sizes or, as PyTorch also takes it (its own example
+        passes ``input.size()``), all ``n + 2`` entries ``(N, C_out, *spatial)``, of which the
+        first two are ignored, as PyTorch ignores them. Each size must lie in
+        ``[m, m + stride - 1]`` with ``m`` the size for ``output_padding = 0``, as PyTorch
+        requires (``ValueError`` otherwise). This is PyTorch's own split of a wanted size
+        between ``padding`` (fixed by the layer) and ``output_padding``.
         """
         n = len(self.kernel_size)
-        sizes = _ints("output_size", output_size, n, minimum=0, none_ok=False)
-        least = self.output_shape(input_spatial, (0,) * n)
-        for i, (o, m, s) in enumerate(zip(sizes, least, self.stride, strict=True)):
-            if not m <= o <= m + s - 1:
+        sizes = _ints("input_spatial", input_spatial, n, minimum=0)
+        m = len(output_size) if _is_seq(output_size) else n
+        spatial = output_size[2:] if m == n + 2 else output_size
+        outs = _ints("output_size", spatial, n, minimum=0, none_ok=False)
+        least = self._rule(sizes, (0,) * n)
+        for i, (o, lo, s) in enumerate(zip(outs, least, self.stride, strict=True)):
+            if not lo <= o <= lo + s - 1:
                 raise fail(
                     "output_size",
-                    output_size,
-                    f"in [{m}, {m + s - 1}] in spatial dim {i} (the sizes output_padding "
+                    _show(output_size),
+                    f"in [{lo}, {lo + s - 1}] in spatial dim {i} (the sizes output_padding "
                     f"0..stride-1 give), as PyTorch requires",
                 )
-        return tuple(o - m for o, m in zip(sizes, least, strict=True))
+        return tuple(o - lo for o, lo in zip(outs, least, strict=True))
+
+    def padding_for(
+        self, input_spatial: Sequence[int], output_size: Any = None
+    ) -> tuple[tuple[int, int], ...]:
+        """Explicit ``lax.conv_transpose`` padding (stretched input) for this input size.
+
+        ``(d (k - 1) - p, d (k - 1) - p + output_padding)`` per dim, with ``output_size``
+        resolved as the call resolves it.
+        """
+        return self.conv_kwargs(input_spatial, output_size)["padding"]
+
+    def lax_kwargs(self, input_spatial: Sequence[int], output_size: Any = None) -> dict[str, Any]:
+        """Arguments of ``lax.conv_transpose`` (after ``lhs, rhs``) with PyTorch's raw weight.
+
+        ``NC...`` data, the weight ``(C_in, C_out, *k)`` as ``OI...`` of the forward
+        convolution, ``transpose_kernel=True``. ``lax.conv_transpose`` has no feature groups:
+        ``groups > 1`` is refused (the port's own call handles groups).
+        """
+        sp = _SPATIAL[len(self.kernel_size)]
+        dn = ("NC" + sp, "OI" + sp, "NC" + sp)
+        pads = self.padding_for(input_spatial, output_size)
+        return _transpose_lax_kwargs(self.groups, self.stride, pads, self.dilation, dn)
+
+    def flax_kwargs(self, input_spatial: Sequence[int], output_size: Any = None) -> dict[str, Any]:
+        """Arguments of Flax ``ConvTranspose`` (channels-last data) for this input size.
+
+        The weight goes through ``kernel_from_torch(w, transposed=True)``
+        (``transpose_kernel=True``); ``groups`` must be 1.
+        """
+        kw = self.lax_kwargs(input_spatial, output_size)
+        return _transpose_flax_kwargs(self.kernel_size, kw)
 
     def conv_kwargs(self, input_spatial: Sequence[int], output_size=None) -> dict[str, Any]:
         """Arguments of the one ``lax.conv_general_dilated`` call (``NC...`` / ``OI...``).
@@ -188,17 +383,11 @@ class TorchConvTranspose:
         With :meth:`prepare_kernel`'s kernel; ``output_size`` solves for ``output_padding``.
         """
         n = len(self.kernel_size)
+        sizes = _ints("input_spatial", input_spatial, n, minimum=0)
         ops = self.output_padding
         if output_size is not None:
-            ops = self.output_padding_for(input_spatial, output_size)
-        out = self.output_shape(input_spatial, ops)
-        if min(out, default=1) < 1:
-            raise fail(
-                "padding",
-                self.padding,
-                f"small enough for a non-empty output: input {tuple(input_spatial)} gives "
-                f"{out}, as PyTorch refuses too",
-            )
+            ops = self.output_padding_for(sizes, output_size)
+        self._nonempty(sizes, self._rule(sizes, ops))
         pads = tuple(
             (d * (k - 1) - p, d * (k - 1) - p + op)
             for k, p, d, op in zip(self.kernel_size, self.padding, self.dilation, ops, strict=True)
@@ -216,6 +405,9 @@ class TorchConvTranspose:
 
         In/out channels exchanged per group; NumPy or JAX arrays alike.
         """
+        if tuple(np.shape(weight)[2:]) != self.kernel_size:
+            want = f"a weight of spatial shape {self.kernel_size} (the layer's)"
+            raise fail("weight", weight, want)
         return _regroup_flip(weight, self.groups)
 
     def __call__(self, x, weight, bias=None, output_size=None):
@@ -226,6 +418,8 @@ class TorchConvTranspose:
 
     def _apply(self, x, weight, bias, output_size):
         x, w = jnp.asarray(x), jnp.asarray(weight)
+        layout = (1, 0, range(2, len(self.kernel_size) + 2))
+        _operands(x, w, "weight", layout, self.kernel_size, self.groups, transposed=True)
         kw = self.conv_kwargs(x.shape[2:], output_size)
         y = _lhs_dilated_conv(x, self.prepare_kernel(w), kw, range(2, x.ndim))
         if bias is not None:
@@ -280,15 +474,8 @@ def torch_conv_transpose(
     ks = _per_dim("kernel_size", kernel_size, n)
     ss = _per_dim("stride", stride, n)
     ps = _per_dim("padding", padding, n, 0)
-    ops = _per_dim("output_padding", output_padding, n, 0)
     ds = _per_dim("dilation", dilation, n)
     g = _int("groups", groups, minimum=1)
-    for i, (op, s, d) in enumerate(zip(ops, ss, ds, strict=True)):
-        if op >= s and op >= d:
-            raise fail(
-                "output_padding",
-                output_padding,
-                f"smaller than either stride or dilation in spatial dim {i}, as PyTorch "
-                f"requires (stride {s}, dilation {d})",
-            )
+    limits = [max(s, d) for s, d in zip(ss, ds, strict=True)]
+    ops = _output_padding(output_padding, n, limits, "max(stride, dilation), as PyTorch requires")
     return TorchConvTranspose(ks, ss, ps, ops, ds, g)

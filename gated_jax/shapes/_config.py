@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from jax import lax
 
-from gated_jax._validate import fail, positive_int
+from gated_jax._validate import describe, fail, positive_int
 
 _LAX_MODES = ("SAME", "SAME_LOWER", "VALID")
 _FLAX_MODES = ("CIRCULAR", "REFLECT", "CAUSAL")
@@ -350,6 +350,118 @@ def _auto_pad(value: Any) -> str:
     return value
 
 
+def _torch_pad_limits(
+    pad_mode: str, pairs: Sequence[tuple[int, int]], input_spatial: Sequence[int]
+) -> None:
+    """PyTorch's limits on ``padding_mode`` padding for an input size (``torch.nn.functional.pad``).
+
+    ``'reflect'`` needs every pad smaller than the input (``Padding size should be less than
+    the corresponding input dimension``); ``'circular'`` at most the input (``Padding value
+    causes wrapping around more than once``); ``'replicate'`` and ``'zeros'`` have no limit.
+    ``pad_mode`` is the ``jnp.pad`` mode (:func:`_torch_pad_mode`).
+    """
+    if pad_mode not in ("reflect", "wrap"):
+        return
+    for i, (h, (lo, hi)) in enumerate(zip(input_spatial, pairs, strict=True)):
+        bad = max(lo, hi) >= h if pad_mode == "reflect" else max(lo, hi) > h
+        if bad:
+            mode = "reflect" if pad_mode == "reflect" else "circular"
+            rule = "smaller than" if pad_mode == "reflect" else "at most"
+            raise fail(
+                "padding",
+                tuple(pairs),
+                f"{rule} the input size with padding_mode={mode!r}: spatial dim {i} has size "
+                f"{h} and padding ({lo}, {hi}), as PyTorch requires",
+            )
+
+
+def _output_padding(
+    value: Any, n: int, limits: Sequence[int], what: str, *, name: str = "output_padding"
+) -> tuple[int, ...]:
+    """``output_padding`` (an int or one per dim, ``>= 0``), each below its ``limits`` entry.
+
+    ``what`` names the limit and its source, e.g. ``"the stride, as Keras requires"``.
+    """
+    ops = _per_dim(name, value, n, minimum=0)
+    for i, (op, lim) in enumerate(zip(ops, limits, strict=True)):
+        if op >= lim:
+            raise fail(name, _show(value), f"smaller than {what} in spatial dim {i} (= {lim})")
+    return ops
+
+
+def _keras_strides_dilation(
+    strides: Any, dilation_rate: Any, ss: Sequence[int], ds: Sequence[int]
+) -> None:
+    """Keras refuses ``strides > 1`` together with ``dilation_rate > 1`` (any dims)."""
+    if max(ss) > 1 and max(ds) > 1:
+        raise fail(
+            "dilation_rate",
+            _show(dilation_rate),
+            f"1 in every dim when strides (={_show(strides)}) is > 1 in some dim: Keras "
+            "refuses strides > 1 together with dilation_rate > 1",
+        )
+
+
+def _onnx_pads_with(auto_pad: str, pads: Any, n: int) -> tuple[tuple[int, int], ...]:
+    """ONNX ``pads``, refused together with an ``auto_pad`` other than ``NOTSET`` (the spec:
+    "cannot be used simultaneously")."""
+    if pads is not None and auto_pad != "NOTSET":
+        raise fail(
+            "pads",
+            _show(pads),
+            f"None when auto_pad (={auto_pad!r}) is not 'NOTSET': the ONNX spec says pads "
+            "cannot be used together with auto_pad",
+        )
+    return _onnx_pads("pads", pads, n)
+
+
+def _nonempty_output(name: str, value: Any, out: Sequence[int], why: str) -> tuple[int, ...]:
+    """``out`` (spatial output sizes) if every entry is ``>= 1``; else ``name`` is refused."""
+    if min(out, default=1) < 1:
+        raise fail(
+            name, _show(value), f"large enough for a non-empty output (gives {tuple(out)}): {why}"
+        )
+    return tuple(out)
+
+
+def _operands(
+    x: Any,
+    kernel: Any,
+    kernel_name: str,
+    layout: tuple[int, int, Sequence[int]],
+    kernel_size: Sequence[int],
+    groups: int,
+    transposed: bool = False,
+) -> None:
+    """A layer's input ``x`` and ``kernel`` checked against the layer (shapes only).
+
+    ``layout``: the input's channel axis, the kernel's input-channel axis (a transposed
+    layer's: the axis of the ``C_in`` entries, PyTorch's first) and its spatial axes. The
+    kernel must have the layer's ``kernel_size``, the input ``C`` channels divisible by
+    ``groups``, and the kernel ``C / groups`` input channels (``C`` when ``transposed``).
+    """
+    c_axis, k_axis, k_spatial = layout
+    xs, ks = tuple(np.shape(x)), tuple(np.shape(kernel))
+    if len(xs) != len(ks) or len(xs) != len(kernel_size) + 2:
+        raise fail("x", x, f"an array of {len(kernel_size) + 2} dims (N, C and the spatial dims)")
+    k_sp = tuple(ks[a] for a in k_spatial)
+    if k_sp != tuple(kernel_size):
+        raise fail(
+            kernel_name, kernel, f"a kernel of spatial shape {tuple(kernel_size)} (the layer's)"
+        )
+    c = xs[c_axis]
+    if c % groups:
+        raise fail("groups", groups, f"a divisor of the input's channels {c} (x: {describe(x)})")
+    want = c if transposed else c // groups
+    if ks[k_axis] != want:
+        per = "" if transposed else f" (C = {c} / groups = {groups})"
+        raise fail(
+            kernel_name,
+            kernel,
+            f"a kernel with {want} input channels{per} in its axis {k_axis}, for x: {describe(x)}",
+        )
+
+
 # ----------------------------------------------------------------------------------------------
 # dimension numbers
 
@@ -635,7 +747,6 @@ class ConvConfig:
         """:math:`\\mathrm{dil}(H_\\mathrm{out}, S)`: the output stretched by the stride."""
         return tuple(_dilate(p, s) for p, s in zip(self.out_spatial, self.strides, strict=True))
 
-    @classmethod
     @classmethod
     def resolve(
         cls,
