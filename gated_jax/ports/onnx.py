@@ -64,6 +64,16 @@ def onnx_conv(
       pads, strides, dilations: ONNX's lists (``None``: zeros / ones).
       group: ONNX's ``group`` (``feature_group_count``).
 
+    Raises:
+      ValueError: naming the argument: ``pads`` together with an ``auto_pad`` other than
+        ``'NOTSET'`` (the spec: they "cannot be used simultaneously"); at call time (and in
+        :meth:`~PortedConv.output_shape`) an empty output and a weight that is not the node's.
+
+    This port follows the ONNX spec, and so its reference evaluator ``onnx.reference``; where
+    ONNX Runtime departs from it, the port does not follow ONNX Runtime: ONNX Runtime refuses
+    ``SAME_UPPER`` / ``SAME_LOWER`` with any dilation > 1, which the spec (and this port)
+    defines as above.
+
     Returns:
       :class:`PortedConv`; ``onnx_conv(...)(x, w, b)`` equals the ONNX node's ``Y``.
 
@@ -156,7 +166,8 @@ def onnx_conv_transpose(
     With ``output_shape`` given (or ``auto_pad`` ``SAME_*``, where :math:`T = H S`) the pads
     are derived: ``total = S (H - 1) + o + K_eff - T``; ``SAME_UPPER``: ``b = total // 2``,
     ``e = total - b``; otherwise ``e = total // 2``, ``b = total - e`` (floor division, as the
-    ONNX reference implementation; a negative total adds zero entries). The values are the
+    ONNX reference implementation; a negative total, which only ``SAME_*`` without
+    ``output_shape`` reaches, adds zero entries). The values are the
     full transposed result (:math:`F = S (H - 1) + K_\mathrm{eff}` entries, then :math:`o`
     zeros) cropped by :math:`(b, e)`: the gradient of ``Conv`` with pads :math:`(b, e - o)`.
     The explicit padding depends on the input size when ``output_shape`` or ``SAME_*`` is used
@@ -167,7 +178,25 @@ def onnx_conv_transpose(
       auto_pad: ``'NOTSET'``, ``'SAME_UPPER'``, ``'SAME_LOWER'`` or ``'VALID'``.
       pads, strides, dilations, output_padding: ONNX's lists (``None``: zeros / ones).
       group: ONNX's ``group``.
-      output_shape: the spatial output shape (or ``N, C`` and spatial), or ``None``.
+      output_shape: the spatial output shape, or ``None``.
+
+    Raises:
+      ValueError: naming the argument: ``pads`` together with an ``auto_pad`` other than
+        ``'NOTSET'`` (the spec: they "cannot be used simultaneously"); an ``output_padding``
+        not smaller than the stride (the spec: "less than the corresponding stride/dilation";
+        ONNX Runtime and ``onnx.reference`` both refuse any ``output_padding >= stride``);
+        an ``output_shape`` with ``N`` and ``C`` (the spec: it "should not include
+        dimensions for batch size and channels", and ONNX's shape inference refuses them);
+        for an input size (:meth:`~PortedConvTranspose.output_shape`, :meth:`window`, the
+        call) an ``output_shape`` past the full result :math:`S (H - 1) + o +
+        K_\mathrm{eff}` (its pads would be negative, which the spec does not define; ONNX
+        Runtime appends zeros there up to ``stride - 1`` entries, ``onnx.reference`` puts
+        some first) and an empty output.
+
+    Where ONNX Runtime departs from the spec the port follows the spec (and
+    ``onnx.reference``): with ``SAME_*`` and a dilated kernel shorter than the stride the
+    spec's output is :math:`H S`, longer than the full result; ONNX Runtime clamps the total
+    padding at 0 and returns the full result instead.
 
     Returns:
       :class:`OnnxConvTranspose`; ``tconv(x, w, b)`` equals the ONNX node's ``Y``.

@@ -239,6 +239,13 @@ def torch_conv(
       groups: PyTorch's ``groups`` (``feature_group_count``).
       padding_mode: ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``.
 
+    Raises:
+      ValueError: naming the argument, for what PyTorch refuses: ``padding='same'`` with a
+        stride; and for an input (the call, :meth:`TorchConv.output_shape`,
+        :meth:`TorchConv.padding_for`) an empty output, ``'reflect'`` padding not smaller
+        than the input, ``'circular'`` padding larger than the input, and (the call) a weight
+        of another spatial shape or channel count than the layer's.
+
     Returns:
       :class:`TorchConv`; ``torch_conv(...)(x, weight, bias)`` equals the PyTorch module's
       output for the same ``weight`` and ``bias``.
@@ -456,9 +463,16 @@ def torch_conv_transpose(
       kernel_size, stride, padding, output_padding, dilation: an int or one per dim.
       groups: PyTorch's ``groups``.
 
+    Raises:
+      ValueError: naming the argument: ``output_padding`` not smaller than
+        ``max(stride, dilation)``; for an input (the call, :meth:`~TorchConvTranspose.output_shape`)
+        a padding that empties the output, an ``output_size`` outside PyTorch's range, and
+        (the call) a weight that is not the layer's.
+
     Returns:
       :class:`TorchConvTranspose`; call it with ``output_size=`` to solve for
-      ``output_padding`` as ``ConvTranspose.forward(x, output_size)`` does.
+      ``output_padding`` as ``ConvTranspose.forward(x, output_size)`` does (the spatial
+      sizes, or all ``n + 2`` entries as PyTorch also takes them).
 
     Examples:
       >>> import jax.numpy as jnp
