@@ -69,6 +69,7 @@ from gated_jax.ports import onnx_conv as onnx_conv
 from gated_jax.ports import onnx_conv_transpose as onnx_conv_transpose
 from gated_jax.ports import torch_conv as torch_conv
 from gated_jax.ports import torch_conv_transpose as torch_conv_transpose
+from gated_jax.ports import torch_transpose_padding_for_output as torch_transpose_padding_for_output
 
 
 # gated_jax.conv: closed-form convolution derivatives
@@ -167,6 +168,7 @@ __all__ = [  # noqa: F822 (lazy names resolve through __getattr__)
     "onnx_conv_transpose",
     "torch_conv",
     "torch_conv_transpose",
+    "torch_transpose_padding_for_output",
     # conv
     "conv1d",
     "conv_general_dilated",

@@ -827,3 +827,184 @@ def test_a_config_xla_aborts_on_with_lhs_dilation_runs_under_jit():
         rtol=1e-12,
         atol=1e-12,
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# what the frameworks refuse, and the ports checked against themselves (issue 27)
+
+
+def _raises(name, call):
+    with pytest.raises(ValueError, match=rf"^`{name}` \(=.*\) must be "):
+        call()
+
+
+def test_torch_ports_check_the_weight_against_the_layer():
+    """A width-5 weight in a width-3 layer: refused, not a result of another size."""
+    x = jnp.ones((1, 1, 10))
+    same = gj.torch_conv(1, 3, padding="same")
+    _raises("weight", lambda: same(x, jnp.ones((1, 1, 5))))
+    t = gj.torch_conv_transpose(1, 3, stride=2)
+    assert t.output_shape((10,)) == (21,)
+    _raises("weight", lambda: t(x, jnp.ones((1, 1, 5))))
+    _raises("weight", lambda: same(jnp.ones((1, 2, 10)), jnp.ones((1, 1, 3))))  # C / groups
+    _raises(
+        "groups", lambda: gj.torch_conv(1, 3, groups=2)(jnp.ones((1, 3, 10)), jnp.ones((2, 1, 3)))
+    )
+    _raises("weight", lambda: t(jnp.ones((1, 2, 10)), jnp.ones((1, 1, 3))))  # C_in
+
+
+def test_a_keras_port_with_mismatched_channels_names_the_argument():
+    conv = gj.keras_conv(2, 3)
+    _raises("kernel", lambda: conv(jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 2, 4))))
+    _raises("kernel", lambda: conv(jnp.ones((1, 8, 8, 3)), jnp.ones((5, 3, 3, 4))))
+    grouped = gj.keras_conv(2, 3, groups=2)
+    _raises("groups", lambda: grouped(jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 1, 4))))
+    tconv = gj.keras_conv_transpose(1, 3)
+    _raises("kernel", lambda: tconv(jnp.ones((1, 8, 3)), jnp.ones((3, 4, 2))))
+
+
+def test_empty_forward_outputs_are_refused_as_the_frameworks_refuse_them():
+    torch = gj.torch_conv(2, (5, 5), stride=3)
+    _raises("x", lambda: torch(jnp.ones((1, 1, 8, 4)), jnp.ones((2, 1, 5, 5))))
+    _raises("input_spatial", lambda: torch.output_shape((8, 4)))
+    assert torch.output_shape((8, 5)) == (2, 1)
+    keras = gj.keras_conv(1, 5)
+    _raises("x", lambda: keras(jnp.ones((1, 2, 4)), jnp.ones((5, 4, 4))))
+    _raises("input_spatial", lambda: keras.output_shape((2,)))
+    onnx = gj.onnx_conv([4, 4], dilations=[2, 3], group=3, auto_pad="VALID")
+    _raises("input_spatial", lambda: onnx.output_shape((7, 7)))
+    _raises("x", lambda: onnx(jnp.ones((2, 3, 7, 7)), jnp.ones((6, 1, 4, 4))))
+
+
+def test_an_empty_transposed_output_shape_raises():
+    _raises("padding", lambda: gj.torch_conv_transpose(1, 3, padding=5).output_shape((2,)))
+    onnx = gj.onnx_conv_transpose((3,), pads=[5, 5])
+    _raises("input_spatial", lambda: onnx.output_shape((2,)))
+    keras = gj.keras_conv_transpose(1, 2, strides=2, padding="same", output_padding=0)
+    _raises("input_spatial", lambda: keras.output_shape((1,)))  # Keras 3 returns (1, 0, 4)
+    assert keras.output_shape((2,)) == (2,)
+
+
+@pytest.mark.parametrize(
+    "mode, ok, bad", [("reflect", 3, 4), ("circular", 4, 5), ("replicate", 9, None)]
+)
+def test_torch_padding_mode_limits_are_pytorchs(mode, ok, bad):
+    x, w = jnp.arange(4.0).reshape(1, 1, 4), jnp.ones((1, 1, 3))
+    assert gj.torch_conv(1, 3, padding=ok, padding_mode=mode)(x, w).shape == (1, 1, 2 + 2 * ok)
+    if bad is not None:
+        port = gj.torch_conv(1, 3, padding=bad, padding_mode=mode)
+        _raises("padding", lambda: port(x, w))
+        _raises("padding", lambda: port.output_shape((4,)))
+    # 'same' with a dilated kernel on length 1 pads (2, 2): more than one wrap
+    same = gj.torch_conv(1, 3, padding="same", dilation=2, padding_mode="circular")
+    _raises("padding", lambda: same.output_shape((1,)))
+
+
+def test_torch_output_size_may_be_the_full_shape_as_in_pytorch():
+    t = gj.torch_conv_transpose(2, 3, stride=2, padding=1)
+    x, w = jnp.ones((2, 1, 5, 4)), jnp.ones((1, 2, 3, 3))
+    full = t(x, w, output_size=(2, 2, 10, 8))
+    np.testing.assert_array_equal(full, t(x, w, output_size=(10, 8)))
+    assert full.shape == (2, 2, 10, 8)
+    assert t.output_padding_for((5, 4), [2, 2, 10, 8]) == (1, 1)
+    _raises("output_size", lambda: t.output_padding_for((5, 4), (2, 10, 8)))
+
+
+def test_keras_refuses_strides_with_dilation():
+    _raises("dilation_rate", lambda: gj.keras_conv(2, 3, strides=(2, 1), dilation_rate=(1, 2)))
+    _raises("dilation_rate", lambda: gj.keras_conv_transpose(1, 3, strides=2, dilation_rate=2))
+    assert gj.keras_conv(2, 3, strides=(2, 1)).window_strides == (2, 1)
+
+
+def test_onnx_refuses_what_the_spec_refuses():
+    _raises("pads", lambda: gj.onnx_conv([3], auto_pad="SAME_UPPER", pads=[1, 1]))
+    _raises("pads", lambda: gj.onnx_conv([3], auto_pad="VALID", pads=[0, 0]))
+    _raises("pads", lambda: gj.onnx_conv_transpose([3], auto_pad="SAME_LOWER", pads=[1, 1]))
+    tconv = gj.onnx_conv_transpose
+    _raises("output_padding", lambda: tconv([3], strides=[2], output_padding=[2]))
+    _raises("output_padding", lambda: tconv([3], strides=[2], dilations=[3], output_padding=[2]))
+    _raises("output_padding", lambda: tconv([3], strides=[2], output_padding=1))
+    _raises("output_shape", lambda: tconv([3], strides=[2], output_shape=[1, 2, 10]))
+    past = tconv([3], strides=[2], output_shape=[8])  # the full result of 3 is 7
+    _raises("output_shape", lambda: past.output_shape((3,)))
+    _raises("output_shape", lambda: past(jnp.ones((1, 1, 3)), jnp.ones((1, 2, 3))))
+    assert tconv([3], strides=[2], output_shape=[7]).output_shape((3,)) == (7,)
+
+
+@pytest.mark.parametrize("bad", ["no", "False", 1, None])
+@pytest.mark.parametrize("flag", ["transposed", "transpose_kernel"])
+def test_kernel_helpers_take_bools_only(flag, bad):
+    w = np.zeros((2, 2, 3))
+    for helper in (gj.kernel_from_torch, gj.kernel_to_torch, gj.kernel_from_keras):
+        _raises(flag, lambda h=helper: h(w, **{flag: bad}))
+    assert gj.kernel_from_torch(w, transposed=np.bool_(True)).shape == (3, 2, 2)
+
+
+def test_torch_conv_lax_and_flax_kwargs_compute_the_port():
+    from flax import linen as nn
+
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 4, 9, 8)), rng.standard_normal((6, 2, 3, 2))
+    port = gj.torch_conv(2, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2)
+    want = np.asarray(port(x, w))
+    assert want.shape[2:] == port.output_shape((9, 8))
+    np.testing.assert_allclose(lax.conv_general_dilated(x, w, **port.lax_kwargs()), want)
+    assert port.padding_for((9, 8)) == ((1, 1), (2, 2))
+    x_last, k = np.moveaxis(x, 1, -1), gj.kernel_from_torch(w)
+    layer = nn.Conv(6, use_bias=False, dtype=x.dtype, param_dtype=x.dtype, **port.flax_kwargs())
+    got = layer.apply({"params": {"kernel": k}}, x_last)
+    np.testing.assert_allclose(np.moveaxis(np.asarray(got), -1, 1), want, rtol=1e-12, atol=1e-12)
+    for mode, flax_mode in (("reflect", "REFLECT"), ("circular", "CIRCULAR")):
+        p = gj.torch_conv(2, 3, padding="same", padding_mode=mode)
+        assert p.flax_kwargs()["padding"] == flax_mode
+        w3 = rng.standard_normal((3, 4, 3, 3))
+        layer = nn.Conv(3, use_bias=False, dtype=x.dtype, param_dtype=x.dtype, **p.flax_kwargs())
+        got = layer.apply({"params": {"kernel": gj.kernel_from_torch(w3)}}, x_last)
+        np.testing.assert_allclose(np.moveaxis(np.asarray(got), -1, 1), p(x, w3), atol=1e-12)
+        _raises("padding_mode", p.lax_kwargs)
+    _raises("padding_mode", gj.torch_conv(1, 3, padding=1, padding_mode="replicate").flax_kwargs)
+    _raises("padding_mode", gj.torch_conv(1, 4, padding=1, padding_mode="reflect").flax_kwargs)
+
+
+def test_torch_conv_transpose_lax_and_flax_kwargs_compute_the_port():
+    from flax import linen as nn
+
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((2, 3, 5, 4)), rng.standard_normal((3, 2, 3, 2))
+    t = gj.torch_conv_transpose(2, (3, 2), stride=(2, 3), padding=(1, 0), dilation=(1, 2))
+    for size in (None, (10, 13), (2, 2, 9, 14)):
+        want = np.asarray(t(x, w, output_size=size))
+        kw = t.lax_kwargs((5, 4), size)
+        np.testing.assert_allclose(lax.conv_transpose(x, w, **kw), want, rtol=1e-12, atol=1e-12)
+        layer = nn.ConvTranspose(
+            2, use_bias=False, dtype=x.dtype, param_dtype=x.dtype, **t.flax_kwargs((5, 4), size)
+        )
+        k = gj.kernel_from_torch(w, transposed=True)
+        got = layer.apply({"params": {"kernel": k}}, np.moveaxis(x, 1, -1))
+        np.testing.assert_allclose(np.moveaxis(np.asarray(got), -1, 1), want, atol=1e-12)
+        assert t.padding_for((5, 4), size) == kw["padding"]
+    _raises("groups", lambda: gj.torch_conv_transpose(1, 3, groups=2).lax_kwargs((5,)))
+
+
+def test_torch_transpose_padding_for_output_is_pytorchs_split():
+    """PyTorch's (padding, output_padding) give the size; the generic answer's window starts
+    floor(E / 2), PyTorch's ceil(E / 2) (E the total): one entry apart for an odd E."""
+    rng = random.Random(3)
+    shifted = 0
+    for _ in range(300):
+        h, k, s, d = rng.randint(1, 6), rng.randint(1, 4), rng.randint(1, 3), rng.randint(1, 2)
+        t = rng.randint(1, (h - 1) * s + d * (k - 1) + max(s, d))
+        try:
+            (p,), (op,) = gj.torch_transpose_padding_for_output(h, t, k, stride=s, dilation=d)
+        except ValueError as e:  # only the wrong parity at stride and dilation 1
+            assert s == d == 1 and ((h + k - 1) - t) % 2 == 1, e
+            continue
+        port = gj.torch_conv_transpose(1, k, stride=s, dilation=d, padding=p, output_padding=op)
+        assert port.output_shape((h,)) == (t,)
+        ((lo, _),) = gj.transpose_padding_for_output(h, t, k, stride=s, dilation=d)
+        ((tlo, _),) = port.padding_for((h,))
+        shifted += lo != tlo
+        assert lo - tlo in (0, 1)  # the generic window starts at most one entry earlier
+    assert shifted > 10
+    _raises("output_size", lambda: gj.torch_transpose_padding_for_output(5, 20, 3, stride=2))
+    _raises("output_size", lambda: gj.torch_transpose_padding_for_output(5, 6, 3))  # parity

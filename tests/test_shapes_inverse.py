@@ -234,3 +234,15 @@ def test_flax_conv_transpose_with_the_arguments_undoes_flax_conv():
 def test_inverse_conv_transpose_refuses_an_empty_forward_output():
     with pytest.raises(ValueError, match=r"^`input_size` \(=2\) must be large enough"):
         gj.inverse_conv_transpose(2, 5)
+
+
+def test_all_paddings_refuses_a_huge_listing_quickly():
+    """10**9 at stride 1 has ~10**9 pairs: refused at once in the one format, no MemoryError."""
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"^`all_paddings` \(=True\) must be False for this"):
+        S.padding_for_output(10, 10**9, 3, all_paddings=True)
+    assert time.perf_counter() - start < 0.5
+    assert S.padding_for_output(10, 10**9, 3) == ((499999996, 499999996),)
+    assert len(S.padding_for_output(10, 400, 3, all_paddings=True)[0]) == 393

@@ -31,7 +31,13 @@ from gated_jax.ports._base import (
 )
 from gated_jax.ports.keras import KerasConvTranspose, keras_conv, keras_conv_transpose
 from gated_jax.ports.onnx import OnnxConvTranspose, onnx_conv, onnx_conv_transpose
-from gated_jax.ports.torch import TorchConv, TorchConvTranspose, torch_conv, torch_conv_transpose
+from gated_jax.ports.torch import (
+    TorchConv,
+    TorchConvTranspose,
+    torch_conv,
+    torch_conv_transpose,
+    torch_transpose_padding_for_output,
+)
 
 __all__ = [
     "KerasConvTranspose",
@@ -50,4 +56,5 @@ __all__ = [
     "onnx_conv_transpose",
     "torch_conv",
     "torch_conv_transpose",
+    "torch_transpose_padding_for_output",
 ]

@@ -217,10 +217,8 @@ def onnx_conv_transpose(
     explicit = _onnx_pads_with(mode, pads, n)
     ops = (0,) * n
     if output_padding is not None:
-        if not _is_seq(output_padding):
-            raise fail("output_padding", output_padding, f"a sequence of {n} ints >= 0 (ONNX)")
         what = "the stride (as ONNX Runtime and onnx.reference require)"
-        ops = _output_padding(output_padding, n, ss, what)
+        ops = _output_padding(output_padding, n, ss, what, scalar_ok=False)
     shape = None
     if output_shape is not None:
         if not _is_seq(output_shape) or len(output_shape) != n:

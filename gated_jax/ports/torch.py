@@ -39,12 +39,19 @@ from gated_jax.shapes._config import (
     _output_padding,
     _per_dim,
     _show,
+    _sizes,
     _torch_pad_limits,
     _torch_pad_mode,
     _torch_padding,
 )
 
-__all__ = ["TorchConv", "TorchConvTranspose", "torch_conv", "torch_conv_transpose"]
+__all__ = [
+    "TorchConv",
+    "TorchConvTranspose",
+    "torch_conv",
+    "torch_conv_transpose",
+    "torch_transpose_padding_for_output",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -493,3 +500,81 @@ def torch_conv_transpose(
     limits = [max(s, d) for s, d in zip(ss, ds, strict=True)]
     ops = _output_padding(output_padding, n, limits, "max(stride, dilation), as PyTorch requires")
     return TorchConvTranspose(ks, ss, ps, ops, ds, g)
+
+
+def _torch_split(
+    i: int, h: int, t: int, k: int, s: int, d: int, output_size: Any
+) -> tuple[int, int]:
+    """PyTorch's ``(padding, output_padding)`` of one dim giving ``t`` (the smallest padding)."""
+    excess = (h - 1) * s + d * (k - 1) + 1 - t  # = 2 p - output_padding
+    limit = max(s, d)  # output_padding < max(stride, dilation)
+    p = max(0, -(-excess // 2))
+    op = 2 * p - excess
+    if op >= limit:
+        low, high = (h - 1) * s + d * (k - 1) + 1, (h - 1) * s + d * (k - 1) + limit
+        reach = f"sizes up to {high}" if excess < 0 else f"sizes <= {low} of its parity"
+        raise fail(
+            "output_size",
+            output_size,
+            f"reachable by PyTorch's ConvTranspose in spatial dim {i} (H = {h}, kernel {k}, "
+            f"stride {s}, dilation {d}: padding >= 0 and output_padding < {limit} give {reach})",
+        )
+    return p, op
+
+
+def torch_transpose_padding_for_output(
+    input_size: int | Sequence[int],
+    output_size: int | Sequence[int],
+    kernel_size: int | Sequence[int],
+    *,
+    stride: int | Sequence[int] = 1,
+    dilation: int | Sequence[int] = 1,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    r"""PyTorch's ``padding`` and ``output_padding`` that give ``ConvTranspose{n}d`` a size.
+
+    PyTorch's rule :math:`T = (H - 1) s - 2 p + d (k - 1) + 1 + o` fixes
+    :math:`2 p - o = (H - 1) s + d (k - 1) + 1 - T`; the answer is the smallest
+    :math:`p \ge 0` with :math:`0 \le o < \max(s, d)`. This is PyTorch's own split of the
+    size: its layer returns the full transposed result from entry :math:`p`. The generic
+    :func:`~gated_jax.shapes.transpose_padding_for_output` answers with the *gradient's*
+    split instead (``lax.conv_transpose`` padding whose window starts at
+    :math:`\lfloor (2 p - o) / 2 \rfloor`), which for an odd :math:`2 p - o` is one entry
+    before PyTorch's: the same size, shifted by one. For a layer whose ``padding`` is already
+    fixed, :meth:`TorchConvTranspose.output_padding_for` gives the ``output_padding`` (as
+    PyTorch's ``output_size`` argument does), and :meth:`TorchConvTranspose.padding_for` the
+    ``lax.conv_transpose`` padding of PyTorch's split.
+
+    Args:
+      input_size: the input's spatial size :math:`H` (an int, or one per spatial dim).
+      output_size: the wanted size :math:`T \ge 1` (an int, or one per dim).
+      kernel_size, stride, dilation: an int (every dim) or one per dim.
+
+    Returns:
+      ``(padding, output_padding)``, one int per spatial dim each, for
+      ``torch.nn.ConvTranspose{n}d`` (and :func:`torch_conv_transpose`).
+
+    Raises:
+      ValueError: `` `output_size` (=...) must be reachable ...`` where no ``padding >= 0``
+        and ``output_padding < max(stride, dilation)`` give it (too large, or of the wrong
+        parity at stride and dilation 1).
+
+    Examples:
+      >>> torch_transpose_padding_for_output(7, 14, 3, stride=2)  # size 14 from 7
+      ((1,), (1,))
+      >>> torch_conv_transpose(1, 3, stride=2, padding=1, output_padding=1).padding_for((7,))
+      ((1, 2),)
+      >>> from gated_jax.shapes import transpose_padding_for_output
+      >>> transpose_padding_for_output(7, 14, 3, stride=2)  # the gradient's: one entry earlier
+      ((2, 1),)
+    """
+    ins = _sizes("input_size", input_size, minimum=1)
+    n = len(ins)
+    outs = _sizes("output_size", output_size, n, minimum=1)
+    ks = _per_dim("kernel_size", kernel_size, n)
+    ss = _per_dim("stride", stride, n)
+    ds = _per_dim("dilation", dilation, n)
+    split = [
+        _torch_split(i, h, t, k, s, d, output_size)
+        for i, (h, t, k, s, d) in enumerate(zip(ins, outs, ks, ss, ds, strict=True))
+    ]
+    return tuple(p for p, _ in split), tuple(op for _, op in split)

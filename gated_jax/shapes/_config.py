@@ -376,13 +376,15 @@ def _torch_pad_limits(
 
 
 def _output_padding(
-    value: Any, n: int, limits: Sequence[int], what: str, *, name: str = "output_padding"
+    value: Any, n: int, limits: Sequence[int], what: str, *, scalar_ok: bool = True
 ) -> tuple[int, ...]:
-    """``output_padding`` (an int or one per dim, ``>= 0``), each below its ``limits`` entry.
+    """``output_padding`` (one int per dim ``>= 0``, or with ``scalar_ok`` an int for every
+    dim), each below its ``limits`` entry.
 
     ``what`` names the limit and its source, e.g. ``"the stride, as Keras requires"``.
     """
-    ops = _per_dim(name, value, n, minimum=0)
+    name = "output_padding"
+    ops = _ints(name, value, n, minimum=0, scalar_ok=scalar_ok, none_ok=False)
     for i, (op, lim) in enumerate(zip(ops, limits, strict=True)):
         if op >= lim:
             raise fail(name, _show(value), f"smaller than {what} in spatial dim {i} (= {lim})")

@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 
+_MAX_PAIRS = 100_000  # all_paddings=True lists at most this many (lo, hi) pairs per dim
+
+
 def padding_for_output(
     input_size: int | Sequence[int],
     output_size: int | Sequence[int],
@@ -72,7 +75,9 @@ def padding_for_output(
 
     Raises:
       ValueError: `` `output_size` (=...) must be ...`` naming the reachable sizes when the
-        target needs negative padding.
+        target needs negative padding; `` `all_paddings` (=True) must be False ...`` when
+        one dim has more than 100,000 such pairs (a large size at stride 1 has about
+        :math:`P^2 / 2`).
 
     Examples:
       >>> padding_for_output(10, 10, 4)  # 'SAME' for a stride-1, 4-tap kernel
@@ -108,6 +113,15 @@ def padding_for_output(
         else:
             lo_t, hi_t = max(0, (p - 1) * s + ke - dd), p * s + ke - dd - 1
         if all_paddings:
+            count = (hi_t + 1) * (hi_t + 2) // 2 - lo_t * (lo_t + 1) // 2
+            if count > _MAX_PAIRS:
+                raise fail(
+                    "all_paddings",
+                    all_paddings,
+                    f"False for this output_size (={output_size!r}): in spatial dim {i} the "
+                    f"totals {lo_t}..{hi_t} give {count} (lo, hi) pairs, more than "
+                    f"{_MAX_PAIRS} (without all_paddings the canonical pair is returned)",
+                )
             result.append(tuple((lo, t - lo) for t in range(lo_t, hi_t + 1) for lo in range(t + 1)))
         else:
             result.append(_split_same(lo_t))
@@ -146,6 +160,19 @@ def transpose_padding_for_output(
     ``'SAME'`` splits), so that with ``transpose_kernel=True`` the result is exactly that
     gradient (see :func:`inverse_conv_transpose`). This answers jax#4592's ``output_shape``.
 
+    **Which split.** With :math:`E = (H - 1) S + K_\mathrm{eff} - P` (the total padding of
+    that forward convolution, when :math:`E \ge 0`), the window of the full transposed result
+    starts at :math:`\lfloor E / 2 \rfloor` (the forward ``'SAME'`` split, the extra entry
+    at the end). PyTorch's ``ConvTranspose{n}d`` splits the same total as a symmetric
+    ``padding`` :math:`p = \lceil E / 2 \rceil` plus ``output_padding`` :math:`2p - E`, so
+    its window starts at :math:`\lceil E / 2 \rceil`: for an odd :math:`E` the same size,
+    shifted by one entry. For PyTorch's split use
+    :func:`gated_jax.ports.torch_transpose_padding_for_output` (``padding`` and
+    ``output_padding``), :meth:`gated_jax.ports.TorchConvTranspose.output_padding_for` for a
+    layer whose ``padding`` is fixed, and :meth:`gated_jax.ports.TorchConvTranspose.padding_for`
+    for its ``lax.conv_transpose`` padding; ONNX's ``output_shape`` and Keras's ``'same'`` have
+    their own splits (:meth:`gated_jax.ports.PortedConvTranspose.padding_for`).
+
     Args:
       input_size: the transposed convolution's input size :math:`H` (int or one per dim).
       output_size: the wanted output size :math:`P \ge 1` (int or one per dim).
@@ -163,6 +190,11 @@ def transpose_padding_for_output(
       (1, 64, 1)
       >>> transpose_padding_for_output(32, 65, 3, stride=2)  # the other size 'SAME' maps to 32
       ((2, 2),)
+      >>> transpose_padding_for_output(7, 14, 3, stride=2)  # E = 1: the window starts at 0
+      ((2, 1),)
+      >>> from gated_jax.ports import torch_transpose_padding_for_output
+      >>> torch_transpose_padding_for_output(7, 14, 3, stride=2)  # PyTorch's: starts at 1
+      ((1,), (1,))
     """
     ins = _sizes("input_size", input_size, minimum=1)
     n = len(ins)
