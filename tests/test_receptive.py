@@ -134,3 +134,63 @@ def test_linear_models_match_jax_grad_and_bad_indices_are_refused():
         gj.receptive_field_of(f, (1, 2, 9, 7), (0, 2, 2))
     with pytest.raises(ValueError, match=r"^`output_index` \(="):
         gj.receptive_field_of(f, (1, 2, 9, 7), 10**6)
+
+
+# data-dependent selections: the set every perturbation can reach, whatever the seed
+
+DATA_DEPENDENT = {
+    "sort": (lambda x: jnp.sort(x, axis=-1), (3, 6), (1, 2)),
+    "top_k": (lambda x: lax.top_k(x, 2)[0], (3, 6), (1, 0)),
+    "median": (lambda x: jnp.median(x, axis=-1), (3, 6), (1,)),
+    "x[argsort(x)]": (lambda x: x[jnp.argsort(x)], (6,), (2,)),
+    "x[argmax(x)]": (lambda x: x[jnp.argmax(x)], (6,), ()),
+    "take_along_axis(argmax)": (
+        lambda x: jnp.take_along_axis(x, jnp.argmax(x, axis=1)[:, None], axis=1)[:, 0],
+        (3, 5),
+        (1,),
+    ),
+    "cond": (
+        lambda x: lax.cond(x[0] > 1.0, lambda y: y[1] * 2.0, lambda y: y[2] + 1.0, x),
+        (6,),
+        (),
+    ),
+    "where on another entry": (lambda x: jnp.where(x[3] > 1.0, x[0], x[1]), (5,), ()),
+}
+
+
+def brute_force_support(f, shape, index, points=4):
+    """Input entries whose perturbation (small and large, both signs) changes ``f(x)[index]``
+    at some of a few random points: a lower bound of the structural dependency."""
+    f = jax.jit(f)
+    found = np.zeros(shape, bool)
+    rng = np.random.default_rng(1)
+    for _ in range(points):
+        x = rng.uniform(0.0, 2.0, shape)
+        y = np.asarray(f(x))[index]
+        for j in np.ndindex(shape):
+            for delta in (1e-3, -1e-3, 0.7, -0.7, 5.0, -5.0):
+                z = x.copy()
+                z[j] += delta
+                if np.asarray(f(z))[index] != y:
+                    found[j] = True
+                    break
+    return found
+
+
+@pytest.mark.parametrize("name", list(DATA_DEPENDENT))
+def test_data_dependent_selections_are_complete_and_seed_independent(name):
+    """``jnp.sort``, ``lax.top_k``, ``jnp.median``, indexing by ``argsort`` / ``argmax`` and
+    ``lax.cond``: every position a perturbation reaches is in the set, for every seed."""
+    f, shape, index = DATA_DEPENDENT[name]
+    sets = [gj.receptive_field_of(f, shape, index, seed=s) for s in range(3)]
+    for s in sets[1:]:
+        np.testing.assert_array_equal(s, sets[0])
+    brute = brute_force_support(f, shape, index)
+    assert not (brute & ~sets[0]).any(), (name, sets[0].astype(int), brute.astype(int))
+    if name != "take_along_axis(argmax)":  # conservative there: every row of the gather
+        np.testing.assert_array_equal(sets[0], brute, err_msg=name)
+
+
+def test_a_float_in_input_shape_is_refused():
+    with pytest.raises(ValueError, match=r"^`input_shape` \(=\(2\.0, 3\)\) must be"):
+        gj.receptive_field_of(lambda x: x, (2.0, 3), (0, 0))

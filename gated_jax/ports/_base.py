@@ -57,19 +57,6 @@ def _specs(n: int, channels_last: bool) -> tuple[str, str]:
     return ("N" + sp + "C") if channels_last else ("NC" + sp), sp + "IO"
 
 
-def _spatial_dims(name: str, value: Any) -> int:
-    n = _int(name, value, minimum=1)
-    if n > 3:
-        raise fail(name, value, "1, 2 or 3 (spatial dims)")
-    return n
-
-
-def _data_format(value: Any) -> bool:
-    if value not in ("channels_last", "channels_first"):
-        raise fail("data_format", value, "'channels_last' or 'channels_first'")
-    return value == "channels_last"
-
-
 def _full_window_pads(h: int, t: int, begin: int, ke: int, s: int) -> tuple[int, int]:
     """``lax.conv_transpose`` padding returning ``t`` entries of the full result from ``begin``."""
     return ke - 1 - begin, t + begin - (h - 1) * s - 1

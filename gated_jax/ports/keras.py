@@ -16,11 +16,10 @@ from gated_jax.ports._base import (
     _SPATIAL,
     PortedConv,
     PortedConvTranspose,
-    _data_format,
-    _spatial_dims,
     _specs,
 )
 from gated_jax.shapes._config import (
+    _data_format,
     _dilate,
     _int,
     _keras_padding,
@@ -28,6 +27,7 @@ from gated_jax.shapes._config import (
     _keras_transpose_padding,
     _output_padding,
     _per_dim,
+    _spatial_dims,
 )
 
 __all__ = ["KerasConvTranspose", "keras_conv", "keras_conv_transpose"]

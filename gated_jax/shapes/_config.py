@@ -350,6 +350,21 @@ def _auto_pad(value: Any) -> str:
     return value
 
 
+def _spatial_dims(name: str, value: Any) -> int:
+    """A framework layer's number of spatial dims: 1, 2 or 3."""
+    n = _int(name, value, minimum=1)
+    if n > 3:
+        raise fail(name, value, "1, 2 or 3 (spatial dims)")
+    return n
+
+
+def _data_format(value: Any) -> bool:
+    """Keras's ``data_format``: ``True`` for ``'channels_last'``."""
+    if value not in ("channels_last", "channels_first"):
+        raise fail("data_format", value, "'channels_last' or 'channels_first'")
+    return value == "channels_last"
+
+
 def _torch_pad_limits(
     pad_mode: str, pairs: Sequence[tuple[int, int]], input_spatial: Sequence[int]
 ) -> None:

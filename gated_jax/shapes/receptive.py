@@ -18,12 +18,23 @@ of non-negative terms, non-zero exactly on the dependency pattern; elementwise f
 maxima (max-pooling, ``reduce_max``, ``cummax``) to every entry of their window, since each
 of those entries is the one selected for some input. Masks are combined by logical or, so
 no two paths can cancel. Primitives whose derivative is zero everywhere (``floor``,
-``sign``, conversions to integers) reach nothing, as ``jax.grad`` says.
+``sign``, conversions to integers) reach nothing through their values, as ``jax.grad`` says.
+
+Data-dependent selections are followed as dependencies, not differentiated at one point
+(where the gradient would name only the entry selected there, a seed-dependent subset):
+``sort`` and ``top_k`` (``jnp.sort``, ``jnp.median``, ``jnp.argsort``) make each result depend
+on its whole row of every operand; integer and boolean values that choose (a gather's or
+dynamic slice's indices, ``select_n``'s predicate, ``cond``'s branch index) carry the mask
+back to the floats they were computed from (through comparisons, conversions, ``argmax``:
+its reduced row, and index arithmetic), and a gather whose indices depend on the input may
+select any entry of its operand (conservatively, all of them); ``cond`` takes the union of
+its branches. So ``x[jnp.argmax(x)]`` depends on every entry of ``x``, as a perturbation of
+any entry large enough to move the maximum shows.
 
 The result is exact for models built from these primitives (every ``jit``,
-``custom_jvp``/``custom_vjp`` and ``checkpoint`` is entered); control flow (``scan``,
-``while``, ``cond``) is differentiated as one primitive at the random positive point, which
-is exact when its body holds no max-like selection.
+``custom_jvp``/``custom_vjp`` and ``checkpoint`` is entered); ``scan`` and ``while`` are
+differentiated as one primitive at the random positive point, which is exact when their
+bodies hold no max-like or data-dependent selection.
 
 References:
   Araujo, Norris and Sim, *Computing receptive fields of convolutional neural networks*,
@@ -42,7 +53,7 @@ import numpy as np
 from jax import lax
 
 from gated_jax._validate import fail
-from gated_jax.shapes._config import _ints, _is_int, _is_seq, _parse_padding
+from gated_jax.shapes._config import _ints, _is_int, _is_seq, _parse_padding, _shape
 
 __all__ = ["ConvLayer", "ReceptiveField", "receptive_field", "receptive_field_of"]
 
@@ -184,61 +195,126 @@ _CALLS = {
     "remat": "jaxpr",
 }
 _SELECT = {"max", "min", "select_n", "clamp"}
-_REDUCE_SELECT = {"reduce_max", "reduce_min", "argmax", "argmin"}
+_REDUCE_SELECT = {"reduce_max", "reduce_min", "argmax", "argmin", "reduce_or", "reduce_and"}
 _WINDOW_SELECT = {"reduce_window_max", "reduce_window_min"}
 _CUM_SELECT = {"cummax", "cummin"}
+# data-dependent reorderings: every result entry depends on its whole row of every operand
+_ROW_SELECT = {"sort": "dimension", "top_k": "axis"}
+# primitives that only move entries (dtype-agnostic): their int masks follow a float shadow
+_MOVES = {
+    "broadcast_in_dim",
+    "reshape",
+    "squeeze",
+    "expand_dims",
+    "slice",
+    "transpose",
+    "concatenate",
+    "pad",
+    "rev",
+    "copy",
+    "copy_p",
+}
+# the operands holding indices, per indexing primitive (the rest are the data)
+_INDEX_OPERANDS = {
+    "gather": lambda k: [1],
+    "dynamic_slice": lambda k: list(range(1, k)),
+    "dynamic_update_slice": lambda k: list(range(2, k)),
+    "scatter": lambda k: [1],
+    "scatter-add": lambda k: [1],
+    "scatter_add": lambda k: [1],
+    "scatter_mul": lambda k: [1],
+    "scatter_min": lambda k: [1],
+    "scatter_max": lambda k: [1],
+}
 
 
-def _is_float(x) -> bool:
+def _inexact(x) -> bool:
     return np.issubdtype(np.dtype(x.dtype), np.inexact)
 
 
-def _eqn_masks(eqn, invals, out_masks, rng) -> list[Any]:
-    """Which entries of each operand reach the masked entries of the eqn's results."""
-    name = eqn.primitive.name
-    if name in _CALLS and _CALLS[name] in eqn.params:
-        sub = eqn.params[_CALLS[name]]
-        jaxpr, consts = (sub.jaxpr, sub.consts) if hasattr(sub, "consts") else (sub, [])
-        return _backward(jaxpr, consts, invals, out_masks, rng)
-    out = out_masks[0]
-    if name in _SELECT:
-        return [
-            None
-            if not _is_float(v)
-            else (out if np.shape(v) == out.shape else jnp.full(np.shape(v), out.any()))
-            for v in invals
+def _full(v, on) -> Any:
+    """Every entry of ``v`` (where ``on``, a traced bool) or none."""
+    return jnp.broadcast_to(jnp.asarray(on), np.shape(v))
+
+
+def _any(masks) -> Any:
+    return jnp.any(jnp.stack([jnp.any(m) for m in masks]))
+
+
+def _row_masks(eqn, invals, out_masks) -> list[Any]:
+    """``sort`` / ``top_k``: each result entry depends on its whole row of every operand."""
+    axis = eqn.params[_ROW_SELECT[eqn.primitive.name]]
+    rows = [jnp.any(m, axis=axis, keepdims=True) for m in out_masks]
+    row = rows[0]
+    for r in rows[1:]:
+        row = row | r
+    return [jnp.broadcast_to(row, np.shape(v)) for v in invals]
+
+
+def _cond_masks(eqn, invals, out_masks, rng, taint) -> list[Any]:
+    """``cond``: the union over the branches; the branch index reaches every masked result."""
+    masks: list[Any] = [None] * (len(invals) - 1)
+    for branch in eqn.params["branches"]:
+        got = _backward(branch.jaxpr, branch.consts, invals[1:], out_masks, rng, taint[1:])
+        masks = [
+            a if b is None else (b if a is None else a | b) for a, b in zip(masks, got, strict=True)
         ]
+    return [_full(invals[0], _any(out_masks)), *masks]
+
+
+def _int_masks(eqn, invals, out_masks, rng) -> list[Any]:
+    """An eqn with only integer / bool results (indices, predicates): which operand entries
+    decide the masked results. Elementwise: the same entries; moves: a float shadow's vjp;
+    reductions: the reduced rows; anything else: every entry (conservative)."""
+    name, shape = eqn.primitive.name, out_masks[0].shape
     if name in _REDUCE_SELECT:
         axes = tuple(eqn.params["axes"])
-        shape = np.shape(invals[0])
-        return [jnp.broadcast_to(jnp.expand_dims(out, axes), shape)] + [None] * (len(invals) - 1)
-    if name in _CUM_SELECT:
-        axis, reverse = eqn.params["axis"], eqn.params["reverse"]
-        # entry i reads entries 0..i (i..n-1 when reversed): j reaches a masked i on its side
-        if reverse:
-            return [jnp.cumsum(out, axis) > 0]
-        return [jnp.flip(jnp.cumsum(jnp.flip(out, axis), axis), axis) > 0]
-    if name in _WINDOW_SELECT:
-        p = eqn.params
-        x = invals[0]
+        return [jnp.broadcast_to(jnp.expand_dims(out_masks[0], axes), np.shape(invals[0]))] + [
+            None
+        ] * (len(invals) - 1)
+    if len(out_masks) == 1 and all(np.shape(v) in (shape, ()) for v in invals):
+        return [
+            out_masks[0] if np.shape(v) == shape else _full(v, jnp.any(out_masks[0]))
+            for v in invals
+        ]
+    if name in _MOVES and len(out_masks) == 1:
+        shadow = [rng.uniform(0.5, 1.5, np.shape(v)).astype(np.float32) for v in invals]
+        params = eqn.primitive.get_bind_params(eqn.params)
+        _, vjp = jax.vjp(lambda *a: eqn.primitive.bind(*a, **params), *shadow)
+        return [jnp.abs(g) > 0 for g in vjp(out_masks[0].astype(np.float32))]
+    return [_full(v, _any(out_masks)) for v in invals]
 
-        def window_sum(v):
-            return lax.reduce_window(
-                v,
-                np.array(0, v.dtype),
-                lax.add,
-                p["window_dimensions"],
-                p["window_strides"],
-                p["padding"],
-                p["base_dilation"],
-                p["window_dilation"],
-            )
 
-        pos = rng.uniform(0.5, 1.5, np.shape(x)).astype(x.dtype)
-        _, vjp = jax.vjp(window_sum, pos)
-        return [jnp.abs(vjp(out.astype(x.dtype))[0]) > 0]
-    # generic: differentiate the primitive alone at random positive float operands
-    float_idx = [i for i, v in enumerate(invals) if _is_float(v)]
+def _select_masks(eqn, invals, out_masks) -> list[Any]:
+    """``max``/``min``/``select_n``/``clamp``: the mask to every operand (the predicate too)."""
+    out = out_masks[0]
+    return [out if np.shape(v) == out.shape else _full(v, jnp.any(out)) for v in invals]
+
+
+def _window_masks(eqn, invals, out_masks, rng) -> list[Any]:
+    """Windowed maxima: every entry of each masked entry's window."""
+    p, x = eqn.params, invals[0]
+
+    def window_sum(v):
+        return lax.reduce_window(
+            v,
+            np.array(0, v.dtype),
+            lax.add,
+            p["window_dimensions"],
+            p["window_strides"],
+            p["padding"],
+            p["base_dilation"],
+            p["window_dilation"],
+        )
+
+    pos = rng.uniform(0.5, 1.5, np.shape(x)).astype(x.dtype)
+    _, vjp = jax.vjp(window_sum, pos)
+    return [jnp.abs(vjp(out_masks[0].astype(x.dtype))[0]) > 0]
+
+
+def _generic_masks(eqn, invals, out_masks, rng) -> list[Any]:
+    """Differentiate the primitive alone at random positive float operands."""
+    float_idx = [i for i, v in enumerate(invals) if _inexact(v)]
     if not float_idx:
         return [None] * len(invals)
     bind_params = eqn.primitive.get_bind_params(eqn.params)
@@ -253,34 +329,103 @@ def _eqn_masks(eqn, invals, out_masks, rng) -> list[Any]:
     pos = [rng.uniform(0.5, 1.5, np.shape(invals[i])).astype(invals[i].dtype) for i in float_idx]
     results, vjp = jax.vjp(call, *pos)
     cts = [
-        m.astype(r.dtype) if _is_float(r) else np.zeros(r.shape, jax.dtypes.float0)
+        m.astype(r.dtype) if _inexact(r) else np.zeros(r.shape, jax.dtypes.float0)
         for m, r in zip(out_masks, results, strict=True)
     ]
-    grads = vjp(cts)
     masks: list[Any] = [None] * len(invals)
-    for i, g in zip(float_idx, grads, strict=True):
+    for i, g in zip(float_idx, vjp(cts), strict=True):
         masks[i] = jnp.abs(g) > 0
     return masks
 
 
-def _backward(jaxpr, consts, args, out_masks, rng) -> list[Any]:
-    """Forward values (for integer operands), then the masks from the results back."""
+def _indexed_masks(eqn, invals, out_masks, rng, taint) -> list[Any]:
+    """Gathers, dynamic slices and scatters: the data as differentiated; the indices reach
+    every masked result; with indices that depend on the input, every data entry may be the
+    one selected (conservative)."""
+    masks = _generic_masks(eqn, invals, out_masks, rng)
+    idx = _INDEX_OPERANDS[eqn.primitive.name](len(invals))
+    hit = _any(out_masks)
+    data_dependent = any(taint[i] for i in idx)
+    for i, v in enumerate(invals):
+        if i in idx or (data_dependent and masks[i] is not None):
+            masks[i] = _full(v, hit)
+    return masks
+
+
+def _eqn_masks(eqn, invals, out_masks, rng, taint) -> list[Any]:
+    """Which entries of each operand reach the masked entries of the eqn's results.
+
+    ``taint``: per operand, whether it depends on the model's input (data-dependent indices
+    widen a gather to its whole operand).
+    """
+    name = eqn.primitive.name
+    if name in _CALLS and _CALLS[name] in eqn.params:
+        sub = eqn.params[_CALLS[name]]
+        jaxpr, consts = (sub.jaxpr, sub.consts) if hasattr(sub, "consts") else (sub, [])
+        return _backward(jaxpr, consts, invals, out_masks, rng, taint)
+    if name == "cond":
+        return _cond_masks(eqn, invals, out_masks, rng, taint)
+    if name in _ROW_SELECT:
+        return _row_masks(eqn, invals, out_masks)
+    if name in _INDEX_OPERANDS:
+        return _indexed_masks(eqn, invals, out_masks, rng, taint)
+    if not any(_inexact(v) for v in eqn.outvars_values):
+        return _int_masks(eqn, invals, out_masks, rng)
+    if name in _SELECT:
+        return _select_masks(eqn, invals, out_masks)
+    if name in _REDUCE_SELECT:
+        axes = tuple(eqn.params["axes"])
+        shape = np.shape(invals[0])
+        return [jnp.broadcast_to(jnp.expand_dims(out_masks[0], axes), shape)] + [None] * (
+            len(invals) - 1
+        )
+    if name in _CUM_SELECT:
+        axis, out = eqn.params["axis"], out_masks[0]
+        # entry i reads entries 0..i (i..n-1 when reversed): j reaches a masked i on its side
+        if eqn.params["reverse"]:
+            return [jnp.cumsum(out, axis) > 0]
+        return [jnp.flip(jnp.cumsum(jnp.flip(out, axis), axis), axis) > 0]
+    if name in _WINDOW_SELECT:
+        return _window_masks(eqn, invals, out_masks, rng)
+    return _generic_masks(eqn, invals, out_masks, rng)
+
+
+def _forward(jaxpr, consts, args, taint) -> tuple[dict[Any, Any], set[Any]]:
+    """Every variable's value, and the variables that depend on a tainted argument."""
     from jax.extend.core import Literal  # on first use: `import gated_jax` stays light
 
     env: dict[Any, Any] = {}
+    tainted: set[Any] = set()
 
     def read(v):
         return v.val if isinstance(v, Literal) else env[v]
 
     for v, val in zip(jaxpr.constvars, consts, strict=True):
         env[v] = val
-    for v, val in zip(jaxpr.invars, args, strict=True):
+    for v, val, t in zip(jaxpr.invars, args, taint, strict=True):
         env[v] = val
+        if t:
+            tainted.add(v)
     for eqn in jaxpr.eqns:
         invals = [read(v) for v in eqn.invars]
         res = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
         for v, r in zip(eqn.outvars, res if eqn.primitive.multiple_results else [res], strict=True):
             env[v] = r
+        if any(not isinstance(v, Literal) and v in tainted for v in eqn.invars):
+            tainted.update(eqn.outvars)
+    return env, tainted
+
+
+def _backward(jaxpr, consts, args, out_masks, rng, taint=None) -> list[Any]:
+    """Forward values (for integer operands), then the masks from the results back."""
+    from jax.extend.core import Literal
+
+    taint = [True] * len(args) if taint is None else list(taint)
+    env, tainted = _forward(jaxpr, consts, args, taint)
+
+    def read(v):
+        return v.val if isinstance(v, Literal) else env[v]
+
     masks: dict[Any, Any] = {}
 
     def add(v, m):
@@ -299,9 +444,18 @@ def _backward(jaxpr, consts, args, out_masks, rng) -> list[Any]:
             for v, m in zip(eqn.outvars, outs, strict=True)
         ]
         invals = [read(v) for v in eqn.invars]
-        for v, m in zip(eqn.invars, _eqn_masks(eqn, invals, outs, rng), strict=True):
+        in_taint = [not isinstance(v, Literal) and v in tainted for v in eqn.invars]
+        eqn_view = _EqnView(eqn, [env[v] for v in eqn.outvars])
+        for v, m in zip(eqn.invars, _eqn_masks(eqn_view, invals, outs, rng, in_taint), strict=True):
             add(v, m)
     return [masks.get(v) for v in jaxpr.invars]
+
+
+class _EqnView:
+    """An eqn with its results' values (``outvars_values``), read by :func:`_eqn_masks`."""
+
+    def __init__(self, eqn, values):
+        self.primitive, self.params, self.outvars_values = eqn.primitive, eqn.params, values
 
 
 def receptive_field_of(
@@ -335,7 +489,9 @@ def receptive_field_of(
       A boolean array of ``input_shape``, ``True`` where the input entry reaches the output.
 
     Raises:
-      ValueError: `` `output_index` (=...) must be ...`` outside the output's shape.
+      ValueError: `` `input_shape` (=...) must be a sequence of non-negative ints`` (a float
+        is refused, not truncated); `` `output_index` (=...) must be ...`` outside the
+        output's shape.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -347,7 +503,7 @@ def receptive_field_of(
       >>> receptive_field_of(relu_max, (4,), ()).tolist()  # both rows, whatever the input
       [True, True, False, False]
     """
-    shape = tuple(int(d) for d in input_shape)
+    shape = _shape("input_shape", input_shape)
     dtype = jnp.zeros((), float).dtype
     rng = np.random.default_rng(seed)
     x0 = jnp.asarray(rng.uniform(0.5, 1.5, shape).astype(dtype))
