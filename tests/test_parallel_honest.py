@@ -156,3 +156,10 @@ def test_the_budget_is_capped_at_T_and_validated():
             gated_deer(p, xs, z0, max_iters=bad)
     with pytest.raises(ValueError, match="`fallback`"):
         gated_deer(p, xs, z0, fallback="no")
+
+
+def test_an_eager_gradient_through_an_unconverged_solve_raises_deer_not_converged():
+    p, xs = _expanding(4, 8, 32, 2)
+    for method in ("deer", "quasi_deer"):
+        with pytest.raises(DeerNotConverged, match=f"method='{method}'"):
+            jax.grad(lambda p, m=method: gated_scan(p, xs, method=m, max_iters=2).sum())(p)
