@@ -18,7 +18,7 @@ with the kernel conversion (``gated_jax.kernel_from_torch`` / ``kernel_from_kera
 
 from __future__ import annotations
 
-from gated_jax._validate import fail
+from gated_jax._validate import fail, int_text, ints_text
 
 HELP = "output shape of a convolution, with the derivation (seed 1.1(a)/(b))"
 
@@ -63,26 +63,8 @@ _FROM_EXAMPLES = {
 }
 
 
-def _ints(text: str, option: str) -> tuple[int, ...]:
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        vals = tuple(int(p) for p in parts)
-    except ValueError:
-        raise fail(option, text, "an integer or integers joined by 'x', e.g. 3x3") from None
-    return vals
-
-
 def _one(vals: tuple[int, ...]):
     return vals[0] if len(vals) == 1 else vals
-
-
-def _int(text: str | None, option: str) -> int | None:
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise fail(option, text, "an integer") from None
 
 
 def _padding(text: str, ndim: int):
@@ -112,7 +94,7 @@ def _padding(text: str, ndim: int):
 def run(args) -> int:
     from gated_jax.shapes import explain_conv
 
-    input_shape = _ints(args.input, "input")
+    input_shape = ints_text("input", args.input)
     given = [name for name in _FROM_EXAMPLES if getattr(args, f"from_{name}") is not None]
     if len(given) > 1:
         raise fail(f"--from-{given[1]}", getattr(args, f"from_{given[1]}"), "used alone")
@@ -127,14 +109,14 @@ def run(args) -> int:
         padding = _padding_for_target(args, input_shape)
     text = explain_conv(
         input_shape,
-        _one(_ints(args.kernel, "--kernel")),
-        stride=_one(_ints(args.stride, "--stride")),
+        _one(ints_text("--kernel", args.kernel)),
+        stride=_one(ints_text("--stride", args.stride)),
         padding=padding,
-        dilation=_one(_ints(args.dilation, "--dilation")),
-        input_dilation=_one(_ints(args.input_dilation, "--input-dilation")),
-        channels=_int(args.channels, "--channels"),
-        filters=_int(args.filters, "--filters"),
-        feature_group_count=_int(args.groups, "--groups"),
+        dilation=_one(ints_text("--dilation", args.dilation)),
+        input_dilation=_one(ints_text("--input-dilation", args.input_dilation)),
+        channels=int_text("--channels", args.channels),
+        filters=int_text("--filters", args.filters),
+        feature_group_count=int_text("--groups", args.groups),
         transposed=args.transposed,
     )
     print(" x ".join(map(str, text.output_shape)))
@@ -148,11 +130,11 @@ def _padding_for_target(args, input_shape: tuple[int, ...]) -> list[tuple[int, i
     from gated_jax.shapes import padding_for_output, transpose_padding_for_output
 
     n = len(input_shape)
-    target = _ints(args.target, "--target")
+    target = ints_text("--target", args.target)
     if len(target) == 1:
         target = target * n
     per_dim = [
-        _ints(getattr(args, a), f"--{a.replace('_', '-')}")
+        ints_text(f"--{a.replace('_', '-')}", getattr(args, a))
         for a in ("kernel", "stride", "dilation", "input_dilation")
     ]
     k, s, d, ld = ([v[0]] * n if len(v) == 1 else list(v) for v in per_dim)

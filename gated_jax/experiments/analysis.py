@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gated_jax._validate import check_fits_in_memory, fail, positive_int
+from gated_jax._validate import check_fits_in_memory, fail, float_dtype, positive_int
 from gated_jax.cell import (
     GatedParams,
     _checks,
@@ -127,13 +127,7 @@ def counterexample(length: int = 64, *, dtype=jnp.float64):
     ``||dz[T]/dz[0]|| = 2^(T/2)`` for even ``T``, with ``||W_z|| = 1.5`` and ``|x| <= 3``.
     """
     length = positive_int("length", length)
-    try:
-        dt = jnp.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt is None or not jnp.issubdtype(dt, jnp.floating):
-        raise fail("dtype", dtype, "a floating dtype (the weights are 1/2 and 3/2)")
-    dtype = dt
+    dtype = float_dtype("dtype", dtype)
     one = lambda v: jnp.full((1, 1), v, dtype)
     params = GatedParams(w_x=one(1.0), w_c=one(0.5), w_z=one(1.5))
     signs = np.where(np.arange(1, length + 1) % 2 == 1, 1.0, -1.0)

@@ -30,7 +30,14 @@ from jax import lax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gated_jax._validate import fail, nonempty_sequence, positive_int
+from gated_jax._validate import (
+    among,
+    fail,
+    finite_float,
+    float_dtype,
+    nonempty_sequence,
+    positive_int,
+)
 from gated_jax.experiments.distributed import (
     BATCH_AXIS,
     is_main_process,
@@ -204,23 +211,13 @@ def learning_experiment(
         nonempty_sequence(name, v)
     lengths = tuple(positive_int("lengths", t, minimum=2) for t in lengths)
     seeds = tuple(positive_int("seeds", s, minimum=0) for s in seeds)
-    for c in cells:
-        if c not in CELLS:
-            raise ValueError(f"`cells` entry {c!r} must be one of {', '.join(CELLS)}")
+    cells = among("cells", tuple(cells), CELLS)
     hidden = positive_int("hidden", hidden)
     batch = positive_int("batch", batch)
     steps = positive_int("steps", steps)
     test_size = positive_int("test_size", test_size)
-    if (
-        isinstance(learning_rate, bool)
-        or not isinstance(learning_rate, (int, float, np.integer, np.floating))
-        or not (np.isfinite(learning_rate) and learning_rate > 0)
-    ):
-        raise ValueError(f"`learning_rate` (={learning_rate!r}) must be a positive finite number")
-    learning_rate = float(learning_rate)
-    dt = jnp.dtype(dtype)
-    if dt not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
-        raise ValueError(f"`dtype` (={dtype!r}) must be float32 or float64")
+    learning_rate = finite_float("learning_rate", learning_rate, minimum=0, strict=True)
+    dt = float_dtype("dtype", dtype, ("float32", "float64"))
     np_dt = np.float64 if dt == jnp.float64 else np.float32
     mesh = _learning_mesh(devices, batch)
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate))

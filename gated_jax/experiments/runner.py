@@ -14,11 +14,30 @@ from pathlib import Path
 
 import numpy as np
 
-from gated_jax._validate import check_fits_in_memory, output_dir
+from gated_jax._validate import (
+    among,
+    check_fits_in_memory,
+    finite_float,
+    finite_floats,
+    int_array,
+    output_dir,
+    positive_int,
+)
 
 __all__ = ["FlowConfig", "FlowRun", "run_flow", "PARTS"]
 
 PARTS = ("bounds", "counterexample", "sweep", "worst-case", "learning")
+_SIZES = (  # FlowConfig's positive int fields
+    "n",
+    "m",
+    "chunk_size",
+    "worst_steps",
+    "worst_restarts",
+    "learn_steps",
+    "learn_hidden",
+    "learn_batch",
+    "bound_configs",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,62 +90,20 @@ class FlowConfig:
             if isinstance(f.default, tuple) and isinstance(v, (list, np.ndarray)):
                 object.__setattr__(self, f.name, tuple(np.asarray(v).tolist()))
 
-        def ints(name, minimum):
-            v = getattr(self, name)
-            vals = v if isinstance(v, tuple) else (v,)
-            if not vals or any(
-                isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < minimum
-                for x in vals
-            ):
-                raise ValueError(f"`{name}` (={v!r}) must be ints >= {minimum}")
-
-        def floats(name, positive):
-            v = getattr(self, name)
-            vals = v if isinstance(v, tuple) else (v,)
-            ok = vals and all(
-                isinstance(x, (int, float, np.integer, np.floating))
-                and not isinstance(x, bool)
-                and np.isfinite(x)
-                and (x > 0 if positive else True)
-                for x in vals
-            )
-            if not ok:
-                what = "positive finite numbers" if positive else "finite numbers"
-                raise ValueError(f"`{name}` (={v!r}) must be {what}")
-
-        for name in (
-            "lengths",
-            "n",
-            "m",
-            "chunk_size",
-            "worst_lengths",
-            "worst_steps",
-            "worst_restarts",
-            "learn_steps",
-            "learn_hidden",
-            "learn_batch",
-            "bound_configs",
-            "counterexample_lengths",
-        ):
-            ints(name, 1)
-        ints("seeds", 0)
-        ints("learn_seeds", 0)
-        ints("learn_lengths", 2)
-        floats("gate_biases", False)
-        for name in (
-            "wz_norms",
-            "input_scales",
-            "worst_wz_norm",
-            "worst_weight_norm",
-            "worst_input_bound",
-        ):
-            floats(name, True)
-        bad = [c for c in self.cells if c not in FAMILIES]
-        if not self.cells or bad:
-            raise ValueError(f"`cells` (={self.cells!r}) must be among {', '.join(FAMILIES)}")
-        bad = [p for p in self.parts if p not in PARTS]
-        if bad or not self.parts:
-            raise ValueError(f"`parts` (={self.parts!r}) must be among {', '.join(PARTS)}")
+        for name in ("lengths", "worst_lengths", "counterexample_lengths"):
+            int_array(name, getattr(self, name), minimum=1)
+        int_array("seeds", self.seeds, minimum=0)
+        int_array("learn_seeds", self.learn_seeds, minimum=0)
+        int_array("learn_lengths", self.learn_lengths, minimum=2)
+        for name in _SIZES:
+            positive_int(name, getattr(self, name))
+        finite_floats("gate_biases", self.gate_biases)
+        finite_floats("wz_norms", self.wz_norms, minimum=0, strict=True)
+        finite_floats("input_scales", self.input_scales, minimum=0, strict=True)
+        for name in ("worst_wz_norm", "worst_weight_norm", "worst_input_bound"):
+            finite_float(name, getattr(self, name), minimum=0, strict=True)
+        among("cells", self.cells, tuple(FAMILIES))
+        among("parts", self.parts, PARTS)
         self._check_memory()
 
     def _check_memory(self) -> None:

@@ -32,7 +32,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from gated_jax._validate import check_fits_in_memory, fail, nonempty_sequence, positive_int
+from gated_jax._validate import (
+    check_fits_in_memory,
+    fail,
+    finite_float,
+    nonempty_sequence,
+    positive_int,
+)
 
 __all__ = ["WorstCase", "worst_case_search", "log_jacobian_norm"]
 
@@ -106,30 +112,23 @@ def _clip_spectral(w, bound):
     return w * jnp.minimum(1.0, bound / jnp.maximum(sigma, 1e-300))[..., None, None]
 
 
-def _check(name, value, *, integer=False):
-    ok = not isinstance(value, (bool, np.bool_)) and isinstance(
-        value, (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    )
-    if not ok or not value > 0 or not np.isfinite(value):
-        raise fail(name, value, f"a positive {'int' if integer else 'finite number'}")
-
-
 def _check_init(init, *, n: int, m: int, restarts: int) -> None:
     """``init`` must be a :attr:`WorstCase.final` dict for these widths and restarts."""
     keys = ("w_x", "w_c", "w_z", "xs")
     if not isinstance(init, dict) or set(init) != set(keys):
         got = sorted(init) if isinstance(init, dict) else type(init).__name__
-        raise ValueError(f"`init` must be a WorstCase.final dict with keys {keys}; got {got}")
+        raise fail("init", got, f"a WorstCase.final dict with keys {keys}")
     r = np.shape(init["xs"])[0] if np.ndim(init["xs"]) == 3 else None
     want = {"w_x": (r, m, n), "w_c": (r, m, n), "w_z": (r, m, m)}
     shapes = {k: tuple(np.shape(v)) for k, v in init.items()}
     if r is None or shapes["xs"][2:] != (n,) or any(shapes[k] != w for k, w in want.items()):
-        raise ValueError(
-            f"`init` shapes {shapes} do not fit n = {n}, m = {m} (w_x, w_c (R, m, n); "
-            "w_z (R, m, m); xs (R, T, n))"
+        raise fail(
+            "init",
+            shapes,
+            f"shaped for n = {n}, m = {m} (w_x, w_c (R, m, n); w_z (R, m, m); xs (R, T, n))",
         )
     if r != restarts:
-        raise ValueError(f"`restarts` (={restarts}) must equal the {r} restarts stacked in `init`")
+        raise fail("restarts", restarts, f"equal to the {r} restarts stacked in `init`")
 
 
 def worst_case_search(
@@ -161,8 +160,8 @@ def worst_case_search(
     from gated_jax.cell import GatedParams, gated_scan, gated_step, gradient_flow
 
     for name, v in (("length", length), ("n", n), ("m", m), ("steps", steps)):
-        _check(name, v, integer=True)
-    _check("restarts", restarts, integer=True)
+        positive_int(name, v)
+    positive_int("restarts", restarts)
     positive_int("seed", seed, minimum=0)
     if init is not None:
         _check_init(init, n=n, m=m, restarts=restarts)
@@ -176,7 +175,7 @@ def worst_case_search(
         ("input_bound", input_bound),
         ("learning_rate", learning_rate),
     ):
-        _check(name, v)
+        finite_float(name, v, minimum=0, strict=True)
     import optax
 
     rng = np.random.default_rng(seed)
