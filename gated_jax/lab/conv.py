@@ -62,6 +62,7 @@ def _dil(x: int, r: int) -> int:
 @dataclasses.dataclass(frozen=True)
 class ConvCase:
     """A random valid ``lax.conv_general_dilated`` config (shapes in the user's layouts)."""
+
     lhs_shape: tuple[int, ...]
     rhs_shape: tuple[int, ...]
     window_strides: tuple[int, ...]
@@ -232,6 +233,39 @@ def case_results(case: ConvCase, lhs, rhs, g) -> dict[str, tuple]:
     return jax.jit(run)(lhs, rhs, g)
 
 
+_REF_VJP = "`jax.vjp(lax.conv_general_dilated)`"
+# the verify rows: (key of the worst error, formula, reference)
+_ROWS = (
+    (
+        "weight_jacobian",
+        "weight Jacobian `dy/dW[..] = delta_oo' * patch (x E)`",
+        "`jax.jacrev`",
+    ),
+    (
+        "input_jacobian",
+        "input Jacobian `dy/dx[..] = sum_k W[k] E[p,k,t]` (0 outside windows)",
+        "`jax.jacrev`",
+    ),
+    ("weight_grad", "weight grad: x correlated with stride-dilated dl/dy (one conv)", _REF_VJP),
+    (
+        "input_grad",
+        "input grad: stride-dilated dl/dy convolved with flipped W (one conv)",
+        _REF_VJP,
+    ),
+    (
+        "jacobian_transpose",
+        "one-conv gradients = dense Jacobians^T @ dl/dy (closed form vs closed form)",
+        "`conv_*_jacobian` above",
+    ),
+    ("custom_vjp", "custom-VJP `conv_general_dilated` gradient", "`jax.grad` of lax"),
+    (
+        "conv1d",
+        "`conv1d` = seed 1.1(c)(i) `sum_m sum_c x[s i + m][c] W[m+M+1][c]`",
+        "seed formula, Python loop",
+    ),
+)
+
+
 def checks(seed: int, *, n_cases: int = 8, conv1d_cases: int | None = None) -> list[Check]:
     """One row per closed form of :mod:`gated_jax.conv`, on randomized float64 configs.
 
@@ -271,58 +305,8 @@ def checks(seed: int, *, n_cases: int = 8, conv1d_cases: int | None = None) -> l
         worst["conv1d"] = max(worst["conv1d"], max_rel_error(got, want))
         c1_cases += 1
 
-    ref_vjp = "`jax.vjp(lax.conv_general_dilated)`"
-    return [
-        Check(
-            "conv",
-            "weight Jacobian `dy/dW[..] = delta_oo' * patch (x E)`",
-            "`jax.jacrev`",
-            worst["weight_jacobian"],
-            n_cases,
-        ),
-        Check(
-            "conv",
-            "input Jacobian `dy/dx[..] = sum_k W[k] E[p,k,t]` (0 outside windows)",
-            "`jax.jacrev`",
-            worst["input_jacobian"],
-            n_cases,
-        ),
-        Check(
-            "conv",
-            "weight grad: x correlated with stride-dilated dl/dy (one conv)",
-            ref_vjp,
-            worst["weight_grad"],
-            n_cases,
-        ),
-        Check(
-            "conv",
-            "input grad: stride-dilated dl/dy convolved with flipped W (one conv)",
-            ref_vjp,
-            worst["input_grad"],
-            n_cases,
-        ),
-        Check(
-            "conv",
-            "one-conv gradients = dense Jacobians^T @ dl/dy (closed form vs closed form)",
-            "`conv_*_jacobian` above",
-            worst["jacobian_transpose"],
-            n_cases,
-        ),
-        Check(
-            "conv",
-            "custom-VJP `conv_general_dilated` gradient",
-            "`jax.grad` of lax",
-            worst["custom_vjp"],
-            n_cases,
-        ),
-        Check(
-            "conv",
-            "`conv1d` = seed 1.1(c)(i) `sum_m sum_c x[s i + m][c] W[m+M+1][c]`",
-            "seed formula, Python loop",
-            worst["conv1d"],
-            c1_cases,
-        ),
-    ]
+    counts = {name: n_cases for name in names} | {"conv1d": c1_cases}
+    return [Check("conv", formula, ref, worst[key], counts[key]) for key, formula, ref in _ROWS]
 
 
 # --- from report/conv.py ------------------------------------------------------------------
