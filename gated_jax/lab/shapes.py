@@ -284,12 +284,8 @@ def receptive_field_case(stack, length: int, index: int) -> bool | None:
     return ok and set(support.tolist()) == tap_positions(stack, i, length)
 
 
-def checks(seed: int) -> list[Check]:
-    """Rows whose error is the fraction of random cases where the rule and JAX disagree."""
-
+def _conv_row(rng: random.Random) -> Check:
     from gated_jax import shapes
-
-    rng = random.Random(seed)
 
     n_conv, bad = 600, 0
     for _ in range(n_conv):
@@ -300,15 +296,17 @@ def checks(seed: int) -> list[Check]:
             bad += ours != ref
         else:
             bad += ours is not ValueError
-    rows = [
-        Check(
-            "shapes",
-            "conv_output_shape (error: fraction of configs that disagree)",
-            f"jax.eval_shape(lax.conv_general_dilated), {n_conv} random configs",
-            bad / n_conv,
-            n_conv,
-        )
-    ]
+    return Check(
+        "shapes",
+        "conv_output_shape (error: fraction of configs that disagree)",
+        f"jax.eval_shape(lax.conv_general_dilated), {n_conv} random configs",
+        bad / n_conv,
+        n_conv,
+    )
+
+
+def _transpose_row(rng: random.Random) -> Check:
+    from gated_jax import shapes
 
     n_tr, bad = 300, 0
     for _ in range(n_tr):
@@ -319,18 +317,20 @@ def checks(seed: int) -> list[Check]:
             bad += ours != ref
         else:
             bad += ours is not ValueError
-    rows.append(
-        Check(
-            "shapes",
-            "conv_transpose_output_shape",
-            f"jax.eval_shape(lax.conv_transpose), {n_tr} random configs",
-            bad / n_tr,
-            n_tr,
-        )
+    return Check(
+        "shapes",
+        "conv_transpose_output_shape",
+        f"jax.eval_shape(lax.conv_transpose), {n_tr} random configs",
+        bad / n_tr,
+        n_tr,
     )
 
+
+def _flax_row(rng: random.Random) -> Check:
     import flax.linen as nn
     import jax
+
+    from gated_jax import shapes
 
     n_flax, bad = 80, 0
     for i in range(n_flax):
@@ -347,31 +347,35 @@ def checks(seed: int) -> list[Check]:
         )
         ours = _outcome(shapes.flax_conv_output_shape, module, shape)
         bad += (ours != ref) if isinstance(ref, tuple) else (ours is not ValueError)
-    rows.append(
-        Check(
-            "shapes",
-            "flax_conv_output_shape (linen Conv / ConvTranspose)",
-            f"applying the module (jax.eval_shape of init), {n_flax} random configs",
-            bad / n_flax,
-            n_flax,
-        )
+    return Check(
+        "shapes",
+        "flax_conv_output_shape (linen Conv / ConvTranspose)",
+        f"applying the module (jax.eval_shape of init), {n_flax} random configs",
+        bad / n_flax,
+        n_flax,
     )
 
+
+def _receptive_row(rng: random.Random) -> Check:
     n_rf, bad = 12, 0
     for _ in range(n_rf):
         stack = random_stack(rng, max_layers=3)
         length = rng.randint(8, 24)
         index = rng.randint(0, 3)
         bad += receptive_field_case(stack, length, index) is False
-    rows.append(
-        Check(
-            "shapes",
-            "receptive_field (size, jump, start)",
-            f"support of jax.grad of one output, {n_rf} random 1-D stacks",
-            bad / n_rf,
-            n_rf,
-        )
+    return Check(
+        "shapes",
+        "receptive_field (size, jump, start)",
+        f"support of jax.grad of one output, {n_rf} random 1-D stacks",
+        bad / n_rf,
+        n_rf,
     )
+
+
+def checks(seed: int) -> list[Check]:
+    """Rows whose error is the fraction of random cases where the rule and JAX disagree."""
+    rng = random.Random(seed)  # one stream, drawn in row order
+    rows = [_conv_row(rng), _transpose_row(rng), _flax_row(rng), _receptive_row(rng)]
     rows.append(_inverse_row(rng))
     rows += _port_rows(random.Random(seed))  # its own stream: the rows of a seed, alone
     return rows
@@ -400,10 +404,144 @@ def _draw_dims(rng: random.Random):
     )
 
 
+def _keras_transpose(rng, n, ks, ss, ds, hs):
+    """Keras ``Conv*DTranspose``: ``(port, begin, size)`` of its documented output window."""
+    from gated_jax import ports
+
+    padding = rng.choice(["valid", "same"])
+    ops = None if rng.random() < 0.4 else tuple(rng.randint(0, s - 1) for s in ss)
+    port = ports.keras_conv_transpose(
+        n, ks, strides=ss, padding=padding, output_padding=ops, dilation_rate=ds
+    )
+    begin, size = [], []
+    for i, (h, k, s, d) in enumerate(zip(hs, ks, ss, ds, strict=True)):
+        ke = _keff(k, d)  # keras conv_utils.deconv_output_length
+        if ops is None:
+            t = h * s + max(ke - s, 0) if padding == "valid" else h * s
+        else:
+            t = (h - 1) * s + ke - 2 * (ke // 2 if padding == "same" else 0) + ops[i]
+        size.append(t)  # start: TF's 'SAME' low padding of the forward conv t -> h
+        begin.append(0 if padding == "valid" else max((h - 1) * s + ke - t, 0) // 2)
+    return port, begin, size
+
+
+def _onnx_transpose(rng, n, ks, ss, ds, hs, g):
+    """ONNX ``ConvTranspose``: ``(port, begin, size)`` by the spec's output_shape / pads rule."""
+    from gated_jax import ports
+
+    auto = rng.choice(["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"])
+    ops = [rng.randint(0, max(s, d) - 1) for s, d in zip(ss, ds, strict=True)]
+    full = [
+        s * (h - 1) + op + _keff(k, d) for h, s, op, k, d in zip(hs, ss, ops, ks, ds, strict=True)
+    ]
+    shape = None
+    if rng.random() < 0.4:
+        shape = [rng.randint(max(1, f - 3), f + 1) for f in full]
+    pads = [rng.randint(0, 1) for _ in range(2 * n)]
+    port = ports.onnx_conv_transpose(
+        ks,
+        auto_pad=auto,
+        pads=pads,
+        strides=ss,
+        dilations=ds,
+        group=g,
+        output_padding=ops,
+        output_shape=shape,
+    )
+    begin, size = [], []
+    for i, f in enumerate(full):  # the ONNX spec's output_shape / pads rule
+        if shape is None and auto in ("NOTSET", "VALID"):
+            b, e = (pads[i], pads[n + i]) if auto == "NOTSET" else (0, 0)
+            begin.append(b)
+            size.append(f - b - e)
+            continue
+        t = shape[i] if shape is not None else hs[i] * ss[i]
+        total = f - t
+        begin.append(total // 2 if auto == "SAME_UPPER" else total - total // 2)
+        size.append(t)
+    return port, begin, size
+
+
+def _torch_transpose(rng, n, ks, ss, ds, hs, g):
+    """PyTorch ``ConvTranspose*d``: ``(port, begin, size)`` by its documented size rule."""
+    from gated_jax import shapes
+
+    ops = tuple(rng.randint(0, max(s, d) - 1) for s, d in zip(ss, ds, strict=True))
+    ps = tuple(
+        rng.randint(0, min(d * (k - 1), ((h - 1) * s + d * (k - 1) + op) // 2))
+        for h, k, s, d, op in zip(hs, ks, ss, ds, ops, strict=True)
+    )
+    port = shapes.torch_conv_transpose(
+        n, ks, stride=ss, padding=ps, output_padding=ops, groups=g, dilation=ds
+    )
+    begin = list(ps)  # PyTorch's documented size rule
+    size = [
+        (h - 1) * s - 2 * p + d * (k - 1) + op + 1
+        for h, s, p, d, k, op in zip(hs, ss, ps, ds, ks, ops, strict=True)
+    ]
+    return port, begin, size
+
+
+def _keras_forward(rng, n, ks, ss, ds, hs, g):
+    """Keras ``Conv*D``: ``(port, pad pairs, pad mode)``."""
+    from gated_jax import ports
+
+    padding = rng.choice(["valid", "same"] + (["causal"] if n == 1 else []))
+    port = ports.keras_conv(n, ks, strides=ss, padding=padding, dilation_rate=ds, groups=g)
+    if padding == "valid":
+        pairs = [(0, 0)] * n
+    elif padding == "causal":
+        pairs = [(_keff(ks[0], ds[0]) - 1, 0)]
+    else:
+        pairs = [_tf_same(h, k, s, d) for h, k, s, d in zip(hs, ks, ss, ds, strict=True)]
+    return port, pairs, "constant"
+
+
+def _onnx_forward(rng, n, ks, ss, ds, hs, g):
+    """ONNX ``Conv``: ``(port, pad pairs, pad mode)``."""
+    from gated_jax import ports
+
+    auto = rng.choice(["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"])
+    pads = [rng.randint(0, 2) for _ in range(2 * n)]
+    port = ports.onnx_conv(ks, auto_pad=auto, pads=pads, strides=ss, dilations=ds, group=g)
+    if auto == "NOTSET":
+        pairs = [(pads[i], pads[n + i]) for i in range(n)]
+    elif auto == "VALID":
+        pairs = [(0, 0)] * n
+    else:
+        pairs = [
+            _tf_same(h, k, s, d, auto == "SAME_LOWER")
+            for h, k, s, d in zip(hs, ks, ss, ds, strict=True)
+        ]
+    return port, pairs, "constant"
+
+
+def _torch_forward(rng, n, ks, ss, ds, hs, g):
+    """PyTorch ``Conv*d``: ``(port, pad pairs, pad mode)`` (its four ``padding_mode`` values)."""
+    from gated_jax import shapes
+
+    torch_modes = {
+        "zeros": "constant",
+        "reflect": "reflect",
+        "replicate": "edge",
+        "circular": "wrap",
+    }
+    pm = rng.choice(list(torch_modes))
+    ps = tuple(rng.randint(0, min(2, h - 1)) for h in hs)
+    port = shapes.torch_conv(n, ks, stride=ss, padding=ps, dilation=ds, groups=g, padding_mode=pm)
+    pairs, mode = [(p, p) for p in ps], torch_modes[pm]
+    return port, pairs, mode
+
+
+def _channels_last(port, x, w, want, keras: bool):
+    """The case in the framework's layout: Keras is channels last, kernel ``(*k, ..., ...)``."""
+    if keras:
+        return port, np.moveaxis(x, 1, -1), np.moveaxis(np.moveaxis(w, 0, -1), 0, -2), want, True
+    return port, x, w, want, False
+
+
 def _port_case(rng: random.Random, framework: str, transposed: bool):
     """``(port, x, w, want, native_layout)`` for one random config of a framework."""
-    from gated_jax import ports, shapes
-
     n, ks, ss, ds = _draw_dims(rng)
     g = rng.choice([1, 2])
     nrng = np.random.default_rng(rng.randrange(2**31))
@@ -411,123 +549,24 @@ def _port_case(rng: random.Random, framework: str, transposed: bool):
         hs = tuple(rng.randint(1, 4) for _ in range(n))
         if framework == "keras":
             g = 1
-            padding = rng.choice(["valid", "same"])
-            ops = None if rng.random() < 0.4 else tuple(rng.randint(0, s - 1) for s in ss)
-            port = ports.keras_conv_transpose(
-                n, ks, strides=ss, padding=padding, output_padding=ops, dilation_rate=ds
-            )
-            begin, size = [], []
-            for i, (h, k, s, d) in enumerate(zip(hs, ks, ss, ds, strict=True)):
-                ke = _keff(k, d)  # keras conv_utils.deconv_output_length
-                if ops is None:
-                    t = h * s + max(ke - s, 0) if padding == "valid" else h * s
-                else:
-                    t = (h - 1) * s + ke - 2 * (ke // 2 if padding == "same" else 0) + ops[i]
-                size.append(t)  # start: TF's 'SAME' low padding of the forward conv t -> h
-                begin.append(0 if padding == "valid" else max((h - 1) * s + ke - t, 0) // 2)
+            port, begin, size = _keras_transpose(rng, n, ks, ss, ds, hs)
         elif framework == "onnx":
-            auto = rng.choice(["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"])
-            ops = [rng.randint(0, max(s, d) - 1) for s, d in zip(ss, ds, strict=True)]
-            full = [
-                s * (h - 1) + op + _keff(k, d)
-                for h, s, op, k, d in zip(hs, ss, ops, ks, ds, strict=True)
-            ]
-            shape = None
-            if rng.random() < 0.4:
-                shape = [rng.randint(max(1, f - 3), f + 1) for f in full]
-            pads = [rng.randint(0, 1) for _ in range(2 * n)]
-            port = ports.onnx_conv_transpose(
-                ks,
-                auto_pad=auto,
-                pads=pads,
-                strides=ss,
-                dilations=ds,
-                group=g,
-                output_padding=ops,
-                output_shape=shape,
-            )
-            begin, size = [], []
-            for i, f in enumerate(full):  # the ONNX spec's output_shape / pads rule
-                if shape is None and auto in ("NOTSET", "VALID"):
-                    b, e = (pads[i], pads[n + i]) if auto == "NOTSET" else (0, 0)
-                    begin.append(b)
-                    size.append(f - b - e)
-                    continue
-                t = shape[i] if shape is not None else hs[i] * ss[i]
-                total = f - t
-                begin.append(total // 2 if auto == "SAME_UPPER" else total - total // 2)
-                size.append(t)
+            port, begin, size = _onnx_transpose(rng, n, ks, ss, ds, hs, g)
         else:
-            ops = tuple(rng.randint(0, max(s, d) - 1) for s, d in zip(ss, ds, strict=True))
-            ps = tuple(
-                rng.randint(0, min(d * (k - 1), ((h - 1) * s + d * (k - 1) + op) // 2))
-                for h, k, s, d, op in zip(hs, ks, ss, ds, ops, strict=True)
-            )
-            port = shapes.torch_conv_transpose(
-                n, ks, stride=ss, padding=ps, output_padding=ops, groups=g, dilation=ds
-            )
-            begin = list(ps)  # PyTorch's documented size rule
-            size = [
-                (h - 1) * s - 2 * p + d * (k - 1) + op + 1
-                for h, s, p, d, k, op in zip(hs, ss, ps, ds, ks, ops, strict=True)
-            ]
+            port, begin, size = _torch_transpose(rng, n, ks, ss, ds, hs, g)
         if min(size) < 1:
             return _port_case(rng, framework, transposed)
         x = nrng.standard_normal((1, 2 * g, *hs))
         w = nrng.standard_normal((2 * g, 2, *ks))  # (C_in, C_out/g, *k)
         want = numpy_conv_transpose(x, w, ss, ds, g, begin, size)
-        if framework == "keras":  # Keras: channels last, kernel (*k, filters, C_in)
-            return (
-                port,
-                np.moveaxis(x, 1, -1),
-                np.moveaxis(np.moveaxis(w, 0, -1), 0, -2),
-                want,
-                True,
-            )
-        return port, x, w, want, False
+        return _channels_last(port, x, w, want, framework == "keras")
     hs = tuple(rng.randint(_keff(k, d), 8) for k, d in zip(ks, ds, strict=True))
-    mode = "constant"
-    if framework == "keras":
-        padding = rng.choice(["valid", "same"] + (["causal"] if n == 1 else []))
-        port = ports.keras_conv(n, ks, strides=ss, padding=padding, dilation_rate=ds, groups=g)
-        if padding == "valid":
-            pairs = [(0, 0)] * n
-        elif padding == "causal":
-            pairs = [(_keff(ks[0], ds[0]) - 1, 0)]
-        else:
-            pairs = [_tf_same(h, k, s, d) for h, k, s, d in zip(hs, ks, ss, ds, strict=True)]
-    elif framework == "onnx":
-        auto = rng.choice(["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"])
-        pads = [rng.randint(0, 2) for _ in range(2 * n)]
-        port = ports.onnx_conv(ks, auto_pad=auto, pads=pads, strides=ss, dilations=ds, group=g)
-        if auto == "NOTSET":
-            pairs = [(pads[i], pads[n + i]) for i in range(n)]
-        elif auto == "VALID":
-            pairs = [(0, 0)] * n
-        else:
-            pairs = [
-                _tf_same(h, k, s, d, auto == "SAME_LOWER")
-                for h, k, s, d in zip(hs, ks, ss, ds, strict=True)
-            ]
-    else:
-        torch_modes = {
-            "zeros": "constant",
-            "reflect": "reflect",
-            "replicate": "edge",
-            "circular": "wrap",
-        }
-        pm = rng.choice(list(torch_modes))
-        ps = tuple(rng.randint(0, min(2, h - 1)) for h in hs)
-        port = shapes.torch_conv(
-            n, ks, stride=ss, padding=ps, dilation=ds, groups=g, padding_mode=pm
-        )
-        pairs, mode = [(p, p) for p in ps], torch_modes[pm]
+    forward = {"keras": _keras_forward, "onnx": _onnx_forward}.get(framework, _torch_forward)
+    port, pairs, mode = forward(rng, n, ks, ss, ds, hs, g)
     x = nrng.standard_normal((1, 2 * g, *hs))
     w = nrng.standard_normal((2 * g, 2, *ks))  # (O, I/g, *k)
     want = numpy_conv(x, w, ss, pairs, ds, g, mode)
-    if framework == "keras":  # channels last, HWIO
-        return port, np.moveaxis(x, 1, -1), np.moveaxis(np.moveaxis(w, 0, -1), 0, -2), want, True
-    return port, x, w, want, False
+    return _channels_last(port, x, w, want, framework == "keras")
 
 
 def _port_rows(rng: random.Random, per_framework: int = 4) -> list[Check]:
