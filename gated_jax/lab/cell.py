@@ -115,14 +115,55 @@ def _scan_and_vjps(p, xs, z0, lengths, ct, *, reverse):
     return zs, bptt, ref, vjps
 
 
-def checks(seed: int) -> list[Check]:
-    worst: dict[str, float] = {}
-    cases: dict[str, int] = {}
+# the verify rows: (key of the worst error, formula, reference)
+_ROWS = [
+    ("scan", "gated_scan: z[t] = c z[t-1] + (1-c) W_x x[t]", "NumPy loop of seed 1.2"),
+    ("masked", "gated_scan, seq_lengths (held states), reverse", "NumPy loop with lengths"),
+    ("vjp", "jax.vjp(gated_scan): custom-VJP closed-form BPTT", "jax.vjp of plain lax.scan"),
+    ("remat", "jax.vjp(gated_scan, remat=True)", "jax.vjp of plain lax.scan"),
+]
+_ROWS += [
+    (
+        f"bptt_{name}",
+        f"gated_bptt dl/d{name} = sum_t {term}",
+        "jax.vjp of plain lax.scan",
+    )
+    for name, term in [
+        ("w_x", "ubar[t] x[t]^T, shape (m, n)"),
+        ("w_c", "pbar[t] x[t]^T"),
+        ("w_z", "pbar[t] z[t-1]^T"),
+        ("b_c", "pbar[t]"),
+        ("b_x", "ubar[t]"),
+    ]
+]
+_ROWS += [
+    (
+        "bptt_dxs",
+        "gated_bptt dl/dx[t] = W_c^T pbar[t] + W_x^T ubar[t]",
+        "jax.vjp of plain lax.scan",
+    ),
+    ("bptt_dz0", "gated_bptt dl/dz0 = J[1]^T delta[1]", "jax.vjp of plain lax.scan"),
+    ("step", "step_jacobian: diag(c) + diag((z-u) c (1-c)) W_z", "jax.jacfwd of plain scan"),
+    ("states", "state_jacobians J[1..T]", "jax.jacfwd of plain scan"),
+    ("product", "jacobian_product dz[end]/dz[start]", "jax.jacfwd of plain scan"),
+    ("flow", "gradient_flow: spectral norm of dz[T]/dz[k]", "SVD of jax.jacfwd of plain scan"),
+]
 
-    def record(key: str, err: float) -> None:
-        worst[key] = max(worst.get(key, 0.0), err)
-        cases[key] = cases.get(key, 0) + 1
 
+class _Worst:
+    """The worst error and the case count of each verify row, recorded as cases run."""
+
+    def __init__(self) -> None:
+        self.worst: dict[str, float] = {}
+        self.cases: dict[str, int] = {}
+
+    def __call__(self, key: str, err: float) -> None:
+        self.worst[key] = max(self.worst.get(key, 0.0), err)
+        self.cases[key] = self.cases.get(key, 0) + 1
+
+
+def _scan_cases(seed: int, record: _Worst) -> None:
+    """Scans, masks, BPTT and the VJPs against the NumPy loop and ``jax.vjp`` of ``lax.scan``."""
     for i, (B, T, n, m, bias, reverse, with_len) in enumerate(_CONFIGS):
         p, xs, z0, lengths, ct = _case(seed * 100 + i, B, T, n, m, bias)
         L = lengths if with_len else None
@@ -141,8 +182,13 @@ def checks(seed: int) -> list[Check]:
         for remat, g in zip((False, True), vjps, strict=True):
             record("remat" if remat else "vjp", max_rel_error(g, (dp_ref, dx_ref, dz0_ref)))
 
-    # Jacobian diagnostics, one sequence, against jacfwd through the plain scan; one shape and
-    # structure for the three cases (recurrent weights x1, x3, x5), so each compiles once
+
+def _jacobian_cases(seed: int, record: _Worst) -> float:
+    """The Jacobian diagnostics against ``jacfwd``; returns the worst norm / bound ratio.
+
+    One sequence each, one shape and structure for the three cases (recurrent weights x1, x3,
+    x5), so each compiles once.
+    """
     ratio = 0.0
     for j in range(3):
         p, xs, z0, _, _ = _case(seed * 100 + 50 + j, 1, 6, 3, 4, True)
@@ -162,43 +208,17 @@ def checks(seed: int) -> list[Check]:
         actual = np.linalg.norm(np.asarray(Js), 2, axis=(-2, -1))
         bound = np.asarray(cell.jacobian_norm_bound(p, xs, z0))
         ratio = max(ratio, float(np.max(actual / bound)))
+    return ratio
 
-    rows = [
-        ("scan", "gated_scan: z[t] = c z[t-1] + (1-c) W_x x[t]", "NumPy loop of seed 1.2"),
-        ("masked", "gated_scan, seq_lengths (held states), reverse", "NumPy loop with lengths"),
-        ("vjp", "jax.vjp(gated_scan): custom-VJP closed-form BPTT", "jax.vjp of plain lax.scan"),
-        ("remat", "jax.vjp(gated_scan, remat=True)", "jax.vjp of plain lax.scan"),
-    ]
-    rows += [
-        (
-            f"bptt_{name}",
-            f"gated_bptt dl/d{name} = sum_t {term}",
-            "jax.vjp of plain lax.scan",
-        )
-        for name, term in [
-            ("w_x", "ubar[t] x[t]^T, shape (m, n)"),
-            ("w_c", "pbar[t] x[t]^T"),
-            ("w_z", "pbar[t] z[t-1]^T"),
-            ("b_c", "pbar[t]"),
-            ("b_x", "ubar[t]"),
-        ]
-    ]
-    rows += [
-        (
-            "bptt_dxs",
-            "gated_bptt dl/dx[t] = W_c^T pbar[t] + W_x^T ubar[t]",
-            "jax.vjp of plain lax.scan",
-        ),
-        ("bptt_dz0", "gated_bptt dl/dz0 = J[1]^T delta[1]", "jax.vjp of plain lax.scan"),
-        ("step", "step_jacobian: diag(c) + diag((z-u) c (1-c)) W_z", "jax.jacfwd of plain scan"),
-        ("states", "state_jacobians J[1..T]", "jax.jacfwd of plain scan"),
-        ("product", "jacobian_product dz[end]/dz[start]", "jax.jacfwd of plain scan"),
-        ("flow", "gradient_flow: spectral norm of dz[T]/dz[k]", "SVD of jax.jacfwd of plain scan"),
-    ]
+
+def checks(seed: int) -> list[Check]:
+    record = _Worst()
+    _scan_cases(seed, record)
+    ratio = _jacobian_cases(seed, record)
     out = [
-        Check("gated cell", formula, reference, worst[key], cases[key])
-        for key, formula, reference in rows
-        if key in worst
+        Check("gated cell", formula, reference, record.worst[key], record.cases[key])
+        for key, formula, reference in _ROWS
+        if key in record.worst
     ]
     out.append(
         Check(
