@@ -384,19 +384,33 @@ LEAN = "lean lax.scan (3 matmuls in step), jax.grad"
 FLAX = "flax.linen.RNN(GatedCell), jax.grad"
 
 
-def bench(quick: bool = False) -> Table:
-    """Forward+backward and forward-only speed at ``T``, compiled temp memory at ``T`` and at
-    a long ``T_mem``, ratios against the lean scan and ``nn.RNN(GatedCell)`` of the same run;
-    then every path's memory and speed at ``T``, ``T_mem`` and a long ``T``, and the
-    final-state path's memory from ``T = 10^3`` to ``10^6`` with one timed run at the longest.
-    """
-    load0 = _load()
-    B, T, n, m = (8, 64, 64, 64) if quick else (32, 256, 256, 256)
-    T_mem = 512 if quick else 4096
-    rounds = 5 if quick else 9
-    p = cell.init_gated_params(jax.random.key(0), n, m)
-    xs = jax.random.normal(jax.random.key(1), (B, T, n), jnp.float32)
+_NOTES = [
+    "Forward+backward rows: loss mean(zs**2), gradient w.r.t. all parameters; speed-ups vs "
+    "the lean scan's jax.grad and vs nn.RNN(GatedCell)'s in the same run. Final-state rows: "
+    "loss mean(z[T]**2), vs the lean scan with that loss; forward-only rows: vs the lean "
+    "forward. Temp MiB: compiled memory_analysis() (deterministic), the inputs not counted.",
+    "FLOPs: 2*B*n*m per matmul; gated cell 3/step forward, 7/step forward+backward; GRUCell "
+    "6 / 15, MGUCell 4 / 10 (input and hidden denses; elementwise work not counted).",
+    "Path rows ('path: ...'): forward+backward of each path at several T (B, n, m as named); "
+    "ms is one timed call after a warm-up (interleaving is not possible at these lengths), "
+    "'' where only compiled. The final-state rows at B=1, n=m=64 from T=10^3 up: memory "
+    "beyond the inputs grows as sqrt(T) (x10 in T, ~x3.2 in memory).",
+]
 
+
+class _Runs:
+    """What ``bench`` measures per variant: the call, FLOPs, meta, temp memory at two ``T``."""
+
+    def __init__(self) -> None:
+        self.fns: dict = {}
+        self.flops: dict = {}
+        self.meta: dict = {}
+        self.mem: dict = {}
+        self.mem_long: dict = {}
+
+
+def _library_variants(runs: _Runs, p, xs, xl, mm: float, T: int) -> None:
+    """The lean scan, the plain scan and ``gated_scan``'s backward options (forward+backward)."""
     variants = {
         LEAN: _mean_sq(lean_scan),
         "project plain_scan (gated_step in lax.scan), jax.grad": _mean_sq(plain_scan),
@@ -408,16 +422,17 @@ def bench(quick: bool = False) -> Table:
         "final state: lean lax.scan, loss on z[T]": _final(lean_scan),
         "final state: gated_scan return_sequence=False": _gated_final,
     }
-    mm = 2.0 * B * n * m  # FLOPs of one matmul (n = m here)
-    fns, flops, meta, mem, mem_long = {}, {}, {}, {}, {}
-    xl = jax.ShapeDtypeStruct((B, T_mem, n), jnp.float32)
     for name, loss in variants.items():
         g = jax.jit(jax.grad(loss))
         cs = compile_stats(jax.grad(loss), p, xs)
-        fns[name] = lambda g=g: g(p, xs)
-        flops[name], meta[name] = 7 * mm * T, (3 * mm, cs.compile_s)
-        mem[name] = cs.temp_bytes
-        mem_long[name] = compile_stats(jax.grad(loss), p, xl).temp_bytes
+        runs.fns[name] = lambda g=g: g(p, xs)
+        runs.flops[name], runs.meta[name] = 7 * mm * T, (3 * mm, cs.compile_s)
+        runs.mem[name] = cs.temp_bytes
+        runs.mem_long[name] = compile_stats(jax.grad(loss), p, xl).temp_bytes
+
+
+def _flax_variants(runs: _Runs, m: int, xs, xl, mm: float, T: int) -> None:
+    """``nn.RNN`` of Flax's cells and ``GatedRNN`` (forward+backward)."""
     for kind, per_step, per_step_fb in [
         ("Gated", 3, 7),
         ("GatedRNN", 3, 7),
@@ -437,27 +452,81 @@ def bench(quick: bool = False) -> Table:
         loss = lambda q, x, apply=apply: jnp.mean(apply(q, x) ** 2)
         g = jax.jit(jax.grad(loss))
         cs = compile_stats(jax.grad(loss), fp, xs)
-        fns[key] = lambda g=g, fp=fp: g(fp, xs)
-        flops[key], meta[key] = per_step_fb * mm * T, (per_step * mm, cs.compile_s)
-        mem[key] = cs.temp_bytes
+        runs.fns[key] = lambda g=g, fp=fp: g(fp, xs)
+        runs.flops[key], runs.meta[key] = per_step_fb * mm * T, (per_step * mm, cs.compile_s)
+        runs.mem[key] = cs.temp_bytes
         if kind in ("Gated", "GatedRNN"):
-            mem_long[key] = compile_stats(jax.grad(loss), fp, xl).temp_bytes
+            runs.mem_long[key] = compile_stats(jax.grad(loss), fp, xl).temp_bytes
+
+
+def _forward_variants(runs: _Runs, p, xs, mm: float, T: int) -> None:
     fwd = {"forward only: lean lax.scan": lean_scan, "forward only: gated_scan": cell.gated_scan}
     for key, f in fwd.items():
         fj = jax.jit(f)
         cs = compile_stats(f, p, xs)
-        fns[key] = lambda fj=fj: fj(p, xs)
-        flops[key], meta[key] = 3 * mm * T, (3 * mm, cs.compile_s)
-        mem[key] = cs.temp_bytes
+        runs.fns[key] = lambda fj=fj: fj(p, xs)
+        runs.flops[key], runs.meta[key] = 3 * mm * T, (3 * mm, cs.compile_s)
+        runs.mem[key] = cs.temp_bytes
 
-    dot = matmul_gflops(512 if quick else 1024)
-    times = time_interleaved(fns, rounds=rounds)
-    base = dict.fromkeys(fns, LEAN)
-    for k in fns:
+
+def _baselines(names) -> dict[str, str]:
+    """Each variant's baseline row: the lean scan, or its final-state / forward-only twin."""
+    base = dict.fromkeys(names, LEAN)
+    for k in names:
         if k.startswith("final state"):
             base[k] = "final state: lean lax.scan, loss on z[T]"
         elif k.startswith("forward only"):
             base[k] = "forward only: lean lax.scan"
+    return base
+
+
+def _variant_rows(runs: _Runs, times: dict, dot: float) -> list[list]:
+    base = _baselines(runs.fns)
+    rows = []
+    for name in runs.fns:
+        gf = runs.flops[name] / times[name] / 1e9
+        vs_flax = "" if name.startswith("forward only") else times[FLAX] / times[name]
+        long = ""
+        if name in runs.mem_long:
+            ratio = runs.mem_long[name] / runs.mem_long[base[name]]
+            long = f"{mib(runs.mem_long[name]):.1f} ({ratio:.2f}x)"
+        rows.append(
+            [
+                name,
+                times[name] * 1e3,
+                times[base[name]] / times[name],
+                vs_flax,
+                gf,
+                gf / dot,
+                runs.meta[name][1],
+                mib(runs.mem[name]),
+                long,
+            ]
+        )
+    return rows
+
+
+def bench(quick: bool = False) -> Table:
+    """Forward+backward and forward-only speed at ``T``, compiled temp memory at ``T`` and at
+    a long ``T_mem``, ratios against the lean scan and ``nn.RNN(GatedCell)`` of the same run;
+    then every path's memory and speed at ``T``, ``T_mem`` and a long ``T``, and the
+    final-state path's memory from ``T = 10^3`` to ``10^6`` with one timed run at the longest.
+    """
+    load0 = _load()
+    B, T, n, m = (8, 64, 64, 64) if quick else (32, 256, 256, 256)
+    T_mem = 512 if quick else 4096
+    rounds = 5 if quick else 9
+    p = cell.init_gated_params(jax.random.key(0), n, m)
+    xs = jax.random.normal(jax.random.key(1), (B, T, n), jnp.float32)
+    mm = 2.0 * B * n * m  # FLOPs of one matmul (n = m here)
+    xl = jax.ShapeDtypeStruct((B, T_mem, n), jnp.float32)
+    runs = _Runs()
+    _library_variants(runs, p, xs, xl, mm, T)
+    _flax_variants(runs, m, xs, xl, mm, T)
+    _forward_variants(runs, p, xs, mm, T)
+
+    dot = matmul_gflops(512 if quick else 1024)
+    times = time_interleaved(runs.fns, rounds=rounds)
     table = Table(
         title=f"{BENCH_TITLE} (B={B}, T={T}, n=m={n}, float32)",
         columns=[
@@ -472,40 +541,13 @@ def bench(quick: bool = False) -> Table:
             f"temp MiB at T={T_mem} (x lean)",
         ],
     )
-    for name in fns:
-        gf = flops[name] / times[name] / 1e9
-        vs_flax = "" if name.startswith("forward only") else times[FLAX] / times[name]
-        long = ""
-        if name in mem_long:
-            long = f"{mib(mem_long[name]):.1f} ({mem_long[name] / mem_long[base[name]]:.2f}x)"
-        table.rows.append(
-            [
-                name,
-                times[name] * 1e3,
-                times[base[name]] / times[name],
-                vs_flax,
-                gf,
-                gf / dot,
-                meta[name][1],
-                mib(mem[name]),
-                long,
-            ]
-        )
+    table.rows += _variant_rows(runs, times, dot)
     table.rows += _path_rows(quick, p, n)
     table.notes += [
         device_line() + f"; large jnp.dot: {dot:.1f} GFLOP/s in the same run; 1-minute load "
         f"average {load0:.2f} at the start, {_load():.2f} at the end, on {os.cpu_count()} CPUs "
         "(a busy machine slows the large matmuls and lowers the speed-ups).",
-        "Forward+backward rows: loss mean(zs**2), gradient w.r.t. all parameters; speed-ups vs "
-        "the lean scan's jax.grad and vs nn.RNN(GatedCell)'s in the same run. Final-state rows: "
-        "loss mean(z[T]**2), vs the lean scan with that loss; forward-only rows: vs the lean "
-        "forward. Temp MiB: compiled memory_analysis() (deterministic), the inputs not counted.",
-        "FLOPs: 2*B*n*m per matmul; gated cell 3/step forward, 7/step forward+backward; GRUCell "
-        "6 / 15, MGUCell 4 / 10 (input and hidden denses; elementwise work not counted).",
-        "Path rows ('path: ...'): forward+backward of each path at several T (B, n, m as named); "
-        "ms is one timed call after a warm-up (interleaving is not possible at these lengths), "
-        "'' where only compiled. The final-state rows at B=1, n=m=64 from T=10^3 up: memory "
-        "beyond the inputs grows as sqrt(T) (x10 in T, ~x3.2 in memory).",
+        *_NOTES,
     ]
     return table
 
