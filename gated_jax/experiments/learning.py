@@ -166,6 +166,15 @@ class LearningResult:
         return path
 
 
+def _check_axes(lengths, seeds, cells) -> tuple[tuple, tuple, tuple]:
+    """The experiment's axes as tuples: lengths >= 2, seeds >= 0, cells among :data:`CELLS`."""
+    for name, v in (("lengths", lengths), ("seeds", seeds), ("cells", cells)):
+        nonempty_sequence(name, v)
+    lengths = tuple(positive_int("lengths", t, minimum=2) for t in lengths)
+    seeds = tuple(positive_int("seeds", s, minimum=0) for s in seeds)
+    return lengths, seeds, among("cells", tuple(cells), CELLS)
+
+
 def learning_experiment(
     *,
     lengths: Sequence[int] = (10, 30, 60),
@@ -207,11 +216,7 @@ def learning_experiment(
     import optax
     from tqdm.auto import tqdm
 
-    for name, v in (("lengths", lengths), ("seeds", seeds), ("cells", cells)):
-        nonempty_sequence(name, v)
-    lengths = tuple(positive_int("lengths", t, minimum=2) for t in lengths)
-    seeds = tuple(positive_int("seeds", s, minimum=0) for s in seeds)
-    cells = among("cells", tuple(cells), CELLS)
+    lengths, seeds, cells = _check_axes(lengths, seeds, cells)
     hidden = positive_int("hidden", hidden)
     batch = positive_int("batch", batch)
     steps = positive_int("steps", steps)

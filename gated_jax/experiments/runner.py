@@ -275,8 +275,8 @@ def _counterexample(cfg, summary, md, say):
     ]
 
 
-def _sweeps(cfg, out, summary, md, save, say, progress):
-    from gated_jax.experiments import plots
+def _run_sweeps(cfg, out, summary, say, progress) -> tuple[dict, list]:
+    """One :func:`flow_sweep` per cell, saved as ``.npz`` and ``.csv``: ``(sweeps, files)``."""
     from gated_jax.experiments.flow import flow_sweep
 
     files = []
@@ -300,9 +300,12 @@ def _sweeps(cfg, out, summary, md, save, say, progress):
         summary.setdefault("sweep_seconds", {})[cell] = time.perf_counter() - t0
         sweeps[cell] = sw
         files += [sw.save_npz(out / f"flow_{cell}.npz"), sw.save_csv(out / f"flow_{cell}.csv")]
-    T = max(cfg.lengths)
-    rates_path = out / "growth_rates.csv"
-    with rates_path.open("w", newline="") as f:
+    return sweeps, files
+
+
+def _save_growth_rates(sweeps: dict, path: Path) -> Path:
+    """Every configuration's median and max growth rate, one CSV row each."""
+    with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(
             ["cell", "length", "wz_norm", "gate_bias", "input_scale", "median_rate", "max_rate"]
@@ -322,7 +325,11 @@ def _sweeps(cfg, out, summary, md, save, say, progress):
                             repr(float(r[i, j, k].max())),
                         ]
                     )
-    files.append(rates_path)
+    return path
+
+
+def _typical(sweeps: dict, T: int) -> tuple[dict, list[str]]:
+    """Per cell: the rates' summary at ``T`` and its Markdown table."""
     table = [
         "| cell | median rate, ‖W‖ ≤ 1 | max rate, ‖W‖ ≤ 1 | configs with rate > 0 | "
         "largest median rate (at ‖W‖, b, input scale) |",
@@ -347,6 +354,16 @@ def _sweeps(cfg, out, summary, md, save, say, progress):
             f"{d['frac_positive']:.0%} | {_fmt(d['best_median_rate'])} "
             f"({d['best_at'][0]:g}, {d['best_at'][1]:g}, {d['best_at'][2]:g}) |"
         )
+    return typ, table
+
+
+def _sweeps(cfg, out, summary, md, save, say, progress):
+    from gated_jax.experiments import plots
+
+    sweeps, files = _run_sweeps(cfg, out, summary, say, progress)
+    T = max(cfg.lengths)
+    files.append(_save_growth_rates(sweeps, out / "growth_rates.csv"))
+    typ, table = _typical(sweeps, T)
     summary["typical"] = {"length": T, **typ}
     bi = 0
     si = 0
