@@ -282,81 +282,74 @@ def _spec(n: int) -> str:
     return f"('N{sp}C', '{sp}IO', 'N{sp}C')"
 
 
-def _from_framework(name: str, text: str, input_shape: tuple[int, ...]) -> int:
-    import re
-
+def _from_torch(option, text, layer, digit, transposed, args, kw, input_shape) -> int:
+    """``--from-torch``: a PyTorch ``Conv*d`` / ``ConvTranspose*d`` call, ported and printed."""
     import gated_jax as gj
 
-    option = f"--from-{name}"
-    layer, args, kw = _parse_layer(option, text)
     n = len(input_shape)
-    dims = re.fullmatch(
-        r"(Conv|ConvTranspose|Conv(\d)[dD]|Conv(\d)DTranspose|ConvTranspose(\d)d)", layer
-    )
-    if dims is None:
-        raise fail(option, text, "a Conv / ConvTranspose layer of " + name)
-    digit = next((g for g in dims.groups()[1:] if g), None)
-    transposed = "Transpose" in layer
-    if digit is not None and int(digit) != n:
-        raise fail("input", "x".join(map(str, input_shape)), f"{digit} spatial sizes for {layer}")
-    features: object = "C_out"
-    kernel_line = ""
-    if name == "torch":
-        if digit is None or layer[-1] != "d":
-            raise fail(option, text, "a PyTorch Conv{1,2,3}d or ConvTranspose{1,2,3}d")
-        b = _bind(option, text, _TORCH_TCONV if transposed else _TORCH_CONV, args, kw)
-        for key in ("in_channels", "out_channels", "kernel_size"):
-            if key not in b:
-                raise fail(option, text, f"given {key} (PyTorch requires it)")
-        features = b["out_channels"]
-        common = {k: b[k] for k in ("stride", "padding", "dilation", "groups") if k in b}
-        if transposed:
-            if b.get("padding_mode", "zeros") != "zeros":
-                raise fail(
-                    option, text, "padding_mode='zeros' (PyTorch's only one for ConvTranspose)"
-                )
-            port = gj.torch_conv_transpose(
-                n, b["kernel_size"], output_padding=b.get("output_padding", 0), **common
-            )
-            return _print_torch_transpose(port, input_shape, features, b)
-        port = gj.torch_conv(
-            n, b["kernel_size"], padding_mode=b.get("padding_mode", "zeros"), **common
+    if digit is None or layer[-1] != "d":
+        raise fail(option, text, "a PyTorch Conv{1,2,3}d or ConvTranspose{1,2,3}d")
+    b = _bind(option, text, _TORCH_TCONV if transposed else _TORCH_CONV, args, kw)
+    for key in ("in_channels", "out_channels", "kernel_size"):
+        if key not in b:
+            raise fail(option, text, f"given {key} (PyTorch requires it)")
+    features = b["out_channels"]
+    common = {k: b[k] for k in ("stride", "padding", "dilation", "groups") if k in b}
+    if transposed:
+        if b.get("padding_mode", "zeros") != "zeros":
+            raise fail(option, text, "padding_mode='zeros' (PyTorch's only one for ConvTranspose)")
+        port = gj.torch_conv_transpose(
+            n, b["kernel_size"], output_padding=b.get("output_padding", 0), **common
         )
-        return _print_torch_conv(port, input_shape, features, b)
-    if name == "keras":
-        if digit is None or layer[-1] == "d":
-            raise fail(option, text, "a Keras Conv{1,2,3}D or Conv{1,2,3}DTranspose")
-        b = _bind(option, text, _KERAS_TCONV if transposed else _KERAS_CONV, args, kw)
-        for key in ("filters", "kernel_size"):
-            if key not in b:
-                raise fail(option, text, f"given {key} (Keras requires it)")
-        features = b["filters"]
-        fmt = b.get("data_format") or "channels_last"
-        if transposed:
-            port = gj.keras_conv_transpose(
-                n,
-                b["kernel_size"],
-                strides=b.get("strides", 1),
-                padding=b.get("padding", "valid"),
-                output_padding=b.get("output_padding"),
-                data_format=fmt,
-                dilation_rate=b.get("dilation_rate", 1),
-            )
-            kernel_line = (
-                "kernel = keras_kernel  # kernel_size + (filters, C_in), as Keras stores it"
-            )
-            return _print_transpose(port, input_shape, features, kernel_line, "Keras")
-        port = gj.keras_conv(
+        return _print_torch_transpose(port, input_shape, features, b)
+    port = gj.torch_conv(n, b["kernel_size"], padding_mode=b.get("padding_mode", "zeros"), **common)
+    return _print_torch_conv(port, input_shape, features, b)
+
+
+def _from_keras(option, text, layer, digit, transposed, args, kw, input_shape) -> int:
+    """``--from-keras``: a Keras ``Conv*D`` / ``Conv*DTranspose`` call, ported and printed."""
+    import gated_jax as gj
+
+    n = len(input_shape)
+    if digit is None or layer[-1] == "d":
+        raise fail(option, text, "a Keras Conv{1,2,3}D or Conv{1,2,3}DTranspose")
+    b = _bind(option, text, _KERAS_TCONV if transposed else _KERAS_CONV, args, kw)
+    for key in ("filters", "kernel_size"):
+        if key not in b:
+            raise fail(option, text, f"given {key} (Keras requires it)")
+    features = b["filters"]
+    fmt = b.get("data_format") or "channels_last"
+    if transposed:
+        port = gj.keras_conv_transpose(
             n,
             b["kernel_size"],
             strides=b.get("strides", 1),
             padding=b.get("padding", "valid"),
+            output_padding=b.get("output_padding"),
             data_format=fmt,
             dilation_rate=b.get("dilation_rate", 1),
-            groups=b.get("groups", 1),
         )
-        kernel_line = "kernel = keras_kernel  # HWIO already"
-        return _print_forward(port, input_shape, features, kernel_line, "Keras")
+        kernel_line = "kernel = keras_kernel  # kernel_size + (filters, C_in), as Keras stores it"
+        return _print_transpose(port, input_shape, features, kernel_line, "Keras")
+    port = gj.keras_conv(
+        n,
+        b["kernel_size"],
+        strides=b.get("strides", 1),
+        padding=b.get("padding", "valid"),
+        data_format=fmt,
+        dilation_rate=b.get("dilation_rate", 1),
+        groups=b.get("groups", 1),
+    )
+    kernel_line = "kernel = keras_kernel  # HWIO already"
+    return _print_forward(port, input_shape, features, kernel_line, "Keras")
+
+
+def _from_onnx(option, text, layer, digit, transposed, args, kw, input_shape) -> int:
+    """``--from-onnx``: an ONNX ``Conv`` / ``ConvTranspose`` node, ported and printed."""
+    import gated_jax as gj
+
+    n = len(input_shape)
+    features: object = "C_out"
     if digit is not None or layer not in ("Conv", "ConvTranspose"):
         raise fail(option, text, "an ONNX Conv or ConvTranspose node")
     if args:
@@ -375,6 +368,25 @@ def _from_framework(name: str, text: str, input_shape: tuple[int, ...]) -> int:
             raise fail(option, text, f"without {key} (a ConvTranspose attribute)")
     port = gj.onnx_conv(**b)
     return _print_forward(port, input_shape, features, kernel_line.format(False), "ONNX")
+
+
+def _from_framework(name: str, text: str, input_shape: tuple[int, ...]) -> int:
+    import re
+
+    option = f"--from-{name}"
+    layer, args, kw = _parse_layer(option, text)
+    n = len(input_shape)
+    dims = re.fullmatch(
+        r"(Conv|ConvTranspose|Conv(\d)[dD]|Conv(\d)DTranspose|ConvTranspose(\d)d)", layer
+    )
+    if dims is None:
+        raise fail(option, text, "a Conv / ConvTranspose layer of " + name)
+    digit = next((g for g in dims.groups()[1:] if g), None)
+    transposed = "Transpose" in layer
+    if digit is not None and int(digit) != n:
+        raise fail("input", "x".join(map(str, input_shape)), f"{digit} spatial sizes for {layer}")
+    port = {"torch": _from_torch, "keras": _from_keras}.get(name, _from_onnx)
+    return port(option, text, layer, digit, transposed, args, kw, input_shape)
 
 
 def _shape_line(out) -> None:
