@@ -90,7 +90,7 @@ _LAZY = {
     "nnx": "gated_jax.nnx",
     "from_gated_params": "gated_jax.nn",
     "to_gated_params": "gated_jax.nn",
-    # gated_jax.experiments: gradient-flow experiments, seed 1.2(d)
+    # gated_jax.experiments: gradient-flow experiments (vanishing / exploding gradients)
     "experiments": "gated_jax.experiments",
     "FlowConfig": "gated_jax.experiments",
     "counterexample_check": "gated_jax.experiments",
@@ -98,7 +98,7 @@ _LAZY = {
     "learning_experiment": "gated_jax.experiments",
     "run_flow": "gated_jax.experiments",
     "worst_case_search": "gated_jax.experiments",
-    # gated_jax.diagrams: the gated cell drawn unrolled in time, seed 1.2(a)
+    # gated_jax.diagrams: the gated cell drawn unrolled in time
     "draw_unrolled_cell": "gated_jax.diagrams",
 }
 

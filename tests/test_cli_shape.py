@@ -1,4 +1,4 @@
-"""``gated-jax shape``: seed 1.1(a) on the command line, options, one-line errors."""
+"""``gated-jax shape``: the 10 x 11, 3 x 3, stride 2 example on the command line, options, one-line errors."""
 
 from __future__ import annotations
 

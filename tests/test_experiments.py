@@ -38,7 +38,7 @@ def _random_gated(rng, n, m, *, rho, bias=True):
 
 
 def _plain_final(p, xs, z):
-    """The recurrence as a Python loop over the seed's formula."""
+    """The recurrence as a Python loop over the cell's formula."""
     for t in range(xs.shape[0]):
         z = gated_plain_step(p, z, xs[t])
     return z

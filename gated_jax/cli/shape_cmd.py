@@ -1,10 +1,10 @@
 """``gated-jax shape``: a convolution's output shape with its derivation and warnings.
 
-``gated-jax shape 10x11 --kernel 3 --stride 2`` prints ``4 x 5`` (seed 1.1(a)) and the rule
+``gated-jax shape 10x11 --kernel 3 --stride 2`` prints ``4 x 5`` and the rule
 with the numbers substituted. Per-dimension values are written ``AxB``; padding is an int, a
 ``lo,hi`` pair, one of those per dim (``1,2x0,0``), or ``SAME``/``SAME_LOWER``/``VALID``.
 
-``--target 32`` (or ``32x32``) answers the inverse question: the padding that gives that
+``--target 32`` (or ``32x32``) gives the inverse direction: the padding that gives that
 output size (``padding_for_output``; with ``--transposed``, the ``lax.conv_transpose`` padding
 of ``transpose_padding_for_output``), with the window of totals that work and the derivation
 of the result.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from gated_jax._validate import fail, int_text, ints_text
 
-HELP = "output shape of a convolution, with the derivation (seed 1.1(a)/(b))"
+HELP = "output shape of a convolution, with the derivation and warnings"
 
 
 def add_arguments(p) -> None:

@@ -210,7 +210,7 @@ def flow_sweep(
     by ``chunk_size``, sharded over ``devices``), never by a Python loop over configurations.
 
     Args:
-      cell: ``"gated"`` (seed 1.2, through :func:`gated_jax.cell.gradient_flow`), ``"tanh"``,
+      cell: ``"gated"`` (through :func:`gated_jax.cell.gradient_flow`), ``"tanh"``,
         ``"gru"`` or ``"lstm"`` (Flax cells; see :mod:`gated_jax.experiments.baselines`).
       wz_norms: spectral norms ``rho`` of the recurrent weights.
       gate_biases: gate biases ``b``.

@@ -7,7 +7,7 @@ the two marked values. Predicting the mean (1) gives MSE ``Var(v_i + v_j) = 1/6`
 *normalised* MSE divides by that, so 1 means "learned nothing" and a solved task is near 0.
 Accuracy is the fraction of test sequences with ``|error| < 0.04``.
 
-Both models read out ``y = w . z[T] + b`` from the final state: the gated cell of seed 1.2
+Both models read out ``y = w . z[T] + b`` from the final state: the gated cell
 (with biases, run by :func:`gated_jax.cell.gated_scan` and its closed-form backward) and
 ``h[t] = tanh(W_h h[t-1] + W_x x[t] + b)`` (``lax.scan``). Both start from Flax-style
 initialisations (input weights ``N(0, 1/n)``, orthogonal recurrent weights, zero biases) drawn

@@ -1,6 +1,6 @@
 """The whole gradient-flow experiment in one call: sweeps, baselines, bounds, worst case,
 counterexample, learning; data (``.npz``/``.csv``/``summary.json``), PNG figures and a Markdown
-summary. Used by ``gated-jax flow`` and by the report's seed 1.2(d) section.
+summary. Used by ``gated-jax flow`` and by the report's gradient-flow section.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Gradient *ascent* with optax on the per-step log-norm
 
     r = \frac{1}{T} \log \Big\| \frac{\partial z[T]}{\partial z[0]} \Big\|_F ,
 
-over ``W_x, W_c, W_z`` and the inputs ``x[1..T]`` (``z[0] = 0``, no biases: the seed's cell),
+over ``W_x, W_c, W_z`` and the inputs ``x[1..T]`` (``z[0] = 0``, the cell without biases),
 inside a bounded set: ``||W_z||_2 <= rho``, ``||W_x||_2, ||W_c||_2 <= omega``,
 ``|x_i[t]| <= xi``. After every Adam step the iterate is pulled back into the set (a matrix
 over its bound is rescaled onto it, inputs are clipped to the box). The product is accumulated
