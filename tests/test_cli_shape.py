@@ -1,4 +1,4 @@
-"""``gated-jax shape``: the 10 x 11, 3 x 3, stride 2 example on the command line, options, one-line errors."""
+"""``gated-jax shape``: a worked example on the command line, options, one-line errors."""
 
 from __future__ import annotations
 
