@@ -29,9 +29,42 @@ separately.
 
 from __future__ import annotations
 
+from gated_jax.lab._report import render
+
 # --- from report/flow.py ------------------------------------------------------------------
 
 TITLE = "Seed 1.2(d): can the gated cell's gradients vanish or explode? (evidence)"
+
+
+SECTION = "\n".join(
+    [
+        'The homework claims this cell "cannot be subject to exploding gradients but can be '
+        'subject to vanishing gradients". **The first half is false; the second is true.**',
+        "",
+        "{vanishing}",
+        "- *Exploding*: the gate does not prevent it. The state is bounded (a convex "
+        "combination), but the one-step Jacobian `diag(c) + diag((z - u) c (1 - c)) W_z` has "
+        "norm up to `1 + R ||W_z|| / 4`, and products of such Jacobians can grow exponentially "
+        "with `T` while the state stays in its box: an exact counterexample with `||W_z|| = 1.5` "
+        "grows like `2^(T/2)` (rate {rate:.3f} per step){confirmed}{typical}"
+        " What the seed's argument shows is only that the `diag(c)` part never amplifies.",
+        "",
+        "Data (`.npz`, `.csv`, `summary.json`) are in `{data_dir}/`; the same experiment "
+        "runs from the command line as `gated-jax flow --out DIR` (sizes and seeds as options).",
+        "",
+        "{markdown}",
+    ]
+)
+
+
+def _confirmed(ce: dict) -> str:
+    """The counterexample's ``jax.grad`` value at its longest length, as a clause."""
+    longest = max(ce, key=int) if ce else None
+    if not longest:
+        return ""
+    return (
+        f", confirmed by `jax.grad` at T = {longest}: `dz[T]/dz[0] = {ce[longest]['jax_grad']:.6g}`"
+    )
 
 
 def section(ctx) -> str:
@@ -42,32 +75,15 @@ def section(ctx) -> str:
     data_dir = ctx.out_dir / "flow_data"
     run = run_flow(data_dir, cfg, save_figure=ctx.save_figure, progress=False)
     s = run.summary
-    ce = s.get("counterexample", {})
-    longest = max(ce, key=int) if ce else None
-    verdict = [
-        'The homework claims this cell "cannot be subject to exploding gradients but can be '
-        'subject to vanishing gradients". **The first half is false; the second is true.**',
-        "",
-        _vanishing(s),
-        "- *Exploding*: the gate does not prevent it. The state is bounded (a convex "
-        "combination), but the one-step Jacobian `diag(c) + diag((z - u) c (1 - c)) W_z` has "
-        "norm up to `1 + R ||W_z|| / 4`, and products of such Jacobians can grow exponentially "
-        "with `T` while the state stays in its box: an exact counterexample with `||W_z|| = 1.5` "
-        f"grows like `2^(T/2)` (rate {COUNTEREXAMPLE_RATE:.3f} per step)"
-        + (
-            f", confirmed by `jax.grad` at T = {longest}: `dz[T]/dz[0] = "
-            f"{ce[longest]['jax_grad']:.6g}`"
-            if longest
-            else ""
-        )
-        + _typical(s)
-        + " What the seed's argument shows is only that the `diag(c)` part never amplifies.",
-        "",
-        f"Data (`.npz`, `.csv`, `summary.json`) are in `{data_dir.name}/`; the same experiment "
-        "runs from the command line as `gated-jax flow --out DIR` (sizes and seeds as options).",
-        "",
-    ]
-    return "\n".join(verdict) + "\n" + run.markdown
+    data = {
+        "vanishing": _vanishing(s),
+        "rate": COUNTEREXAMPLE_RATE,
+        "confirmed": _confirmed(s.get("counterexample", {})),
+        "typical": _typical(s),
+        "data_dir": data_dir.name,
+        "markdown": run.markdown,
+    }
+    return render(SECTION, data)
 
 
 def _vanishing(s: dict) -> str:
