@@ -25,6 +25,7 @@ import numpy as np
 from gated_jax import cell
 from gated_jax.cell.parallel import scan_levels
 from gated_jax.lab._harness import Table, compile_stats, device_line, time_interleaved
+from gated_jax.lab._report import render
 from gated_jax.lab._verify import Check
 from gated_jax.testing import max_rel_error, numpy_loop, plain_scan
 
@@ -275,6 +276,29 @@ def _verdict(rows: list[dict]) -> str:
     return " ".join(parts)
 
 
+SECTION = "\n".join(
+    [
+        "DEER solves the whole sequence by Newton's method on the closed-form Jacobians "
+        "(`gated_scan(method='deer')`; quasi-DEER keeps their diagonal). Gonzalez et al. "
+        "(NeurIPS 2025) prove that the iterations it needs are governed by the largest Lyapunov "
+        "exponent (LLE) of the trajectory: few when it is negative, up to `T` when positive. "
+        "Each configuration of the gradient-flow grid (plus the minGRU cell, `W_z = None`) was "
+        "run at each `T` with `max_iters = T`, tolerance `1e-10` (float64).",
+        "",
+        "Iterations to converge of the gated cell's configurations (and the counterexample), "
+        "binned by the LLE (number of configurations in brackets):",
+        "",
+        "{summary}",
+        "",
+        "{verdict}",
+        "",
+        "{figures}",
+        "",
+        "All rows: `{csv_name}`.",
+    ]
+)
+
+
 def section(ctx) -> str:
     cfg = PredictabilityConfig.quick() if ctx.quick else PredictabilityConfig()
     rows = predictability_sweep(cfg)
@@ -286,26 +310,13 @@ def section(ctx) -> str:
         w.writeheader()
         w.writerows(rows)
     fig_links = _figures(ctx, rows)
-    lines = [
-        "DEER solves the whole sequence by Newton's method on the closed-form Jacobians "
-        "(`gated_scan(method='deer')`; quasi-DEER keeps their diagonal). Gonzalez et al. "
-        "(NeurIPS 2025) prove that the iterations it needs are governed by the largest Lyapunov "
-        "exponent (LLE) of the trajectory: few when it is negative, up to `T` when positive. "
-        "Each configuration of the gradient-flow grid (plus the minGRU cell, `W_z = None`) was "
-        "run at each `T` with `max_iters = T`, tolerance `1e-10` (float64).",
-        "",
-        "Iterations to converge of the gated cell's configurations (and the counterexample), "
-        "binned by the LLE (number of configurations in brackets):",
-        "",
-        *_threshold_summary(rows),
-        "",
-        _verdict(rows),
-        "",
-        *fig_links,
-        "",
-        f"All rows: `{path.name}`.",
-    ]
-    return "\n".join(lines)
+    data = {
+        "summary": "\n".join(_threshold_summary(rows)),
+        "verdict": _verdict(rows),
+        "figures": "\n".join(fig_links),
+        "csv_name": path.name,
+    }
+    return render(SECTION, data)
 
 
 def _figures(ctx, rows: list[dict]) -> list[str]:
