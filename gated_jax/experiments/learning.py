@@ -221,11 +221,11 @@ def learning_experiment(
     batch = positive_int("batch", batch)
     steps = positive_int("steps", steps)
     test_size = positive_int("test_size", test_size)
-    learning_rate = finite_float("learning_rate", learning_rate, minimum=0, strict=True)
+    lr = finite_float("learning_rate", learning_rate, minimum=0, strict=True)
     dt = float_dtype("dtype", dtype, ("float32", "float64"))
     np_dt = np.float64 if dt == jnp.float64 else np.float32
     mesh = _learning_mesh(devices, batch)
-    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate))
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
 
     from gated_jax.experiments.flow import x64_scope
 
