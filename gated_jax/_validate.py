@@ -336,3 +336,17 @@ def ints_text(option: str, text: str) -> tuple[int, ...]:
         return tuple(int(p) for p in parts)
     except ValueError:
         raise fail(option, text, "an integer or integers joined by 'x', e.g. 3x3") from None
+
+
+def present(name: str, value: Any, options: Any, what: str) -> Any:
+    """``value`` if ``value in options`` (a dict's keys, a sequence), else ``` must be what ```.
+
+    Unlike :func:`choice` it takes any hashable ``value`` (a NumPy int for an int key).
+    """
+    try:
+        ok = value in options
+    except TypeError:  # unhashable value for a dict or set
+        ok = False
+    if not ok:
+        raise fail(name, value, what)
+    return value

@@ -50,6 +50,7 @@ from gated_jax._validate import (
     float_dtype,
     int_array,
     positive_int,
+    present,
 )
 from gated_jax.experiments.baselines import FAMILIES, check_norm, random_bases, resolve_norm
 from gated_jax.experiments.sharding import map_configs
@@ -86,10 +87,7 @@ class FlowSweep:
 
     def growth_rate(self, length: int) -> np.ndarray:
         """``log ||dz[T]/dz[0]|| / T`` per configuration, shape ``(W, B, S, R)``."""
-        if length not in self.norms:
-            raise ValueError(
-                f"`length` (={length!r}) was not swept; the sweep has lengths {self.lengths}"
-            )
+        present("length", length, self.norms, f"a swept length, one of {self.lengths}")
         return growth_rate(self.norms[length])
 
     def save_npz(self, path: str | Path) -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gated_jax._validate import index
+from gated_jax._validate import index, present
 
 __all__ = [
     "plot_norm_vs_lag",
@@ -37,8 +37,7 @@ def _plt():
 
 def _slice(sweep, length, bias_index, scale_index):
     """``norms[length][:, bias_index, scale_index]`` (``(W, R, T+1)``), arguments checked."""
-    if length not in sweep.norms:
-        raise ValueError(f"`length` (={length!r}) was not swept; the sweep has {sweep.lengths}")
+    present("length", length, sweep.norms, f"a swept length, one of {sweep.lengths}")
     index("bias_index", bias_index, sweep.gate_biases.size)
     index("scale_index", scale_index, sweep.input_scales.size)
     return sweep.norms[length][:, bias_index, scale_index]
