@@ -1,14 +1,28 @@
 """gated_jax: exact, fast and inspectable mechanics of convolutional and recurrent networks.
 
-Layers, imports flowing one way:
+One concept per module, imports flowing one way (a module imports only from the layers below):
 
-* the library core, pure functions: :mod:`gated_jax.shapes` (convolution shape arithmetic),
-  :mod:`gated_jax.ports` (Keras / ONNX convolutions as lax calls), :mod:`gated_jax.receptive`
-  (the receptive field of any model),
-  :mod:`gated_jax.conv` (closed-form convolution derivatives), :mod:`gated_jax.cell` (the gated
-  recurrence, its BPTT and Jacobians), :mod:`gated_jax.testing` (reference checks);
-* Flax modules: :mod:`gated_jax.nn` (linen), :mod:`gated_jax.nnx` (NNX);
-* :mod:`gated_jax.experiments` (gradient-flow sweeps and learning experiments);
+* the library core, pure functions:
+
+  - :mod:`gated_jax.shapes`, a package: convolution shape arithmetic, one module per concept
+    (``_config``: the resolved :class:`ConvConfig` and every padding form; ``rules``: the lax
+    and Flax output rules; ``explain``: the derivation as text; ``inverse``: the padding for a
+    wanted size and the ConvTranspose that undoes a Conv; ``receptive``: receptive fields);
+  - :mod:`gated_jax.ports`, a package: PyTorch, Keras and ONNX convolutions as lax calls, one
+    module per framework on a shared base (``_base``: the ported-convolution classes and the
+    kernel layouts);
+  - :mod:`gated_jax.conv` (closed-form convolution derivatives), :mod:`gated_jax.linalg`
+    (spectral norms, Jacobian products), :mod:`gated_jax.testing` (reference implementations);
+  - :mod:`gated_jax.cell`, a package: the gated recurrence, its BPTT and Jacobians, with the
+    sequential primitives the solvers share (``_core``) below the backends (``sequential``,
+    ``parallel``) and the diagnostics, and one dispatch on top (``scan``: :func:`gated_scan`);
+  - :mod:`gated_jax._validate`: every argument check, with one error format (convolution
+    arguments in ``gated_jax.shapes._config``);
+
+* Flax modules: :mod:`gated_jax.nn` (linen) and :mod:`gated_jax.nnx` (NNX), thin front-ends on
+  one sequence driver (``gated_jax._rnn_common``);
+* :mod:`gated_jax.experiments` (gradient-flow sweeps and learning experiments) and
+  :mod:`gated_jax.diagrams` (the cell drawn unrolled in time);
 * the application layer, :mod:`gated_jax.lab`: one module per capability holding its verify
   rows, report section and benchmark;
 * :mod:`gated_jax.cli` (the ``gated-jax`` command line).
@@ -26,8 +40,6 @@ from gated_jax.shapes import ConvExplanation as ConvExplanation
 from gated_jax.shapes import ConvLayer as ConvLayer
 from gated_jax.shapes import ConvTransposeArgs as ConvTransposeArgs
 from gated_jax.shapes import ReceptiveField as ReceptiveField
-from gated_jax.shapes import TorchConv as TorchConv
-from gated_jax.shapes import TorchConvTranspose as TorchConvTranspose
 from gated_jax.shapes import conv_output_shape as conv_output_shape
 from gated_jax.shapes import conv_output_size as conv_output_size
 from gated_jax.shapes import conv_transpose_output_shape as conv_transpose_output_shape
@@ -37,15 +49,16 @@ from gated_jax.shapes import inverse_conv_transpose as inverse_conv_transpose
 from gated_jax.shapes import padding_for_output as padding_for_output
 from gated_jax.shapes import padding_pairs as padding_pairs
 from gated_jax.shapes import receptive_field as receptive_field
-from gated_jax.shapes import torch_conv as torch_conv
-from gated_jax.shapes import torch_conv_transpose as torch_conv_transpose
+from gated_jax.shapes import receptive_field_of as receptive_field_of
 from gated_jax.shapes import transpose_padding_for_output as transpose_padding_for_output
 
-# gated_jax.ports: Keras and ONNX convolutions as lax calls, kernel layouts
+# gated_jax.ports: PyTorch, Keras and ONNX convolutions as lax calls, kernel layouts
 from gated_jax.ports import KerasConvTranspose as KerasConvTranspose
 from gated_jax.ports import OnnxConvTranspose as OnnxConvTranspose
 from gated_jax.ports import PortedConv as PortedConv
 from gated_jax.ports import PortedConvTranspose as PortedConvTranspose
+from gated_jax.ports import TorchConv as TorchConv
+from gated_jax.ports import TorchConvTranspose as TorchConvTranspose
 from gated_jax.ports import keras_conv as keras_conv
 from gated_jax.ports import keras_conv_transpose as keras_conv_transpose
 from gated_jax.ports import kernel_from_keras as kernel_from_keras
@@ -54,9 +67,9 @@ from gated_jax.ports import kernel_to_keras as kernel_to_keras
 from gated_jax.ports import kernel_to_torch as kernel_to_torch
 from gated_jax.ports import onnx_conv as onnx_conv
 from gated_jax.ports import onnx_conv_transpose as onnx_conv_transpose
+from gated_jax.ports import torch_conv as torch_conv
+from gated_jax.ports import torch_conv_transpose as torch_conv_transpose
 
-# gated_jax.receptive: the receptive field of any model
-from gated_jax.receptive import receptive_field_of as receptive_field_of
 
 # gated_jax.conv: closed-form convolution derivatives
 from gated_jax.conv import conv1d as conv1d
@@ -90,7 +103,7 @@ _LAZY = {
     "nnx": "gated_jax.nnx",
     "from_gated_params": "gated_jax.nn",
     "to_gated_params": "gated_jax.nn",
-    # gated_jax.experiments: gradient-flow experiments (vanishing / exploding gradients)
+    # gated_jax.experiments: gradient-flow and learning experiments
     "experiments": "gated_jax.experiments",
     "FlowConfig": "gated_jax.experiments",
     "counterexample_check": "gated_jax.experiments",
@@ -126,8 +139,6 @@ __all__ = [  # noqa: F822 (lazy names resolve through __getattr__)
     "ConvLayer",
     "ConvTransposeArgs",
     "ReceptiveField",
-    "TorchConv",
-    "TorchConvTranspose",
     "conv_output_shape",
     "conv_output_size",
     "conv_transpose_output_shape",
@@ -137,14 +148,15 @@ __all__ = [  # noqa: F822 (lazy names resolve through __getattr__)
     "padding_for_output",
     "padding_pairs",
     "receptive_field",
-    "torch_conv",
-    "torch_conv_transpose",
+    "receptive_field_of",
     "transpose_padding_for_output",
     # ports
     "KerasConvTranspose",
     "OnnxConvTranspose",
     "PortedConv",
     "PortedConvTranspose",
+    "TorchConv",
+    "TorchConvTranspose",
     "keras_conv",
     "keras_conv_transpose",
     "kernel_from_keras",
@@ -153,8 +165,8 @@ __all__ = [  # noqa: F822 (lazy names resolve through __getattr__)
     "kernel_to_torch",
     "onnx_conv",
     "onnx_conv_transpose",
-    # receptive
-    "receptive_field_of",
+    "torch_conv",
+    "torch_conv_transpose",
     # conv
     "conv1d",
     "conv_general_dilated",

@@ -1,15 +1,37 @@
-"""What the linen (:mod:`gated_jax.nn`) and NNX (:mod:`gated_jax.nnx`) modules share.
+r"""The one sequence driver of the Flax modules, and the cell's parameter map.
 
-The validation of every module option (one message format, :mod:`gated_jax._validate`), the
-initialisers' half-precision rule, the map between the cell's parameter tree and
-:class:`gated_jax.cell.GatedParams`, dtype promotion as ``nn.Dense`` does it, the shape checks
-of one step, and the sequence run with ``nn.RNN``'s conventions on
-:func:`gated_jax.cell.gated_scan`'s fast path. Imports neither sibling, so ``nn`` and ``nnx``
-depend on this module and on :mod:`gated_jax.cell` only.
+:mod:`gated_jax.nn` (linen) and :mod:`gated_jax.nnx` (NNX) are thin front-ends over this
+module, as Flax's ``nn.RNN`` is one generic driver for every cell: the cell owns the cell
+options and its parameters, the layer adds only the sequence options. Written once here:
+
+- the sequence options (:data:`SEQUENCE_OPTIONS`, validated by :func:`sequence_options`) and
+  the call-time overrides of its flags;
+- the call: inputs, carry, ``seq_lengths``, ``reverse`` / ``keep_order``, ``time_major``,
+  ``method``, ``return_carry`` and the initial carry (:func:`run_sequence`), run on
+  :func:`gated_jax.cell.gated_scan` (:func:`apply_sequence`);
+- one step's operand checks and dtype promotion as ``nn.Dense`` does it (:func:`promote`);
+- the map between the cell's parameter tree and :class:`gated_jax.cell.GatedParams`
+  (:func:`to_tree`, :func:`from_tree`) and the initialisers' half-precision rule.
+
+For every valid step ``t`` of each sequence the driver computes
+
+.. math::
+
+    c_t = \sigma(W_c x_t + W_z z_{t-1} + b_c), \qquad
+    z_t = c_t \odot z_{t-1} + (1 - c_t) \odot (W_x x_t + b_x),
+
+and holds ``z`` past each sequence's length. Argument validators live in
+:mod:`gated_jax._validate`. This module imports neither front-end, so ``nn`` and ``nnx``
+depend on it and on :mod:`gated_jax.cell` only.
+
+References:
+  Flax's ``flax.linen.RNN`` / ``flax.nnx.RNN`` (https://flax.readthedocs.io), whose sequence
+  options and conventions the driver follows.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,168 +41,42 @@ import numpy as np
 from flax.linen.dtypes import canonicalize_dtype
 from flax.linen.recurrent import flip_sequences
 
-from gated_jax._validate import boolean, check_fits_in_memory, fail, positive_int
+from gated_jax._validate import (
+    Shown,
+    as_numeric_array,
+    brief,
+    check_fits_in_memory,
+    check_remat,
+    check_unroll,
+    choice,
+    fail,
+    flag,
+    optional_flag,
+)
 from gated_jax.cell import BACKWARDS, METHODS, GatedParams, gated_scan
 
 __all__ = [
     "CELL_LEAVES",
     "REQUIRED_LEAVES",
+    "SEQUENCE_FLAGS",
+    "SEQUENCE_OPTIONS",
     "apply_sequence",
-    "as_inputs",
     "batch_shape",
-    "brief",
-    "brief_shape",
-    "check_backward",
-    "check_dtype",
+    "cell_options_beside_cell",
     "check_gate_matches",
-    "check_initializer",
     "check_param_memory",
-    "check_remat",
     "check_step_shapes",
-    "check_unroll",
-    "flag",
     "from_tree",
     "half_safe",
-    "optional_flag",
     "orthogonal",
     "promote",
-    "size",
+    "run_sequence",
+    "sequence_options",
     "to_tree",
 ]
 
 # --------------------------------------------------------------------------------------------
-# option validation (construction time and call time)
-
-
-def flag(name: str, value: Any) -> bool:
-    """A strict bool option: ``True`` / ``False`` (or a NumPy bool), nothing truthy."""
-    out = _flag(name, value, allow_none=False)
-    assert out is not None
-    return out
-
-
-def optional_flag(name: str, value: Any) -> bool | None:
-    """A call argument overriding a flag: ``None`` ("use the attribute") or a strict bool."""
-    return _flag(name, value, allow_none=True)
-
-
-def size(name: str, value: Any) -> int:
-    """A positive int size (``positive_int`` without its ``None`` case)."""
-    out = positive_int(name, value)
-    assert out is not None
-    return out
-
-
-def _flag(name: str, value: Any, *, allow_none: bool) -> bool | None:
-    if allow_none and value is None:
-        return None
-    if isinstance(value, jax.core.Tracer):
-        raise fail(name, value, "a Python bool, not a traced value (make it static under jit)")
-    if not isinstance(value, (bool, np.bool_)):
-        raise fail(name, value, "a bool (True or False)" + (" or None" if allow_none else ""))
-    return boolean(name, value)
-
-
-def check_dtype(name: str, value: Any, *, allow_none: bool = False) -> None:
-    """``value`` names a real floating dtype (``None`` allowed with ``allow_none``)."""
-    if allow_none and value is None:
-        return
-    try:
-        ok = value is not None and jnp.issubdtype(jnp.dtype(value), jnp.floating)
-    except TypeError:
-        ok = False
-    if not ok:
-        raise fail(name, value, "a floating dtype" + (" or None" if allow_none else ""))
-
-
-def check_initializer(name: str, value: Any, *, allow_none: bool = False) -> None:
-    """``value`` is an ``init(key, shape, dtype)`` callable (``None`` with ``allow_none``)."""
-    if allow_none and value is None:
-        return
-    if not callable(value) or isinstance(value, type):
-        raise fail(
-            name,
-            value,
-            "an initializer, a callable init(key, shape, dtype) such as "
-            "flax.linen.initializers.zeros_init()",
-            error=TypeError,
-        )
-
-
-def check_remat(value: Any) -> bool | int:
-    """``remat``: a strict bool, or a block length (an int >= 1)."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)) and value >= 1:
-        return int(value)
-    raise fail("remat", value, "a bool or a block length (an int >= 1)")
-
-
-def check_backward(backward) -> str:
-    """Validate a ``backward`` option (one of ``gated_jax.cell.BACKWARDS``)."""
-    if not isinstance(backward, str) or backward not in BACKWARDS:
-        raise fail("backward", backward, "one of " + ", ".join(repr(b) for b in BACKWARDS))
-    return backward
-
-
-def check_method(method) -> str:
-    """Validate a ``method`` option (one of ``gated_jax.cell.METHODS``)."""
-    if not isinstance(method, str) or method not in METHODS:
-        raise fail("method", method, "one of " + ", ".join(repr(m) for m in METHODS))
-    return method
-
-
-def check_gate_matches(recurrent_gate: bool, has_hc: bool) -> None:
-    """Given parameters match the cell's ``recurrent_gate``: an ``'hc'`` kernel iff ``True``."""
-    if has_hc and not recurrent_gate:
-        raise fail(
-            "recurrent_gate",
-            False,
-            "True for the given parameters: they have an 'hc' kernel (a recurrent gate W_z); "
-            "build the cell with recurrent_gate=True, or drop 'hc' for the minGRU cell",
-        )
-    if recurrent_gate and not has_hc:
-        raise fail(
-            "recurrent_gate",
-            True,
-            "False for the given parameters: they have no 'hc' kernel (the minGRU cell, "
-            "w_z=None); build the cell with recurrent_gate=False",
-        )
-
-
-def check_unroll(value: Any) -> int:
-    return size("unroll", value)
-
-
-def as_inputs(name: str, value: Any) -> jax.Array:
-    """An operand as an array: arrays pass, lists and NumPy arrays of numbers convert.
-
-    Integer and bool arrays pass (the computation promotes them as ``nn.Dense`` does). Strings,
-    ragged lists, ``None`` and object arrays are refused with a message naming ``name``.
-    """
-    arr: Any = value
-    if not isinstance(value, (jax.Array, jax.core.Tracer)):
-        try:
-            arr = np.asarray(value)
-        except (ValueError, TypeError):
-            raise fail(name, value, "an array (or nested list) of numbers") from None
-    if not (jnp.issubdtype(arr.dtype, jnp.number) or jnp.issubdtype(arr.dtype, jnp.bool_)):
-        raise fail(name, value, "an array (or nested list) of numbers", error=TypeError)
-    return jnp.asarray(arr)
-
-
-def check_param_memory(
-    name: str, value: int, n: int, m: int, dtype: Any, recurrent_gate: bool = True
-) -> None:
-    """Refuse parameter sizes that cannot fit in memory before allocating them."""
-    count = 2 * n * m + (m * m if recurrent_gate else 0) + 2 * m
-    nbytes = float(count) * jnp.dtype(dtype).itemsize
-    check_fits_in_memory(name, value, nbytes, f"the cell's parameters (n={n}, m={m})")
-
-
-# --------------------------------------------------------------------------------------------
 # initialisers
-
 
 _HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
@@ -213,28 +109,31 @@ CELL_LEAVES = ("ic", "hc", "ix")  # input->gate, hidden->gate, input->candidate
 REQUIRED_LEAVES = ("ic", "ix")  # 'hc' is absent without a recurrent gate (the minGRU cell)
 
 
-class _Shown:
-    """A value shown in a message by a short description (a dict by its keys, not its arrays)."""
-
-    def __init__(self, text: str):
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-def brief_shape(width: int) -> Any:
-    """``inputs`` described by their last dimension, for messages that only know it."""
-    return _Shown(f"array of shape (..., {width})")
+def check_param_memory(
+    name: str, value: int, n: int, m: int, dtype: Any, recurrent_gate: bool = True
+) -> None:
+    """Refuse parameter sizes that cannot fit in memory before allocating them."""
+    count = 2 * n * m + (m * m if recurrent_gate else 0) + 2 * m
+    nbytes = float(count) * jnp.dtype(dtype).itemsize
+    check_fits_in_memory(name, value, nbytes, f"the cell's parameters (n={n}, m={m})")
 
 
-def brief(value: Any) -> Any:
-    """``value`` for a message: a mapping by its keys, a module (multi-line repr) by its type."""
-    if isinstance(value, Mapping):
-        return _Shown(f"{type(value).__name__} with keys {sorted(map(str, value))}")
-    if not hasattr(value, "shape") and "\n" in repr(value):
-        return _Shown(f"{type(value).__name__}(...)")
-    return value
+def check_gate_matches(recurrent_gate: bool, has_hc: bool) -> None:
+    """Given parameters match the cell's ``recurrent_gate``: an ``'hc'`` kernel iff ``True``."""
+    if has_hc and not recurrent_gate:
+        raise fail(
+            "recurrent_gate",
+            False,
+            "True for the given parameters: they have an 'hc' kernel (a recurrent gate W_z); "
+            "build the cell with recurrent_gate=True, or drop 'hc' for the minGRU cell",
+        )
+    if recurrent_gate and not has_hc:
+        raise fail(
+            "recurrent_gate",
+            True,
+            "False for the given parameters: they have no 'hc' kernel (the minGRU cell, "
+            "w_z=None); build the cell with recurrent_gate=False",
+        )
 
 
 def _unwrap(tree: Any, name: str) -> Mapping[str, Any]:
@@ -259,46 +158,57 @@ def _leaf(v):
     return jnp.asarray(v[...] if hasattr(v, "get_value") else v)
 
 
-def to_tree(tree: Any, name: str = "tree") -> GatedParams:
-    """``GatedParams`` from a cell parameter tree (``w_c = ic.kernel.T``, ...).
-
-    A tree without ``'hc'`` (a cell with ``recurrent_gate=False``) gives ``w_z=None``.
-    """
-    t = _unwrap(tree, name)
+def _tree_kernels(t: Mapping[str, Any], name: str) -> dict[str, jax.Array]:
+    """The tree's kernels, checked: 2-D, ``ic``/``ix`` ``(n, m)``, ``hc`` ``(m, m)``."""
     kernels = {k: _leaf(t[k]["kernel"]) for k in CELL_LEAVES if k in t}
     for k, a in kernels.items():
         if a.ndim != 2:
             raise fail(f"{name}['{k}']['kernel']", a, "a 2-D (in, out) kernel")
-    m = kernels["ic"].shape[1]
-    n = kernels["ic"].shape[0]
+    n, m = kernels["ic"].shape
     want = {"ic": (n, m), "hc": (m, m), "ix": (n, m)}
     for k, a in kernels.items():
         if a.shape != want[k]:
             raise fail(f"{name}['{k}']['kernel']", a, f"of shape {want[k]} (n={n}, m={m})")
+    return kernels
 
-    def bias(k):
-        b = t[k].get("bias")
-        if b is None:
-            return None
-        b = _leaf(b)
-        if b.shape != (m,):
-            raise fail(f"{name}['{k}']['bias']", b, f"of shape ({m},)")
-        return b
 
+def _tree_bias(t: Mapping[str, Any], k: str, m: int, name: str) -> jax.Array | None:
+    b = t[k].get("bias")
+    if b is None:
+        return None
+    b = _leaf(b)
+    if b.shape != (m,):
+        raise fail(f"{name}['{k}']['bias']", b, f"of shape ({m},)")
+    return b
+
+
+def to_tree(tree: Any, name: str = "tree") -> GatedParams:
+    r"""``GatedParams`` from a cell parameter tree.
+
+    .. math::
+
+        W_c = K_{ic}^\top, \quad W_z = K_{hc}^\top, \quad W_x = K_{ix}^\top, \quad
+        b_c = b_{ic}, \quad b_x = b_{ix}.
+
+    A tree without ``'hc'`` (a cell with ``recurrent_gate=False``) gives ``w_z=None``.
+
+    Raises:
+      ValueError: ``tree`` is not a cell's tree or its shapes disagree (naming ``name``).
+    """
+    t = _unwrap(tree, name)
+    kernels = _tree_kernels(t, name)
+    m = kernels["ic"].shape[1]
     return GatedParams(
         w_x=kernels["ix"].T,
         w_c=kernels["ic"].T,
         w_z=kernels["hc"].T if "hc" in kernels else None,
-        b_c=bias("ic"),
-        b_x=bias("ix"),
+        b_c=_tree_bias(t, "ic", m, name),
+        b_x=_tree_bias(t, "ix", m, name),
     )
 
 
-def from_tree(params: Any, name: str = "params") -> dict[str, Any]:
-    """The cell parameter tree ``{'ic': ..., 'hc': ..., 'ix': ...}`` of ``GatedParams``.
-
-    ``w_z=None`` (the minGRU cell) gives a tree without ``'hc'``.
-    """
+def _check_gated_params(params: Any, name: str) -> None:
+    """``params`` is a ``GatedParams`` with both biases or neither and consistent shapes."""
     if not isinstance(params, GatedParams):
         raise fail(
             name,
@@ -312,30 +222,46 @@ def from_tree(params: Any, name: str = "params") -> dict[str, Any]:
         got += f"b_x={'None' if params.b_x is None else 'array'}"
         raise fail(
             name,
-            _Shown(got),
+            Shown(got),
             "a GatedParams with both biases or neither (GatedCell.use_bias covers both)",
         )
-    w_x, w_c = jnp.asarray(params.w_x), jnp.asarray(params.w_c)
-    w_z = None if params.w_z is None else jnp.asarray(params.w_z)
-    bad_z = w_z is not None and w_z.shape != (w_x.shape[0],) * 2
-    if w_x.ndim != 2 or w_c.shape != w_x.shape or bad_z:
-        got = f"w_x {w_x.shape}, w_c {w_c.shape}, w_z {None if w_z is None else w_z.shape}"
+    w_x, w_c = np.shape(params.w_x), np.shape(params.w_c)
+    w_z = None if params.w_z is None else np.shape(params.w_z)
+    if len(w_x) != 2 or w_c != w_x or (w_z is not None and w_z != (w_x[0],) * 2):
         raise fail(
             name,
-            _Shown(got),
+            Shown(f"w_x {w_x}, w_c {w_c}, w_z {w_z}"),
             "a GatedParams with w_x, w_c of shape (m, n) and w_z of shape (m, m) or None",
         )
-    ic: dict[str, Any] = {"kernel": w_c.T}
-    ix: dict[str, Any] = {"kernel": w_x.T}
+    if params.b_c is not None and params.b_x is not None:
+        b_c, b_x = np.shape(params.b_c), np.shape(params.b_x)
+        if b_c != (w_x[0],) or b_x != b_c:
+            need = f"a GatedParams with biases of shape ({w_x[0]},)"
+            raise fail(name, Shown(f"b_c {b_c}, b_x {b_x}"), need)
+
+
+def from_tree(params: Any, name: str = "params") -> dict[str, Any]:
+    """The cell parameter tree ``{'ic': ..., 'hc': ..., 'ix': ...}`` of ``GatedParams``.
+
+    The inverse of :func:`to_tree`; ``w_z=None`` (the minGRU cell) gives a tree without
+    ``'hc'``.
+
+    Raises:
+      TypeError: ``params`` is not a ``GatedParams``.
+      ValueError: one bias without the other, or inconsistent shapes.
+    """
+    _check_gated_params(params, name)
+    ic: dict[str, Any] = {"kernel": jnp.asarray(params.w_c).T}
+    ix: dict[str, Any] = {"kernel": jnp.asarray(params.w_x).T}
     if params.b_c is not None:
-        b_c, b_x = jnp.asarray(params.b_c), jnp.asarray(params.b_x)
-        if b_c.shape != (w_x.shape[0],) or b_x.shape != b_c.shape:
-            got = f"b_c {b_c.shape}, b_x {b_x.shape}"
-            raise fail(name, _Shown(got), f"a GatedParams with biases of shape ({w_x.shape[0]},)")
-        ic["bias"], ix["bias"] = b_c, b_x
-    if w_z is None:
+        ic["bias"], ix["bias"] = jnp.asarray(params.b_c), jnp.asarray(params.b_x)
+    if params.w_z is None:
         return {"ic": ic, "ix": ix}
-    return {"ic": ic, "hc": {"kernel": w_z.T}, "ix": ix}
+    return {"ic": ic, "hc": {"kernel": jnp.asarray(params.w_z).T}, "ix": ix}
+
+
+# --------------------------------------------------------------------------------------------
+# one step: operands and dtype promotion
 
 
 def promote(params: GatedParams, carry, inputs, dtype):
@@ -345,6 +271,9 @@ def promote(params: GatedParams, carry, inputs, dtype):
     returned state dtype is the carry's own when it is floating: a float32 carry stays float32
     under a bfloat16 computation and under float64 inputs, so ``nn.RNN``'s scan carry keeps
     its type (an integer carry gives the computation dtype, never a truncated state).
+
+    Returns:
+      ``(params, carry, inputs, out_dtype)``, the first three in the computation dtype.
     """
     leaves = [inputs, carry, params.w_x, params.w_c, params.w_z, params.b_c, params.b_x]
     d = canonicalize_dtype(*leaves, dtype=dtype)
@@ -368,12 +297,130 @@ def check_step_shapes(carry, inputs, features: int, in_features: int | None = No
         raise fail("carry", carry, f"of batch shape {sx[:-1]}, that of `inputs` (shape {sx})")
 
 
+# --------------------------------------------------------------------------------------------
+# the sequence driver
+
+SEQUENCE_FLAGS = ("time_major", "return_carry", "reverse", "keep_order")
+SEQUENCE_OPTIONS = SEQUENCE_FLAGS + ("unroll", "remat", "backward", "method")
+
+
+def sequence_options(
+    *,
+    time_major: Any = False,
+    return_carry: Any = False,
+    reverse: Any = False,
+    keep_order: Any = False,
+    unroll: Any = 1,
+    remat: Any = False,
+    backward: Any = "closed_form",
+    method: Any = "sequential",
+) -> dict[str, Any]:
+    """The layer's sequence options, validated (in this order) and normalised.
+
+    Returns:
+      ``{name: value}`` for every name of :data:`SEQUENCE_OPTIONS`: strict bools, ``unroll``
+      a positive int, ``remat`` a bool or a block length, ``backward`` one of
+      ``gated_jax.cell.BACKWARDS`` and ``method`` one of ``gated_jax.cell.METHODS``.
+
+    Raises:
+      ValueError: naming the first invalid option.
+    """
+    flags = (time_major, return_carry, reverse, keep_order)
+    out: dict[str, Any] = {k: flag(k, v) for k, v in zip(SEQUENCE_FLAGS, flags, strict=True)}
+    out["unroll"] = check_unroll(unroll)
+    out["remat"] = check_remat(remat)
+    out["backward"] = choice("backward", backward, BACKWARDS)
+    out["method"] = choice("method", method, METHODS)
+    return out
+
+
+def cell_options_beside_cell(given: list[str]) -> TypeError:
+    """The error for cell options passed to a layer that was given its cell."""
+    return TypeError(f"GatedRNN got cell options {given} beside a cell: set them on the GatedCell")
+
+
 def batch_shape(inputs, time_major: bool) -> tuple[int, ...]:
     """The batch dims of ``inputs`` ``(*batch, T, n)`` (``(T, *batch, n)`` if time-major)."""
     sx = tuple(np.shape(inputs))
     if len(sx) < 2:
         raise fail("inputs", inputs, "of shape (*batch, time, features), rank >= 2")
     return sx[1:-1] if time_major else sx[:-2]
+
+
+def _input_width(inputs, in_features: int | None) -> int:
+    """``n``, the last dim of ``inputs``: ``in_features`` when the cell fixes it, else >= 1."""
+    n = int(np.shape(inputs)[-1])
+    if in_features is not None and n != in_features:
+        need = f"of shape (*batch, time, {in_features}): in_features = {in_features}"
+        raise fail("inputs", inputs, need)
+    if n < 1:
+        raise fail("inputs", inputs, "of shape (*batch, time, n) with n >= 1")
+    return n
+
+
+def _call_flags(layer: Any, overrides: Mapping[str, Any]) -> dict[str, bool]:
+    """The call's flags: each override (``None``: the layer's attribute) as a strict bool."""
+    out = {}
+    for name in SEQUENCE_FLAGS:
+        v = optional_flag(name, overrides.get(name))
+        out[name] = getattr(layer, name) if v is None else v
+    return out
+
+
+def run_sequence(
+    layer: Any,
+    inputs: Any,
+    *,
+    cell_params: Callable[[int], GatedParams],
+    new_carry: Callable[[tuple[int, ...]], jax.Array],
+    in_features: int | None,
+    dtype: Any,
+    initial_carry: Any = None,
+    seq_lengths: Any = None,
+    overrides: Mapping[str, Any] | None = None,
+):
+    """A layer's call: ``outputs`` (or ``(carry, outputs)``) of its cell over ``inputs``.
+
+    The one body of ``gated_jax.nn.GatedRNN.__call__`` and ``gated_jax.nnx.GatedRNN.__call__``.
+
+    Args:
+      layer: the layer, read for the options of :data:`SEQUENCE_OPTIONS` (as attributes).
+      inputs: ``(*batch, T, n)`` (``(T, *batch, n)`` if time-major); lists convert.
+      cell_params: ``n -> GatedParams``, the cell's parameters for input width ``n``
+        (created on first use in linen).
+      new_carry: ``(*batch, n) -> carry``, the cell's ``initialize_carry`` with its key.
+      in_features: the cell's input width when it fixes one (NNX), else ``None``.
+      dtype: the cell's computation dtype (``None``: promoted).
+      initial_carry: ``(*batch, m)``; default ``new_carry(...)``.
+      seq_lengths: ``(*batch,)`` ints in ``[0, T]``.
+      overrides: call-time values of :data:`SEQUENCE_FLAGS` (``None``: the attribute).
+
+    Returns:
+      The outputs ``(*batch, T, m)``, or ``(carry, outputs)`` with ``return_carry``.
+    """
+    flags = _call_flags(layer, overrides or {})
+    inputs = as_numeric_array("inputs", inputs)
+    batch = batch_shape(inputs, flags["time_major"])
+    n = _input_width(inputs, in_features)
+    if initial_carry is None:
+        initial_carry = new_carry(batch + (n,))
+    else:
+        initial_carry = as_numeric_array("initial_carry", initial_carry)
+    carry, outputs = apply_sequence(
+        cell_params(n),
+        inputs,
+        initial_carry,
+        dtype=dtype,
+        seq_lengths=seq_lengths,
+        time_major=flags["time_major"],
+        reverse=flags["reverse"],
+        keep_order=flags["keep_order"],
+        unroll=layer.unroll,
+        remat=layer.remat,
+        backward=layer.backward,
+        method=layer.method,
+    )
+    return (carry, outputs) if flags["return_carry"] else outputs
 
 
 def _check_lengths(given, batch, T: int, sx, time_major: bool) -> jax.Array:
@@ -395,9 +442,30 @@ def _check_lengths(given, batch, T: int, sx, time_major: bool) -> jax.Array:
     if not isinstance(lengths, jax.core.Tracer):
         v = np.asarray(lengths)
         if v.size and (v.min() < 0 or v.max() > T):
-            shown = _Shown(str(v.tolist())) if v.size <= 16 else given
+            shown = Shown(str(v.tolist())) if v.size <= 16 else given
             raise fail("seq_lengths", shown, f"ints in [0, T] = [0, {T}]")
     return jnp.asarray(lengths)
+
+
+def _check_carry(carry, want: tuple[int, ...], sx, time_major: bool) -> None:
+    if not hasattr(carry, "shape") or tuple(np.shape(carry)) != want:
+        raise fail(
+            "initial_carry",
+            carry,
+            f"of shape (*batch, features) = {want} for `inputs` of shape {sx} "
+            f"(time_major={time_major})",
+        )
+
+
+def _final_carry(zs: jax.Array, z0: jax.Array) -> jax.Array:
+    """The carry after each sequence's last valid step (``z0`` for an empty sequence).
+
+    ``gated_scan`` holds the last valid state past each sequence's length, so the final row
+    is that carry.
+    """
+    if zs.shape[-2] > 0:
+        return zs[..., -1, :]
+    return jnp.broadcast_to(z0, zs.shape[:-2] + z0.shape[-1:])
 
 
 def apply_sequence(
@@ -421,25 +489,22 @@ def apply_sequence(
     ``(*batch, m)``. ``reverse`` flips each sequence's valid part (padding stays at the end,
     ``flax.linen.recurrent.flip_sequences``), runs forward and leaves the outputs in processing
     order unless ``keep_order``. Runs on :func:`gated_jax.cell.gated_scan`'s fast path.
+
+    Raises:
+      ValueError: ``inputs`` of another width than the cell's, ``seq_lengths`` not ints of
+        the batch shape in ``[0, T]``, or ``carry`` not of shape ``(*batch, m)``.
     """
     batch = batch_shape(inputs, time_major)
     sx = tuple(np.shape(inputs))
     if sx[-1] != params.n:
         raise fail("inputs", inputs, f"of shape (*batch, time, {params.n}): the cell's input width")
     xs = jnp.moveaxis(inputs, 0, -2) if time_major else inputs
-    num_batch = len(batch)
     if seq_lengths is not None:
         seq_lengths = _check_lengths(seq_lengths, batch, int(xs.shape[-2]), sx, time_major)
-    want = batch + (params.m,)
-    if not hasattr(carry, "shape") or tuple(np.shape(carry)) != want:
-        raise fail(
-            "initial_carry",
-            carry,
-            f"of shape (*batch, features) = {want} for `inputs` of shape {sx} "
-            f"(time_major={time_major})",
-        )
+    _check_carry(carry, batch + (params.m,), sx, time_major)
+    flip = functools.partial(flip_sequences, num_batch_dims=len(batch), time_major=False)
     if reverse:
-        xs = flip_sequences(xs, seq_lengths, num_batch_dims=num_batch, time_major=False)
+        xs = flip(xs, seq_lengths)
     params, z0, xs, out_dtype = promote(params, carry, xs, dtype)
     zs = gated_scan(
         params,
@@ -450,16 +515,10 @@ def apply_sequence(
         remat=remat,
         backward=backward,
         method=method,
-    )
-    zs = zs.astype(out_dtype)
-    # gated_scan holds the last valid state past each sequence's length, so the final row is
-    # the carry after the last valid step (z0 for an empty sequence).
-    final = (
-        zs[..., -1, :] if zs.shape[-2] > 0 else jnp.broadcast_to(z0, zs.shape[:-2] + z0.shape[-1:])
-    )
-    final = final.astype(out_dtype)
+    ).astype(out_dtype)
+    final = _final_carry(zs, z0).astype(out_dtype)
     if reverse and keep_order:
-        zs = flip_sequences(zs, seq_lengths, num_batch_dims=num_batch, time_major=False)
+        zs = flip(zs, seq_lengths)
     if time_major:
         zs = jnp.moveaxis(zs, -2, 0)
     return final, zs

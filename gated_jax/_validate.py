@@ -7,6 +7,9 @@ user wrote it and its value::
     `xs` (=array of shape (3,), dtype float32) must have shape (..., T, n) with n = 4
 
 Use :func:`fail` to build a message for a rule not covered here, so the format stays one.
+The checks of the gated cell's arguments (arrays, parameter shapes, dtypes) are in the last
+section; they read static shapes and dtypes only, so they work on tracers under ``jit`` and
+``vmap``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
@@ -213,7 +218,304 @@ def check_fits_in_memory(name: str, value: Any, nbytes: float, what: str = "the 
         )
 
 
+# --- module options ---
+# Options of the Flax modules (gated_jax.nn, gated_jax.nnx) and their call arguments. jax is
+# imported on use, as in `_memory_limit`: this module's top imports stay numpy only.
+
+__all__ += [
+    "Shown",
+    "as_numeric_array",
+    "brief",
+    "check_dtype",
+    "check_initializer",
+    "check_remat",
+    "check_unroll",
+    "flag",
+    "optional_flag",
+    "size",
+]
+
+
+class Shown:
+    """A value shown in a message by a short description (``repr`` is ``text``)."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def brief(value: Any) -> Any:
+    """``value`` for a message: a mapping by its keys, a multi-line ``repr`` by its type."""
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        return Shown(f"{type(value).__name__} with keys {sorted(map(str, value))}")
+    if not hasattr(value, "shape") and "\n" in repr(value):
+        return Shown(f"{type(value).__name__}(...)")
+    return value
+
+
+def _flag(name: str, value: Any, *, allow_none: bool) -> bool | None:
+    import jax
+
+    if allow_none and value is None:
+        return None
+    if isinstance(value, jax.core.Tracer):
+        raise fail(name, value, "a Python bool, not a traced value (make it static under jit)")
+    if not isinstance(value, (bool, np.bool_)):
+        raise fail(name, value, "a bool (True or False)" + (" or None" if allow_none else ""))
+    return bool(value)
+
+
+def flag(name: str, value: Any) -> bool:
+    """A strict bool option: ``True`` / ``False`` (or a NumPy bool), never a truthy value.
+
+    A traced value is refused with a hint to make it static under ``jit``.
+    """
+    out = _flag(name, value, allow_none=False)
+    assert out is not None
+    return out
+
+
+def optional_flag(name: str, value: Any) -> bool | None:
+    """A call argument overriding a flag: ``None`` ("use the attribute") or a strict bool."""
+    return _flag(name, value, allow_none=True)
+
+
+def size(name: str, value: Any) -> int:
+    """A positive int size (:func:`positive_int` without its ``None`` case)."""
+    return positive_int(name, value)
+
+
+def check_unroll(value: Any) -> int:
+    """``unroll``: steps per loop iteration of a scan, a positive int."""
+    return size("unroll", value)
+
+
+def check_remat(value: Any) -> bool | int:
+    """``remat``: a strict bool, or a block length (an int >= 1)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if _is_int(value) and value >= 1:
+        return int(value)
+    raise fail("remat", value, "a bool or a block length (an int >= 1)")
+
+
+def check_dtype(name: str, value: Any, *, allow_none: bool = False) -> None:
+    """``value`` names a real floating dtype (``None`` allowed with ``allow_none``)."""
+    import jax.numpy as jnp
+
+    if allow_none and value is None:
+        return
+    try:
+        ok = value is not None and jnp.issubdtype(jnp.dtype(value), jnp.floating)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise fail(name, value, "a floating dtype" + (" or None" if allow_none else ""))
+
+
+def check_initializer(name: str, value: Any, *, allow_none: bool = False) -> None:
+    """``value`` is an ``init(key, shape, dtype)`` callable (``None`` with ``allow_none``).
+
+    Raises ``TypeError`` (a class, or anything not callable, is refused).
+    """
+    if allow_none and value is None:
+        return
+    if not callable(value) or isinstance(value, type):
+        raise fail(
+            name,
+            value,
+            "an initializer, a callable init(key, shape, dtype) such as "
+            "flax.linen.initializers.zeros_init()",
+            error=TypeError,
+        )
+
+
+def as_numeric_array(name: str, value: Any) -> Any:
+    """An operand as a JAX array: arrays pass, lists and NumPy arrays of numbers convert.
+
+    Integer and bool arrays pass (a computation promotes them). Strings, ragged lists,
+    ``None`` and object arrays are refused with a message naming ``name`` (``TypeError`` for
+    a non-numeric dtype, ``ValueError`` for what NumPy cannot convert).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    arr: Any = value
+    if not isinstance(value, (jax.Array, jax.core.Tracer)):
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError):
+            raise fail(name, value, "an array (or nested list) of numbers") from None
+    if not (jnp.issubdtype(arr.dtype, jnp.number) or jnp.issubdtype(arr.dtype, jnp.bool_)):
+        raise fail(name, value, "an array (or nested list) of numbers", error=TypeError)
+    return jnp.asarray(arr)
+
+
+# --- the gated cell's arguments ---
+
+
+def array_shape(a: Any) -> tuple[int, ...]:
+    """The static shape of ``a`` as a tuple (works on tracers)."""
+    return tuple(np.shape(a))
+
+
+def check_array(name: str, a: Any) -> None:
+    """Arrays only (JAX or NumPy, or tracers), real and numeric or bool: no lists, strings,
+    complex arrays or other objects."""
+    if isinstance(a, (jax.Array, np.ndarray, np.generic)):  # tracers are jax.Arrays
+        if not (jnp.issubdtype(a.dtype, jnp.number) or a.dtype == jnp.bool_):
+            raise fail(name, a, f"a numeric array (got dtype {a.dtype})")
+        if jnp.issubdtype(a.dtype, jnp.complexfloating):
+            raise fail(name, a, "a real array")
+        return
+    hint = " (wrap it with jnp.asarray)" if isinstance(a, (list, tuple, int, float)) else ""
+    raise fail(name, a, f"a JAX or NumPy array; got {type(a).__name__}{hint}")
+
+
+def _check_cell_weights(p: Any) -> None:
+    for name in p._fields:
+        a = getattr(p, name)
+        if a is not None:
+            check_array(f"params.{name}", a)
+            dt = jnp.result_type(a)
+            if not jnp.issubdtype(dt, jnp.inexact) and not jnp.issubdtype(dt, jnp.integer):
+                raise fail(f"params.{name}", a, "a float array")
+
+
+def check_cell_params(p: Any) -> tuple[int, int]:
+    """Validate the arrays and shapes of the cell's parameters; returns ``(n, m)``.
+
+    ``p`` has the fields of :class:`gated_jax.cell.GatedParams`: ``w_x``, ``w_c`` ``(m, n)``,
+    ``w_z`` ``None`` or ``(m, m)``, ``b_c``, ``b_x`` ``None`` or ``(m,)``.
+    """
+    _check_cell_weights(p)
+    sx = array_shape(p.w_x)
+    if len(sx) != 2:
+        raise fail("params.w_x", p.w_x, "a matrix of shape (m, n)")
+    m, n = sx
+    if m == 0 or n == 0:
+        raise fail("params.w_x", p.w_x, "of shape (m, n) with m >= 1 and n >= 1")
+    if array_shape(p.w_c) != (m, n):
+        raise fail("params.w_c", p.w_c, f"of shape (m, n) = {(m, n)}, like w_x")
+    if p.w_z is not None and array_shape(p.w_z) != (m, m):
+        raise fail("params.w_z", p.w_z, f"None or of shape (m, m) = {(m, m)}")
+    for name in ("b_c", "b_x"):
+        b = getattr(p, name)
+        if b is not None and array_shape(b) != (m,):
+            raise fail(f"params.{name}", b, f"None or of shape (m,) = {(m,)}")
+    return n, m
+
+
+def check_xs(xs: Any, n: int, name: str = "xs") -> tuple[tuple[int, ...], int]:
+    """``xs`` of shape ``(..., T, n)``; returns ``(batch, T)``."""
+    check_array(name, xs)
+    s = array_shape(xs)
+    if len(s) < 2:
+        raise fail(name, xs, "of shape (..., T, n): rank >= 2")
+    if s[-1] != n:
+        raise fail(name, xs, f"of shape (..., T, n) with n = {n} (params.w_x is (m, n))")
+    return s[:-2], s[-2]
+
+
+def check_z0(z0: Any, batch: tuple[int, ...], m: int, name: str = "z0") -> None:
+    """``z0`` of shape ``(..., m)`` whose batch dims broadcast to ``batch``."""
+    check_array(name, z0)
+    s = array_shape(z0)
+    if len(s) < 1 or s[-1] != m:
+        raise fail(name, z0, f"of shape (..., m) with m = {m}")
+    try:
+        out = np.broadcast_shapes(s[:-1], batch)
+    except ValueError:
+        out = None
+    if out != batch:
+        raise fail(name, z0, f"of a batch shape that broadcasts to the inputs' {batch}")
+
+
+def check_seq_lengths(seq_lengths: Any, batch: tuple[int, ...], T: int) -> None:
+    """Integer ``seq_lengths`` of shape ``batch``, in ``[0, T]`` when concrete."""
+    check_array("seq_lengths", seq_lengths)
+    if array_shape(seq_lengths) != batch:
+        raise fail("seq_lengths", seq_lengths, f"of the batch shape of `xs`, {batch}")
+    dt = jnp.result_type(seq_lengths)
+    if not jnp.issubdtype(dt, jnp.integer) or dt == jnp.bool_:
+        raise fail("seq_lengths", seq_lengths, f"integers (got dtype {dt})")
+    if not isinstance(seq_lengths, jax.core.Tracer):
+        v = np.asarray(seq_lengths)
+        if v.size and (v.min() < 0 or v.max() > T):
+            shown = v.tolist() if v.size <= 16 else "..."
+            raise fail(
+                "seq_lengths",
+                shown,
+                f"in [0, T] = [0, {T}] (got min {v.min()}, max {v.max()})",
+            )
+
+
+def check_step_operands(z_prev: Any, x_t: Any, n: int, m: int) -> tuple[int, ...]:
+    """Validate one step's ``(z_prev, x_t)``; returns their broadcast batch shape."""
+    check_array("z_prev", z_prev)
+    check_array("x_t", x_t)
+    sx, sz = array_shape(x_t), array_shape(z_prev)
+    if len(sx) < 1 or sx[-1] != n:
+        raise fail("x_t", x_t, f"of shape (..., n) with n = {n}")
+    if len(sz) < 1 or sz[-1] != m:
+        raise fail("z_prev", z_prev, f"of shape (..., m) with m = {m}")
+    try:
+        batch = np.broadcast_shapes(sx[:-1], sz[:-1])
+    except ValueError:
+        raise fail(
+            "z_prev", z_prev, f"of a batch shape that broadcasts with `x_t`'s {sx[:-1]}"
+        ) from None
+    return tuple(batch)
+
+
+def compute_dtype(*arrays: Any) -> Any:
+    """The dtype the recurrence runs in: the promoted dtype, at least float32.
+
+    bfloat16/float16 operands run in float32; integer operands in the default float dtype.
+    ``None`` entries are skipped.
+    """
+    dt = jnp.result_type(*[a for a in arrays if a is not None])
+    if not jnp.issubdtype(dt, jnp.floating):
+        dt = jnp.result_type(dt, jnp.float32)
+    return jnp.promote_types(dt, jnp.float32)
+
+
+def output_dtype(*arrays: Any) -> Any:
+    """The dtype results are returned in: the promoted dtype, floating (``None`` skipped)."""
+    dt = jnp.result_type(*[a for a in arrays if a is not None])
+    return dt if jnp.issubdtype(dt, jnp.floating) else jnp.result_type(dt, jnp.float32)
+
+
+def check_jacobians_fit(
+    xs: Any, batch: tuple[int, ...], T: int, m: int, dtype: Any, copies: int = 1
+) -> None:
+    """Refuse trajectories whose ``copies`` x ``(..., T, m, m)`` Jacobians cannot fit in
+    memory (:func:`check_fits_in_memory`, naming ``xs``)."""
+    count = float(np.prod(batch, dtype=np.float64)) * T * m * m * copies
+    check_fits_in_memory(
+        "xs", xs, count * jnp.dtype(dtype).itemsize, f"the Jacobians {batch + (T, m, m)}"
+    )
+
+
 # --- experiments and command line ---
+# Arguments of gated_jax.experiments and of the `gated-jax` command line (its text options).
+
+__all__ += [
+    "among",
+    "device_list",
+    "finite_floats",
+    "float_dtype",
+    "index",
+    "int_array",
+    "int_text",
+    "ints_text",
+    "number_array",
+    "present",
+]
 
 
 def number_array(name: str, values: Any, kind: str = "numbers") -> np.ndarray:
@@ -267,26 +569,18 @@ def int_array(name: str, values: Any, *, minimum: int = 1) -> np.ndarray:
 
 
 def float_dtype(name: str, value: Any, options: Sequence[str] | None = None) -> np.dtype:
-    """``jnp.dtype(value)`` if it is a floating dtype (one of ``options`` when given).
+    """``value`` as a NumPy dtype: a floating dtype (:func:`check_dtype`), one of ``options``
+    (names such as ``"float32"``) when given.
 
-    Anything ``jnp.dtype`` cannot read (``"foo"``, an object) is refused with a
+    Anything ``jnp.dtype`` cannot read (``"foo"``, an object, ``None``) is refused with a
     ``ValueError`` naming ``name``, never an ``AttributeError`` or ``TypeError`` later.
     """
     import jax.numpy as jnp
 
-    try:
-        dt = np.dtype(jnp.dtype(value))
-    except (TypeError, ValueError):
-        dt = None
-    if options is not None:
-        ok = dt is not None and dt.name in options
-        requirement = " or ".join(options)
-    else:
-        ok = dt is not None and bool(jnp.issubdtype(dt, jnp.floating))
-        requirement = "a floating dtype"
-    if not ok:
-        raise fail(name, value, requirement)
-    assert dt is not None
+    check_dtype(name, value)
+    dt = np.dtype(jnp.dtype(value))
+    if options is not None and dt.name not in options:
+        raise fail(name, value, " or ".join(options))
     return dt
 
 

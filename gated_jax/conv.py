@@ -46,7 +46,6 @@ References:
   Dumoulin and Visin, *A guide to convolution arithmetic for deep learning*, 2016
   (arXiv:1603.07285), chapter 4 (transposed convolution as the gradient); JAX's transpose
   rules ``_conv_general_dilated_transpose_lhs`` / ``_rhs`` in ``jax/_src/lax/convolution.py``.
-  Homework question 1.1 (c) asks for these four derivatives.
 """
 
 from __future__ import annotations
@@ -313,7 +312,10 @@ def conv_weight_grad(
       True
 
     References:
-      Homework question 1.1 (c)(iv).
+      Dumoulin and Visin, *A guide to convolution arithmetic for deep learning*, 2016
+      (arXiv:1603.07285), chapter 4; JAX's ``_conv_general_dilated_transpose_rhs`` in
+      ``jax/_src/lax/convolution.py`` (the kernel gradient as one convolution of the input
+      with the cotangent).
     """
     c = _config(
         jnp.shape(lhs),
@@ -398,7 +400,9 @@ def conv_input_grad(
       [[[1.0, 2.0, 4.0, 2.0, 3.0, 0.0]]]
 
     References:
-      Homework question 1.1 (c), "similarities and differences".
+      Dumoulin and Visin, *A guide to convolution arithmetic for deep learning*, 2016
+      (arXiv:1603.07285), chapter 4 (the input gradient is a transposed convolution); JAX's
+      ``_conv_general_dilated_transpose_lhs`` in ``jax/_src/lax/convolution.py``.
     """
     c = _config(
         lhs_shape,
@@ -528,6 +532,10 @@ def conv_general_dilated(
     Returns:
       The convolution, equal to ``lax.conv_general_dilated``'s.
 
+    Raises:
+      ValueError: naming the argument (``TypeError`` for a wrong type) when the configuration
+        is one that ``lax.conv_general_dilated`` or XLA rejects.
+
     Examples:
       >>> import jax
       >>> import jax.numpy as jnp
@@ -536,6 +544,10 @@ def conv_general_dilated(
       [[[3.0, 6.0, 9.0, 12.0]]]
       >>> jax.grad(lambda w: conv_general_dilated(x, w, (1,), "VALID").sum())(w).tolist()
       [[[6.0, 10.0, 14.0]]]
+
+    References:
+      ``jax.custom_vjp`` (JAX documentation, "Custom derivative rules for JAX-transformable
+      Python functions"); Dumoulin and Visin, 2016 (arXiv:1603.07285), chapter 4.
     """
     lhs = jnp.asarray(lhs)
     rhs = jnp.asarray(rhs)
@@ -643,6 +655,9 @@ def conv_weight_jacobian(
       An array of shape ``out.shape + rhs_shape``, equal to ``jax.jacrev`` of the lax op
       with respect to the kernel.
 
+    Raises:
+      ValueError: naming the argument when the configuration is invalid.
+
     Examples:
       >>> import jax.numpy as jnp
       >>> x = jnp.arange(5.0).reshape(1, 1, 5)
@@ -651,8 +666,8 @@ def conv_weight_jacobian(
       ((1, 1, 2, 1, 1, 3), [2.0, 3.0, 4.0])
 
     References:
-      Homework question 1.1 (c)(ii) (there with 1-based indices and the single filter's
-      delta left implicit).
+      Dumoulin and Visin, 2016 (arXiv:1603.07285), chapter 2. For one group, no padding and no
+      dilation (0-based), ``dy[n, o, i] / dW[o', c, k] = delta(o, o') x[n, c, s i + k]``.
     """
     lhs = jnp.asarray(lhs)
     c = _config(
@@ -728,6 +743,9 @@ def conv_input_jacobian(
       An array of shape ``out.shape + lhs_shape``, equal to ``jax.jacrev`` of the lax op
       with respect to the input.
 
+    Raises:
+      ValueError: naming the argument when the configuration is invalid.
+
     Examples:
       >>> import jax.numpy as jnp
       >>> w = jnp.array([[[1.0, 2.0, 3.0]]])
@@ -735,8 +753,10 @@ def conv_input_jacobian(
       [0.0, 0.0, 1.0, 2.0, 3.0]
 
     References:
-      Homework question 1.1 (c)(iii), whose ``W[k - 2(i-1)][l]`` (1-based) is this entry only
-      inside the window; outside it that index runs off the kernel, where the derivative is 0.
+      Dumoulin and Visin, 2016 (arXiv:1603.07285), section 4.1 (convolution as a sparse
+      matrix). For one group, no padding and no dilation (0-based),
+      ``dy[n, o, i] / dx[n', c, j] = delta(n, n') W[o, c, j - s i]`` inside the window
+      ``0 <= j - s i < K``, and 0 outside it, where the index runs off the kernel.
     """
     rhs = jnp.asarray(rhs)
     c = _config(
@@ -812,6 +832,10 @@ def conv1d(x, w, *, stride: int = 1, padding=0, dilation: int = 1):
     Returns:
       ``(..., T_out, F)``.
 
+    Raises:
+      ValueError: naming the argument when ``x`` or ``w`` has the wrong rank, their channel
+        counts differ, or ``stride``, ``dilation`` or ``padding`` is invalid.
+
     Examples:
       ``x`` in :math:`\mathbb{R}^{5 \times 2}`, ``W`` in :math:`\mathbb{R}^{1 \times 2 \times 3}`,
       stride 2, no padding: ``y[i, 0] = sum_{k, c} x[2i + k, c] W[0, c, k]``, shape ``(2, 1)``:
@@ -822,7 +846,9 @@ def conv1d(x, w, *, stride: int = 1, padding=0, dilation: int = 1):
       [[15.0], [39.0]]
 
     References:
-      Homework question 1.1 (c)(i) (its ``x[2i + m][c] W[m+2][c]`` is 1-based, ``m = -1..1``).
+      Dumoulin and Visin, *A guide to convolution arithmetic for deep learning*, 2016
+      (arXiv:1603.07285), chapter 2; ``lax.conv_general_dilated``, of which this is the
+      channels-last 1-D case.
     """
     x = jnp.asarray(x)
     w = jnp.asarray(w)

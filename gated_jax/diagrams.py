@@ -1,25 +1,33 @@
-r"""The gated cell of seed 1.2(a) unrolled in time, drawn by code.
+r"""The gated cell unrolled in time, as a graph and as a drawing.
 
-Seed 1.2(a) asks for a diagram of the cell; the seed's answer gives only the equations
+The cell
 
 .. math::
 
     c[t] = \sigma(W_c x[t] + W_z z[t-1]), \qquad
-    z[t] = c[t] \odot z[t-1] + (1 - c[t]) \odot W_x x[t].
+    z[t] = c[t] \odot z[t-1] + (1 - c[t]) \odot W_x x[t]
 
-Per step ``t`` the diagram has five nodes: the input ``x[t]`` (``R^n``), the candidate
-``u[t] = W_x x[t]`` (``R^m``), the gate ``c[t] = sigmoid(...)`` (``R^m``, seed 1.2(b)), the convex
-mix, and the new state ``z[t]`` (``R^m``). Edges carry the weight that acts on them: ``W_x`` and
-``W_c`` (``m x n``) leave ``x[t]``, ``W_z`` (``m x m``) goes from ``z[t-1]`` into the gate, and
-the mix takes ``z[t-1]`` weighted by ``c[t]`` and ``u[t]`` weighted by ``1 - c[t]``.
+is drawn as a computation graph. Per step ``t`` the graph has five nodes: the input ``x[t]``
+(``R^n``), the candidate ``u[t] = W_x x[t]`` (``R^m``), the gate ``c[t] = sigmoid(...)``
+(``R^m``), the convex mix, and the new state ``z[t]`` (``R^m``). Edges carry the weight that acts
+on them: ``W_x`` and ``W_c`` (``m x n``) leave ``x[t]``, ``W_z`` (``m x m``) goes from ``z[t-1]``
+into the gate, and the mix takes ``z[t-1]`` weighted by ``c[t]`` and ``u[t]`` weighted by
+``1 - c[t]``.
 
 :func:`cell_graph` is that structure as data (so tests can check it against the Jacobian sparsity
-of :func:`gated_jax.gated_scan`); :func:`draw_unrolled_cell` renders it with matplotlib.
+of :func:`gated_jax.gated_scan`); :func:`evaluate_cell_graph` runs it as a program;
+:func:`draw_unrolled_cell` renders it with matplotlib.
+
+References:
+  K. Cho, B. van Merrienboer, C. Gulcehre, D. Bahdanau, F. Bougares, H. Schwenk, Y. Bengio,
+  "Learning Phrase Representations using RNN Encoder-Decoder for Statistical Machine
+  Translation", EMNLP 2014 (the update gate). With ``W_z = 0`` the cell is minGRU: L. Feng,
+  F. Tung, M. O. Ahmed, Y. Bengio, H. Hajimirsadeghi, "Were RNNs All We Needed?", 2024.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -61,16 +69,6 @@ class CellGraph(NamedTuple):
     edges: list[tuple[str, str, str, str]]
 
 
-def _check_steps(num_steps: Any) -> int:
-    if (
-        isinstance(num_steps, bool)
-        or not isinstance(num_steps, (int, np.integer))
-        or not 1 <= num_steps <= 12
-    ):
-        raise fail("num_steps", num_steps, "an int in [1, 12]")
-    return int(num_steps)
-
-
 def cell_graph(num_steps: int = 3) -> CellGraph:
     """The gated cell unrolled over ``num_steps`` steps, as nodes with positions and edges.
 
@@ -83,8 +81,16 @@ def cell_graph(num_steps: int = 3) -> CellGraph:
 
     Raises:
       ValueError: if ``num_steps`` is not an int in ``[1, 12]``.
+
+    Examples:
+      >>> from gated_jax.diagrams import cell_graph
+      >>> g = cell_graph(2)
+      >>> len(g.nodes), len(g.edges)  # 5 nodes and 7 edges per step, plus z[0]
+      (11, 14)
+      >>> [e for e in g.edges if e[1] == "c[1]"]  # the gate reads x[1] and z[0]
+      [('x[1]', 'c[1]', '$W_c$', 'gate'), ('z[0]', 'c[1]', '$W_z$', 'gate')]
     """
-    T = _check_steps(num_steps)
+    T = positive_int("num_steps", num_steps, maximum=12)
     nodes: dict[str, tuple[str, tuple[float, float], str]] = {
         "z[0]": ("state", (0.0, _Y_STATE), r"$z[0]$")
     }
@@ -117,8 +123,16 @@ def evaluate_cell_graph(graph: CellGraph, params, xs, z0):
     :func:`gated_jax.gated_scan` without biases (this is how the drawing is checked).
 
     Args:
-      graph: from :func:`cell_graph`; params: a :class:`gated_jax.GatedParams` (biases ignored);
-      xs: ``(T, n)`` with ``T`` the graph's number of steps; z0: ``(m,)``.
+      graph: from :func:`cell_graph`.
+      params: a :class:`gated_jax.GatedParams` with dense ``w_z`` (biases ignored).
+      xs: inputs ``(T, n)``, ``T`` the graph's number of steps.
+      z0: initial state ``(m,)``.
+
+    Returns:
+      A NumPy array ``(T, m)``: the states ``z[1..T]``.
+
+    Raises:
+      ValueError: if ``xs`` is not of shape ``(T, n)``.
     """
     from gated_jax.cell import step
 
@@ -195,7 +209,6 @@ def draw_unrolled_cell(
     n, m = positive_int("n", n, allow_none=True), positive_int("m", m, allow_none=True)
     equations = boolean("equations", equations)
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Circle, FancyArrowPatch
 
     T = len([k for k in graph.nodes if k.startswith("x[")])
     width = _STEP * T
@@ -203,6 +216,26 @@ def draw_unrolled_cell(
         fig, ax = plt.subplots(figsize=(2.0 + 2.3 * T, 4.6 if equations else 3.6))
     else:
         fig = ax.figure
+    _draw_nodes(ax, graph)
+    _draw_edges(ax, graph)
+    _draw_steps(ax, T, width)
+    bottom = _draw_equations(ax, width, n, m) if equations else -0.6
+    ax.set_xlim(-0.8, width + 1.9)
+    ax.set_ylim(bottom, _Y_STATE + 0.9)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(f"The gated cell unrolled over {T} time step{'s' if T > 1 else ''}", fontsize=11)
+    return fig
+
+
+def _radius(graph: CellGraph, node: str) -> float:
+    """Drawn radius of ``node``: the mix node is smaller than the others."""
+    return _R * (0.62 if graph.nodes[node][0] == "mix" else 1.0)
+
+
+def _draw_nodes(ax, graph: CellGraph) -> None:
+    """One filled circle per node, its label at the centre."""
+    from matplotlib.patches import Circle
 
     for kind, (x, y), label in graph.nodes.values():
         r = _R * (0.62 if kind == "mix" else 1.0)
@@ -213,48 +246,62 @@ def draw_unrolled_cell(
             x, y, label, ha="center", va="center", fontsize=11 if kind != "mix" else 12, zorder=4
         )
 
-    def radius(node: str) -> float:
-        return _R * (0.62 if graph.nodes[node][0] == "mix" else 1.0)
+
+def _label_offset(graph: CellGraph, dst: str, kind: str, ux: float, uy: float):
+    """Offset ``(dx, dy, ha)`` of an edge label from the edge's midpoint.
+
+    Labels sit beside the edge, on its left when walking along the unit direction ``(ux, uy)``;
+    carry labels sit above the edge, and the candidate's label into the mix to its right.
+    """
+    off = 0.28
+    ox, oy, ha = -uy * off, ux * off, "center"
+    if kind == "carry":
+        ox, oy = 0.0, 0.3
+    elif graph.nodes[dst][0] == "mix" and kind == "candidate":
+        ox, oy, ha = 0.12, 0.0, "left"
+    return ox, oy, ha
+
+
+def _draw_edges(ax, graph: CellGraph) -> None:
+    """One arrow per edge, from circle boundary to circle boundary, with its weight label."""
+    from matplotlib.patches import FancyArrowPatch
 
     for src, dst, label, kind in graph.edges:
         (x0, y0), (x1, y1) = graph.nodes[src][1], graph.nodes[dst][1]
         d = np.hypot(x1 - x0, y1 - y0)
         ux, uy = (x1 - x0) / d, (y1 - y0) / d
-        a = (x0 + ux * radius(src), y0 + uy * radius(src))
-        b = (x1 - ux * radius(dst), y1 - uy * radius(dst))
+        a = (x0 + ux * _radius(graph, src), y0 + uy * _radius(graph, src))
+        b = (x1 - ux * _radius(graph, dst), y1 - uy * _radius(graph, dst))
         ax.add_patch(
             FancyArrowPatch(
                 a, b, arrowstyle="-|>", mutation_scale=12, lw=1.4, color=_COLOURS[kind], zorder=2
             )
         )
-        if label:
-            mx, my = (a[0] + b[0]) / 2, (a[1] + b[1]) / 2
-            # Labels sit beside the edge, on its left when walking from src to dst.
-            off = 0.28
-            ox, oy, ha = -uy * off, ux * off, "center"
-            if kind == "carry":
-                ox, oy = 0.0, 0.3
-            elif graph.nodes[dst][0] == "mix" and kind == "candidate":
-                ox, oy, ha = 0.12, 0.0, "left"
-            ax.text(
-                mx + ox,
-                my + oy,
-                label,
-                ha=ha,
-                va="center",
-                fontsize=9.5,
-                color=_COLOURS[kind],
-                zorder=4,
-                bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.85),
-            )
+        if not label:
+            continue
+        mx, my = (a[0] + b[0]) / 2, (a[1] + b[1]) / 2
+        ox, oy, ha = _label_offset(graph, dst, kind, ux, uy)
+        ax.text(
+            mx + ox,
+            my + oy,
+            label,
+            ha=ha,
+            va="center",
+            fontsize=9.5,
+            color=_COLOURS[kind],
+            zorder=4,
+            bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.85),
+        )
 
+
+def _draw_steps(ax, T: int, width: float) -> None:
+    """A shaded band and a caption per time step, and the dashed carry out of the last one."""
     for t in range(1, T + 1):
         xc = _STEP * (t - 0.5)
         ax.axvspan(_STEP * (t - 1) + 0.75, _STEP * t - 0.75, color="#f7f7f7", zorder=0)
         ax.text(
             xc, _Y_INPUT - 0.75, f"step t = {t}", ha="center", va="top", fontsize=9, color="#555555"
         )
-
     ax.annotate(
         "",
         xy=(width + 1.2, _Y_STATE),
@@ -263,30 +310,25 @@ def draw_unrolled_cell(
     )
     ax.text(width + 1.3, _Y_STATE, r"$\cdots$", ha="left", va="center", fontsize=12)
 
-    bottom = -0.6
-    if equations:
-        ax.text(
-            width / 2,
-            -0.75,
-            r"$c[t] = \sigma(W_c\,x[t] + W_z\,z[t-1])$      "
-            r"$z[t] = c[t] \odot z[t-1] + (1 - c[t]) \odot u[t],\quad u[t] = W_x\,x[t]$",
-            ha="center",
-            va="top",
-            fontsize=10.5,
-        )
-        ax.text(
-            width / 2,
-            -1.45,
-            _shapes_text(n, m),
-            ha="center",
-            va="top",
-            fontsize=9.5,
-            color="#333333",
-        )
-        bottom = -2.0
-    ax.set_xlim(-0.8, width + 1.9)
-    ax.set_ylim(bottom, _Y_STATE + 0.9)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    ax.set_title(f"The gated cell unrolled over {T} time step{'s' if T > 1 else ''}", fontsize=11)
-    return fig
+
+def _draw_equations(ax, width: float, n: int | None, m: int | None) -> float:
+    """The two equations and the shape legend under the drawing; returns the new bottom."""
+    ax.text(
+        width / 2,
+        -0.75,
+        r"$c[t] = \sigma(W_c\,x[t] + W_z\,z[t-1])$      "
+        r"$z[t] = c[t] \odot z[t-1] + (1 - c[t]) \odot u[t],\quad u[t] = W_x\,x[t]$",
+        ha="center",
+        va="top",
+        fontsize=10.5,
+    )
+    ax.text(
+        width / 2,
+        -1.45,
+        _shapes_text(n, m),
+        ha="center",
+        va="top",
+        fontsize=9.5,
+        color="#333333",
+    )
+    return -2.0

@@ -22,7 +22,22 @@ NORMS = ("auto", "svd", "power")
 
 
 def check_norm(norm) -> str:
-    """Validate a spectral-norm method name (one of :data:`NORMS`)."""
+    """Validate a spectral-norm method name.
+
+    Args:
+      norm: one of :data:`NORMS`: ``"auto"``, ``"svd"`` or ``"power"``.
+
+    Returns:
+      ``norm``, unchanged.
+
+    Raises:
+      ValueError: naming ``norm`` when it is not one of :data:`NORMS`.
+
+    Examples:
+      >>> from gated_jax.linalg import check_norm
+      >>> check_norm("power")
+      'power'
+    """
     return choice("norm", norm, NORMS)
 
 
@@ -34,6 +49,17 @@ def resolve_norm(norm: str, platform: str | None = None, num_devices: int = 1) -
     several times faster (``benchmarks/sweep.py`` has the figures), and on several CPU devices,
     where sharded programs calling LAPACK's SVD were seen to stall. ``"svd"`` and ``"power"``
     are returned unchanged.
+
+    Args:
+      norm: one of :data:`NORMS`.
+      platform: ``"cpu"``, ``"gpu"``, ``"tpu"``, ...; ``None`` reads ``jax.default_backend()``.
+      num_devices: how many devices the computation is sharded over.
+
+    Returns:
+      ``"svd"`` or ``"power"``.
+
+    Raises:
+      ValueError: naming ``norm`` when it is not one of :data:`NORMS`.
 
     Examples:
       >>> from gated_jax.linalg import resolve_norm
@@ -174,6 +200,11 @@ def spectral_norms(
       Array([4., 2.], dtype=float32)
       >>> bool(jnp.allclose(spectral_norms(mats, norm="power"), spectral_norms(mats)))
       True
+
+    References:
+      G. H. Golub, C. F. Van Loan, *Matrix Computations*, 4th ed., Johns Hopkins University
+      Press, 2013: section 2.4 (singular values, the 2-norm), section 8.2 (the power method)
+      and Weyl's inequality for symmetric perturbations (section 8.1).
     """
     method = resolve_norm(norm)
     tol = finite_float("tol", tol, minimum=0.0, strict=True, allow_none=True)
@@ -201,11 +232,18 @@ def reverse_products(jacs: jax.Array) -> jax.Array:
     Returns:
       ``(..., T + 1, d, d)``; the last matrix is the identity.
 
+    Raises:
+      ValueError: naming ``jacs`` when it is not a stack of square matrices.
+
     Examples:
       >>> import jax.numpy as jnp
       >>> from gated_jax.linalg import reverse_products
       >>> reverse_products(jnp.array([[[2.0]], [[3.0]]]))[:, 0, 0]  # J2 J1, J2, I
       Array([6., 3., 1.], dtype=float32)
+
+    References:
+      R. Pascanu, T. Mikolov, Y. Bengio, "On the difficulty of training recurrent neural
+      networks", ICML 2013 (the products of Jacobians in backpropagation through time).
     """
     if not hasattr(jacs, "shape") or len(jacs.shape) < 3 or jacs.shape[-1] != jacs.shape[-2]:
         raise fail("jacs", jacs, "a stack of square matrices, shape (..., T, d, d)")

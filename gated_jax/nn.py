@@ -11,7 +11,8 @@ The cell computes, for an input ``x`` (``(..., n)``) and the previous state ``z`
 :class:`GatedRNN` takes a :class:`GatedCell` as ``nn.RNN`` takes any cell
 (``GatedRNN(GatedCell(features, ...))``), so every cell option is defined once, on the cell,
 and the layer adds only sequence options. The older spelling ``GatedRNN(features, **options)``
-still works and builds that cell.
+still works and builds that cell. The sequence logic is written once, in the driver the NNX
+front-end (:mod:`gated_jax.nnx`) runs too; these classes are thin linen front-ends over it.
 
 Parameter tree (the same for :class:`GatedCell`, for ``nn.RNN(GatedCell(...))`` under
 ``'cell'`` and for :class:`GatedRNN` under ``'cell'``), with Flax's ``(in, out)`` kernels and
@@ -48,7 +49,6 @@ candidate bias ``b_x``) zeros; ``gate_bias_init`` (the gate bias ``b_c``) follow
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -61,8 +61,17 @@ from flax.linen.linear import default_kernel_init
 from flax.typing import Dtype, Initializer, PRNGKey
 
 from gated_jax import _rnn_common as common
-from gated_jax._rnn_common import apply_sequence, check_step_shapes, promote
-from gated_jax._validate import fail, positive_int
+from gated_jax._rnn_common import check_step_shapes, promote
+from gated_jax._validate import (
+    Shown,
+    as_numeric_array,
+    brief,
+    check_dtype,
+    check_initializer,
+    fail,
+    flag,
+    positive_int,
+)
 from gated_jax.cell import GatedParams, gated_step
 
 __all__ = ["GatedCell", "GatedRNN", "to_gated_params", "from_gated_params"]
@@ -265,13 +274,13 @@ class GatedCell(nn.RNNCellBase):
 
     def __post_init__(self) -> None:
         positive_int("features", self.features)
-        common.flag("use_bias", self.use_bias)
-        common.flag("recurrent_gate", self.recurrent_gate)
+        flag("use_bias", self.use_bias)
+        flag("recurrent_gate", self.recurrent_gate)
         for name in ("kernel_init", "recurrent_kernel_init", "bias_init", "carry_init"):
-            common.check_initializer(name, getattr(self, name))
-        common.check_initializer("gate_bias_init", self.gate_bias_init, allow_none=True)
-        common.check_dtype("dtype", self.dtype, allow_none=True)
-        common.check_dtype("param_dtype", self.param_dtype)
+            check_initializer(name, getattr(self, name))
+        check_initializer("gate_bias_init", self.gate_bias_init, allow_none=True)
+        check_dtype("dtype", self.dtype, allow_none=True)
+        check_dtype("param_dtype", self.param_dtype)
         super().__post_init__()
 
     def setup(self) -> None:
@@ -302,21 +311,25 @@ class GatedCell(nn.RNNCellBase):
             k_z = self.hc(self.features)[0] if self.recurrent_gate else None
             k_x, b_x = self.ix(in_features)
         except ScopeParamShapeError:
-            given = self.variables.get("params", {}).get("ic", {}).get("kernel")
-            have = tuple(np.shape(given)) if given is not None else None
-            if have is not None and have[0] != in_features:
-                raise fail(
-                    "inputs",
-                    common.brief_shape(in_features),
-                    f"of width {have[0]}, the input width of the given parameters",
-                ) from None
-            raise fail(
-                "features",
-                self.features,
-                f"{have[1] if have else '?'}, the state width of the given parameters",
-            ) from None
+            raise self._shape_mismatch(in_features) from None
         w_z = None if k_z is None else k_z.T
         return GatedParams(w_x=k_x.T, w_c=k_c.T, w_z=w_z, b_c=b_c, b_x=b_x)
+
+    def _shape_mismatch(self, in_features: int) -> Exception:
+        """The error for given parameters of another input or state width than asked for."""
+        given = self.variables.get("params", {}).get("ic", {}).get("kernel")
+        have = tuple(np.shape(given)) if given is not None else None
+        if have is not None and have[0] != in_features:
+            return fail(
+                "inputs",
+                Shown(f"array of shape (..., {in_features})"),
+                f"of width {have[0]}, the input width of the given parameters",
+            )
+        return fail(
+            "features",
+            self.features,
+            f"{have[1] if have else '?'}, the state width of the given parameters",
+        )
 
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
         """One step.
@@ -328,8 +341,8 @@ class GatedCell(nn.RNNCellBase):
         Returns:
           ``(z', z')``: the new carry and the output (the same array).
         """
-        inputs = common.as_inputs("inputs", inputs)
-        carry = common.as_inputs("carry", carry)
+        inputs = as_numeric_array("inputs", inputs)
+        carry = as_numeric_array("carry", carry)
         check_step_shapes(carry, inputs, self.features)
         if np.shape(inputs)[-1] < 1:
             raise fail("inputs", inputs, "of shape (*batch, n) with n >= 1")
@@ -357,7 +370,26 @@ def _input_shape(input_shape: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in input_shape)
 
 
-class GatedRNN(nn.Module):
+class _GatedRNNFields(nn.Module):
+    """The dataclass fields of :class:`GatedRNN`, whose constructor reads both spellings.
+
+    Flax makes every linen module a dataclass and generates its ``__init__``; the fields live
+    here so that :meth:`GatedRNN.__init__`, defined in the class body, can turn the first
+    spelling into a cell and then call this generated ``__init__`` (``super().__init__``).
+    """
+
+    cell: GatedCell
+    time_major: bool = False
+    return_carry: bool = False
+    reverse: bool = False
+    keep_order: bool = False
+    unroll: int = 1
+    remat: bool | int = False
+    backward: str = "closed_form"
+    method: str = "sequential"
+
+
+class GatedRNN(_GatedRNNFields):
     r"""A :class:`GatedCell` over a whole sequence, on :func:`gated_jax.cell.gated_scan`.
 
     Takes its cell as ``nn.RNN`` does, ``GatedRNN(GatedCell(features, ...))``, with the same
@@ -375,8 +407,16 @@ class GatedRNN(nn.Module):
     (or ``GatedRNN(features, recurrent_gate=False)``) ``W_z`` is absent: the minGRU cell,
     which ``method="deer"`` / ``"quasi_deer"`` run as one exact associative scan.
 
-    ``GatedRNN(features, **cell_options)`` (the first spelling) still works: it builds
-    ``GatedCell(features, **cell_options)``; the sequence options are the same.
+    Two spellings construct it. ``GatedRNN(cell, **sequence_options)`` is the model of
+    ``nn.RNN``; ``GatedRNN(features, **cell_options, **sequence_options)`` (the first
+    spelling, kept for existing code) builds ``GatedCell(features, **cell_options,
+    parent=None)``. Both are read by :meth:`__init__`, an ordinary constructor in the class
+    body that calls the dataclass ``__init__`` Flax generates for the fields, so ``clone``,
+    ``dataclasses.replace`` and ``__post_init__`` work as for any linen module. Cell options
+    beside a cell, or the first spelling with positional options after ``features``, raise
+    ``TypeError``. The sequence logic (options, carry, ``seq_lengths``, ``reverse``,
+    ``method``, ``return_carry``) is the one driver the NNX :class:`gated_jax.nnx.GatedRNN`
+    runs too.
 
     Differences from ``nn.RNN`` (deliberate; equal everywhere else): with ``seq_lengths``,
     outputs at padded steps hold the sequence's last valid state (``nn.RNN`` keeps running the
@@ -418,34 +458,48 @@ class GatedRNN(nn.Module):
       >>> mingru.apply(mingru.init(jax.random.key(0), x), x).shape
       (2, 5, 4)
 
+    Raises:
+      TypeError: ``cell`` is not a :class:`GatedCell` (nor its ``features``), or cell options
+        are given beside a cell.
+      ValueError: an invalid sequence option (a non-bool flag, ``unroll < 1``, an unknown
+        ``backward`` / ``method``), naming it; at call time, inputs, ``initial_carry`` or
+        ``seq_lengths`` of the wrong shape.
+
     References:
-      ``flax.linen.RNN``, whose call options and parameter layout this layer follows.
+      ``flax.linen.RNN`` (https://flax.readthedocs.io/en/latest/api_reference/flax.linen/
+      layers.html#flax.linen.RNN), whose call options and parameter layout this layer
+      follows. L. Feng, F. Tung, M. O. Ahmed, Y. Bengio, H. Hajimirsadeghi, "Were RNNs All We
+      Needed?" (2024): the minGRU cell. Y. H. Lim, Q. Zhu, J. Selfridge, M. F. Kasim,
+      "Parallelizing non-linear sequential models over the sequence length" (ICLR 2024): DEER,
+      ``method="deer"``.
     """
 
-    cell: GatedCell
-    time_major: bool = False
-    return_carry: bool = False
-    reverse: bool = False
-    keep_order: bool = False
-    unroll: int = 1
-    remat: bool | int = False
-    backward: str = "closed_form"
-    method: str = "sequential"
+    def __init__(self, cell: GatedCell | int | None = None, *args: Any, **kwargs: Any) -> None:
+        """``GatedRNN(cell, **sequence_options)`` or ``GatedRNN(features, **options)``.
+
+        The first spelling builds ``GatedCell(features, **cell_options, parent=None)`` from
+        the cell options among the keywords; the rest are the layer's fields. Flax's
+        ``clone`` and ``dataclasses.replace`` pass the cell by keyword and go through here too.
+
+        Raises:
+          TypeError: cell options beside a cell, both ``cell`` and ``features``, or the first
+            spelling with positional options.
+        """
+        cell, kwargs = _first_spelling(cell, args, kwargs)
+        super().__init__(cell, *args, **kwargs)  # type: ignore[arg-type]
+
+    # inspect.signature (Sphinx, IDEs, help) shows the fields' constructor, as for any module.
+    __init__.__wrapped__ = _GatedRNNFields.__init__  # type: ignore[attr-defined]
 
     def __post_init__(self) -> None:
         if not isinstance(self.cell, GatedCell):
             raise fail(
                 "cell",
-                common.brief(self.cell),
+                brief(self.cell),
                 "a gated_jax.nn.GatedCell (or its features, a positive int)",
                 error=TypeError,
             )
-        for name in ("time_major", "return_carry", "reverse", "keep_order"):
-            common.flag(name, getattr(self, name))
-        common.check_unroll(self.unroll)
-        common.check_remat(self.remat)
-        common.check_backward(self.backward)
-        common.check_method(self.method)
+        common.sequence_options(**{k: getattr(self, k) for k in common.SEQUENCE_OPTIONS})
         super().__post_init__()
 
     def __call__(
@@ -476,69 +530,46 @@ class GatedRNN(nn.Module):
           The outputs ``(*batch, T, m)`` (time axis where the input had it), or
           ``(carry, outputs)`` with ``return_carry``.
         """
-        return_carry = _pick("return_carry", return_carry, self.return_carry)
-        time_major = _pick("time_major", time_major, self.time_major)
-        reverse = _pick("reverse", reverse, self.reverse)
-        keep_order = _pick("keep_order", keep_order, self.keep_order)
-        inputs = common.as_inputs("inputs", inputs)
-        batch = common.batch_shape(inputs, time_major)
-        n = int(np.shape(inputs)[-1])
-        if n < 1:
-            raise fail("inputs", inputs, "of shape (*batch, time, n) with n >= 1")
-        if initial_carry is None:
-            key = jax.random.key(0) if init_key is None else init_key
-            initial_carry = self.cell.initialize_carry(key, batch + (n,))
-        else:
-            initial_carry = common.as_inputs("initial_carry", initial_carry)
-        params = self.cell.gated_params(n)
-        carry, outputs = apply_sequence(
-            params,
+        key = jax.random.key(0) if init_key is None else init_key
+        return common.run_sequence(
+            self,
             inputs,
-            initial_carry,
+            cell_params=self.cell.gated_params,
+            new_carry=lambda input_shape: self.cell.initialize_carry(key, input_shape),
+            in_features=None,
             dtype=self.cell.dtype,
+            initial_carry=initial_carry,
             seq_lengths=seq_lengths,
-            time_major=time_major,
-            reverse=reverse,
-            keep_order=keep_order,
-            unroll=self.unroll,
-            remat=self.remat,
-            backward=self.backward,
-            method=self.method,
+            overrides=dict(
+                return_carry=return_carry,
+                time_major=time_major,
+                reverse=reverse,
+                keep_order=keep_order,
+            ),
         )
-        return (carry, outputs) if return_carry else outputs
 
 
-def _pick(name: str, value: Any, attribute: bool) -> bool:
-    """A call argument overriding an attribute: ``None`` keeps the attribute; else a bool."""
-    v = common.optional_flag(name, value)
-    return attribute if v is None else v
+def _first_spelling(
+    cell: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """``(cell, layer_kwargs)``: the cell built from ``GatedRNN(features, **cell_options)``.
 
-
-def _accept_features(init):
-    """Let ``GatedRNN(features, **cell_options)`` build its cell (the first spelling)."""
-
-    @functools.wraps(init)
-    def __init__(self, cell: Any = None, *args: Any, **kwargs: Any) -> None:
-        options = {k: kwargs.pop(k) for k in _CELL_OPTIONS if k in kwargs}
-        if "features" in options:
-            if cell is not None:
-                raise TypeError("GatedRNN got both a positional `cell` and `features`")
-            cell = options.pop("features")
-        if not isinstance(cell, nn.Module) and cell is not None:
-            if args:
-                raise TypeError(
-                    f"GatedRNN({cell!r}, ...): give cell options by keyword, or pass "
-                    "GatedRNN(GatedCell(...), ...) and then the sequence options"
-                )
-            cell = GatedCell(cell, **options, parent=None)
-        elif options:
-            raise TypeError(
-                f"GatedRNN got cell options {sorted(options)} beside a cell: set them on the "
-                "GatedCell"
-            )
-        init(self, cell, *args, **kwargs)
-
-    return __init__
-
-
-GatedRNN.__init__ = _accept_features(GatedRNN.__init__)  # type: ignore[method-assign]
+    A module passes through (with no cell option beside it); ``None`` passes through too, for
+    ``GatedRNN(cell=...)`` and for the field check in ``__post_init__``.
+    """
+    options = {k: v for k, v in kwargs.items() if k in _CELL_OPTIONS}
+    rest = {k: v for k, v in kwargs.items() if k not in _CELL_OPTIONS}
+    if "features" in options:
+        if cell is not None:
+            raise TypeError("GatedRNN got both a positional `cell` and `features`")
+        cell = options.pop("features")
+    if cell is None or isinstance(cell, nn.Module):
+        if options:
+            raise common.cell_options_beside_cell(sorted(options))
+        return cell, rest
+    if args:
+        raise TypeError(
+            f"GatedRNN({cell!r}, ...): give cell options by keyword, or pass "
+            "GatedRNN(GatedCell(...), ...) and then the sequence options"
+        )
+    return GatedCell(cell, **options, parent=None), rest

@@ -10,7 +10,8 @@ The same cell as :mod:`gated_jax.nn`, with NNX's conventions (``in_features`` an
 
 :class:`GatedRNN` takes a :class:`GatedCell` as ``nnx.RNN`` does
 (``GatedRNN(GatedCell(n, m, rngs=...))``); ``GatedRNN(n, m, rngs=..., **cell_options)`` still
-works and builds that cell. The carry initialiser is an argument of
+works and builds that cell; both layers run one sequence driver, so the linen and NNX
+``GatedRNN`` agree option for option. The carry initialiser is an argument of
 :meth:`GatedCell.initialize_carry` (and of :meth:`GatedRNN.__call__`), not module state, as
 Flax's NNX cells recommend.
 
@@ -57,8 +58,16 @@ from flax.nnx.nn.linear import default_kernel_init
 from flax.typing import Dtype, Initializer
 
 from gated_jax import _rnn_common as common
-from gated_jax._rnn_common import apply_sequence, check_step_shapes, promote
-from gated_jax._validate import fail
+from gated_jax._rnn_common import check_step_shapes, promote
+from gated_jax._validate import (
+    as_numeric_array,
+    brief,
+    check_dtype,
+    check_initializer,
+    fail,
+    flag,
+    size,
+)
 from gated_jax.cell import GatedParams, gated_step
 
 __all__ = ["GatedCell", "GatedRNN", "from_gated_params", "load_gated_params", "to_gated_params"]
@@ -91,7 +100,7 @@ def _cell_of(module: Any, name: str) -> GatedCell:
         return cell
     raise fail(
         name,
-        common.brief(module),
+        brief(module),
         "a gated_jax.nnx.GatedCell, or a module holding one as `cell` (GatedRNN, nnx.RNN)",
         error=TypeError,
     )
@@ -284,52 +293,37 @@ class GatedCell(nnx.RNNCellBase):
         rngs: nnx.Rngs,
         **unknown: Any,
     ):
-        if "carry_init" in unknown:
-            raise fail(
-                "carry_init",
-                unknown["carry_init"],
-                "passed to GatedCell.initialize_carry(..., carry_init=...) or "
-                "GatedRNN.__call__(..., carry_init=...), not stored on the NNX module",
-                error=TypeError,
-            )
-        if unknown:
-            raise TypeError(f"GatedCell got unexpected keyword arguments {sorted(unknown)}")
-        self.in_features = common.size("in_features", in_features)
-        self.hidden_features = common.size("hidden_features", hidden_features)
-        self.use_bias = common.flag("use_bias", use_bias)
-        self.recurrent_gate = common.flag("recurrent_gate", recurrent_gate)
+        _refuse_unknown(unknown)
+        self.in_features = size("in_features", in_features)
+        self.hidden_features = size("hidden_features", hidden_features)
+        self.use_bias = flag("use_bias", use_bias)
+        self.recurrent_gate = flag("recurrent_gate", recurrent_gate)
         for name, init in (
             ("kernel_init", kernel_init),
             ("recurrent_kernel_init", recurrent_kernel_init),
             ("bias_init", bias_init),
         ):
-            common.check_initializer(name, init)
-        common.check_initializer("gate_bias_init", gate_bias_init, allow_none=True)
-        common.check_dtype("dtype", dtype, allow_none=True)
-        common.check_dtype("param_dtype", param_dtype)
+            check_initializer(name, init)
+        check_initializer("gate_bias_init", gate_bias_init, allow_none=True)
+        check_dtype("dtype", dtype, allow_none=True)
+        check_dtype("param_dtype", param_dtype)
         if not isinstance(rngs, nnx.Rngs):
             raise fail("rngs", rngs, "an nnx.Rngs (e.g. nnx.Rngs(0))", error=TypeError)
         self.dtype = dtype
         self.param_dtype = param_dtype
+        n, m = self.in_features, self.hidden_features
         common.check_param_memory(
-            "hidden_features",
-            hidden_features,
-            self.in_features,
-            self.hidden_features,
-            param_dtype,
-            self.recurrent_gate,
+            "hidden_features", hidden_features, n, m, param_dtype, self.recurrent_gate
         )
         gate_bias_init = bias_init if gate_bias_init is None else gate_bias_init
-        n, m = self.in_features, self.hidden_features
-        safe = common.half_safe
 
         def linear(n_in: int, use_bias: bool, kernel: Initializer, bias: Initializer):
             return nnx.Linear(
                 n_in,
                 m,
                 use_bias=use_bias,
-                kernel_init=safe(kernel),
-                bias_init=safe(bias),
+                kernel_init=common.half_safe(kernel),
+                bias_init=common.half_safe(bias),
                 param_dtype=param_dtype,
                 rngs=rngs,
             )
@@ -370,8 +364,8 @@ class GatedCell(nnx.RNNCellBase):
         Returns:
           ``(z', z')``: the new carry and the output (the same array).
         """
-        inputs = common.as_inputs("inputs", inputs)
-        carry = common.as_inputs("carry", carry)
+        inputs = as_numeric_array("inputs", inputs)
+        carry = as_numeric_array("carry", carry)
         check_step_shapes(carry, inputs, self.hidden_features, self.in_features)
         params, z, x, out_dtype = promote(self._params(), carry, inputs, self.dtype)
         new = gated_step(params, z, x).astype(out_dtype)
@@ -398,7 +392,7 @@ class GatedCell(nnx.RNNCellBase):
         ok = ok and all(isinstance(d, (int, np.integer)) and d >= 0 for d in input_shape)
         if not ok:
             raise fail("input_shape", input_shape, "a tuple (*batch, in_features) of ints")
-        common.check_initializer("carry_init", carry_init, allow_none=True)
+        check_initializer("carry_init", carry_init, allow_none=True)
         init = _ZEROS if carry_init is None else carry_init
         shape = tuple(int(d) for d in input_shape[:-1]) + (self.hidden_features,)
         return init(_carry_key(rngs), shape, self.param_dtype)
@@ -424,9 +418,10 @@ class GatedRNN(nnx.Module):
     from ``nnx.RNN`` with ``seq_lengths`` are those of :class:`gated_jax.nn.GatedRNN`: padded
     steps hold the last valid state, a length-0 sequence returns its initial carry, and several
     batch dims work with ``return_carry``. ``GatedRNN(n, m, rngs=..., **cell_options)`` (the
-    first spelling) builds ``GatedCell(n, m, rngs=..., **cell_options)``; with
-    ``recurrent_gate=False`` the cell is minGRU (no ``W_z``), which ``method="deer"`` runs as
-    one exact associative scan.
+    first spelling, kept for existing code) builds ``GatedCell(n, m, rngs=...,
+    **cell_options)``; with ``recurrent_gate=False`` the cell is minGRU (no ``W_z``), which
+    ``method="deer"`` runs as one exact associative scan. The sequence logic is the one
+    driver :class:`gated_jax.nn.GatedRNN` runs too.
 
     Args:
       cell: the :class:`GatedCell` (or, first spelling, ``in_features``).
@@ -452,8 +447,17 @@ class GatedRNN(nnx.Module):
       >>> ys.shape, carry.shape
       ((2, 5, 4), (2, 4))
 
+    Raises:
+      TypeError: ``cell`` is another module, cell options are given beside a cell, or the
+        first spelling lacks ``hidden_features`` or ``rngs``.
+      ValueError: an invalid sequence option, naming it; at call time, inputs,
+        ``initial_carry`` or ``seq_lengths`` of the wrong shape.
+
     References:
-      ``flax.nnx.RNN``, whose call options and state layout this layer follows.
+      ``flax.nnx.RNN`` (https://flax.readthedocs.io/en/latest/api_reference/flax.nnx/nn/
+      recurrent.html), whose call options and state layout this layer follows. L. Feng et
+      al., "Were RNNs All We Needed?" (2024): minGRU. Y. H. Lim et al., "Parallelizing
+      non-linear sequential models over the sequence length" (ICLR 2024): DEER.
     """
 
     def __init__(
@@ -472,34 +476,25 @@ class GatedRNN(nnx.Module):
         rngs: nnx.Rngs | bool | None = None,
         **cell_options: Any,
     ):
-        if not isinstance(cell, GatedCell):
-            if isinstance(cell, nnx.Module):
-                raise fail("cell", common.brief(cell), "a gated_jax.nnx.GatedCell", error=TypeError)
-            if hidden_features is None:
-                raise fail(
-                    "hidden_features",
-                    None,
-                    "given with `in_features` (=GatedRNN(in_features, hidden_features, "
-                    "rngs=...)), or pass GatedRNN(GatedCell(...))",
-                    error=TypeError,
-                )
-            if not isinstance(rngs, nnx.Rngs):
-                raise fail("rngs", rngs, "an nnx.Rngs for the cell's parameters", error=TypeError)
-            cell = GatedCell(cell, hidden_features, rngs=rngs, **cell_options)
-        elif hidden_features is not None or cell_options:
-            given = sorted(cell_options) + (["hidden_features"] if hidden_features else [])
-            raise TypeError(
-                f"GatedRNN got cell options {given} beside a cell: set them on the GatedCell"
-            )
-        self.cell = cell
-        self.time_major = common.flag("time_major", time_major)
-        self.return_carry = common.flag("return_carry", return_carry)
-        self.reverse = common.flag("reverse", reverse)
-        self.keep_order = common.flag("keep_order", keep_order)
-        self.unroll = common.check_unroll(unroll)
-        self.remat = common.check_remat(remat)
-        self.backward = common.check_backward(backward)
-        self.method = common.check_method(method)
+        self.cell = _cell_or_first_spelling(cell, hidden_features, rngs, cell_options)
+        options = common.sequence_options(
+            time_major=time_major,
+            return_carry=return_carry,
+            reverse=reverse,
+            keep_order=keep_order,
+            unroll=unroll,
+            remat=remat,
+            backward=backward,
+            method=method,
+        )
+        self.time_major: bool = options["time_major"]
+        self.return_carry: bool = options["return_carry"]
+        self.reverse: bool = options["reverse"]
+        self.keep_order: bool = options["keep_order"]
+        self.unroll: int = options["unroll"]
+        self.remat: bool | int = options["remat"]
+        self.backward: str = options["backward"]
+        self.method: str = options["method"]
 
     def __call__(
         self,
@@ -530,36 +525,60 @@ class GatedRNN(nnx.Module):
         Returns:
           The outputs ``(*batch, T, m)``, or ``(carry, outputs)`` with ``return_carry``.
         """
-        return_carry = _pick("return_carry", return_carry, self.return_carry)
-        time_major = _pick("time_major", time_major, self.time_major)
-        reverse = _pick("reverse", reverse, self.reverse)
-        keep_order = _pick("keep_order", keep_order, self.keep_order)
-        inputs = common.as_inputs("inputs", inputs)
-        batch = common.batch_shape(inputs, time_major)
-        n = self.cell.in_features
-        if np.shape(inputs)[-1] != n:
-            raise fail("inputs", inputs, f"of shape (*batch, time, {n}): in_features = {n}")
-        if initial_carry is None:
-            initial_carry = self.cell.initialize_carry(batch + (n,), rngs, carry_init)
-        else:
-            initial_carry = common.as_inputs("initial_carry", initial_carry)
-        carry, outputs = apply_sequence(
-            self.cell._params(),
+        cell = self.cell
+        return common.run_sequence(
+            self,
             inputs,
-            initial_carry,
-            dtype=self.cell.dtype,
+            cell_params=lambda n: cell._params(),
+            new_carry=lambda input_shape: cell.initialize_carry(input_shape, rngs, carry_init),
+            in_features=cell.in_features,
+            dtype=cell.dtype,
+            initial_carry=initial_carry,
             seq_lengths=seq_lengths,
-            time_major=time_major,
-            reverse=reverse,
-            keep_order=keep_order,
-            unroll=self.unroll,
-            remat=self.remat,
-            backward=self.backward,
-            method=self.method,
+            overrides=dict(
+                return_carry=return_carry,
+                time_major=time_major,
+                reverse=reverse,
+                keep_order=keep_order,
+            ),
         )
-        return (carry, outputs) if return_carry else outputs
 
 
-def _pick(name: str, value: Any, attribute: bool) -> bool:
-    v = common.optional_flag(name, value)
-    return attribute if v is None else v
+def _refuse_unknown(unknown: dict[str, Any]) -> None:
+    """``GatedCell``'s unexpected keywords (``carry_init`` belongs to the call)."""
+    if "carry_init" in unknown:
+        raise fail(
+            "carry_init",
+            unknown["carry_init"],
+            "passed to GatedCell.initialize_carry(..., carry_init=...) or "
+            "GatedRNN.__call__(..., carry_init=...), not stored on the NNX module",
+            error=TypeError,
+        )
+    if unknown:
+        raise TypeError(f"GatedCell got unexpected keyword arguments {sorted(unknown)}")
+
+
+def _cell_or_first_spelling(
+    cell: Any, hidden_features: int | None, rngs: Any, cell_options: dict[str, Any]
+) -> GatedCell:
+    """The layer's cell: ``cell`` itself, or ``GatedCell(cell, hidden_features, rngs=rngs,
+    **cell_options)`` for the first spelling ``GatedRNN(in_features, hidden_features, ...)``.
+    """
+    if isinstance(cell, GatedCell):
+        if hidden_features is not None or cell_options:
+            given = sorted(cell_options) + ([] if hidden_features is None else ["hidden_features"])
+            raise common.cell_options_beside_cell(given)
+        return cell
+    if isinstance(cell, nnx.Module):
+        raise fail("cell", brief(cell), "a gated_jax.nnx.GatedCell", error=TypeError)
+    if hidden_features is None:
+        raise fail(
+            "hidden_features",
+            None,
+            "given with `in_features` (=GatedRNN(in_features, hidden_features, "
+            "rngs=...)), or pass GatedRNN(GatedCell(...))",
+            error=TypeError,
+        )
+    if not isinstance(rngs, nnx.Rngs):
+        raise fail("rngs", rngs, "an nnx.Rngs for the cell's parameters", error=TypeError)
+    return GatedCell(cell, hidden_features, rngs=rngs, **cell_options)

@@ -37,7 +37,7 @@ def _sigmoid(x):
 
 
 def np_loop(p, xs, z0, lengths=None, reverse=False):
-    """Seed 1.2 step by step in float64; xs (B, T, n), z0 (B, m)."""
+    """The cell's equations step by step in float64; xs (B, T, n), z0 (B, m)."""
     w_x, w_c, w_z, b_c, b_x = (None if a is None else np.asarray(a, np.float64) for a in p)
     B, T, _ = xs.shape
     out = np.zeros((B, T, w_x.shape[0]))
@@ -468,7 +468,7 @@ def test_norm_bound_is_an_upper_bound(seed, w_scale, x_scale, z_scale):
 
 
 def test_gradient_flow_shows_vanishing_and_growth():
-    """Seed 1.2(d) says gradients cannot explode; a large W_z with states far from u says no."""
+    """Gradients can vanish and can explode: a large W_z with states far from u makes them grow."""
     rng = np.random.default_rng(7)
     m = 6
     small = GatedParams(0.1 * rng.normal(size=(m, 2)), rng.normal(size=(m, 2)), 0.01 * np.eye(m))
@@ -622,3 +622,93 @@ def test_mingru_step_and_jacobian_diagnostics():
     assert rel(jacobian_product(p, xs, z0, start=1, end=5), np.diag(np.prod(c[1:5], 0))) < 1e-12
     q = init_gated_params(jax.random.key(0), n, m, recurrent_gate=False)
     assert q.w_z is None and gated_scan(q, jnp.ones((2, T, n))).shape == (2, T, m)
+
+
+# ---- the package's structure --------------------------------------------------------------
+
+
+def _cell_imports():
+    """For each module of ``gated_jax.cell``: the cell modules it imports (module level), the
+    names it imports from each, and every ``gated_jax`` import below module level."""
+    import ast
+    from pathlib import Path
+
+    root = Path(gated_jax.cell.__file__).parent
+    modules = {p.stem for p in root.glob("*.py")}
+    deps: dict[str, set[str]] = {}
+    names: dict[tuple[str, str], set[str]] = {}
+    local: list[str] = []
+    for mod in sorted(modules):
+        tree = ast.parse((root / f"{mod}.py").read_text())
+        top = {id(node) for node in tree.body}
+        deps[mod] = set()
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            targets = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            source = node.module if isinstance(node, ast.ImportFrom) else None
+            if not any(t.startswith("gated_jax") for t in [*targets, source or ""]):
+                continue
+            if id(node) not in top:
+                local.append(f"{mod}: {ast.unparse(node)}")
+            if source == "gated_jax.cell":  # from gated_jax.cell import step, ...
+                for a in node.names:
+                    if a.name in modules:
+                        deps[mod].add(a.name)
+            elif source and source.startswith("gated_jax.cell."):
+                other = source.split(".")[2]
+                deps[mod].add(other)
+                names.setdefault((mod, other), set()).update(a.name for a in node.names)
+    return deps, names, local
+
+
+def test_cell_modules_import_one_way_without_a_cycle():
+    """No import cycle in ``gated_jax.cell``, no function-local import of the package, private
+    names shared only from ``_core``, and the diagnostics below the dispatch."""
+    import graphlib
+
+    deps, names, local = _cell_imports()
+    assert not local, local
+    inner = {m: d for m, d in deps.items() if m != "__init__"}
+    order = list(graphlib.TopologicalSorter(inner).static_order())  # CycleError on a cycle
+    assert set(order) == set(inner)
+    private = {(m, o): sorted(n for n in ns if n.startswith("_")) for (m, o), ns in names.items()}
+    assert all(not ns or o == "_core" for (m, o), ns in private.items()), private
+
+    def below(mod):
+        seen, todo = set(), [mod]
+        while todo:
+            for d in inner[todo.pop()] - seen:
+                seen.add(d)
+                todo.append(d)
+        return seen
+
+    assert below("_core") <= {"params", "step"}
+    assert below("diagnostics") <= {"params", "step", "_core"}
+    assert below("sequential") <= {"params", "step", "_core"}
+    assert "scan" not in below("parallel") | below("sequential") | below("diagnostics")
+    assert {"sequential", "parallel"} <= below("scan")
+
+
+def test_gated_scan_has_one_backend_per_way_of_running():
+    """One dispatch: each resolved method and option set picks one backend of the table."""
+    from gated_jax.cell._core import ScanOptions
+    from gated_jax.cell.scan import BACKENDS, Backend, select_backend
+
+    assert set(BACKENDS) == set(Backend)
+    opts = ScanOptions(reverse=False, unroll=1, remat=False, backward="closed_form")
+    cases = [
+        ("sequential", opts, True, Backend.SEQUENTIAL),
+        ("sequential", opts._replace(remat=True), True, Backend.REMAT),
+        ("sequential", opts._replace(remat=4), False, Backend.REMAT),
+        ("sequential", opts._replace(return_sequence=False), True, Backend.FINAL_STATE),
+        ("sequential", opts._replace(return_sequence=False, remat=4), True, Backend.FINAL_STATE),
+        ("deer", opts, True, Backend.DEER),
+        ("quasi_deer", opts, True, Backend.QUASI_DEER),
+        ("deer", opts, False, Backend.MINGRU_SCAN),
+        ("quasi_deer", opts, False, Backend.MINGRU_SCAN),
+    ]
+    for method, o, recurrent_gate, want in cases:
+        assert select_backend(method, o, recurrent_gate) is want, (method, o, recurrent_gate)
+    with pytest.raises(ValueError, match="`method`"):
+        select_backend("auto", opts, True)  # resolved by resolve_method before the dispatch

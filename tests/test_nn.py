@@ -520,6 +520,25 @@ def test_first_spelling_builds_the_same_cell():
         GatedRNN(nn.GRUCell(4))
 
 
+def test_first_spelling_is_read_by_the_class_constructor():
+    """The constructor in the class body reads both spellings; Flax's ``clone``,
+    ``dataclasses.replace`` and ``inspect.signature`` see the fields, as for any module."""
+    import dataclasses
+    import inspect
+
+    import gated_jax.nn as gnn
+
+    assert "__init__" in vars(GatedRNN) and not hasattr(gnn, "_accept_features")
+    layer = GatedRNN(4, use_bias=True, reverse=True)
+    clone = layer.clone(unroll=2)
+    assert clone.cell == layer.cell and clone.unroll == 2 and clone.reverse
+    assert dataclasses.replace(layer, reverse=False).cell == layer.cell
+    params = list(inspect.signature(GatedRNN).parameters)
+    assert params[:3] == ["cell", "time_major", "return_carry"]
+    with pytest.raises(TypeError, match="both a positional `cell` and `features`"):
+        GatedRNN(4, features=4)
+
+
 def test_gate_bias_init_is_separate_and_keeps_the_gate_open():
     """``gate_bias_init`` sets ``b_c`` only; a gate bias of +b gives c = sigmoid(b) at x=z=0."""
     x0, z0 = jnp.zeros((1, 3), F64), jnp.zeros((1, 4), F64)

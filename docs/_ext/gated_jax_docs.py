@@ -45,7 +45,6 @@ ORDER = (
     "gated_jax",
     "gated_jax.shapes",
     "gated_jax.ports",
-    "gated_jax.receptive",
     "gated_jax.conv",
     "gated_jax.cell",
     "gated_jax.linalg",

@@ -19,33 +19,35 @@ with one-step Jacobian, for ``u[t] = W_x x[t] + b_x``,
 Arrays are batch-first: ``xs`` is ``(..., T, n)`` and states are ``(..., T, m)``; weights act
 as ``x @ W.T``. Gradients have the shape of their parameter (``dl/dW_x`` is ``(m, n)``).
 
-Modules, one concept each:
+Modules, one concept each, each importing only the ones above it:
 
 * :mod:`~gated_jax.cell.params`: :class:`GatedParams`, :func:`init_gated_params`;
 * :mod:`~gated_jax.cell.step`: the step equation (the only place it is written), its
   Jacobian and its transpose: :func:`gated_step`, :func:`step_jacobian`;
-* :mod:`~gated_jax.cell.scan`: :func:`gated_scan` (backends behind one signature, one
-  dispatch) and the closed-form :func:`gated_bptt`;
+* ``gated_jax.cell._core``: the sequential primitives every solver shares (validation to flat
+  operands, the blocked forward loop, the adjoint recurrence, the weight and input gradients);
 * :mod:`~gated_jax.cell.diagnostics`: :func:`state_jacobians`, :func:`jacobian_product`,
-  :func:`gradient_flow`, :func:`jacobian_norm_bound`;
+  :func:`gradient_flow`, :func:`jacobian_norm_bound`, :func:`lyapunov_exponent`;
+* :mod:`~gated_jax.cell.sequential`: the sequential backends (stored states, ``remat``, final
+  state) and the closed-form :func:`gated_bptt`;
 * :mod:`~gated_jax.cell.parallel`: the recurrence in parallel over time, :func:`affine_scan`,
-  :func:`gated_deer` (DEER / quasi-DEER; minGRU in one scan) behind ``gated_scan(method=...)``,
-  and :func:`lyapunov_exponent`.
+  :func:`gated_deer` (DEER, quasi-DEER; minGRU in one scan);
+* :mod:`~gated_jax.cell.scan`: :func:`gated_scan`, one dispatch over every backend.
 
 References:
-  The cell of seed 1.2. With ``W_z = 0`` it is minGRU: L. Feng, F. Tung, M. O. Ahmed,
-  Y. Bengio, H. Hajimirsadeghi, "Were RNNs All We Needed?", 2024.
+  With ``W_z = 0`` the cell is minGRU: L. Feng, F. Tung, M. O. Ahmed, Y. Bengio,
+  H. Hajimirsadeghi, "Were RNNs All We Needed?", 2024.
 """
 
 from gated_jax.cell.diagnostics import gradient_flow as gradient_flow
 from gated_jax.cell.diagnostics import jacobian_norm_bound as jacobian_norm_bound
 from gated_jax.cell.diagnostics import jacobian_product as jacobian_product
+from gated_jax.cell.diagnostics import lyapunov_exponent as lyapunov_exponent
 from gated_jax.cell.diagnostics import state_jacobians as state_jacobians
 from gated_jax.cell.parallel import DeerInfo as DeerInfo
 from gated_jax.cell.parallel import DeerNotConverged as DeerNotConverged
 from gated_jax.cell.parallel import affine_scan as affine_scan
 from gated_jax.cell.parallel import gated_deer as gated_deer
-from gated_jax.cell.parallel import lyapunov_exponent as lyapunov_exponent
 from gated_jax.cell.params import GatedParams as GatedParams
 from gated_jax.cell.params import init_gated_params as init_gated_params
 from gated_jax.cell.scan import BACKWARDS as BACKWARDS

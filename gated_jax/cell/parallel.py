@@ -1,4 +1,4 @@
-r"""The gated recurrence in parallel over time: affine scans, DEER, quasi-DEER, Lyapunov exponents.
+r"""The gated recurrence in parallel over time: affine scans, minGRU in one scan, DEER, quasi-DEER.
 
 **Affine scans.** A linear recurrence ``z[t] = A[t] z[t-1] + b[t]`` is the composition of the
 affine maps ``e[t] = (A[t], b[t])``, and composition is associative,
@@ -30,8 +30,11 @@ convergence near the solution, ``O(T m^3)`` work and ``O(T m^2)`` memory per ite
 per iteration, more iterations. With any approximate Jacobian iteration ``k`` reproduces the
 first ``k`` steps exactly (step ``t`` only needs step ``t-1`` exact), so both are exact after at
 most ``T`` iterations in exact arithmetic; the number they need in practice is governed by the
-largest Lyapunov exponent of the trajectory (:func:`lyapunov_exponent`): small when it is
-negative (gradients vanish), up to ``T`` when it is positive (gradients explode).
+largest Lyapunov exponent of the trajectory (:func:`gated_jax.cell.lyapunov_exponent`): small
+when it is negative (gradients vanish), up to ``T`` when it is positive (gradients explode).
+
+The backends of :func:`~gated_jax.cell.gated_scan` here are :func:`mingru_scan`,
+:func:`deer` and :func:`quasi_deer`, each ``backend(ops, opts)`` like the sequential ones.
 
 **Gradients** are exact for the sequential recurrence, by implicit differentiation at the fixed
 point (never through the Newton iterations): the converged trajectory ``z*`` solves
@@ -50,8 +53,6 @@ References:
   parallelization of nonlinear RNNs" (quasi-DEER), NeurIPS 2024.
   X. Gonzalez, L. Kozachkov, D. M. Zoltowski, K. L. Clarkson, S. W. Linderman, "Predictability
   enables parallelization of nonlinear state space models", NeurIPS 2025.
-  G. Benettin, L. Galgani, A. Giorgilli, J.-M. Strelcyn, "Lyapunov characteristic exponents for
-  smooth dynamical systems", Meccanica 15, 1980.
 """
 
 from __future__ import annotations
@@ -61,13 +62,28 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-from gated_jax._validate import choice, fail, finite_float, positive_int
-from gated_jax.cell import _checks
-from gated_jax.cell import scan as _scan
+from gated_jax._validate import (
+    array_shape,
+    check_array,
+    check_jacobians_fit,
+    choice,
+    fail,
+    finite_float,
+    positive_int,
+)
 from gated_jax.cell import step as _step
+from gated_jax.cell._core import (
+    Operands,
+    ScanOptions,
+    adjoint,
+    input_grads,
+    param_grads,
+    prepare,
+    run,
+)
+from gated_jax.cell.diagnostics import lyapunov_exponent as lyapunov_exponent  # its old home
 from gated_jax.cell.params import GatedParams
 
 __all__ = [
@@ -177,9 +193,9 @@ def affine_scan(A: jax.Array, b: jax.Array, z0: jax.Array | None = None) -> jax.
       >>> affine_scan(jnp.full((4, 1), 0.5), jnp.ones((4, 1)), jnp.array([8.0]))[:, 0]
       Array([5.   , 3.5  , 2.75 , 2.375], dtype=float32)
     """
-    _checks.check_array("A", A)
-    _checks.check_array("b", b)
-    sb, sa = _checks.shape(b), _checks.shape(A)
+    check_array("A", A)
+    check_array("b", b)
+    sb, sa = array_shape(b), array_shape(A)
     if len(sb) < 2:
         raise fail("b", b, "of shape (..., T, m)")
     if sa == sb:
@@ -190,8 +206,8 @@ def affine_scan(A: jax.Array, b: jax.Array, z0: jax.Array | None = None) -> jax.
         raise fail("A", A, f"of shape {sb} (diagonal) or {sb + (sb[-1],)} (full), for `b` {sb}")
     dt = jnp.result_type(A, b, jnp.float32) if z0 is None else jnp.result_type(A, b, z0)
     if z0 is not None:
-        _checks.check_array("z0", z0)
-        if _checks.shape(z0) != sb[:-2] + sb[-1:]:
+        check_array("z0", z0)
+        if array_shape(z0) != sb[:-2] + sb[-1:]:
             raise fail("z0", z0, f"of shape {sb[:-2] + sb[-1:]}")
     return _affine_scan_jit(A, b, z0, diagonal, jnp.dtype(dt))
 
@@ -277,12 +293,12 @@ def _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
         zs = lax.cond(
             info.converged,
             lambda: zs,
-            lambda: _scan._run(p, xs_tm, z0, mask, False, 1)[1],
+            lambda: run(p, xs_tm, z0, mask, False, 1)[1],
         )
     return zs, info
 
 
-def _adjoint(p: GatedParams, zs, xs_tm, z0, mask, g, jacobian: str):
+def _fixed_point_adjoint(p: GatedParams, zs, xs_tm, z0, mask, g, jacobian: str):
     """Implicit differentiation at the fixed point ``zs``: the closed-form BPTT adjoint."""
     zprev = _shift(zs, z0)
     a, u = _step.projections(p, xs_tm)
@@ -299,14 +315,14 @@ def _adjoint(p: GatedParams, zs, xs_tm, z0, mask, g, jacobian: str):
         delta = _solve_reverse_tm(nxt, g, False)
     else:
         # quasi-DEER keeps O(T m) memory: the sequential closed-form adjoint loop
-        dz0, (pbar, ubar) = _scan._adjoint(p.w_z, g, c, zprev, zs, jnp.zeros_like(z0), False, 1)
+        dz0, (pbar, ubar) = adjoint(p.w_z, g, c, zprev, zs, jnp.zeros_like(z0), False, 1)
         delta = None
     if delta is not None:
         pbar, ubar = s * delta, (1 - c) * delta
         # dl/dz0 = J[0]^T delta[0]
         dz0 = _step.transpose_step(p.w_z, c[0], s[0], delta[0])[0]
-    dp = _scan._param_grads(p, xs_tm, zprev, pbar, ubar)
-    return dp, _scan._input_grads(p, pbar, ubar), dz0
+    dp = param_grads(p, xs_tm, zprev, pbar, ubar)
+    return dp, input_grads(p, pbar, ubar), dz0
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,11 +330,11 @@ def _adjoint(p: GatedParams, zs, xs_tm, z0, mask, g, jacobian: str):
 # fixed point (never the Newton iterations)
 
 
-def _core(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
+def _solve_core(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
     return _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback)
 
 
-_core_vjp = jax.custom_vjp(_core, nondiff_argnums=(5, 6, 7, 8))
+_core_vjp = jax.custom_vjp(_solve_core, nondiff_argnums=(5, 6, 7, 8))
 
 
 def _core_fwd(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
@@ -328,7 +344,7 @@ def _core_fwd(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
 
 def _core_bwd(jacobian, tol, max_iters, fallback, res, cts):
     p, xs_tm, z0, mask, zs = res
-    dp, dxs, dz0 = _adjoint(p, zs, xs_tm, z0, mask, cts[0], jacobian)
+    dp, dxs, dz0 = _fixed_point_adjoint(p, zs, xs_tm, z0, mask, cts[0], jacobian)
     return dp, dxs, dz0, None, None
 
 
@@ -336,7 +352,7 @@ _core_vjp.defvjp(_core_fwd, _core_bwd)
 
 
 @functools.partial(jax.jit, static_argnums=(5, 6, 7, 8))
-def _run(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
+def _solve_jit(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
     return _core_vjp(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback)
 
 
@@ -357,13 +373,13 @@ def check_solver_options(jacobian, tol, max_iters) -> tuple[str, float | None, i
     return jacobian, tol, max_iters
 
 
-def _check_full_fits(ops: _scan.Operands, xs, jacobian: str) -> None:
+def _check_full_fits(ops: Operands, xs, jacobian: str) -> None:
     if jacobian == "full" and ops.params.w_z is not None:
         # the Jacobians and the associative scan's intermediate compositions
-        _checks.check_jacobians_fit(xs, ops.batch, ops.T, ops.m, ops.xs.dtype, copies=3)
+        check_jacobians_fit(xs, ops.batch, ops.T, ops.m, ops.xs.dtype, copies=3)
 
 
-def _time_major(ops: _scan.Operands, reverse: bool):
+def _time_major(ops: Operands, reverse: bool):
     xs_tm, mask = jnp.swapaxes(ops.xs, 0, 1), ops.mask
     if reverse:  # reverse time = the forward recurrence on flipped inputs
         xs_tm = jnp.flip(xs_tm, 0)
@@ -379,8 +395,18 @@ def _concrete(x) -> bool | None:
         return None
 
 
-def scan_backend(ops: _scan.Operands, opts, jacobian: str) -> jax.Array:
-    """The ``"deer"`` and ``"quasi_deer"`` backends of :func:`~gated_jax.cell.gated_scan`.
+def _not_converged(info: DeerInfo, jacobian: str, tol: float, max_iters: int, T: int):
+    k = int(info.iterations)
+    return DeerNotConverged(
+        f"gated_scan(method={'deer' if jacobian == 'full' else 'quasi_deer'!r}) did not "
+        f"converge in `max_iters` (={max_iters}) iterations to `tol` (={tol:g}); last change "
+        f"{float(info.residuals[k - 1]):.3g}. Raise max_iters (T = {T} iterations are always "
+        "exact) or use method='sequential'; under jax.jit the sequential loop is run instead."
+    )
+
+
+def _scan_backend(ops: Operands, opts: ScanOptions, jacobian: str) -> jax.Array:
+    """Newton over the whole sequence with ``jacobian``'s Jacobians, zero initial guess.
 
     Eagerly, a solve that did not converge raises :class:`DeerNotConverged`; under ``jit`` (when
     convergence is not known while tracing) the compiled program runs the sequential loop
@@ -394,18 +420,47 @@ def scan_backend(ops: _scan.Operands, opts, jacobian: str) -> jax.Array:
     max_iters = min(T, DEFAULT_MAX_ITERS) if opts.max_iters is None else opts.max_iters
     xs_tm, mask = _time_major(ops, opts.reverse)
     init = jnp.zeros((T, B, m), ops.xs.dtype)
-    zs, info = _run(ops.params, xs_tm, ops.z0, mask, init, jacobian, tol, max_iters, True)
+    zs, info = _solve_jit(ops.params, xs_tm, ops.z0, mask, init, jacobian, tol, max_iters, True)
     if _concrete(info.converged) is False:
-        k = int(info.iterations)
-        raise DeerNotConverged(
-            f"gated_scan(method={'deer' if jacobian == 'full' else 'quasi_deer'!r}) did not "
-            f"converge in `max_iters` (={max_iters}) iterations to `tol` (={tol:g}); last change "
-            f"{float(info.residuals[k - 1]):.3g}. Raise max_iters (T = {T} iterations are always "
-            "exact) or use method='sequential'; under jax.jit the sequential loop is run instead."
-        )
+        raise _not_converged(info, jacobian, tol, max_iters, T)
     if not opts.return_sequence:
         return zs[-1]  # the last step run (the first input when reversed)
     return jnp.swapaxes(jnp.flip(zs, 0) if opts.reverse else zs, 0, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# the backends of gated_scan: backend(ops, opts) -> states (B, T, m), or the final state (B, m)
+
+
+def deer(ops: Operands, opts: ScanOptions) -> jax.Array:
+    """``method="deer"``: Newton with the full Jacobians, ``O(T m^3)`` work and ``O(T m^2)``
+    memory per iteration; gradients by one reverse affine scan over ``J^T``."""
+    return _scan_backend(ops, opts, "full")
+
+
+def quasi_deer(ops: Operands, opts: ScanOptions) -> jax.Array:
+    """``method="quasi_deer"``: Newton with the Jacobians' diagonals, ``O(T m)`` per iteration;
+    gradients by the sequential closed-form adjoint loop (``O(T m)`` memory)."""
+    return _scan_backend(ops, opts, "diagonal")
+
+
+def mingru_scan(ops: Operands, opts: ScanOptions) -> jax.Array:
+    """A parallel method with ``w_z=None`` (minGRU): the recurrence is affine,
+    ``z[t] = c[t] z[t-1] + (1 - c[t]) u[t]``, so one diagonal affine scan gives the exact
+    trajectory (no Newton iterations; either Jacobian option gives the same program) and one
+    reverse diagonal scan its adjoint."""
+    return _scan_backend(ops, opts, "full")
+
+
+def _initial_guess(ops: Operands, init) -> jax.Array:
+    """``init`` ``(..., T, m)`` checked and made time-major ``(T, B, m)``; ``None``: zeros."""
+    T, B, m = ops.T, ops.xs.shape[0], ops.m
+    if init is None:
+        return jnp.zeros((T, B, m), ops.xs.dtype)
+    check_array("init", init)
+    if array_shape(init) != ops.batch + (T, m):
+        raise fail("init", init, f"of the shape of the states, {ops.batch + (T, m)}")
+    return jnp.swapaxes(jnp.reshape(jnp.asarray(init, ops.xs.dtype), (B, T, m)), 0, 1)
 
 
 def gated_deer(
@@ -469,106 +524,25 @@ def gated_deer(
       1
 
     References:
-      Lim et al. (DEER), ICLR 2024; Gonzalez et al. (quasi-DEER), NeurIPS 2024.
+      Y. H. Lim, Q. Zhu, J. Selfridge, M. F. Kasim, "Parallelizing non-linear sequential
+      models over the sequence length" (DEER), ICLR 2024. X. Gonzalez, A. Warrington,
+      J. T. H. Smith, S. W. Linderman, "Towards scalable and stable parallelization of
+      nonlinear RNNs" (quasi-DEER), NeurIPS 2024.
     """
     jacobian, tol, max_iters = check_solver_options(jacobian, tol, max_iters)
-    ops = _scan._prepare(params, xs, z0, None)
+    ops = prepare(params, xs, z0, None)
     T, B, m = ops.T, ops.xs.shape[0], ops.m
     _check_full_fits(ops, xs, jacobian)
     tol = _default_tol(ops.xs.dtype) if tol is None else tol
     max_iters = max(1, min(T, DEFAULT_MAX_ITERS)) if max_iters is None else max_iters
-    if init is None:
-        init_tm = jnp.zeros((T, B, m), ops.xs.dtype)
-    else:
-        _checks.check_array("init", init)
-        if _checks.shape(init) != ops.batch + (T, m):
-            raise fail("init", init, f"of the shape of the states, {ops.batch + (T, m)}")
-        init_tm = jnp.swapaxes(jnp.reshape(jnp.asarray(init, ops.xs.dtype), (B, T, m)), 0, 1)
+    init_tm = _initial_guess(ops, init)
     if T == 0:
         zs = jnp.zeros((B, 0, m), ops.xs.dtype)
         info = DeerInfo(jnp.zeros((), jnp.int32), jnp.full((max_iters,), jnp.nan), jnp.array(True))
     else:
         xs_tm, mask = _time_major(ops, False)
-        zs_tm, info = _run(
+        zs_tm, info = _solve_jit(
             ops.params, xs_tm, ops.z0, mask, init_tm, jacobian, tol, max_iters, False
         )
         zs = jnp.swapaxes(zs_tm, 0, 1)
     return jnp.reshape(zs, ops.batch + (T, m)).astype(ops.out_dtype), info
-
-
-# --------------------------------------------------------------------------------------------
-# the largest Lyapunov exponent
-
-
-def _direction(m: int, dtype):
-    """A fixed generic unit vector (seeded), the Benettin method's starting direction."""
-    v = np.random.default_rng(0).normal(size=m)
-    return jnp.asarray(v / np.linalg.norm(v), dtype)
-
-
-@jax.jit
-def _lle_jit(p, xs, z0):
-    from gated_jax.cell.diagnostics import _factors
-
-    c, s = _factors(p, xs, z0)  # (..., T, m)
-    c, s = jnp.moveaxis(c, -2, 0), jnp.moveaxis(s, -2, 0)
-    v0 = jnp.broadcast_to(_direction(c.shape[-1], c.dtype), c.shape[1:])
-
-    def step(carry, inp):
-        v, total = carry
-        ct, st = inp
-        w = ct * v
-        if p.w_z is not None:
-            w = w + st * jnp.einsum("...k,mk->...m", v, p.w_z)
-        norm = jnp.linalg.norm(w, axis=-1)
-        return (w / norm[..., None], total + jnp.log(norm)), None
-
-    (_, total), _ = lax.scan(step, (v0, jnp.zeros(c.shape[1:-1], c.dtype)), (c, s))
-    return total / c.shape[0]
-
-
-def lyapunov_exponent(params: GatedParams, xs: jax.Array, z0: jax.Array | None = None) -> jax.Array:
-    r"""The largest Lyapunov exponent of the trajectory, per step: ``(...,)``.
-
-    Benettin's method (QR with one column): a unit vector ``v`` is pushed through the
-    closed-form Jacobians ``J[t] = diag(c[t]) + diag(s[t]) W_z`` and renormalised every step,
-
-    .. math::
-
-        \lambda = \frac{1}{T} \sum_{t=1}^{T} \log \| J[t] v[t-1] \|, \qquad
-        v[t] = \frac{J[t] v[t-1]}{\| J[t] v[t-1] \|},
-
-    which equals ``log ||J[T] ... J[1] v[0]|| / T`` without ever forming the product (no
-    overflow), and tends to the growth rate of ``||dz[T]/dz[0]||_2`` for a generic ``v[0]`` (a
-    fixed seeded direction here). ``lambda < 0``: perturbations (and gradients) shrink, and
-    DEER converges in few iterations; ``lambda > 0``: they grow, and it needs up to ``T``.
-    With ``W_z = None``, ``J[t] = diag(c[t])``.
-
-    Args:
-      params: :class:`~gated_jax.cell.GatedParams`.
-      xs: inputs ``(..., T, n)`` with ``T >= 1``.
-      z0: initial state ``(..., m)``; ``None`` means zeros.
-
-    Returns:
-      ``(...,)``, the exponent per step (nats).
-
-    Raises:
-      ValueError: for bad shapes or ``T = 0``.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from gated_jax.cell import GatedParams, lyapunov_exponent
-      >>> p = GatedParams(jnp.ones((1, 1)), jnp.full((1, 1), 0.5), jnp.full((1, 1), 1.5))
-      >>> xs = jnp.array([[3.0], [-3.0]] * 8)  # |J| alternates 1, 2: log(2) / 2 per step
-      >>> round(float(lyapunov_exponent(p, xs, jnp.array([-1.0]))), 4)
-      0.3466
-
-    References:
-      Benettin et al., 1980; Gonzalez, Kozachkov, Zoltowski, Clarkson, Linderman, NeurIPS 2025.
-    """
-    from gated_jax.cell.diagnostics import _validated
-
-    p, xs_v, z0_v = _validated(params, xs, z0)
-    if xs_v.shape[-2] == 0:
-        raise fail("xs", xs, "of shape (..., T, n) with T >= 1")
-    return _lle_jit(p, xs_v, z0_v)

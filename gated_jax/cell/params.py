@@ -1,4 +1,4 @@
-r"""The parameters of the gated cell and their default initialisation."""
+r"""The parameters of the gated cell, their validation and their default initialisation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gated_jax._validate import boolean, check_fits_in_memory, fail, positive_int
+from gated_jax._validate import boolean, check_cell_params, check_fits_in_memory, fail, positive_int
 
 __all__ = ["GatedParams", "init_gated_params"]
 
@@ -25,8 +25,8 @@ class GatedParams(NamedTuple):
       w_c: ``(m, n)`` input-to-gate weights.
       w_z: ``(m, m)`` state-to-gate (recurrent) weights, or ``None``: no recurrent gate, the
         minGRU cell, whose gate depends on the input alone.
-      b_c: ``(m,)`` gate bias, or ``None`` for no bias (the seed's cell).
-      b_x: ``(m,)`` candidate bias, or ``None`` for no bias (the seed's cell).
+      b_c: ``(m,)`` gate bias, or ``None`` for no bias.
+      b_x: ``(m,)`` candidate bias, or ``None`` for no bias.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -51,6 +51,32 @@ class GatedParams(NamedTuple):
     def m(self) -> int:
         """State width."""
         return int(np.shape(self.w_x)[-2])
+
+
+def as_params(params) -> GatedParams:
+    """``params`` as :class:`GatedParams` (a plain tuple of 2 to 5 arrays is accepted).
+
+    Raises:
+      ValueError: for anything else.
+    """
+    if isinstance(params, GatedParams):
+        return params
+    if isinstance(params, tuple) and len(params) in (2, 3, 4, 5) and not hasattr(params, "_fields"):
+        return GatedParams(*params)
+    raise fail("params", type(params).__name__, "a GatedParams")
+
+
+def check_params(params) -> tuple[GatedParams, int, int]:
+    """``params`` as validated :class:`GatedParams` (shapes and dtypes, one error format);
+    returns ``(params, n, m)``.
+
+    Raises:
+      ValueError: naming the field, for non-arrays, non-numeric dtypes or shapes that do not
+        fit together (:func:`gated_jax._validate.check_cell_params`).
+    """
+    p = as_params(params)
+    n, m = check_cell_params(p)
+    return p, n, m
 
 
 def init_gated_params(
@@ -83,7 +109,7 @@ def init_gated_params(
       key: a PRNG key.
       n: input width, a positive int.
       m: state width, a positive int.
-      use_bias: add ``b_c`` and ``b_x`` (zeros by default); ``False`` gives the seed's cell.
+      use_bias: add ``b_c`` and ``b_x`` (zeros by default); ``False`` gives the cell without biases.
       recurrent_gate: ``False`` leaves ``W_z`` out (``w_z=None``): the minGRU cell, whose gate
         depends on the input alone.
       dtype: a floating parameter dtype (float32, float64, bfloat16, float16).

@@ -24,8 +24,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gated_jax.cell import _checks
-from gated_jax.cell.params import GatedParams
+from gated_jax._validate import check_step_operands, compute_dtype, output_dtype
+from gated_jax.cell.params import GatedParams, check_params
 
 __all__ = [
     "gated_step",
@@ -148,16 +148,16 @@ def step_with_factors(params: GatedParams, z_prev, x):
 
 
 def _promote(p: GatedParams, z_prev, x):
-    dt = _checks.compute_dtype(*p, z_prev, x)
-    out = _checks.output_dtype(*p, z_prev, x)
+    dt = compute_dtype(*p, z_prev, x)
+    out = output_dtype(*p, z_prev, x)
     cast = lambda a: None if a is None else jnp.asarray(a, dt)
     params: GatedParams = jax.tree.map(cast, p)
     return params, cast(z_prev), cast(x), out
 
 
 def _validated_step(params, z_prev, x_t) -> tuple[GatedParams, tuple[int, ...]]:
-    p, n, m = _checks.check_params(params)
-    return p, _checks.step_operands(z_prev, x_t, n, m)
+    p, n, m = check_params(params)
+    return p, check_step_operands(z_prev, x_t, n, m)
 
 
 # The public one-step functions validate in Python, then run as ONE compiled program (one
@@ -200,7 +200,8 @@ def gated_step(params: GatedParams, z_prev: jax.Array, x_t: jax.Array) -> jax.Ar
       Array([2., 1.], dtype=float32)
 
     References:
-      The cell of seed 1.2.
+      With ``w_z=None`` this is the minGRU step: L. Feng, F. Tung, M. O. Ahmed, Y. Bengio,
+      H. Hajimirsadeghi, "Were RNNs All We Needed?", 2024.
     """
     p, batch = _validated_step(params, z_prev, x_t)
     return _step_jit(p, z_prev, x_t, batch, False)

@@ -53,16 +53,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gated_jax._validate import check_fits_in_memory, fail, float_dtype, positive_int
+from gated_jax._validate import (
+    check_array,
+    check_fits_in_memory,
+    fail,
+    float_dtype,
+    positive_int,
+)
 from gated_jax.cell import (
     GatedParams,
-    _checks,
     gated_scan,
     gated_step,
     gradient_flow,
     jacobian_norm_bound,
     state_jacobians,
 )
+from gated_jax.cell.params import check_params
 from gated_jax.cell.step import projections
 
 __all__ = [
@@ -89,11 +95,11 @@ def state_box(params, xs: jax.Array, z0: jax.Array) -> tuple[jax.Array, jax.Arra
     ``xs`` is ``(T, n)``, ``z0`` is ``(m,)``; returns two ``(m,)`` arrays with
     ``lo <= z[t] <= hi`` for every ``t`` (module docstring).
     """
-    p, n, m = _checks.check_params(params)
-    _checks.check_array("xs", xs)
+    p, n, m = check_params(params)
+    check_array("xs", xs)
     if len(np.shape(xs)) != 2 or np.shape(xs)[-1] != n or np.shape(xs)[0] == 0:
         raise fail("xs", xs, f"of shape (T, n) with T >= 1 and n = {n}")
-    _checks.check_array("z0", z0)
+    check_array("z0", z0)
     if np.shape(z0) != (m,):
         raise fail("z0", z0, f"of shape (m,) = {(m,)}")
     u = _candidates(p, xs)

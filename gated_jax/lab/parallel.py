@@ -110,7 +110,7 @@ def checks(seed: int) -> list[Check]:
         )
     )
     errs = []
-    from gated_jax.cell.parallel import _direction
+    from gated_jax.cell.diagnostics import lyapunov_direction as _direction
 
     for s, _, _, n, m, w in cases:
         p, xs, z0, _ = _case(s, 2, 200, n, m, w)

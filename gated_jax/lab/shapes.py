@@ -940,7 +940,8 @@ def _skip_block(x):
 
 def _receptive_data() -> dict:
     """The receptive field of :func:`_skip_block` against the stack formula."""
-    from gated_jax import receptive, shapes
+    from gated_jax import shapes
+    from gated_jax.shapes import receptive
 
     mask = receptive.receptive_field_of(_skip_block, (1, 20, 1), (0, 10, 0))[0, :, 0]
     rf = shapes.receptive_field([(3, 1, 3, 3), (3, 1, 3, 3)])

@@ -1,9 +1,9 @@
-r"""The receptive field of any model: which input positions reach one output position.
+r"""Receptive fields: the analytic rule for conv stacks, and the exact set for any model.
 
-:func:`gated_jax.shapes.receptive_field` is the analytic rule for a plain stack of conv and
-pooling layers. :func:`receptive_field_of` answers the question for any JAX function or Flax
-module (skip connections, pooling, normalisation, any architecture) from its ``jaxpr``: the
-*structural* support of the gradient of one output entry.
+:func:`receptive_field` is the closed-form rule for a plain stack of conv and pooling layers
+(size, jump and start per spatial dim). :func:`receptive_field_of` computes the exact set for
+any JAX function or Flax module (skip connections, pooling, normalisation, any architecture)
+from its ``jaxpr``: the *structural* support of the gradient of one output entry.
 
 Why structural and not ``jax.grad`` at one point: the gradient at a point can vanish where
 the dependency exists (a ReLU off at that input, a max-pool window whose maximum is
@@ -24,18 +24,153 @@ The result is exact for models built from these primitives (every ``jit``,
 ``custom_jvp``/``custom_vjp`` and ``checkpoint`` is entered); control flow (``scan``,
 ``while``, ``cond``) is differentiated as one primitive at the random positive point, which
 is exact when its body holds no max-like selection.
+
+References:
+  Araujo, Norris and Sim, *Computing receptive fields of convolutional neural networks*,
+  Distill 2019; Luo et al., *Understanding the effective receptive field in deep
+  convolutional neural networks*, NeurIPS 2016 (the gradient support as the receptive field).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from gated_jax._validate import fail
+from gated_jax.shapes._config import _ints, _is_int, _is_seq, _parse_padding
 
-__all__ = ["receptive_field_of"]
+__all__ = ["ConvLayer", "ReceptiveField", "receptive_field", "receptive_field_of"]
+
+# ----------------------------------------------------------------------------------------------
+# the analytic rule of a conv / pooling stack
+
+
+class ConvLayer(NamedTuple):
+    """One conv or pooling layer for :func:`receptive_field`.
+
+    ``kernel``, ``stride`` and ``dilation`` are ints (the same in every dim) or per-dim tuples;
+    ``padding`` is an int (both sides of every dim), a ``(lo, hi)`` pair of ints (every dim),
+    or a per-dim sequence of ``(lo, hi)`` pairs. A plain tuple ``(kernel, stride, dilation,
+    padding)`` (or a prefix) is accepted too.
+    """
+
+    kernel: int | tuple[int, ...]
+    stride: int | tuple[int, ...] = 1
+    dilation: int | tuple[int, ...] = 1
+    padding: int | tuple[int, int] | tuple[tuple[int, int], ...] = (0, 0)
+
+
+class ReceptiveField(NamedTuple):
+    r"""Receptive field of one output element of a stack of layers, in input coordinates.
+
+    Each field is a tuple with one entry per spatial dim. Along dim ``a``, output element
+    ``i`` reads input positions in
+    ``[start[a] + i*jump[a], start[a] + i*jump[a] + size[a] - 1]`` (positions ``< 0`` or
+    ``>= H`` are padding). With dilation or ``stride > kernel`` the support inside this span
+    can have holes.
+    """
+
+    size: tuple[int, ...]
+    jump: tuple[int, ...]
+    start: tuple[int, ...]
+
+
+def _layer_dims(layer: Any, idx: int) -> list[tuple[int, int, int, int]]:
+    """``(kernel, stride, dilation, lo)`` per spatial dim of one layer."""
+    name = f"layers[{idx}]"
+    if isinstance(layer, dict):
+        unknown = sorted(set(layer) - set(ConvLayer._fields))
+        if unknown or "kernel" not in layer:
+            raise fail(name, layer, f"a dict with the fields {ConvLayer._fields} (kernel required)")
+        layer = ConvLayer(**layer)
+    elif not isinstance(layer, ConvLayer):
+        if _is_int(layer):
+            layer = (layer,)
+        if not _is_seq(layer) or not 1 <= len(layer) <= 4:
+            raise fail(
+                name,
+                layer,
+                "a ConvLayer, an int kernel or a tuple (kernel, stride=1, dilation=1, "
+                "padding=(0, 0))",
+            )
+        layer = ConvLayer(*layer)
+    ranks = {len(v) for v in layer[:3] if _is_seq(v)}
+    pad = layer.padding
+    per_dim_pad = _is_seq(pad) and len(pad) > 0 and all(_is_seq(p) for p in pad)
+    if per_dim_pad:
+        ranks.add(len(pad))
+    if len(ranks) > 1:
+        raise fail(name, layer, f"one rank for every field, not {sorted(ranks)}")
+    rank = ranks.pop() if ranks else 1
+    vals = [
+        _ints(f"{name}.{f}", getattr(layer, f), rank, scalar_ok=True) for f in layer._fields[:3]
+    ]
+    pads = _parse_padding(f"{name}.padding", pad, rank, modes=(), int_ok=True, pair_for_all=True)
+    return [(k, s, d, lo) for k, s, d, (lo, _) in zip(*vals, pads, strict=True)]
+
+
+def receptive_field(layers: Sequence[Any]) -> ReceptiveField:
+    r"""Receptive field (size, jump, start) of a stack of conv/pool layers, per spatial dim.
+
+    Layer ``l`` reads, for output ``i``, the positions ``i*s - lo + t*d`` (``t < k``) of its
+    input. Composing from the network input (``size = jump = 1``, ``start = 0``):
+
+    .. math::
+
+        \text{size}_l = \text{size}_{l-1} + (k_l - 1) d_l\,\text{jump}_{l-1}, \quad
+        \text{jump}_l = s_l\,\text{jump}_{l-1}, \quad
+        \text{start}_l = \text{start}_{l-1} - lo_l\,\text{jump}_{l-1}
+
+    Output element ``i`` of the last layer depends on input positions inside
+    ``[start + i*jump, start + i*jump + size - 1]``: the support of ``jax.grad`` of that
+    output element always lies inside this span (clipped to the input). With non-zero weights,
+    no padding, and no holes from dilation or ``stride > kernel``, it *is* the span. Padding on
+    an inner layer can leave positions at the span's edge unread: a window that reaches into an
+    inner layer's padding reads zeros there, not the input positions the span formula maps them
+    to.
+
+    Args:
+      layers: a sequence of :class:`ConvLayer`, plain tuples ``(kernel, stride, dilation,
+        padding)`` (trailing fields optional), ints (a kernel) or dicts of those fields. A layer
+        given with ints everywhere applies to every dim of the others.
+
+    Returns:
+      :class:`ReceptiveField` of per-dim tuples (one entry for a stack of 1-D layers).
+
+    Examples:
+      >>> receptive_field([ConvLayer(3, 2), ConvLayer(3, 2)])
+      ReceptiveField(size=(7,), jump=(4,), start=(0,))
+      >>> receptive_field([ConvLayer((3, 5), (2, 1)), (2, 2)])
+      ReceptiveField(size=(5, 6), jump=(4, 2), start=(0, 0))
+
+    References:
+      Araujo, Norris and Sim, *Computing receptive fields of convolutional neural networks*,
+      Distill 2019 (they track the centre ``start + (size - 1)/2`` instead of the first
+      position).
+    """
+    if not _is_seq(layers):
+        raise fail("layers", layers, "a sequence of layers")
+    parsed = [_layer_dims(layer, i) for i, layer in enumerate(layers)]
+    rank = max((len(d) for d in parsed), default=1)
+    for i, dims in enumerate(parsed):
+        if len(dims) not in (1, rank):
+            raise fail(f"layers[{i}]", layers[i], f"a layer of 1 or {rank} dims, as the others")
+    size, jump, start = [1] * rank, [1] * rank, [0] * rank
+    for dims in parsed:
+        for a, (k, s, d, lo) in enumerate(dims * rank if len(dims) == 1 else dims):
+            size[a] += (k - 1) * d * jump[a]
+            start[a] -= lo * jump[a]
+            jump[a] *= s
+    return ReceptiveField(tuple(size), tuple(jump), tuple(start))
+
+
+# ----------------------------------------------------------------------------------------------
+# the structural gradient support of any model
 
 _CALLS = {
     "jit": "jaxpr",
@@ -60,10 +195,6 @@ def _is_float(x) -> bool:
 
 def _eqn_masks(eqn, invals, out_masks, rng) -> list[Any]:
     """Which entries of each operand reach the masked entries of the eqn's results."""
-    import jax
-    import jax.numpy as jnp
-    from jax import lax
-
     name = eqn.primitive.name
     if name in _CALLS and _CALLS[name] in eqn.params:
         sub = eqn.params[_CALLS[name]]
@@ -134,7 +265,7 @@ def _eqn_masks(eqn, invals, out_masks, rng) -> list[Any]:
 
 def _backward(jaxpr, consts, args, out_masks, rng) -> list[Any]:
     """Forward values (for integer operands), then the masks from the results back."""
-    from jax.extend.core import Literal
+    from jax.extend.core import Literal  # on first use: `import gated_jax` stays light
 
     env: dict[Any, Any] = {}
 
@@ -216,9 +347,6 @@ def receptive_field_of(
       >>> receptive_field_of(relu_max, (4,), ()).tolist()  # both rows, whatever the input
       [True, True, False, False]
     """
-    import jax
-    import jax.numpy as jnp
-
     shape = tuple(int(d) for d in input_shape)
     dtype = jnp.zeros((), float).dtype
     rng = np.random.default_rng(seed)
@@ -245,7 +373,7 @@ def receptive_field_of(
             raise fail("output_index", output_index, f"a flat index in [0, {size}) of {out_shape}")
         index = np.unravel_index(int(output_index), out_shape) if out_shape else ()
     else:
-        index = tuple(output_index)
+        index = tuple(output_index)  # type: ignore[arg-type]  # a bool fails here, as before
         if len(index) != len(out_shape) or not all(
             isinstance(i, (int, np.integer)) and 0 <= i < n
             for i, n in zip(index, out_shape, strict=True)
