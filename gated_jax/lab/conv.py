@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from gated_jax._validate import fail
 from gated_jax.lab._harness import CompileStats, Table, device_line, mib, time_interleaved
 from gated_jax.lab._report import Matrix, max_abs_diff, render, yes
 from gated_jax.lab._verify import Check
@@ -172,7 +173,7 @@ def seed_formula_conv1d(x: np.ndarray, w: np.ndarray, stride: int) -> np.ndarray
     t_len, _ = x.shape
     f_len, _, k_len = w.shape
     if k_len % 2 != 1:
-        raise ValueError(f"the seed's formula needs an odd kernel size, got K={k_len}")
+        raise fail("w", w, f"of odd kernel size for the seed's centred formula (K = {k_len})")
     m_half = (k_len - 1) // 2
     rows = []
     i = 1
