@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from gated_jax._validate import output_dir, positive_int
 
@@ -27,6 +28,49 @@ class Context:
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         return f"![{name}]({path.name})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Matrix:
+    """A labelled table of numbers; in a template (``{name}``) it renders as Markdown."""
+
+    values: Any
+    rows: Sequence[str]
+    cols: Sequence[str]
+
+    def to_markdown(self) -> str:
+        """``| | col ... |`` then one bold-labelled row per row of ``values`` (``%g``)."""
+        import numpy as np
+
+        lines = ["| | " + " | ".join(self.cols) + " |", "|---" * (len(self.cols) + 1) + "|"]
+        for name, row in zip(self.rows, np.asarray(self.values), strict=True):
+            lines.append(f"| **{name}** | " + " | ".join(f"{v:g}" for v in row) + " |")
+        return "\n".join(lines)
+
+    def __format__(self, spec: str) -> str:
+        return self.to_markdown()
+
+
+def render(template: str, values: Mapping[str, Any]) -> str:
+    """The one section template: ``template.format(**values)``.
+
+    A section is data (numbers, :class:`Matrix` tables, figure links, short phrases computed
+    from the results) plus its Markdown prose with ``{name}`` / ``{name:.1e}`` fields; the
+    section function computes the data and calls this.
+    """
+    return template.format(**values)
+
+
+def yes(ok: bool) -> str:
+    """``"yes"``, or a bold ``"**no**"`` (a claim checked in a section's prose)."""
+    return "yes" if ok else "**no**"
+
+
+def max_abs_diff(a, b) -> float:
+    """``max |a - b|`` over all entries, as a Python float."""
+    import numpy as np
+
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
 
 
 VERIFICATION_TITLE = "Verification: every closed form against JAX autodiff (float64)"
