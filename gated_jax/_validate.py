@@ -31,6 +31,8 @@ __all__ = [
     "describe",
     "fail",
     "finite_float",
+    "host_port",
+    "integer",
     "nonempty_sequence",
     "output_dir",
     "positive_int",
@@ -90,6 +92,37 @@ def positive_int(
             what = f"an int in [{minimum}, {maximum}]"
         raise fail(name, value, what + (" or None" if allow_none else ""))
     return int(value)
+
+
+def integer(name: str, value: Any) -> int:
+    """``int(value)`` if ``value`` is an int (Python or NumPy, not ``bool``), of any sign."""
+    if not _is_int(value):
+        raise fail(name, value, "an int")
+    return int(value)
+
+
+def host_port(name: str, value: Any) -> tuple[str, int]:
+    """``(host, port)`` from ``"HOST:PORT"`` (IPv6 as ``"[::1]:PORT"``), else a ``ValueError``.
+
+    Returns the host (brackets of an IPv6 literal removed) and the port, ``1 <= port <= 65535``.
+
+    Examples:
+      >>> host_port("coordinator", "10.0.0.1:1234")
+      ('10.0.0.1', 1234)
+      >>> host_port("coordinator", "node-7")
+      Traceback (most recent call last):
+      ...
+      ValueError: `coordinator` (='node-7') must be HOST:PORT with a port in 1..65535
+    """
+    requirement = "HOST:PORT with a port in 1..65535"
+    if not isinstance(value, str) or ":" not in value:
+        raise fail(name, value, requirement)
+    host, _, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise fail(name, value, requirement)
+    return host, int(port)
 
 
 def boolean(name: str, value: Any) -> bool:

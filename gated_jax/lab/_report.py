@@ -10,6 +10,7 @@ from types import ModuleType
 from typing import Any
 
 from gated_jax._validate import output_dir, positive_int
+from gated_jax.lab import _run
 
 
 @dataclasses.dataclass
@@ -79,10 +80,9 @@ BENCHMARKS_TITLE = "Benchmarks"
 
 def verification_section(ctx: Context, capabilities: Sequence[ModuleType]) -> str:
     """Every capability's verify rows as one table, with a one-line verdict."""
-    from gated_jax.lab import run_checks
     from gated_jax.lab._verify import TOLERANCE, format_table
 
-    rows = run_checks(seed=ctx.seed, capabilities=capabilities)
+    rows = _run.run_checks(ctx.seed, None, capabilities=capabilities)
     bad = [r for r in rows if not r.ok]
     verdict = (
         f"All {len(rows)} formulas agree with autodiff to within {TOLERANCE:g} relative error."
@@ -94,11 +94,10 @@ def verification_section(ctx: Context, capabilities: Sequence[ModuleType]) -> st
 
 def benchmarks_section(ctx: Context, capabilities: Sequence[ModuleType]) -> str:
     """Every capability's benchmark table at quick sizes (full sizes: ``gated-jax bench``)."""
-    from gated_jax.lab import run_benchmarks
     from gated_jax.lab._harness import device_line
 
     # Quick sizes keep `make demo` to a few minutes; full sizes take several minutes per suite.
-    tables = run_benchmarks(quick=True, capabilities=capabilities)
+    tables = _run.run_benchmarks(True, None, capabilities=capabilities)
     head = (
         f"Measured on {device_line()}, variants interleaved in one process; medians, and ratios "
         "to the baseline in the same run (absolute times on a shared machine mean little). "
@@ -114,7 +113,7 @@ def write_report(
     quick: bool = False,
     seed: int = 0,
     progress: bool = True,
-    capabilities: Sequence[ModuleType] | None = None,
+    capabilities: Sequence[ModuleType],
 ) -> Path:
     """Write ``report.md`` (and its PNG figures) into ``out_dir``; return the report's path.
 
@@ -124,12 +123,10 @@ def write_report(
     import matplotlib
     from tqdm.auto import tqdm
 
-    from gated_jax.lab import CAPABILITIES
-
     matplotlib.use("Agg")
     seed = positive_int("seed", seed, minimum=0, maximum=2**32 - 1)
     out = output_dir("out_dir", out_dir)
-    caps = tuple(CAPABILITIES if capabilities is None else capabilities)
+    caps = tuple(capabilities)
     ctx = Context(out_dir=out, quick=quick, seed=seed)
     parts = [
         "# gated_jax report: the homework reproduced and verified",
