@@ -282,6 +282,25 @@ def _spec(n: int) -> str:
     return f"('N{sp}C', '{sp}IO', 'N{sp}C')"
 
 
+def _check_torch_channels(option: str, text: str, b: dict) -> None:
+    """Channels as PyTorch checks them when it builds the module: positive, divisible by groups."""
+    groups = b.get("groups", 1)
+    for key in ("in_channels", "out_channels", "groups"):
+        if (
+            not isinstance(b.get(key, 1), int)
+            or isinstance(b.get(key, 1), bool)
+            or b.get(key, 1) < 1
+        ):
+            raise fail(option, text, f"{key} a positive int (PyTorch requires it)")
+    for key in ("in_channels", "out_channels"):
+        if b[key] % groups:
+            raise fail(
+                option,
+                text,
+                f"{key} (={b[key]}) divisible by groups (={groups}), as PyTorch requires",
+            )
+
+
 def _from_torch(option, text, layer, digit, transposed, args, kw, input_shape) -> int:
     """``--from-torch``: a PyTorch ``Conv*d`` / ``ConvTranspose*d`` call, ported and printed."""
     import gated_jax as gj
@@ -293,6 +312,7 @@ def _from_torch(option, text, layer, digit, transposed, args, kw, input_shape) -
     for key in ("in_channels", "out_channels", "kernel_size"):
         if key not in b:
             raise fail(option, text, f"given {key} (PyTorch requires it)")
+    _check_torch_channels(option, text, b)
     features = b["out_channels"]
     common = {k: b[k] for k in ("stride", "padding", "dilation", "groups") if k in b}
     if transposed:
@@ -357,6 +377,8 @@ def _from_onnx(option, text, layer, digit, transposed, args, kw, input_shape) ->
     b = _bind(option, text, _ONNX, args, kw)
     if "kernel_shape" not in b:
         raise fail(option, text, "given kernel_shape (the port needs the kernel size)")
+    if not isinstance(b["kernel_shape"], (list, tuple)):
+        raise fail(option, text, "kernel_shape given as a list of sizes, e.g. kernel_shape=[3, 3]")
     if len(b["kernel_shape"]) != n:
         raise fail("input", "x".join(map(str, input_shape)), f"{len(b['kernel_shape'])} sizes")
     kernel_line = "kernel = gated_jax.kernel_from_torch(W, transposed={})  # ONNX: PyTorch layouts"
