@@ -18,7 +18,7 @@ with the kernel conversion (``gated_jax.kernel_from_torch`` / ``kernel_from_kera
 
 from __future__ import annotations
 
-from gated_jax._validate import fail, int_text, ints_text
+from gated_jax._validate import fail, int_text, ints_text, positive_int
 
 HELP = "output shape of a convolution, with the derivation and warnings"
 
@@ -286,12 +286,7 @@ def _check_torch_channels(option: str, text: str, b: dict) -> None:
     """Channels as PyTorch checks them when it builds the module: positive, divisible by groups."""
     groups = b.get("groups", 1)
     for key in ("in_channels", "out_channels", "groups"):
-        if (
-            not isinstance(b.get(key, 1), int)
-            or isinstance(b.get(key, 1), bool)
-            or b.get(key, 1) < 1
-        ):
-            raise fail(option, text, f"{key} a positive int (PyTorch requires it)")
+        positive_int(f"{option} {key}", b.get(key, 1))
     for key in ("in_channels", "out_channels"):
         if b[key] % groups:
             raise fail(
