@@ -45,6 +45,7 @@ from gated_jax._validate import (
     Shown,
     as_numeric_array,
     brief,
+    check_array,
     check_fits_in_memory,
     check_remat,
     check_unroll,
@@ -154,14 +155,18 @@ def _unwrap(tree: Any, name: str) -> Mapping[str, Any]:
     return tree
 
 
-def _leaf(v):
-    return jnp.asarray(v[...] if hasattr(v, "get_value") else v)
+def _leaf(v, name: str):
+    """A tree leaf (an NNX variable's value, or an array) as a real numeric JAX array."""
+    value = v[...] if hasattr(v, "get_value") else v
+    check_array(name, value)
+    return jnp.asarray(value)
 
 
 def _tree_kernels(t: Mapping[str, Any], name: str) -> dict[str, jax.Array]:
     """The tree's kernels, checked: 2-D, ``ic``/``ix`` ``(n, m)``, ``hc`` ``(m, m)``."""
-    kernels = {k: _leaf(t[k]["kernel"]) for k in CELL_LEAVES if k in t}
-    for k, a in kernels.items():
+    kernels = {}
+    for k in (k for k in CELL_LEAVES if k in t):
+        a = kernels[k] = _leaf(t[k]["kernel"], f"{name}['{k}']['kernel']")
         if a.ndim != 2:
             raise fail(f"{name}['{k}']['kernel']", a, "a 2-D (in, out) kernel")
     n, m = kernels["ic"].shape
@@ -176,7 +181,7 @@ def _tree_bias(t: Mapping[str, Any], k: str, m: int, name: str) -> jax.Array | N
     b = t[k].get("bias")
     if b is None:
         return None
-    b = _leaf(b)
+    b = _leaf(b, f"{name}['{k}']['bias']")
     if b.shape != (m,):
         raise fail(f"{name}['{k}']['bias']", b, f"of shape ({m},)")
     return b
@@ -217,6 +222,9 @@ def _check_gated_params(params: Any, name: str) -> None:
             "w_z=...) or gated_jax.cell.init_gated_params)",
             error=TypeError,
         )
+    for field in params._fields:
+        if getattr(params, field) is not None:
+            check_array(f"{name}.{field}", getattr(params, field))
     if (params.b_c is None) != (params.b_x is None):
         got = f"b_c={'None' if params.b_c is None else 'array'}, "
         got += f"b_x={'None' if params.b_x is None else 'array'}"

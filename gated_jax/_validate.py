@@ -31,6 +31,8 @@ __all__ = [
     "describe",
     "fail",
     "finite_float",
+    "host_port",
+    "integer",
     "nonempty_sequence",
     "output_dir",
     "positive_int",
@@ -90,6 +92,37 @@ def positive_int(
             what = f"an int in [{minimum}, {maximum}]"
         raise fail(name, value, what + (" or None" if allow_none else ""))
     return int(value)
+
+
+def integer(name: str, value: Any) -> int:
+    """``int(value)`` if ``value`` is an int (Python or NumPy, not ``bool``), of any sign."""
+    if not _is_int(value):
+        raise fail(name, value, "an int")
+    return int(value)
+
+
+def host_port(name: str, value: Any) -> tuple[str, int]:
+    """``(host, port)`` from ``"HOST:PORT"`` (IPv6 as ``"[::1]:PORT"``), else a ``ValueError``.
+
+    Returns the host (brackets of an IPv6 literal removed) and the port, ``1 <= port <= 65535``.
+
+    Examples:
+      >>> host_port("coordinator", "10.0.0.1:1234")
+      ('10.0.0.1', 1234)
+      >>> host_port("coordinator", "node-7")
+      Traceback (most recent call last):
+      ...
+      ValueError: `coordinator` (='node-7') must be HOST:PORT with a port in 1..65535
+    """
+    requirement = "HOST:PORT with a port in 1..65535"
+    if not isinstance(value, str) or ":" not in value:
+        raise fail(name, value, requirement)
+    host, _, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise fail(name, value, requirement)
+    return host, int(port)
 
 
 def boolean(name: str, value: Any) -> bool:
@@ -499,3 +532,148 @@ def check_jacobians_fit(
     check_fits_in_memory(
         "xs", xs, count * jnp.dtype(dtype).itemsize, f"the Jacobians {batch + (T, m, m)}"
     )
+
+
+# --- experiments and command line ---
+# Arguments of gated_jax.experiments and of the `gated-jax` command line (its text options).
+
+__all__ += [
+    "among",
+    "device_list",
+    "finite_floats",
+    "float_dtype",
+    "index",
+    "int_array",
+    "int_text",
+    "ints_text",
+    "number_array",
+    "present",
+]
+
+
+def number_array(name: str, values: Any, kind: str = "numbers") -> np.ndarray:
+    """``values`` as a non-empty 1-D NumPy array of real numbers (ints or floats).
+
+    A scalar becomes a length-1 array. Strings, bytes, bools, ``None`` entries and complex
+    numbers are refused with ``` `name` (=values) must be a non-empty 1-D sequence of kind ```.
+    """
+    what = f"a non-empty 1-D sequence of {kind}"
+    if isinstance(values, (str, bytes, bool, np.bool_)) or values is None:
+        raise fail(name, values, what)
+    items = values if isinstance(values, (list, tuple)) else None
+    if items is not None and any(
+        isinstance(v, (str, bytes, bool, np.bool_)) or v is None for v in items
+    ):
+        raise fail(name, values, what)
+    try:
+        a = np.atleast_1d(np.asarray(values))
+    except (TypeError, ValueError):
+        raise fail(name, values, what) from None
+    if a.ndim != 1 or a.size == 0 or a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number):
+        raise fail(name, values, what)
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise fail(name, values, what)
+    return a
+
+
+def finite_floats(
+    name: str, values: Any, *, minimum: float | None = None, strict: bool = False
+) -> np.ndarray:
+    """``values`` as a non-empty 1-D float64 array of finite numbers, each ``>= minimum``.
+
+    ``strict`` makes the bound exclusive (``> minimum``).
+    """
+    a = number_array(name, values, "finite numbers").astype(np.float64)
+    if not np.all(np.isfinite(a)):
+        raise fail(name, values, "finite numbers (no NaN or infinity)")
+    if minimum is not None and (a.min() <= minimum if strict else a.min() < minimum):
+        raise fail(name, values, f"numbers {'>' if strict else '>='} {minimum:g}")
+    return a
+
+
+def int_array(name: str, values: Any, *, minimum: int = 1) -> np.ndarray:
+    """``values`` as a non-empty 1-D int64 array of ints ``>= minimum`` (no floats, no bools)."""
+    a = number_array(name, values, "ints")
+    if not np.issubdtype(a.dtype, np.integer):
+        raise fail(name, values, "a non-empty 1-D sequence of ints")
+    if a.min() < minimum:
+        raise fail(name, values, f"ints >= {minimum}")
+    return a.astype(np.int64)
+
+
+def float_dtype(name: str, value: Any, options: Sequence[str] | None = None) -> np.dtype:
+    """``value`` as a NumPy dtype: a floating dtype (:func:`check_dtype`), one of ``options``
+    (names such as ``"float32"``) when given.
+
+    Anything ``jnp.dtype`` cannot read (``"foo"``, an object, ``None``) is refused with a
+    ``ValueError`` naming ``name``, never an ``AttributeError`` or ``TypeError`` later.
+    """
+    import jax.numpy as jnp
+
+    check_dtype(name, value)
+    dt = np.dtype(jnp.dtype(value))
+    if options is not None and dt.name not in options:
+        raise fail(name, value, " or ".join(options))
+    return dt
+
+
+def device_list(name: str, value: Any) -> list | None:
+    """``None``, or ``value`` as a list if it is a non-empty list/tuple of ``jax.Device``."""
+    import jax
+
+    if value is None:
+        return None
+    requirement = 'None or a list of jax.Device (e.g. jax.devices("cpu"))'
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise fail(name, value, requirement)
+    if not value or not all(isinstance(d, jax.Device) for d in value):
+        raise fail(name, value, requirement)
+    return list(value)
+
+
+def index(name: str, value: Any, size: int) -> int:
+    """``int(value)`` if it is an int (not a bool) in ``[0, size)``."""
+    if not _is_int(value) or not 0 <= value < size:
+        raise fail(name, value, f"an int in [0, {size})")
+    return int(value)
+
+
+def among(name: str, values: Any, options: Sequence[str]) -> tuple:
+    """``tuple(values)`` if it is a non-empty sequence whose entries are all in ``options``."""
+    ok = isinstance(values, (list, tuple)) and len(values) > 0
+    if not ok or any(not isinstance(v, str) or v not in options for v in values):
+        raise fail(name, values, "among " + ", ".join(options))
+    return tuple(values)
+
+
+def int_text(option: str, text: str | None) -> int | None:
+    """A command-line integer: ``int(text)`` (``None`` passes through)."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise fail(option, text, "an integer") from None
+
+
+def ints_text(option: str, text: str) -> tuple[int, ...]:
+    """Command-line sizes: ``"3x3"`` (or ``"3×3"``, ``"7"``) as a tuple of ints."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise fail(option, text, "an integer or integers joined by 'x', e.g. 3x3") from None
+
+
+def present(name: str, value: Any, options: Any, what: str) -> Any:
+    """``value`` if ``value in options`` (a dict's keys, a sequence), else ``` must be what ```.
+
+    Unlike :func:`choice` it takes any hashable ``value`` (a NumPy int for an int key).
+    """
+    try:
+        ok = value in options
+    except TypeError:  # unhashable value for a dict or set
+        ok = False
+    if not ok:
+        raise fail(name, value, what)
+    return value

@@ -519,7 +519,8 @@ class GatedRNN(_GatedRNNFields):
         Args:
           inputs: ``(*batch, T, n)`` (``(T, *batch, n)`` if ``time_major``); a nested list or
             NumPy array of floats is converted.
-          initial_carry: ``(*batch, m)``; default ``cell.initialize_carry(init_key, ...)``.
+          initial_carry: ``(*batch, m)``, converted as ``inputs`` is; default
+            ``cell.initialize_carry(init_key, ...)``.
           init_key: key of a random ``carry_init`` (default ``jax.random.key(0)``).
           seq_lengths: ``(*batch,)`` ints in ``[0, T]``: steps past a sequence's length are
             padding and hold its last valid state.

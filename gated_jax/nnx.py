@@ -514,8 +514,8 @@ class GatedRNN(nnx.Module):
         Args:
           inputs: ``(*batch, T, n)`` (``(T, *batch, n)`` if ``time_major``); a nested list or
             NumPy array of floats is converted.
-          initial_carry: ``(*batch, m)``; default ``cell.initialize_carry(..., rngs,
-            carry_init)``.
+          initial_carry: ``(*batch, m)``, converted as ``inputs`` is; default
+            ``cell.initialize_carry(..., rngs, carry_init)``.
           seq_lengths: ``(*batch,)`` ints in ``[0, T]``.
           return_carry, time_major, reverse, keep_order: override the attributes (``None``:
             use the attribute).

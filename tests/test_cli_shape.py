@@ -1,4 +1,4 @@
-"""``gated-jax shape``: seed 1.1(a) on the command line, options, one-line errors."""
+"""``gated-jax shape``: a worked example on the command line, options, one-line errors."""
 
 from __future__ import annotations
 

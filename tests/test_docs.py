@@ -134,17 +134,20 @@ def test_landing_page_has_the_front_door(site):
     readme = (ROOT / "README.md").read_text()
     for command in ("make demo", "make test"):
         assert command in text
-    assert "What the homework gets wrong" in text
-    # The homework table comes from the README: every question it lists is on the page.
-    section = readme.split("<!-- site:homework -->")[1].split("<!-- /site:homework -->")[0]
-    questions = re.findall(r"^\| (\d\.\d\([a-z]\)(?:\([ivx]+\))?) \|", section, re.M)
-    assert len(questions) >= 6
-    for q in questions:
-        assert q in text, q
     # The intro paragraph is the README's, included, not rewritten.
     intro = readme.split("<!-- site:intro -->")[1].split("<!-- /site:intro -->")[0]
     first = " ".join(intro.split()[:12])
     assert first in text
+    # The homework is one worked-example page, linked from the landing page, not its content.
+    assert "What the homework gets wrong" not in text
+    assert 'href="guide/homework.html"' in (site / "index.html").read_text()
+    page = _text(site / "guide" / "homework.html")
+    # The homework table comes from the README: every question it lists is on that page.
+    section = readme.split("<!-- site:homework -->")[1].split("<!-- /site:homework -->")[0]
+    questions = re.findall(r"^\| (\d\.\d\([a-z]\)(?:\([ivx]+\))?) \|", section, re.M)
+    assert len(questions) >= 6
+    for q in questions:
+        assert q in page, q
 
 
 @pytest.mark.parametrize("page", ["shapes", "conv", "cell", "modules", "flow", "scaling"])

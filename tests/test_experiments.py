@@ -38,7 +38,7 @@ def _random_gated(rng, n, m, *, rho, bias=True):
 
 
 def _plain_final(p, xs, z):
-    """The recurrence as a Python loop over the seed's formula."""
+    """The recurrence as a Python loop over the cell's formula."""
     for t in range(xs.shape[0]):
         z = gated_plain_step(p, z, xs[t])
     return z
@@ -228,7 +228,9 @@ def test_flow_sweep_grid_indexing_matches_direct_computation():
         np.testing.assert_allclose(sw.norms[5][i, j, k, r], want5, rtol=1e-12)
     np.testing.assert_allclose(sw.growth_rate(9), np.log(sw.norms[9][..., 9]) / 9)
     assert growth_rate(np.array([1.0, np.e**3])) == pytest.approx(3.0)
-    with pytest.raises(ValueError, match=r"`length` \(=7\) was not swept.*\(5, 9\)"):
+    with pytest.raises(
+        ValueError, match=r"`length` \(=7\) must be a swept length, one of \(5, 9\)"
+    ):
         sw.growth_rate(7)
 
 

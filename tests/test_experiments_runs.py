@@ -314,7 +314,7 @@ def test_plots_name_an_unswept_length_or_bad_index():
     kw = dict(wz_norms=(1.0,), gate_biases=(0.0,), input_scales=(1.0,), lengths=(4,), seeds=(0,))
     sw = flow_sweep("tanh", n=2, m=2, progress=False, **kw)
     for plot in (plot_norm_vs_lag, plot_heatmap):
-        with pytest.raises(ValueError, match=r"`length` \(=16\) was not swept"):
+        with pytest.raises(ValueError, match=r"`length` \(=16\) must be a swept length"):
             plot(sw, 16)
         with pytest.raises(ValueError, match="`bias_index`"):
             plot(sw, 4, bias_index=3)

@@ -71,6 +71,21 @@ CASES = [
     BadCommand(
         "shape-from-onnx-positional", ("shape", "9", "--from-onnx", "Conv([3])"), "--from-onnx"
     ),
+    BadCommand(
+        "shape-from-torch-groups",
+        ("shape", "32x32", "--from-torch", "Conv2d(3, 8, 3, groups=2)"),
+        "in_channels (=3) divisible by groups (=2)",
+    ),
+    BadCommand(
+        "shape-from-torch-out-groups",
+        ("shape", "9", "--from-torch", "ConvTranspose1d(4, 6, 3, groups=4)"),
+        "out_channels (=6) divisible by groups (=4)",
+    ),
+    BadCommand(
+        "shape-from-onnx-kernel-int",
+        ("shape", "9", "--from-onnx", "Conv(kernel_shape=3)"),
+        "kernel_shape given as a list",
+    ),
     BadCommand("shape-no-kernel", ("shape", "9"), "--kernel"),
     # top level
     BadCommand("unknown-command", ("frobnicate",), "frobnicate"),

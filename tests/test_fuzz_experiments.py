@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _fuzz import Bad, assert_names_the_argument
+from _fuzz import Bad, assert_names_the_argument, assert_refused
 
 from gated_jax import experiments as ex
 from gated_jax import linalg
@@ -116,6 +116,10 @@ BAD = [
     Bad("sweep fractional length", _sweep(lengths=(2.5,)), "lengths", "(2.5,)"),
     Bad("sweep length too large", _sweep(lengths=(10**9,)), "lengths", "[1000000000]"),
     Bad("sweep dtype int", _sweep(dtype=jnp.int32), "dtype", "int32"),
+    Bad("sweep dtype unknown name", _sweep(dtype="foo"), "dtype", "'foo'"),
+    Bad(
+        "learning dtype unknown name", lambda: ex.learning_experiment(dtype="foo"), "dtype", "'foo'"
+    ),
     Bad("sweep progress truthy", _sweep(progress="no"), "progress", "'no'"),
     Bad("sweep chunk 0", _sweep(chunk_size=0), "chunk_size", "0"),
     Bad("random_bases no seeds", lambda: ex.random_bases([], n=2, m=3, length=4), "seeds", "[]"),
@@ -209,6 +213,12 @@ def test_counterexample_in_float32_is_still_exact():
     assert p.w_z.dtype == jnp.float32
     flow = np.asarray(gradient_flow(p, xs, z0))
     np.testing.assert_array_equal(flow[0], 8.0)  # 2^(6/2), dyadic: exact in float32
+
+
+@pytest.mark.parametrize("dtype", ["foo", "float16", object(), jnp.int32])
+def test_sweep_unknown_dtype_is_a_value_error_naming_dtype(dtype):
+    """Issue 27: ``dtype="foo"`` used to end in an AttributeError inside the memory check."""
+    assert_refused(_sweep(dtype=dtype), "dtype", dtype)
 
 
 def test_sweep_accepts_numpy_axes_and_lists():

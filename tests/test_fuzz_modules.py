@@ -534,6 +534,12 @@ def test_lists_numpy_and_integers_give_the_array_result():
         np.testing.assert_allclose(_nnx_layer()(given), ref, rtol=1e-13)
     ints = np.arange(2 * 5 * N).reshape(2, 5, N) % 3 - 1
     np.testing.assert_allclose(layer.apply(V, ints), _reference(ints.astype(float)), rtol=1e-13)
+    # the documented contract: initial_carry converts as inputs does
+    z0 = np.linspace(-0.5, 0.5, 2 * M).reshape(2, M)
+    ref0 = _reference(X, jnp.asarray(z0))
+    for given in (z0, z0.tolist()):
+        np.testing.assert_allclose(layer.apply(V, X, initial_carry=given), ref0, rtol=1e-13)
+        np.testing.assert_allclose(_nnx_layer()(X, initial_carry=given), ref0, rtol=1e-13)
 
 
 def test_mixed_float_dtypes_promote():
@@ -600,3 +606,14 @@ def test_min_gru_tree_without_hc_gives_the_w_z_none_result():
     )
     np.testing.assert_allclose(gnnx.load_gated_params(nnx_layer, P_MIN)(X), ref, rtol=1e-13)
     assert gnn.to_gated_params(V_MIN).w_z is None
+
+
+def test_parameter_trees_and_params_of_strings_or_complex_numbers_are_refused_by_name():
+    tree = gnn.from_gated_params(P)
+    tree["ic"]["kernel"] = "abc"
+    with pytest.raises(ValueError, match=r"`tree\['ic'\]\['kernel'\]` \(='abc'\) must be a JAX"):
+        gnn.to_gated_params(tree)
+    layer = _nnx_layer()
+    complex_p = P._replace(w_x=P.w_x.astype(jnp.complex128) + 1j)
+    with pytest.raises(ValueError, match=r"`params.w_x` \(=.*complex128\) must be a real array"):
+        gnnx.load_gated_params(layer, complex_p)

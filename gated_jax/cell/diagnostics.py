@@ -35,6 +35,7 @@ from gated_jax._validate import (
     check_z0,
     compute_dtype,
     fail,
+    integer,
 )
 from gated_jax.cell import step as _step
 from gated_jax.cell._core import trajectory
@@ -104,12 +105,6 @@ def state_jacobians(params: GatedParams, xs: jax.Array, z0: jax.Array | None = N
     return _state_jacobians_jit(*_validated(params, xs, z0, jacobian_copies=1))
 
 
-def _int_arg(name: str, v) -> int:
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-        raise fail(name, v, "an int")
-    return int(v)
-
-
 def jacobian_product(
     params: GatedParams,
     xs: jax.Array,
@@ -147,8 +142,8 @@ def jacobian_product(
     """
     p, xs, z0 = _validated(params, xs, z0, jacobian_copies=1)
     T = xs.shape[-2]
-    start = _int_arg("start", start)
-    end = T if end is None else _int_arg("end", end)
+    start = integer("start", start)
+    end = T if end is None else integer("end", end)
     if not 0 <= end <= T:
         raise fail("end", end, f"in [start, T] = [{start}, {T}]")
     if not 0 <= start <= end:

@@ -429,11 +429,14 @@ def _concrete(x) -> bool | None:
 
 
 def _not_converged(info: DeerInfo, jacobian: str, tol: float, max_iters: int, T: int, dtype):
-    k = int(info.iterations)
+    try:  # under an eager jax.grad the residuals are tracers (with a value); the flag is not
+        residual = f"{float(info.residuals[int(info.iterations)]):.3g}"
+    except jax.errors.ConcretizationTypeError:
+        residual = "(traced)"
     return DeerNotConverged(
         f"gated_scan(method={'deer' if jacobian == 'full' else 'quasi_deer'!r}) did not "
         f"converge in `max_iters` (={max_iters}) iterations: the last iterate's per-step "
-        f"residual is {float(info.residuals[k]):.3g}, above `tol` (={tol:g}) relative to "
+        f"residual is {residual}, above `tol` (={tol:g}) relative to "
         f"max(1, max|z|) (floor {residual_bound(0.0, dtype):.2g} for {jnp.dtype(dtype).name}). "
         f"Raise max_iters (at most T = {T} are used), or use method='sequential': on an "
         "expanding cell (positive Lyapunov exponent) Newton amplifies rounding error. Under "

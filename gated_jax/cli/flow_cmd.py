@@ -1,4 +1,5 @@
-"""``gated-jax flow``: the gradient-flow experiment (seed 1.2(d)), data and plots to ``--out``."""
+"""``gated-jax flow``: the gradient-flow experiment (do gradients vanish or explode?), data
+and plots to ``--out``."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """``gated-jax shape``: a convolution's output shape with its derivation and warnings.
 
-``gated-jax shape 10x11 --kernel 3 --stride 2`` prints ``4 x 5`` (seed 1.1(a)) and the rule
+``gated-jax shape 10x11 --kernel 3 --stride 2`` prints ``4 x 5`` and the rule
 with the numbers substituted. Per-dimension values are written ``AxB``; padding is an int, a
 ``lo,hi`` pair, one of those per dim (``1,2x0,0``), or ``SAME``/``SAME_LOWER``/``VALID``.
 
-``--target 32`` (or ``32x32``) answers the inverse question: the padding that gives that
+``--target 32`` (or ``32x32``) gives the inverse direction: the padding that gives that
 output size (``padding_for_output``; with ``--transposed``, the ``lax.conv_transpose`` padding
 of ``transpose_padding_for_output``), with the window of totals that work and the derivation
 of the result.
@@ -18,9 +18,9 @@ with the kernel conversion (``gated_jax.kernel_from_torch`` / ``kernel_from_kera
 
 from __future__ import annotations
 
-from gated_jax._validate import fail
+from gated_jax._validate import fail, int_text, ints_text, positive_int
 
-HELP = "output shape of a convolution, with the derivation (seed 1.1(a)/(b))"
+HELP = "output shape of a convolution, with the derivation and warnings"
 
 
 def add_arguments(p) -> None:
@@ -63,26 +63,8 @@ _FROM_EXAMPLES = {
 }
 
 
-def _ints(text: str, option: str) -> tuple[int, ...]:
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        vals = tuple(int(p) for p in parts)
-    except ValueError:
-        raise fail(option, text, "an integer or integers joined by 'x', e.g. 3x3") from None
-    return vals
-
-
 def _one(vals: tuple[int, ...]):
     return vals[0] if len(vals) == 1 else vals
-
-
-def _int(text: str | None, option: str) -> int | None:
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise fail(option, text, "an integer") from None
 
 
 def _padding(text: str, ndim: int):
@@ -112,7 +94,7 @@ def _padding(text: str, ndim: int):
 def run(args) -> int:
     from gated_jax.shapes import explain_conv
 
-    input_shape = _ints(args.input, "input")
+    input_shape = ints_text("input", args.input)
     given = [name for name in _FROM_EXAMPLES if getattr(args, f"from_{name}") is not None]
     if len(given) > 1:
         raise fail(f"--from-{given[1]}", getattr(args, f"from_{given[1]}"), "used alone")
@@ -127,14 +109,14 @@ def run(args) -> int:
         padding = _padding_for_target(args, input_shape)
     text = explain_conv(
         input_shape,
-        _one(_ints(args.kernel, "--kernel")),
-        stride=_one(_ints(args.stride, "--stride")),
+        _one(ints_text("--kernel", args.kernel)),
+        stride=_one(ints_text("--stride", args.stride)),
         padding=padding,
-        dilation=_one(_ints(args.dilation, "--dilation")),
-        input_dilation=_one(_ints(args.input_dilation, "--input-dilation")),
-        channels=_int(args.channels, "--channels"),
-        filters=_int(args.filters, "--filters"),
-        feature_group_count=_int(args.groups, "--groups"),
+        dilation=_one(ints_text("--dilation", args.dilation)),
+        input_dilation=_one(ints_text("--input-dilation", args.input_dilation)),
+        channels=int_text("--channels", args.channels),
+        filters=int_text("--filters", args.filters),
+        feature_group_count=int_text("--groups", args.groups),
         transposed=args.transposed,
     )
     print(" x ".join(map(str, text.output_shape)))
@@ -148,11 +130,11 @@ def _padding_for_target(args, input_shape: tuple[int, ...]) -> list[tuple[int, i
     from gated_jax.shapes import padding_for_output, transpose_padding_for_output
 
     n = len(input_shape)
-    target = _ints(args.target, "--target")
+    target = ints_text("--target", args.target)
     if len(target) == 1:
         target = target * n
     per_dim = [
-        _ints(getattr(args, a), f"--{a.replace('_', '-')}")
+        ints_text(f"--{a.replace('_', '-')}", getattr(args, a))
         for a in ("kernel", "stride", "dilation", "input_dilation")
     ]
     k, s, d, ld = ([v[0]] * n if len(v) == 1 else list(v) for v in per_dim)
@@ -300,10 +282,113 @@ def _spec(n: int) -> str:
     return f"('N{sp}C', '{sp}IO', 'N{sp}C')"
 
 
+def _check_torch_channels(option: str, text: str, b: dict) -> None:
+    """Channels as PyTorch checks them when it builds the module: positive, divisible by groups."""
+    groups = b.get("groups", 1)
+    for key in ("in_channels", "out_channels", "groups"):
+        positive_int(f"{option} {key}", b.get(key, 1))
+    for key in ("in_channels", "out_channels"):
+        if b[key] % groups:
+            raise fail(
+                option,
+                text,
+                f"{key} (={b[key]}) divisible by groups (={groups}), as PyTorch requires",
+            )
+
+
+def _from_torch(option, text, layer, digit, transposed, args, kw, input_shape) -> int:
+    """``--from-torch``: a PyTorch ``Conv*d`` / ``ConvTranspose*d`` call, ported and printed."""
+    import gated_jax as gj
+
+    n = len(input_shape)
+    if digit is None or layer[-1] != "d":
+        raise fail(option, text, "a PyTorch Conv{1,2,3}d or ConvTranspose{1,2,3}d")
+    b = _bind(option, text, _TORCH_TCONV if transposed else _TORCH_CONV, args, kw)
+    for key in ("in_channels", "out_channels", "kernel_size"):
+        if key not in b:
+            raise fail(option, text, f"given {key} (PyTorch requires it)")
+    _check_torch_channels(option, text, b)
+    features = b["out_channels"]
+    common = {k: b[k] for k in ("stride", "padding", "dilation", "groups") if k in b}
+    if transposed:
+        if b.get("padding_mode", "zeros") != "zeros":
+            raise fail(option, text, "padding_mode='zeros' (PyTorch's only one for ConvTranspose)")
+        port = gj.torch_conv_transpose(
+            n, b["kernel_size"], output_padding=b.get("output_padding", 0), **common
+        )
+        return _print_torch_transpose(port, input_shape, features, b)
+    port = gj.torch_conv(n, b["kernel_size"], padding_mode=b.get("padding_mode", "zeros"), **common)
+    return _print_torch_conv(port, input_shape, features, b)
+
+
+def _from_keras(option, text, layer, digit, transposed, args, kw, input_shape) -> int:
+    """``--from-keras``: a Keras ``Conv*D`` / ``Conv*DTranspose`` call, ported and printed."""
+    import gated_jax as gj
+
+    n = len(input_shape)
+    if digit is None or layer[-1] == "d":
+        raise fail(option, text, "a Keras Conv{1,2,3}D or Conv{1,2,3}DTranspose")
+    b = _bind(option, text, _KERAS_TCONV if transposed else _KERAS_CONV, args, kw)
+    for key in ("filters", "kernel_size"):
+        if key not in b:
+            raise fail(option, text, f"given {key} (Keras requires it)")
+    features = b["filters"]
+    fmt = b.get("data_format") or "channels_last"
+    if transposed:
+        port = gj.keras_conv_transpose(
+            n,
+            b["kernel_size"],
+            strides=b.get("strides", 1),
+            padding=b.get("padding", "valid"),
+            output_padding=b.get("output_padding"),
+            data_format=fmt,
+            dilation_rate=b.get("dilation_rate", 1),
+        )
+        kernel_line = "kernel = keras_kernel  # kernel_size + (filters, C_in), as Keras stores it"
+        return _print_transpose(port, input_shape, features, kernel_line, "Keras")
+    port = gj.keras_conv(
+        n,
+        b["kernel_size"],
+        strides=b.get("strides", 1),
+        padding=b.get("padding", "valid"),
+        data_format=fmt,
+        dilation_rate=b.get("dilation_rate", 1),
+        groups=b.get("groups", 1),
+    )
+    kernel_line = "kernel = keras_kernel  # HWIO already"
+    return _print_forward(port, input_shape, features, kernel_line, "Keras")
+
+
+def _from_onnx(option, text, layer, digit, transposed, args, kw, input_shape) -> int:
+    """``--from-onnx``: an ONNX ``Conv`` / ``ConvTranspose`` node, ported and printed."""
+    import gated_jax as gj
+
+    n = len(input_shape)
+    features: object = "C_out"
+    if digit is not None or layer not in ("Conv", "ConvTranspose"):
+        raise fail(option, text, "an ONNX Conv or ConvTranspose node")
+    if args:
+        raise fail(option, text, "attributes given by name (kernel_shape=[...], ...)")
+    b = _bind(option, text, _ONNX, args, kw)
+    if "kernel_shape" not in b:
+        raise fail(option, text, "given kernel_shape (the port needs the kernel size)")
+    if not isinstance(b["kernel_shape"], (list, tuple)):
+        raise fail(option, text, "kernel_shape given as a list of sizes, e.g. kernel_shape=[3, 3]")
+    if len(b["kernel_shape"]) != n:
+        raise fail("input", "x".join(map(str, input_shape)), f"{len(b['kernel_shape'])} sizes")
+    kernel_line = "kernel = gated_jax.kernel_from_torch(W, transposed={})  # ONNX: PyTorch layouts"
+    if transposed:
+        port = gj.onnx_conv_transpose(**b)
+        return _print_transpose(port, input_shape, features, kernel_line.format(True), "ONNX")
+    for key in ("output_padding", "output_shape"):
+        if key in b:
+            raise fail(option, text, f"without {key} (a ConvTranspose attribute)")
+    port = gj.onnx_conv(**b)
+    return _print_forward(port, input_shape, features, kernel_line.format(False), "ONNX")
+
+
 def _from_framework(name: str, text: str, input_shape: tuple[int, ...]) -> int:
     import re
-
-    import gated_jax as gj
 
     option = f"--from-{name}"
     layer, args, kw = _parse_layer(option, text)
@@ -317,82 +402,8 @@ def _from_framework(name: str, text: str, input_shape: tuple[int, ...]) -> int:
     transposed = "Transpose" in layer
     if digit is not None and int(digit) != n:
         raise fail("input", "x".join(map(str, input_shape)), f"{digit} spatial sizes for {layer}")
-    features: object = "C_out"
-    kernel_line = ""
-    if name == "torch":
-        if digit is None or layer[-1] != "d":
-            raise fail(option, text, "a PyTorch Conv{1,2,3}d or ConvTranspose{1,2,3}d")
-        b = _bind(option, text, _TORCH_TCONV if transposed else _TORCH_CONV, args, kw)
-        for key in ("in_channels", "out_channels", "kernel_size"):
-            if key not in b:
-                raise fail(option, text, f"given {key} (PyTorch requires it)")
-        features = b["out_channels"]
-        common = {k: b[k] for k in ("stride", "padding", "dilation", "groups") if k in b}
-        if transposed:
-            if b.get("padding_mode", "zeros") != "zeros":
-                raise fail(
-                    option, text, "padding_mode='zeros' (PyTorch's only one for ConvTranspose)"
-                )
-            port = gj.torch_conv_transpose(
-                n, b["kernel_size"], output_padding=b.get("output_padding", 0), **common
-            )
-            return _print_torch_transpose(port, input_shape, features, b)
-        port = gj.torch_conv(
-            n, b["kernel_size"], padding_mode=b.get("padding_mode", "zeros"), **common
-        )
-        return _print_torch_conv(port, input_shape, features, b)
-    if name == "keras":
-        if digit is None or layer[-1] == "d":
-            raise fail(option, text, "a Keras Conv{1,2,3}D or Conv{1,2,3}DTranspose")
-        b = _bind(option, text, _KERAS_TCONV if transposed else _KERAS_CONV, args, kw)
-        for key in ("filters", "kernel_size"):
-            if key not in b:
-                raise fail(option, text, f"given {key} (Keras requires it)")
-        features = b["filters"]
-        fmt = b.get("data_format") or "channels_last"
-        if transposed:
-            port = gj.keras_conv_transpose(
-                n,
-                b["kernel_size"],
-                strides=b.get("strides", 1),
-                padding=b.get("padding", "valid"),
-                output_padding=b.get("output_padding"),
-                data_format=fmt,
-                dilation_rate=b.get("dilation_rate", 1),
-            )
-            kernel_line = (
-                "kernel = keras_kernel  # kernel_size + (filters, C_in), as Keras stores it"
-            )
-            return _print_transpose(port, input_shape, features, kernel_line, "Keras")
-        port = gj.keras_conv(
-            n,
-            b["kernel_size"],
-            strides=b.get("strides", 1),
-            padding=b.get("padding", "valid"),
-            data_format=fmt,
-            dilation_rate=b.get("dilation_rate", 1),
-            groups=b.get("groups", 1),
-        )
-        kernel_line = "kernel = keras_kernel  # HWIO already"
-        return _print_forward(port, input_shape, features, kernel_line, "Keras")
-    if digit is not None or layer not in ("Conv", "ConvTranspose"):
-        raise fail(option, text, "an ONNX Conv or ConvTranspose node")
-    if args:
-        raise fail(option, text, "attributes given by name (kernel_shape=[...], ...)")
-    b = _bind(option, text, _ONNX, args, kw)
-    if "kernel_shape" not in b:
-        raise fail(option, text, "given kernel_shape (the port needs the kernel size)")
-    if len(b["kernel_shape"]) != n:
-        raise fail("input", "x".join(map(str, input_shape)), f"{len(b['kernel_shape'])} sizes")
-    kernel_line = "kernel = gated_jax.kernel_from_torch(W, transposed={})  # ONNX: PyTorch layouts"
-    if transposed:
-        port = gj.onnx_conv_transpose(**b)
-        return _print_transpose(port, input_shape, features, kernel_line.format(True), "ONNX")
-    for key in ("output_padding", "output_shape"):
-        if key in b:
-            raise fail(option, text, f"without {key} (a ConvTranspose attribute)")
-    port = gj.onnx_conv(**b)
-    return _print_forward(port, input_shape, features, kernel_line.format(False), "ONNX")
+    port = {"torch": _from_torch, "keras": _from_keras}.get(name, _from_onnx)
+    return port(option, text, layer, digit, transposed, args, kw, input_shape)
 
 
 def _shape_line(out) -> None:

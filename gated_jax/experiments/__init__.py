@@ -1,4 +1,4 @@
-"""Gradient-flow experiments: can the gated cell's gradients vanish or explode? (seed 1.2(d))
+"""Gradient-flow experiments: can the gated cell's gradients vanish or explode?
 
 * :mod:`~gated_jax.experiments.analysis`: the bounds that hold (forward box, one-step Jacobian
   bound), their randomized check, and an exact counterexample to "cannot explode".

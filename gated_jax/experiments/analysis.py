@@ -1,4 +1,4 @@
-r"""What can be proved about the gated cell's gradient flow (seed 1.2(d)), and a counterexample.
+r"""What can be proved about the gated cell's gradient flow, and a counterexample.
 
 The cell is ``c[t] = sigmoid(W_c x[t] + W_z z[t-1] + b_c)``,
 ``z[t] = c[t] * z[t-1] + (1 - c[t]) * u[t]`` with ``u[t] = W_x x[t] (+ b_x)``.
@@ -24,9 +24,9 @@ The state never leaves the box spanned by ``z[0]`` and the candidates (:func:`st
 where ``R`` is the widest side of the box above (:func:`step_norm_bound`,
 :func:`a_priori_step_bound`). With ``W_z = 0`` it is ``max c < 1``: gradients can only shrink.
 The bound exceeds 1 as soon as ``max|z - u| ||W_z|| / 4 > 1 - max c``: a state far from its
-candidate and a large ``W_z``. So the bound does not exclude growth, and the seed's argument
+candidate and a large ``W_z``. So the bound does not exclude growth, and the usual argument
 ("c close to 1 copies the state, which avoids exploding gradients") only covers the ``diag(c)``
-term. Whether products of such Jacobians grow with ``T`` is an empirical question.
+term. Whether products of such Jacobians grow with ``T`` is for experiment to decide.
 
 **Exploding does happen (counterexample, exact).** Take ``n = m = 1``, ``W_x = 1``,
 ``W_c = 1/2``, ``W_z = 3/2``, no biases, ``z[0] = -1`` and the input ``x[t] = 3 (-1)^(t+1)``.
@@ -53,7 +53,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gated_jax._validate import check_array, check_fits_in_memory, fail, positive_int
+from gated_jax._validate import (
+    check_array,
+    check_fits_in_memory,
+    fail,
+    float_dtype,
+    positive_int,
+)
 from gated_jax.cell import (
     GatedParams,
     gated_scan,
@@ -127,13 +133,7 @@ def counterexample(length: int = 64, *, dtype=jnp.float64):
     ``||dz[T]/dz[0]|| = 2^(T/2)`` for even ``T``, with ``||W_z|| = 1.5`` and ``|x| <= 3``.
     """
     length = positive_int("length", length)
-    try:
-        dt = jnp.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt is None or not jnp.issubdtype(dt, jnp.floating):
-        raise fail("dtype", dtype, "a floating dtype (the weights are 1/2 and 3/2)")
-    dtype = dt
+    dtype = float_dtype("dtype", dtype)
     one = lambda v: jnp.full((1, 1), v, dtype)
     params = GatedParams(w_x=one(1.0), w_c=one(0.5), w_z=one(1.5))
     signs = np.where(np.arange(1, length + 1) % 2 == 1, 1.0, -1.0)
@@ -143,7 +143,7 @@ def counterexample(length: int = 64, *, dtype=jnp.float64):
 
 
 def _plain_final_state(w_x, w_c, w_z, xs, z0):
-    """``z[T]`` by a Python loop over the seed's formula, :func:`gated_jax.cell.gated_step`.
+    """``z[T]`` by a Python loop over the cell's formula, :func:`gated_jax.cell.gated_step`.
 
     No scan and no closed forms: ``jax.grad`` of it is JAX's own autodiff of the formula.
     """

@@ -18,7 +18,7 @@ Families and what ``rho`` and ``b`` mean for each:
 =========  =====================================================  ==============================
 family     recurrent weights scaled to spectral norm ``rho``      ``b`` (the "gate bias") is
 =========  =====================================================  ==============================
-gated      ``W_z`` (seed 1.2)                                     ``b_c``, the gate's bias
+gated      ``W_z`` (:mod:`gated_jax.cell`)                        ``b_c``, the gate's bias
 tanh       ``W_h`` in ``h = tanh(W_h h + W_x x + b)``             the pre-activation bias
 gru        each of Flax ``GRUCell``'s ``hr, hz, hn`` kernels      bias of the update gate ``z``
 lstm       each of Flax ``LSTMCell``'s ``hi, hf, hg, ho``         bias of the forget gate ``f``
@@ -143,7 +143,7 @@ def _inputs(base, i):
     return w / jnp.sqrt(jnp.asarray(w.shape[-1], w.dtype))
 
 
-# ---- the gated cell (seed 1.2), through gated_jax.cell ------------------------------------
+# ---- the gated cell, through gated_jax.cell ------------------------------------------------
 
 
 def _gated_init(base, rho, bias):

@@ -50,7 +50,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gated_jax._validate import fail, positive_int
+from gated_jax._validate import fail, host_port, positive_int
 
 __all__ = [
     "batch_mesh",
@@ -69,33 +69,9 @@ __all__ = [
 BATCH_AXIS = "batch"
 
 
-def parse_coordinator(name: str, value: Any) -> tuple[str, int]:
-    """``(host, port)`` from ``"HOST:PORT"`` (IPv6 as ``"[::1]:PORT"``), else a ``ValueError``.
-
-    Args:
-      name: the argument's name in the message (``"coordinator"``, ``"--coordinator"``).
-      value: the text to parse.
-
-    Returns:
-      The host (brackets of an IPv6 literal removed) and the port, ``1 <= port <= 65535``.
-
-    Examples:
-      >>> parse_coordinator("coordinator", "10.0.0.1:1234")
-      ('10.0.0.1', 1234)
-      >>> parse_coordinator("coordinator", "node-7")
-      Traceback (most recent call last):
-      ...
-      ValueError: `coordinator` (='node-7') must be HOST:PORT with a port in 1..65535
-    """
-    requirement = "HOST:PORT with a port in 1..65535"
-    if not isinstance(value, str) or ":" not in value:
-        raise fail(name, value, requirement)
-    host, _, port = value.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise fail(name, value, requirement)
-    return host, int(port)
+parse_coordinator = host_port
+"""``(host, port)`` from ``"HOST:PORT"`` (:func:`gated_jax._validate.host_port`), naming the
+argument as given: ``parse_coordinator("--coordinator", "node-7:1234")``."""
 
 
 # Longest a name lookup, or process 0's connection to its own port, may take before the

@@ -40,7 +40,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gated_jax._validate import boolean, check_fits_in_memory, choice, fail, positive_int
+from gated_jax._validate import (
+    boolean,
+    check_fits_in_memory,
+    choice,
+    device_list,
+    fail,
+    finite_floats,
+    float_dtype,
+    int_array,
+    positive_int,
+    present,
+)
 from gated_jax.experiments.baselines import FAMILIES, check_norm, random_bases, resolve_norm
 from gated_jax.experiments.sharding import map_configs
 
@@ -76,10 +87,7 @@ class FlowSweep:
 
     def growth_rate(self, length: int) -> np.ndarray:
         """``log ||dz[T]/dz[0]|| / T`` per configuration, shape ``(W, B, S, R)``."""
-        if length not in self.norms:
-            raise ValueError(
-                f"`length` (={length!r}) was not swept; the sweep has lengths {self.lengths}"
-            )
+        present("length", length, self.norms, f"a swept length, one of {self.lengths}")
         return growth_rate(self.norms[length])
 
     def save_npz(self, path: str | Path) -> Path:
@@ -127,64 +135,6 @@ def growth_rate(norms_by_lag: np.ndarray) -> np.ndarray:
     length = norms_by_lag.shape[-1] - 1
     with np.errstate(divide="ignore"):
         return np.log(norms_by_lag[..., -1]) / max(length, 1)
-
-
-def _numbers(name: str, values, kind: str) -> np.ndarray:
-    """A non-empty 1-D sequence (or array) of real numbers, refusing bools, strings, bytes."""
-    what = f"a non-empty 1-D sequence of {kind}"
-    if isinstance(values, (str, bytes, bool, np.bool_)) or values is None:
-        raise fail(name, values, what)
-    items = values if isinstance(values, (list, tuple)) else None
-    if items is not None and any(
-        isinstance(v, (str, bytes, bool, np.bool_)) or v is None for v in items
-    ):
-        raise fail(name, values, what)
-    try:
-        a = np.atleast_1d(np.asarray(values))
-    except (TypeError, ValueError):
-        raise fail(name, values, what) from None
-    if a.ndim != 1 or a.size == 0 or a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number):
-        raise fail(name, values, what)
-    if np.issubdtype(a.dtype, np.complexfloating):
-        raise fail(name, values, what)
-    return a
-
-
-def _floats(name: str, values) -> np.ndarray:
-    a = _numbers(name, values, "finite numbers").astype(np.float64)
-    if not np.all(np.isfinite(a)):
-        raise fail(name, values, "finite numbers (no NaN or infinity)")
-    return a
-
-
-def _ints(name: str, values, *, minimum: int) -> np.ndarray:
-    a = _numbers(name, values, "ints")
-    if not np.issubdtype(a.dtype, np.integer):
-        raise fail(name, values, "a non-empty 1-D sequence of ints")
-    if a.min() < minimum:
-        raise fail(name, values, f"ints >= {minimum}")
-    return a.astype(np.int64)
-
-
-def _dtype(dtype):
-    try:
-        dt = jnp.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
-        raise fail("dtype", dtype, "float32 or float64")
-    return dt
-
-
-def _check_devices(devices):
-    """``None`` or a non-empty sequence of ``jax.Device`` (``jax.devices("cpu")``, ...)."""
-    if devices is None:
-        return None
-    if isinstance(devices, (str, bytes)) or not isinstance(devices, (list, tuple)):
-        raise fail("devices", devices, 'None or a list of jax.Device (e.g. jax.devices("cpu"))')
-    if not devices or not all(isinstance(d, jax.Device) for d in devices):
-        raise fail("devices", devices, 'None or a list of jax.Device (e.g. jax.devices("cpu"))')
-    return list(devices)
 
 
 def x64_scope(dtype):
@@ -258,7 +208,7 @@ def flow_sweep(
     by ``chunk_size``, sharded over ``devices``), never by a Python loop over configurations.
 
     Args:
-      cell: ``"gated"`` (seed 1.2, through :func:`gated_jax.cell.gradient_flow`), ``"tanh"``,
+      cell: ``"gated"`` (through :func:`gated_jax.cell.gradient_flow`), ``"tanh"``,
         ``"gru"`` or ``"lstm"`` (Flax cells; see :mod:`gated_jax.experiments.baselines`).
       wz_norms: spectral norms ``rho`` of the recurrent weights.
       gate_biases: gate biases ``b``.
@@ -283,20 +233,16 @@ def flow_sweep(
       A :class:`FlowSweep`.
     """
     choice("cell", cell, tuple(FAMILIES))
-    rhos = _floats("wz_norms", wz_norms)
-    if rhos.min() < 0:
-        raise fail("wz_norms", wz_norms, "numbers >= 0")
-    biases = _floats("gate_biases", gate_biases)
-    scales = _floats("input_scales", input_scales)
-    if scales.min() < 0:
-        raise fail("input_scales", input_scales, "numbers >= 0")
-    lens = _ints("lengths", lengths, minimum=1)
-    seeds_a = _ints("seeds", seeds, minimum=0)
+    rhos = finite_floats("wz_norms", wz_norms, minimum=0)
+    biases = finite_floats("gate_biases", gate_biases)
+    scales = finite_floats("input_scales", input_scales, minimum=0)
+    lens = int_array("lengths", lengths, minimum=1)
+    seeds_a = int_array("seeds", seeds, minimum=0)
     n, m = positive_int("n", n), positive_int("m", m)
     chunk_size = positive_int("chunk_size", chunk_size)
     progress = boolean("progress", progress)
-    dt = _dtype(dtype)
-    devices = _check_devices(devices)
+    dt = float_dtype("dtype", dtype, ("float32", "float64"))
+    devices = device_list("devices", devices)
     used = jax.devices() if devices is None else devices
     norm = resolve_norm(norm, used[0].platform, num_devices=len(used))
     if norm == "svd" and used[0].platform == "cpu" and len(used) > 1:

@@ -7,7 +7,7 @@ the two marked values. Predicting the mean (1) gives MSE ``Var(v_i + v_j) = 1/6`
 *normalised* MSE divides by that, so 1 means "learned nothing" and a solved task is near 0.
 Accuracy is the fraction of test sequences with ``|error| < 0.04``.
 
-Both models read out ``y = w . z[T] + b`` from the final state: the gated cell of seed 1.2
+Both models read out ``y = w . z[T] + b`` from the final state: the gated cell
 (with biases, run by :func:`gated_jax.cell.gated_scan` and its closed-form backward) and
 ``h[t] = tanh(W_h h[t-1] + W_x x[t] + b)`` (``lax.scan``). Both start from Flax-style
 initialisations (input weights ``N(0, 1/n)``, orthogonal recurrent weights, zero biases) drawn
@@ -30,7 +30,14 @@ from jax import lax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gated_jax._validate import fail, nonempty_sequence, positive_int
+from gated_jax._validate import (
+    among,
+    fail,
+    finite_float,
+    float_dtype,
+    nonempty_sequence,
+    positive_int,
+)
 from gated_jax.experiments.distributed import (
     BATCH_AXIS,
     is_main_process,
@@ -159,6 +166,15 @@ class LearningResult:
         return path
 
 
+def _check_axes(lengths, seeds, cells) -> tuple[tuple, tuple, tuple]:
+    """The experiment's axes as tuples: lengths >= 2, seeds >= 0, cells among :data:`CELLS`."""
+    for name, v in (("lengths", lengths), ("seeds", seeds), ("cells", cells)):
+        nonempty_sequence(name, v)
+    lengths = tuple(positive_int("lengths", t, minimum=2) for t in lengths)
+    seeds = tuple(positive_int("seeds", s, minimum=0) for s in seeds)
+    return lengths, seeds, among("cells", tuple(cells), CELLS)
+
+
 def learning_experiment(
     *,
     lengths: Sequence[int] = (10, 30, 60),
@@ -200,30 +216,16 @@ def learning_experiment(
     import optax
     from tqdm.auto import tqdm
 
-    for name, v in (("lengths", lengths), ("seeds", seeds), ("cells", cells)):
-        nonempty_sequence(name, v)
-    lengths = tuple(positive_int("lengths", t, minimum=2) for t in lengths)
-    seeds = tuple(positive_int("seeds", s, minimum=0) for s in seeds)
-    for c in cells:
-        if c not in CELLS:
-            raise ValueError(f"`cells` entry {c!r} must be one of {', '.join(CELLS)}")
+    lengths, seeds, cells = _check_axes(lengths, seeds, cells)
     hidden = positive_int("hidden", hidden)
     batch = positive_int("batch", batch)
     steps = positive_int("steps", steps)
     test_size = positive_int("test_size", test_size)
-    if (
-        isinstance(learning_rate, bool)
-        or not isinstance(learning_rate, (int, float, np.integer, np.floating))
-        or not (np.isfinite(learning_rate) and learning_rate > 0)
-    ):
-        raise ValueError(f"`learning_rate` (={learning_rate!r}) must be a positive finite number")
-    learning_rate = float(learning_rate)
-    dt = jnp.dtype(dtype)
-    if dt not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
-        raise ValueError(f"`dtype` (={dtype!r}) must be float32 or float64")
+    lr = finite_float("learning_rate", learning_rate, minimum=0, strict=True)
+    dt = float_dtype("dtype", dtype, ("float32", "float64"))
     np_dt = np.float64 if dt == jnp.float64 else np.float32
     mesh = _learning_mesh(devices, batch)
-    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate))
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
 
     from gated_jax.experiments.flow import x64_scope
 

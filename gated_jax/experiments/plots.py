@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gated_jax._validate import index, present
+
 __all__ = [
     "plot_norm_vs_lag",
     "plot_heatmap",
@@ -35,14 +37,9 @@ def _plt():
 
 def _slice(sweep, length, bias_index, scale_index):
     """``norms[length][:, bias_index, scale_index]`` (``(W, R, T+1)``), arguments checked."""
-    if length not in sweep.norms:
-        raise ValueError(f"`length` (={length!r}) was not swept; the sweep has {sweep.lengths}")
-    for name, i, size in (
-        ("bias_index", bias_index, sweep.gate_biases.size),
-        ("scale_index", scale_index, sweep.input_scales.size),
-    ):
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < size:
-            raise ValueError(f"`{name}` (={i!r}) must be an int in [0, {size})")
+    present("length", length, sweep.norms, f"a swept length, one of {sweep.lengths}")
+    index("bias_index", bias_index, sweep.gate_biases.size)
+    index("scale_index", scale_index, sweep.input_scales.size)
     return sweep.norms[length][:, bias_index, scale_index]
 
 

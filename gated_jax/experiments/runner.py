@@ -1,6 +1,6 @@
 """The whole gradient-flow experiment in one call: sweeps, baselines, bounds, worst case,
 counterexample, learning; data (``.npz``/``.csv``/``summary.json``), PNG figures and a Markdown
-summary. Used by ``gated-jax flow`` and by the report's seed 1.2(d) section.
+summary. Used by ``gated-jax flow`` and by the report's gradient-flow section.
 """
 
 from __future__ import annotations
@@ -14,11 +14,30 @@ from pathlib import Path
 
 import numpy as np
 
-from gated_jax._validate import check_fits_in_memory, output_dir
+from gated_jax._validate import (
+    among,
+    check_fits_in_memory,
+    finite_float,
+    finite_floats,
+    int_array,
+    output_dir,
+    positive_int,
+)
 
 __all__ = ["FlowConfig", "FlowRun", "run_flow", "PARTS"]
 
 PARTS = ("bounds", "counterexample", "sweep", "worst-case", "learning")
+_SIZES = (  # FlowConfig's positive int fields
+    "n",
+    "m",
+    "chunk_size",
+    "worst_steps",
+    "worst_restarts",
+    "learn_steps",
+    "learn_hidden",
+    "learn_batch",
+    "bound_configs",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,62 +90,20 @@ class FlowConfig:
             if isinstance(f.default, tuple) and isinstance(v, (list, np.ndarray)):
                 object.__setattr__(self, f.name, tuple(np.asarray(v).tolist()))
 
-        def ints(name, minimum):
-            v = getattr(self, name)
-            vals = v if isinstance(v, tuple) else (v,)
-            if not vals or any(
-                isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < minimum
-                for x in vals
-            ):
-                raise ValueError(f"`{name}` (={v!r}) must be ints >= {minimum}")
-
-        def floats(name, positive):
-            v = getattr(self, name)
-            vals = v if isinstance(v, tuple) else (v,)
-            ok = vals and all(
-                isinstance(x, (int, float, np.integer, np.floating))
-                and not isinstance(x, bool)
-                and np.isfinite(x)
-                and (x > 0 if positive else True)
-                for x in vals
-            )
-            if not ok:
-                what = "positive finite numbers" if positive else "finite numbers"
-                raise ValueError(f"`{name}` (={v!r}) must be {what}")
-
-        for name in (
-            "lengths",
-            "n",
-            "m",
-            "chunk_size",
-            "worst_lengths",
-            "worst_steps",
-            "worst_restarts",
-            "learn_steps",
-            "learn_hidden",
-            "learn_batch",
-            "bound_configs",
-            "counterexample_lengths",
-        ):
-            ints(name, 1)
-        ints("seeds", 0)
-        ints("learn_seeds", 0)
-        ints("learn_lengths", 2)
-        floats("gate_biases", False)
-        for name in (
-            "wz_norms",
-            "input_scales",
-            "worst_wz_norm",
-            "worst_weight_norm",
-            "worst_input_bound",
-        ):
-            floats(name, True)
-        bad = [c for c in self.cells if c not in FAMILIES]
-        if not self.cells or bad:
-            raise ValueError(f"`cells` (={self.cells!r}) must be among {', '.join(FAMILIES)}")
-        bad = [p for p in self.parts if p not in PARTS]
-        if bad or not self.parts:
-            raise ValueError(f"`parts` (={self.parts!r}) must be among {', '.join(PARTS)}")
+        for name in ("lengths", "worst_lengths", "counterexample_lengths"):
+            int_array(name, getattr(self, name), minimum=1)
+        int_array("seeds", self.seeds, minimum=0)
+        int_array("learn_seeds", self.learn_seeds, minimum=0)
+        int_array("learn_lengths", self.learn_lengths, minimum=2)
+        for name in _SIZES:
+            positive_int(name, getattr(self, name))
+        finite_floats("gate_biases", self.gate_biases)
+        finite_floats("wz_norms", self.wz_norms, minimum=0, strict=True)
+        finite_floats("input_scales", self.input_scales, minimum=0, strict=True)
+        for name in ("worst_wz_norm", "worst_weight_norm", "worst_input_bound"):
+            finite_float(name, getattr(self, name), minimum=0, strict=True)
+        among("cells", self.cells, tuple(FAMILIES))
+        among("parts", self.parts, PARTS)
         self._check_memory()
 
     def _check_memory(self) -> None:
@@ -298,8 +275,8 @@ def _counterexample(cfg, summary, md, say):
     ]
 
 
-def _sweeps(cfg, out, summary, md, save, say, progress):
-    from gated_jax.experiments import plots
+def _run_sweeps(cfg, out, summary, say, progress) -> tuple[dict, list]:
+    """One :func:`flow_sweep` per cell, saved as ``.npz`` and ``.csv``: ``(sweeps, files)``."""
     from gated_jax.experiments.flow import flow_sweep
 
     files = []
@@ -323,9 +300,12 @@ def _sweeps(cfg, out, summary, md, save, say, progress):
         summary.setdefault("sweep_seconds", {})[cell] = time.perf_counter() - t0
         sweeps[cell] = sw
         files += [sw.save_npz(out / f"flow_{cell}.npz"), sw.save_csv(out / f"flow_{cell}.csv")]
-    T = max(cfg.lengths)
-    rates_path = out / "growth_rates.csv"
-    with rates_path.open("w", newline="") as f:
+    return sweeps, files
+
+
+def _save_growth_rates(sweeps: dict, path: Path) -> Path:
+    """Every configuration's median and max growth rate, one CSV row each."""
+    with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(
             ["cell", "length", "wz_norm", "gate_bias", "input_scale", "median_rate", "max_rate"]
@@ -345,7 +325,11 @@ def _sweeps(cfg, out, summary, md, save, say, progress):
                             repr(float(r[i, j, k].max())),
                         ]
                     )
-    files.append(rates_path)
+    return path
+
+
+def _typical(sweeps: dict, T: int) -> tuple[dict, list[str]]:
+    """Per cell: the rates' summary at ``T`` and its Markdown table."""
     table = [
         "| cell | median rate, ‖W‖ ≤ 1 | max rate, ‖W‖ ≤ 1 | configs with rate > 0 | "
         "largest median rate (at ‖W‖, b, input scale) |",
@@ -370,6 +354,16 @@ def _sweeps(cfg, out, summary, md, save, say, progress):
             f"{d['frac_positive']:.0%} | {_fmt(d['best_median_rate'])} "
             f"({d['best_at'][0]:g}, {d['best_at'][1]:g}, {d['best_at'][2]:g}) |"
         )
+    return typ, table
+
+
+def _sweeps(cfg, out, summary, md, save, say, progress):
+    from gated_jax.experiments import plots
+
+    sweeps, files = _run_sweeps(cfg, out, summary, say, progress)
+    T = max(cfg.lengths)
+    files.append(_save_growth_rates(sweeps, out / "growth_rates.csv"))
+    typ, table = _typical(sweeps, T)
     summary["typical"] = {"length": T, **typ}
     bi = 0
     si = 0

@@ -6,7 +6,7 @@ Gradient *ascent* with optax on the per-step log-norm
 
     r = \frac{1}{T} \log \Big\| \frac{\partial z[T]}{\partial z[0]} \Big\|_F ,
 
-over ``W_x, W_c, W_z`` and the inputs ``x[1..T]`` (``z[0] = 0``, no biases: the seed's cell),
+over ``W_x, W_c, W_z`` and the inputs ``x[1..T]`` (``z[0] = 0``, the cell without biases),
 inside a bounded set: ``||W_z||_2 <= rho``, ``||W_x||_2, ||W_c||_2 <= omega``,
 ``|x_i[t]| <= xi``. After every Adam step the iterate is pulled back into the set (a matrix
 over its bound is rescaled onto it, inputs are clipped to the box). The product is accumulated
@@ -32,7 +32,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from gated_jax._validate import check_fits_in_memory, fail, nonempty_sequence, positive_int
+from gated_jax._validate import (
+    check_fits_in_memory,
+    fail,
+    finite_float,
+    nonempty_sequence,
+    positive_int,
+)
 
 __all__ = ["WorstCase", "worst_case_search", "log_jacobian_norm"]
 
@@ -106,30 +112,119 @@ def _clip_spectral(w, bound):
     return w * jnp.minimum(1.0, bound / jnp.maximum(sigma, 1e-300))[..., None, None]
 
 
-def _check(name, value, *, integer=False):
-    ok = not isinstance(value, (bool, np.bool_)) and isinstance(
-        value, (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    )
-    if not ok or not value > 0 or not np.isfinite(value):
-        raise fail(name, value, f"a positive {'int' if integer else 'finite number'}")
-
-
 def _check_init(init, *, n: int, m: int, restarts: int) -> None:
     """``init`` must be a :attr:`WorstCase.final` dict for these widths and restarts."""
     keys = ("w_x", "w_c", "w_z", "xs")
     if not isinstance(init, dict) or set(init) != set(keys):
         got = sorted(init) if isinstance(init, dict) else type(init).__name__
-        raise ValueError(f"`init` must be a WorstCase.final dict with keys {keys}; got {got}")
+        raise fail("init", got, f"a WorstCase.final dict with keys {keys}")
     r = np.shape(init["xs"])[0] if np.ndim(init["xs"]) == 3 else None
     want = {"w_x": (r, m, n), "w_c": (r, m, n), "w_z": (r, m, m)}
     shapes = {k: tuple(np.shape(v)) for k, v in init.items()}
     if r is None or shapes["xs"][2:] != (n,) or any(shapes[k] != w for k, w in want.items()):
-        raise ValueError(
-            f"`init` shapes {shapes} do not fit n = {n}, m = {m} (w_x, w_c (R, m, n); "
-            "w_z (R, m, m); xs (R, T, n))"
+        raise fail(
+            "init",
+            shapes,
+            f"shaped for n = {n}, m = {m} (w_x, w_c (R, m, n); w_z (R, m, m); xs (R, T, n))",
         )
     if r != restarts:
-        raise ValueError(f"`restarts` (={restarts}) must equal the {r} restarts stacked in `init`")
+        raise fail("restarts", restarts, f"equal to the {r} restarts stacked in `init`")
+
+
+def _check_search(length, n, m, steps, restarts, seed, init, bounds: dict) -> None:
+    """Every argument of :func:`worst_case_search`, and the memory its restarts need."""
+    for name, v in (("length", length), ("n", n), ("m", m), ("steps", steps)):
+        positive_int(name, v)
+    positive_int("restarts", restarts)
+    positive_int("seed", seed, minimum=0)
+    if init is not None:
+        _check_init(init, n=n, m=m, restarts=restarts)
+    # the inputs and weights of every restart, and the ascent's (steps, restarts) history
+    nbytes = 8.0 * restarts * (4 * (length * n + 2 * m * n + m * m) + steps)
+    check_fits_in_memory("length", length, nbytes, "the restarts' inputs and weights")
+    for name, v in bounds.items():
+        finite_float(name, v, minimum=0, strict=True)
+
+
+def _starts(rng, length, n, m, restarts, wz_norm, weight_norm, input_bound, init) -> dict:
+    """Random starts (weights on their norm bounds, inputs at box corners), or ``init``'s."""
+
+    def rand_mat(shape, bound):
+        w = rng.standard_normal((restarts, *shape))
+        return w * (bound / np.linalg.norm(w, ord=2, axis=(-2, -1)))[:, None, None]
+
+    params = {
+        "w_x": jnp.asarray(rand_mat((m, n), weight_norm)),
+        "w_c": jnp.asarray(rand_mat((m, n), weight_norm)),
+        "w_z": jnp.asarray(rand_mat((m, m), wz_norm)),
+        "xs": jnp.asarray(input_bound * np.sign(rng.standard_normal((restarts, length, n)))),
+    }
+    if init is not None:
+        reps = -(-length // init["xs"].shape[1])
+        params = {k: jnp.asarray(v) for k, v in init.items()}
+        params["xs"] = jnp.tile(params["xs"], (1, reps, 1))[:, :length]
+    return params
+
+
+def _ascend(params, length, steps, learning_rate, wz_norm, weight_norm, input_bound):
+    """Projected Adam ascent of every restart's rate: ``(best iterates, history, rates)``."""
+    import optax
+
+    z0 = jnp.zeros((params["w_z"].shape[-1],), jnp.float64)
+    rates = jax.vmap(
+        lambda p: log_jacobian_norm(p["w_x"], p["w_c"], p["w_z"], p["xs"], z0) / length
+    )
+    opt = optax.adam(learning_rate)
+
+    def project(p):
+        return {
+            "w_x": _clip_spectral(p["w_x"], weight_norm),
+            "w_c": _clip_spectral(p["w_c"], weight_norm),
+            "w_z": _clip_spectral(p["w_z"], wz_norm),
+            "xs": jnp.clip(p["xs"], -input_bound, input_bound),
+        }
+
+    def keep_best(best, best_r, p, r):
+        better = r > best_r  # NaN never wins
+        pick = lambda b, q: jnp.where(better.reshape((-1,) + (1,) * (q.ndim - 1)), q, b)
+        return jax.tree.map(pick, best, p), jnp.where(better, r, best_r)
+
+    def ascent(carry, _):
+        p, state, best, best_r = carry
+        r, grads = jax.value_and_grad(lambda q: -jnp.sum(rates(q)))(p)
+        updates, state = opt.update(grads, state, p)
+        p = project(optax.apply_updates(p, updates))
+        r = rates(p)
+        best, best_r = keep_best(best, best_r, p, r)
+        return (p, state, best, best_r), r
+
+    @jax.jit
+    def run(p):
+        carry = (p, opt.init(p), p, rates(p))
+        (_, _, best, _), hist = lax.scan(ascent, carry, None, length=steps)
+        return best, hist
+
+    params, history = run(params)
+    return params, history, np.asarray(rates(params))
+
+
+def _evaluate(gp, xs, length: int) -> tuple[float, float, float]:
+    """The found point's ``(norm, jacrev norm, bound rate)``: closed form, autodiff, bound."""
+    from gated_jax.cell import gated_scan, gated_step, gradient_flow
+    from gated_jax.experiments.analysis import step_norm_bound
+
+    z0 = jnp.zeros((gp.w_z.shape[-1],), jnp.float64)
+    norm = float(gradient_flow(gp, xs, z0)[0])
+
+    def plain(z):  # a Python loop of the step: jacrev is JAX's autodiff, no closed form
+        for t in range(length):
+            z = gated_step(gp, z, xs[t])
+        return z
+
+    jr = float(jnp.linalg.matrix_norm(jax.jacrev(plain)(z0), ord=2))
+    zs = jnp.concatenate([z0[None], gated_scan(gp, xs, z0)])
+    bounds = jax.vmap(lambda zp, x: step_norm_bound(gp, zp, x))(zs[:-1], xs)
+    return norm, jr, float(jnp.mean(jnp.log(bounds)))
 
 
 def worst_case_search(
@@ -158,97 +253,26 @@ def worst_case_search(
     restarts is used (``restarts`` must then equal it). Each restart returns the best iterate
     it visited, not its last one.
     """
-    from gated_jax.cell import GatedParams, gated_scan, gated_step, gradient_flow
+    from gated_jax.cell import GatedParams
 
-    for name, v in (("length", length), ("n", n), ("m", m), ("steps", steps)):
-        _check(name, v, integer=True)
-    _check("restarts", restarts, integer=True)
-    positive_int("seed", seed, minimum=0)
-    if init is not None:
-        _check_init(init, n=n, m=m, restarts=restarts)
-    # the inputs and weights of every restart, and the ascent's (steps, restarts) history
-    nbytes = 8.0 * restarts * (4 * (length * n + 2 * m * n + m * m) + steps)
-    check_fits_in_memory("length", length, nbytes, "the restarts' inputs and weights")
-
-    for name, v in (
-        ("wz_norm", wz_norm),
-        ("weight_norm", weight_norm),
-        ("input_bound", input_bound),
-        ("learning_rate", learning_rate),
-    ):
-        _check(name, v)
-    import optax
-
+    bounds = dict(
+        wz_norm=wz_norm,
+        weight_norm=weight_norm,
+        input_bound=input_bound,
+        learning_rate=learning_rate,
+    )
+    _check_search(length, n, m, steps, restarts, seed, init, bounds)
     rng = np.random.default_rng(seed)
-
-    def rand_mat(shape, bound):
-        w = rng.standard_normal((restarts, *shape))
-        return w * (bound / np.linalg.norm(w, ord=2, axis=(-2, -1)))[:, None, None]
-
     with jax.enable_x64(True):
-        params = {
-            "w_x": jnp.asarray(rand_mat((m, n), weight_norm)),
-            "w_c": jnp.asarray(rand_mat((m, n), weight_norm)),
-            "w_z": jnp.asarray(rand_mat((m, m), wz_norm)),
-            "xs": jnp.asarray(input_bound * np.sign(rng.standard_normal((restarts, length, n)))),
-        }
-        if init is not None:
-            reps = -(-length // init["xs"].shape[1])
-            params = {k: jnp.asarray(v) for k, v in init.items()}
-            params["xs"] = jnp.tile(params["xs"], (1, reps, 1))[:, :length]
-        z0 = jnp.zeros((m,), jnp.float64)
-        rates = jax.vmap(
-            lambda p: log_jacobian_norm(p["w_x"], p["w_c"], p["w_z"], p["xs"], z0) / length
+        starts = _starts(rng, length, n, m, restarts, wz_norm, weight_norm, input_bound, init)
+        params, history, final = _ascend(
+            starts, length, steps, learning_rate, wz_norm, weight_norm, input_bound
         )
-        opt = optax.adam(learning_rate)
-
-        def project(p):
-            return {
-                "w_x": _clip_spectral(p["w_x"], weight_norm),
-                "w_c": _clip_spectral(p["w_c"], weight_norm),
-                "w_z": _clip_spectral(p["w_z"], wz_norm),
-                "xs": jnp.clip(p["xs"], -input_bound, input_bound),
-            }
-
-        def keep_best(best, best_r, p, r):
-            better = r > best_r  # NaN never wins
-            pick = lambda b, q: jnp.where(better.reshape((-1,) + (1,) * (q.ndim - 1)), q, b)
-            return jax.tree.map(pick, best, p), jnp.where(better, r, best_r)
-
-        def ascent(carry, _):
-            p, state, best, best_r = carry
-            r, grads = jax.value_and_grad(lambda q: -jnp.sum(rates(q)))(p)
-            updates, state = opt.update(grads, state, p)
-            p = project(optax.apply_updates(p, updates))
-            r = rates(p)
-            best, best_r = keep_best(best, best_r, p, r)
-            return (p, state, best, best_r), r
-
-        @jax.jit
-        def run(p):
-            carry = (p, opt.init(p), p, rates(p))
-            (_, _, best, _), hist = lax.scan(ascent, carry, None, length=steps)
-            return best, hist
-
-        params, history = run(params)
-        final = np.asarray(rates(params))
         best = int(np.nanargmax(final))
         pick = {k: v[best] for k, v in params.items()}
         gp = GatedParams(pick["w_x"], pick["w_c"], pick["w_z"])
         xs = pick["xs"]
-        norm = float(gradient_flow(gp, xs, z0)[0])
-
-        def plain(z):  # a Python loop of the step: jacrev is JAX's autodiff, no closed form
-            for t in range(length):
-                z = gated_step(gp, z, xs[t])
-            return z
-
-        jr = float(jnp.linalg.matrix_norm(jax.jacrev(plain)(z0), ord=2))
-        zs = jnp.concatenate([z0[None], gated_scan(gp, xs, z0)])
-        from gated_jax.experiments.analysis import step_norm_bound
-
-        bounds = jax.vmap(lambda zp, x: step_norm_bound(gp, zp, x))(zs[:-1], xs)
-        bound_rate = float(jnp.mean(jnp.log(bounds)))
+        norm, jr, bound_rate = _evaluate(gp, xs, length)
         gp_np = GatedParams(*(np.asarray(a) for a in (gp.w_x, gp.w_c, gp.w_z)))
     return WorstCase(
         length=int(length),

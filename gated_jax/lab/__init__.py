@@ -18,14 +18,13 @@ Adding a capability is writing one module with those names and listing it in
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import ModuleType
 
-import jax
-
-from gated_jax._validate import positive_int
-from gated_jax.lab import cell, conv, diagram, flow, modules, parallel, shapes
+from gated_jax.lab import _report, _run, cell, conv, diagram, flow, modules, parallel, shapes
 from gated_jax.lab._harness import Table
-from gated_jax.lab._report import Context, write_report
+from gated_jax.lab._report import Context
+from gated_jax.lab._run import name
 from gated_jax.lab._verify import TOLERANCE, Check, format_table
 
 CAPABILITIES: tuple[ModuleType, ...] = (shapes, conv, diagram, cell, modules, flow, parallel)
@@ -45,32 +44,13 @@ __all__ = [
 ]
 
 
-def name(capability: ModuleType) -> str:
-    """The capability's short name (``"shapes"``, ``"cell"``, ...): its module's last part."""
-    return capability.__name__.rsplit(".", 1)[-1]
-
-
 def run_checks(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     capabilities: Sequence[ModuleType] = CAPABILITIES,
 ) -> list[Check]:
     """Every capability's verify rows, computed in float64 (``seed`` in ``[0, 2**32)``)."""
-    positive_int("seed", seed, minimum=0, maximum=2**32 - 1)
-    rows: list[Check] = []
-    with jax.enable_x64(True):
-        for cap in capabilities:
-            if cap.checks is None:
-                continue
-            if progress is not None:
-                progress(name(cap))
-            rows.extend(cap.checks(seed))
-    return rows
-
-
-def bench_names(capabilities: Sequence[ModuleType] = CAPABILITIES) -> list[str]:
-    """Names of the capabilities that have a benchmark (what ``gated-jax bench --only`` takes)."""
-    return [name(c) for c in capabilities if c.bench is not None]
+    return _run.run_checks(seed, progress, capabilities=capabilities)
 
 
 def run_benchmarks(
@@ -79,9 +59,27 @@ def run_benchmarks(
     capabilities: Sequence[ModuleType] = CAPABILITIES,
 ) -> list[Table]:
     """Every capability's benchmark table (or only those named in ``only``)."""
-    tables = []
-    for cap in capabilities:
-        if cap.bench is None or (only and name(cap) not in only):
-            continue
-        tables.append(cap.bench(quick=quick))
-    return tables
+    return _run.run_benchmarks(quick, only, capabilities=capabilities)
+
+
+def bench_names(capabilities: Sequence[ModuleType] = CAPABILITIES) -> list[str]:
+    """Names of the capabilities that have a benchmark (what ``gated-jax bench --only`` takes)."""
+    return [name(c) for c in capabilities if c.bench is not None]
+
+
+def write_report(
+    out_dir: str | Path,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    capabilities: Sequence[ModuleType] = CAPABILITIES,
+) -> Path:
+    """Write ``report.md`` (and its PNG figures) into ``out_dir``; return the report's path.
+
+    The sections are each capability's ``section(ctx)``, in the order of
+    :data:`CAPABILITIES`, then the verification table and the benchmark tables.
+    """
+    return _report.write_report(
+        out_dir, quick=quick, seed=seed, progress=progress, capabilities=capabilities
+    )

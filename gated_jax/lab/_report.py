@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from gated_jax._validate import output_dir, positive_int
+from gated_jax.lab import _run
 
 
 @dataclasses.dataclass
@@ -29,16 +31,58 @@ class Context:
         return f"![{name}]({path.name})"
 
 
+@dataclasses.dataclass(frozen=True)
+class Matrix:
+    """A labelled table of numbers; in a template (``{name}``) it renders as Markdown."""
+
+    values: Any
+    rows: Sequence[str]
+    cols: Sequence[str]
+
+    def to_markdown(self) -> str:
+        """``| | col ... |`` then one bold-labelled row per row of ``values`` (``%g``)."""
+        import numpy as np
+
+        lines = ["| | " + " | ".join(self.cols) + " |", "|---" * (len(self.cols) + 1) + "|"]
+        for name, row in zip(self.rows, np.asarray(self.values), strict=True):
+            lines.append(f"| **{name}** | " + " | ".join(f"{v:g}" for v in row) + " |")
+        return "\n".join(lines)
+
+    def __format__(self, spec: str) -> str:
+        return self.to_markdown()
+
+
+def render(template: str, values: Mapping[str, Any]) -> str:
+    """The one section template: ``template.format(**values)``.
+
+    A section is data (numbers, :class:`Matrix` tables, figure links, short phrases computed
+    from the results) plus its Markdown prose with ``{name}`` / ``{name:.1e}`` fields; the
+    section function computes the data and calls this.
+    """
+    return template.format(**values)
+
+
+def yes(ok: bool) -> str:
+    """``"yes"``, or a bold ``"**no**"`` (a claim checked in a section's prose)."""
+    return "yes" if ok else "**no**"
+
+
+def max_abs_diff(a, b) -> float:
+    """``max |a - b|`` over all entries, as a Python float."""
+    import numpy as np
+
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+
+
 VERIFICATION_TITLE = "Verification: every closed form against JAX autodiff (float64)"
 BENCHMARKS_TITLE = "Benchmarks"
 
 
 def verification_section(ctx: Context, capabilities: Sequence[ModuleType]) -> str:
     """Every capability's verify rows as one table, with a one-line verdict."""
-    from gated_jax.lab import run_checks
     from gated_jax.lab._verify import TOLERANCE, format_table
 
-    rows = run_checks(seed=ctx.seed, capabilities=capabilities)
+    rows = _run.run_checks(ctx.seed, None, capabilities=capabilities)
     bad = [r for r in rows if not r.ok]
     verdict = (
         f"All {len(rows)} formulas agree with autodiff to within {TOLERANCE:g} relative error."
@@ -50,11 +94,10 @@ def verification_section(ctx: Context, capabilities: Sequence[ModuleType]) -> st
 
 def benchmarks_section(ctx: Context, capabilities: Sequence[ModuleType]) -> str:
     """Every capability's benchmark table at quick sizes (full sizes: ``gated-jax bench``)."""
-    from gated_jax.lab import run_benchmarks
     from gated_jax.lab._harness import device_line
 
     # Quick sizes keep `make demo` to a few minutes; full sizes take several minutes per suite.
-    tables = run_benchmarks(quick=True, capabilities=capabilities)
+    tables = _run.run_benchmarks(True, None, capabilities=capabilities)
     head = (
         f"Measured on {device_line()}, variants interleaved in one process; medians, and ratios "
         "to the baseline in the same run (absolute times on a shared machine mean little). "
@@ -70,7 +113,7 @@ def write_report(
     quick: bool = False,
     seed: int = 0,
     progress: bool = True,
-    capabilities: Sequence[ModuleType] | None = None,
+    capabilities: Sequence[ModuleType],
 ) -> Path:
     """Write ``report.md`` (and its PNG figures) into ``out_dir``; return the report's path.
 
@@ -80,12 +123,10 @@ def write_report(
     import matplotlib
     from tqdm.auto import tqdm
 
-    from gated_jax.lab import CAPABILITIES
-
     matplotlib.use("Agg")
     seed = positive_int("seed", seed, minimum=0, maximum=2**32 - 1)
     out = output_dir("out_dir", out_dir)
-    caps = tuple(CAPABILITIES if capabilities is None else capabilities)
+    caps = tuple(capabilities)
     ctx = Context(out_dir=out, quick=quick, seed=seed)
     parts = [
         "# gated_jax report: the homework reproduced and verified",

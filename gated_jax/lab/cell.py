@@ -43,6 +43,7 @@ from gated_jax.lab._harness import (
     mib,
     time_interleaved,
 )
+from gated_jax.lab._report import render
 from gated_jax.lab._verify import Check
 from gated_jax.testing import max_rel_error, numpy_loop, plain_scan
 
@@ -115,14 +116,55 @@ def _scan_and_vjps(p, xs, z0, lengths, ct, *, reverse):
     return zs, bptt, ref, vjps
 
 
-def checks(seed: int) -> list[Check]:
-    worst: dict[str, float] = {}
-    cases: dict[str, int] = {}
+# the verify rows: (key of the worst error, formula, reference)
+_ROWS = [
+    ("scan", "gated_scan: z[t] = c z[t-1] + (1-c) W_x x[t]", "NumPy loop of seed 1.2"),
+    ("masked", "gated_scan, seq_lengths (held states), reverse", "NumPy loop with lengths"),
+    ("vjp", "jax.vjp(gated_scan): custom-VJP closed-form BPTT", "jax.vjp of plain lax.scan"),
+    ("remat", "jax.vjp(gated_scan, remat=True)", "jax.vjp of plain lax.scan"),
+]
+_ROWS += [
+    (
+        f"bptt_{name}",
+        f"gated_bptt dl/d{name} = sum_t {term}",
+        "jax.vjp of plain lax.scan",
+    )
+    for name, term in [
+        ("w_x", "ubar[t] x[t]^T, shape (m, n)"),
+        ("w_c", "pbar[t] x[t]^T"),
+        ("w_z", "pbar[t] z[t-1]^T"),
+        ("b_c", "pbar[t]"),
+        ("b_x", "ubar[t]"),
+    ]
+]
+_ROWS += [
+    (
+        "bptt_dxs",
+        "gated_bptt dl/dx[t] = W_c^T pbar[t] + W_x^T ubar[t]",
+        "jax.vjp of plain lax.scan",
+    ),
+    ("bptt_dz0", "gated_bptt dl/dz0 = J[1]^T delta[1]", "jax.vjp of plain lax.scan"),
+    ("step", "step_jacobian: diag(c) + diag((z-u) c (1-c)) W_z", "jax.jacfwd of plain scan"),
+    ("states", "state_jacobians J[1..T]", "jax.jacfwd of plain scan"),
+    ("product", "jacobian_product dz[end]/dz[start]", "jax.jacfwd of plain scan"),
+    ("flow", "gradient_flow: spectral norm of dz[T]/dz[k]", "SVD of jax.jacfwd of plain scan"),
+]
 
-    def record(key: str, err: float) -> None:
-        worst[key] = max(worst.get(key, 0.0), err)
-        cases[key] = cases.get(key, 0) + 1
 
+class _Worst:
+    """The worst error and the case count of each verify row, recorded as cases run."""
+
+    def __init__(self) -> None:
+        self.worst: dict[str, float] = {}
+        self.cases: dict[str, int] = {}
+
+    def __call__(self, key: str, err: float) -> None:
+        self.worst[key] = max(self.worst.get(key, 0.0), err)
+        self.cases[key] = self.cases.get(key, 0) + 1
+
+
+def _scan_cases(seed: int, record: _Worst) -> None:
+    """Scans, masks, BPTT and the VJPs against the NumPy loop and ``jax.vjp`` of ``lax.scan``."""
     for i, (B, T, n, m, bias, reverse, with_len) in enumerate(_CONFIGS):
         p, xs, z0, lengths, ct = _case(seed * 100 + i, B, T, n, m, bias)
         L = lengths if with_len else None
@@ -141,8 +183,13 @@ def checks(seed: int) -> list[Check]:
         for remat, g in zip((False, True), vjps, strict=True):
             record("remat" if remat else "vjp", max_rel_error(g, (dp_ref, dx_ref, dz0_ref)))
 
-    # Jacobian diagnostics, one sequence, against jacfwd through the plain scan; one shape and
-    # structure for the three cases (recurrent weights x1, x3, x5), so each compiles once
+
+def _jacobian_cases(seed: int, record: _Worst) -> float:
+    """The Jacobian diagnostics against ``jacfwd``; returns the worst norm / bound ratio.
+
+    One sequence each, one shape and structure for the three cases (recurrent weights x1, x3,
+    x5), so each compiles once.
+    """
     ratio = 0.0
     for j in range(3):
         p, xs, z0, _, _ = _case(seed * 100 + 50 + j, 1, 6, 3, 4, True)
@@ -162,43 +209,17 @@ def checks(seed: int) -> list[Check]:
         actual = np.linalg.norm(np.asarray(Js), 2, axis=(-2, -1))
         bound = np.asarray(cell.jacobian_norm_bound(p, xs, z0))
         ratio = max(ratio, float(np.max(actual / bound)))
+    return ratio
 
-    rows = [
-        ("scan", "gated_scan: z[t] = c z[t-1] + (1-c) W_x x[t]", "NumPy loop of seed 1.2"),
-        ("masked", "gated_scan, seq_lengths (held states), reverse", "NumPy loop with lengths"),
-        ("vjp", "jax.vjp(gated_scan): custom-VJP closed-form BPTT", "jax.vjp of plain lax.scan"),
-        ("remat", "jax.vjp(gated_scan, remat=True)", "jax.vjp of plain lax.scan"),
-    ]
-    rows += [
-        (
-            f"bptt_{name}",
-            f"gated_bptt dl/d{name} = sum_t {term}",
-            "jax.vjp of plain lax.scan",
-        )
-        for name, term in [
-            ("w_x", "ubar[t] x[t]^T, shape (m, n)"),
-            ("w_c", "pbar[t] x[t]^T"),
-            ("w_z", "pbar[t] z[t-1]^T"),
-            ("b_c", "pbar[t]"),
-            ("b_x", "ubar[t]"),
-        ]
-    ]
-    rows += [
-        (
-            "bptt_dxs",
-            "gated_bptt dl/dx[t] = W_c^T pbar[t] + W_x^T ubar[t]",
-            "jax.vjp of plain lax.scan",
-        ),
-        ("bptt_dz0", "gated_bptt dl/dz0 = J[1]^T delta[1]", "jax.vjp of plain lax.scan"),
-        ("step", "step_jacobian: diag(c) + diag((z-u) c (1-c)) W_z", "jax.jacfwd of plain scan"),
-        ("states", "state_jacobians J[1..T]", "jax.jacfwd of plain scan"),
-        ("product", "jacobian_product dz[end]/dz[start]", "jax.jacfwd of plain scan"),
-        ("flow", "gradient_flow: spectral norm of dz[T]/dz[k]", "SVD of jax.jacfwd of plain scan"),
-    ]
+
+def checks(seed: int) -> list[Check]:
+    record = _Worst()
+    _scan_cases(seed, record)
+    ratio = _jacobian_cases(seed, record)
     out = [
-        Check("gated cell", formula, reference, worst[key], cases[key])
-        for key, formula, reference in rows
-        if key in worst
+        Check("gated cell", formula, reference, record.worst[key], record.cases[key])
+        for key, formula, reference in _ROWS
+        if key in record.worst
     ]
     out.append(
         Check(
@@ -216,6 +237,51 @@ def checks(seed: int) -> list[Check]:
 # --- from report/cell.py ------------------------------------------------------------------
 
 TITLE = "Seed 1.2(b), (c): the gated recurrence and backpropagation through time"
+
+
+SECTION = """
+**Dimensions (1.2(b)).** `x[t]` is in R^n, the state `z[t]` and the gate `c[t]` in R^m,
+`W_x, W_c` are `m x n` and `W_z` is `m x m`. The homework's answer `c[t] in R^m` is right: `c[t]`
+multiplies `z[t-1]` elementwise. Here `n = {n}`, `m = {m}`, `T = {T}`.
+
+**The gradient's shape (1.2(c)).** The homework writes `dl/dW_x in R^(n x m)`. A gradient has the
+shape of its parameter: `gated_bptt` returns `dl/dW_x` of shape `{dp_shape}` = `(m, n)`,
+the same as `jax.grad`'s `{auto_shape}`. The seed's shape is the transpose.
+
+**The closed form.** With `u[t] = W_x x[t]` and `s[t] = (z[t-1] - u[t]) c[t] (1 - c[t])`,
+the one-step Jacobian is `J[t] = diag(c[t]) + diag(s[t]) W_z`. The adjoint
+`delta[t] = dl/dz[t]` obeys `delta[t] = g[t] + J[t+1]^T delta[t+1]`, where `g[t]` is the
+loss's direct dependence on `z[t]`. Then
+`dl/dW_x = sum_t ((1 - c[t]) delta[t]) x[t]^T`,
+`dl/dW_c = sum_t (s[t] delta[t]) x[t]^T`, `dl/dW_z = sum_t (s[t] delta[t]) z[t-1]^T`,
+`dl/dx[t] = W_c^T (s[t] delta[t]) + W_x^T ((1 - c[t]) delta[t])`, `dl/dz[0] = J[1]^T delta[1]`.
+
+**The homework's formula is the special case of a loss on one state.** For `l = v . z[t*]`
+(`t* = {t_star}`), `g` is zero except at `t*`, and unrolling the adjoint gives exactly the
+homework's sum `dl/dz[t*] sum_k (prod_(i=k+1..t*) J[i]) dz[k]/dW_x`, with `dz[k]/dW_x` the
+direct dependence `(1 - c[k]) x[k]^T` on each row. Computed term by term with the library's
+`jacobian_product`, in `W_x`'s own `(m, n)` layout, it matches `jax.grad`:
+
+| quantity | max rel. error vs `jax.grad` of a plain `lax.scan` (float64) |
+|---|---:|
+| seed 1.2(c) sum, loss on `z[{t_star}]` | {err_seed:.1e} |
+| `gated_bptt` `dl/dW_x`, same loss | {err_bptt:.1e} |
+| `gated_bptt`, all parameters, loss on every state | {err_all:.1e} |
+
+A loss on every state (as in training) needs the sum over `t*` of such sums; the adjoint
+recurrence computes all of them in one reverse pass, `O(T)` rather than `O(T^2)` Jacobian
+products.
+
+**Forward and backward passes (1.2(c), second part).** The homework says both passes "keep
+memory of previous states". More precisely, the backward pass is the forward pass run in reverse
+time with the transposed one-step map: the forward loop carries `z[t]` forward through
+`z @ W_z^T` (one matmul per step), the backward loop carries `delta[t]` backward through
+`(s delta) @ W_z` (one matmul per step, the transpose), and the per-step weight contributions,
+which do not depend on each other, are summed as large matmuls over all steps afterwards, just as
+the forward pass computes the input projections `W_c x`, `W_x x` for all steps before its loop.
+The backward pass needs the forward's states (`z`, `c`, `s`), so it runs after the forward pass;
+`gated_scan(..., remat=True)` keeps only every `K`-th state and recomputes the rest.
+"""
 
 
 def section(ctx) -> str:
@@ -263,49 +329,11 @@ def section(ctx) -> str:
         ref = jax.vjp(lambda q: plain_scan(q, xs[None], z0[None])[0], p)[1](g)[0]
         err_all = max_rel_error(full[0], ref)
 
-    return f"""
-**Dimensions (1.2(b)).** `x[t]` is in R^n, the state `z[t]` and the gate `c[t]` in R^m,
-`W_x, W_c` are `m x n` and `W_z` is `m x m`. The homework's answer `c[t] in R^m` is right: `c[t]`
-multiplies `z[t-1]` elementwise. Here `n = {n}`, `m = {m}`, `T = {T}`.
-
-**The gradient's shape (1.2(c)).** The homework writes `dl/dW_x in R^(n x m)`. A gradient has the
-shape of its parameter: `gated_bptt` returns `dl/dW_x` of shape `{tuple(dp.w_x.shape)}` = `(m, n)`,
-the same as `jax.grad`'s `{tuple(auto.shape)}`. The seed's shape is the transpose.
-
-**The closed form.** With `u[t] = W_x x[t]` and `s[t] = (z[t-1] - u[t]) c[t] (1 - c[t])`,
-the one-step Jacobian is `J[t] = diag(c[t]) + diag(s[t]) W_z`. The adjoint
-`delta[t] = dl/dz[t]` obeys `delta[t] = g[t] + J[t+1]^T delta[t+1]`, where `g[t]` is the
-loss's direct dependence on `z[t]`. Then
-`dl/dW_x = sum_t ((1 - c[t]) delta[t]) x[t]^T`,
-`dl/dW_c = sum_t (s[t] delta[t]) x[t]^T`, `dl/dW_z = sum_t (s[t] delta[t]) z[t-1]^T`,
-`dl/dx[t] = W_c^T (s[t] delta[t]) + W_x^T ((1 - c[t]) delta[t])`, `dl/dz[0] = J[1]^T delta[1]`.
-
-**The homework's formula is the special case of a loss on one state.** For `l = v . z[t*]`
-(`t* = {t_star}`), `g` is zero except at `t*`, and unrolling the adjoint gives exactly the
-homework's sum `dl/dz[t*] sum_k (prod_(i=k+1..t*) J[i]) dz[k]/dW_x`, with `dz[k]/dW_x` the
-direct dependence `(1 - c[k]) x[k]^T` on each row. Computed term by term with the library's
-`jacobian_product`, in `W_x`'s own `(m, n)` layout, it matches `jax.grad`:
-
-| quantity | max rel. error vs `jax.grad` of a plain `lax.scan` (float64) |
-|---|---:|
-| seed 1.2(c) sum, loss on `z[{t_star}]` | {err_seed:.1e} |
-| `gated_bptt` `dl/dW_x`, same loss | {err_bptt:.1e} |
-| `gated_bptt`, all parameters, loss on every state | {err_all:.1e} |
-
-A loss on every state (as in training) needs the sum over `t*` of such sums; the adjoint
-recurrence computes all of them in one reverse pass, `O(T)` rather than `O(T^2)` Jacobian
-products.
-
-**Forward and backward passes (1.2(c), second part).** The homework says both passes "keep
-memory of previous states". More precisely, the backward pass is the forward pass run in reverse
-time with the transposed one-step map: the forward loop carries `z[t]` forward through
-`z @ W_z^T` (one matmul per step), the backward loop carries `delta[t]` backward through
-`(s delta) @ W_z` (one matmul per step, the transpose), and the per-step weight contributions,
-which do not depend on each other, are summed as large matmuls over all steps afterwards, just as
-the forward pass computes the input projections `W_c x`, `W_x x` for all steps before its loop.
-The backward pass needs the forward's states (`z`, `c`, `s`), so it runs after the forward pass;
-`gated_scan(..., remat=True)` keeps only every `K`-th state and recomputes the rest.
-"""
+    return render(
+        SECTION,
+        dict(n=n, m=m, T=T, t_star=t_star, err_seed=err_seed, err_bptt=err_bptt, err_all=err_all)
+        | {"dp_shape": tuple(dp.w_x.shape), "auto_shape": tuple(auto.shape)},
+    )
 
 
 # --- benchmark ----------------------------------------------------------------------------
@@ -364,19 +392,33 @@ LEAN = "lean lax.scan (3 matmuls in step), jax.grad"
 FLAX = "flax.linen.RNN(GatedCell), jax.grad"
 
 
-def bench(quick: bool = False) -> Table:
-    """Forward+backward and forward-only speed at ``T``, compiled temp memory at ``T`` and at
-    a long ``T_mem``, ratios against the lean scan and ``nn.RNN(GatedCell)`` of the same run;
-    then every path's memory and speed at ``T``, ``T_mem`` and a long ``T``, and the
-    final-state path's memory from ``T = 10^3`` to ``10^6`` with one timed run at the longest.
-    """
-    load0 = _load()
-    B, T, n, m = (8, 64, 64, 64) if quick else (32, 256, 256, 256)
-    T_mem = 512 if quick else 4096
-    rounds = 5 if quick else 9
-    p = cell.init_gated_params(jax.random.key(0), n, m)
-    xs = jax.random.normal(jax.random.key(1), (B, T, n), jnp.float32)
+_NOTES = [
+    "Forward+backward rows: loss mean(zs**2), gradient w.r.t. all parameters; speed-ups vs "
+    "the lean scan's jax.grad and vs nn.RNN(GatedCell)'s in the same run. Final-state rows: "
+    "loss mean(z[T]**2), vs the lean scan with that loss; forward-only rows: vs the lean "
+    "forward. Temp MiB: compiled memory_analysis() (deterministic), the inputs not counted.",
+    "FLOPs: 2*B*n*m per matmul; gated cell 3/step forward, 7/step forward+backward; GRUCell "
+    "6 / 15, MGUCell 4 / 10 (input and hidden denses; elementwise work not counted).",
+    "Path rows ('path: ...'): forward+backward of each path at several T (B, n, m as named); "
+    "ms is one timed call after a warm-up (interleaving is not possible at these lengths), "
+    "'' where only compiled. The final-state rows at B=1, n=m=64 from T=10^3 up: memory "
+    "beyond the inputs grows as sqrt(T) (x10 in T, ~x3.2 in memory).",
+]
 
+
+class _Runs:
+    """What ``bench`` measures per variant: the call, FLOPs, meta, temp memory at two ``T``."""
+
+    def __init__(self) -> None:
+        self.fns: dict = {}
+        self.flops: dict = {}
+        self.meta: dict = {}
+        self.mem: dict = {}
+        self.mem_long: dict = {}
+
+
+def _library_variants(runs: _Runs, p, xs, xl, mm: float, T: int) -> None:
+    """The lean scan, the plain scan and ``gated_scan``'s backward options (forward+backward)."""
     variants = {
         LEAN: _mean_sq(lean_scan),
         "project plain_scan (gated_step in lax.scan), jax.grad": _mean_sq(plain_scan),
@@ -388,16 +430,17 @@ def bench(quick: bool = False) -> Table:
         "final state: lean lax.scan, loss on z[T]": _final(lean_scan),
         "final state: gated_scan return_sequence=False": _gated_final,
     }
-    mm = 2.0 * B * n * m  # FLOPs of one matmul (n = m here)
-    fns, flops, meta, mem, mem_long = {}, {}, {}, {}, {}
-    xl = jax.ShapeDtypeStruct((B, T_mem, n), jnp.float32)
     for name, loss in variants.items():
         g = jax.jit(jax.grad(loss))
         cs = compile_stats(jax.grad(loss), p, xs)
-        fns[name] = lambda g=g: g(p, xs)
-        flops[name], meta[name] = 7 * mm * T, (3 * mm, cs.compile_s)
-        mem[name] = cs.temp_bytes
-        mem_long[name] = compile_stats(jax.grad(loss), p, xl).temp_bytes
+        runs.fns[name] = lambda g=g: g(p, xs)
+        runs.flops[name], runs.meta[name] = 7 * mm * T, (3 * mm, cs.compile_s)
+        runs.mem[name] = cs.temp_bytes
+        runs.mem_long[name] = compile_stats(jax.grad(loss), p, xl).temp_bytes
+
+
+def _flax_variants(runs: _Runs, m: int, xs, xl, mm: float, T: int) -> None:
+    """``nn.RNN`` of Flax's cells and ``GatedRNN`` (forward+backward)."""
     for kind, per_step, per_step_fb in [
         ("Gated", 3, 7),
         ("GatedRNN", 3, 7),
@@ -417,27 +460,81 @@ def bench(quick: bool = False) -> Table:
         loss = lambda q, x, apply=apply: jnp.mean(apply(q, x) ** 2)
         g = jax.jit(jax.grad(loss))
         cs = compile_stats(jax.grad(loss), fp, xs)
-        fns[key] = lambda g=g, fp=fp: g(fp, xs)
-        flops[key], meta[key] = per_step_fb * mm * T, (per_step * mm, cs.compile_s)
-        mem[key] = cs.temp_bytes
+        runs.fns[key] = lambda g=g, fp=fp: g(fp, xs)
+        runs.flops[key], runs.meta[key] = per_step_fb * mm * T, (per_step * mm, cs.compile_s)
+        runs.mem[key] = cs.temp_bytes
         if kind in ("Gated", "GatedRNN"):
-            mem_long[key] = compile_stats(jax.grad(loss), fp, xl).temp_bytes
+            runs.mem_long[key] = compile_stats(jax.grad(loss), fp, xl).temp_bytes
+
+
+def _forward_variants(runs: _Runs, p, xs, mm: float, T: int) -> None:
     fwd = {"forward only: lean lax.scan": lean_scan, "forward only: gated_scan": cell.gated_scan}
     for key, f in fwd.items():
         fj = jax.jit(f)
         cs = compile_stats(f, p, xs)
-        fns[key] = lambda fj=fj: fj(p, xs)
-        flops[key], meta[key] = 3 * mm * T, (3 * mm, cs.compile_s)
-        mem[key] = cs.temp_bytes
+        runs.fns[key] = lambda fj=fj: fj(p, xs)
+        runs.flops[key], runs.meta[key] = 3 * mm * T, (3 * mm, cs.compile_s)
+        runs.mem[key] = cs.temp_bytes
 
-    dot = matmul_gflops(512 if quick else 1024)
-    times = time_interleaved(fns, rounds=rounds)
-    base = dict.fromkeys(fns, LEAN)
-    for k in fns:
+
+def _baselines(names) -> dict[str, str]:
+    """Each variant's baseline row: the lean scan, or its final-state / forward-only twin."""
+    base = dict.fromkeys(names, LEAN)
+    for k in names:
         if k.startswith("final state"):
             base[k] = "final state: lean lax.scan, loss on z[T]"
         elif k.startswith("forward only"):
             base[k] = "forward only: lean lax.scan"
+    return base
+
+
+def _variant_rows(runs: _Runs, times: dict, dot: float) -> list[list]:
+    base = _baselines(runs.fns)
+    rows = []
+    for name in runs.fns:
+        gf = runs.flops[name] / times[name] / 1e9
+        vs_flax = "" if name.startswith("forward only") else times[FLAX] / times[name]
+        long = ""
+        if name in runs.mem_long:
+            ratio = runs.mem_long[name] / runs.mem_long[base[name]]
+            long = f"{mib(runs.mem_long[name]):.1f} ({ratio:.2f}x)"
+        rows.append(
+            [
+                name,
+                times[name] * 1e3,
+                times[base[name]] / times[name],
+                vs_flax,
+                gf,
+                gf / dot,
+                runs.meta[name][1],
+                mib(runs.mem[name]),
+                long,
+            ]
+        )
+    return rows
+
+
+def bench(quick: bool = False) -> Table:
+    """Forward+backward and forward-only speed at ``T``, compiled temp memory at ``T`` and at
+    a long ``T_mem``, ratios against the lean scan and ``nn.RNN(GatedCell)`` of the same run;
+    then every path's memory and speed at ``T``, ``T_mem`` and a long ``T``, and the
+    final-state path's memory from ``T = 10^3`` to ``10^6`` with one timed run at the longest.
+    """
+    load0 = _load()
+    B, T, n, m = (8, 64, 64, 64) if quick else (32, 256, 256, 256)
+    T_mem = 512 if quick else 4096
+    rounds = 5 if quick else 9
+    p = cell.init_gated_params(jax.random.key(0), n, m)
+    xs = jax.random.normal(jax.random.key(1), (B, T, n), jnp.float32)
+    mm = 2.0 * B * n * m  # FLOPs of one matmul (n = m here)
+    xl = jax.ShapeDtypeStruct((B, T_mem, n), jnp.float32)
+    runs = _Runs()
+    _library_variants(runs, p, xs, xl, mm, T)
+    _flax_variants(runs, m, xs, xl, mm, T)
+    _forward_variants(runs, p, xs, mm, T)
+
+    dot = matmul_gflops(512 if quick else 1024)
+    times = time_interleaved(runs.fns, rounds=rounds)
     table = Table(
         title=f"{BENCH_TITLE} (B={B}, T={T}, n=m={n}, float32)",
         columns=[
@@ -452,40 +549,13 @@ def bench(quick: bool = False) -> Table:
             f"temp MiB at T={T_mem} (x lean)",
         ],
     )
-    for name in fns:
-        gf = flops[name] / times[name] / 1e9
-        vs_flax = "" if name.startswith("forward only") else times[FLAX] / times[name]
-        long = ""
-        if name in mem_long:
-            long = f"{mib(mem_long[name]):.1f} ({mem_long[name] / mem_long[base[name]]:.2f}x)"
-        table.rows.append(
-            [
-                name,
-                times[name] * 1e3,
-                times[base[name]] / times[name],
-                vs_flax,
-                gf,
-                gf / dot,
-                meta[name][1],
-                mib(mem[name]),
-                long,
-            ]
-        )
+    table.rows += _variant_rows(runs, times, dot)
     table.rows += _path_rows(quick, p, n)
     table.notes += [
         device_line() + f"; large jnp.dot: {dot:.1f} GFLOP/s in the same run; 1-minute load "
         f"average {load0:.2f} at the start, {_load():.2f} at the end, on {os.cpu_count()} CPUs "
         "(a busy machine slows the large matmuls and lowers the speed-ups).",
-        "Forward+backward rows: loss mean(zs**2), gradient w.r.t. all parameters; speed-ups vs "
-        "the lean scan's jax.grad and vs nn.RNN(GatedCell)'s in the same run. Final-state rows: "
-        "loss mean(z[T]**2), vs the lean scan with that loss; forward-only rows: vs the lean "
-        "forward. Temp MiB: compiled memory_analysis() (deterministic), the inputs not counted.",
-        "FLOPs: 2*B*n*m per matmul; gated cell 3/step forward, 7/step forward+backward; GRUCell "
-        "6 / 15, MGUCell 4 / 10 (input and hidden denses; elementwise work not counted).",
-        "Path rows ('path: ...'): forward+backward of each path at several T (B, n, m as named); "
-        "ms is one timed call after a warm-up (interleaving is not possible at these lengths), "
-        "'' where only compiled. The final-state rows at B=1, n=m=64 from T=10^3 up: memory "
-        "beyond the inputs grows as sqrt(T) (x10 in T, ~x3.2 in memory).",
+        *_NOTES,
     ]
     return table
 

@@ -29,9 +29,42 @@ separately.
 
 from __future__ import annotations
 
+from gated_jax.lab._report import render
+
 # --- from report/flow.py ------------------------------------------------------------------
 
 TITLE = "Seed 1.2(d): can the gated cell's gradients vanish or explode? (evidence)"
+
+
+SECTION = "\n".join(
+    [
+        'The homework claims this cell "cannot be subject to exploding gradients but can be '
+        'subject to vanishing gradients". **The first half is false; the second is true.**',
+        "",
+        "{vanishing}",
+        "- *Exploding*: the gate does not prevent it. The state is bounded (a convex "
+        "combination), but the one-step Jacobian `diag(c) + diag((z - u) c (1 - c)) W_z` has "
+        "norm up to `1 + R ||W_z|| / 4`, and products of such Jacobians can grow exponentially "
+        "with `T` while the state stays in its box: an exact counterexample with `||W_z|| = 1.5` "
+        "grows like `2^(T/2)` (rate {rate:.3f} per step){confirmed}{typical}"
+        " What the seed's argument shows is only that the `diag(c)` part never amplifies.",
+        "",
+        "Data (`.npz`, `.csv`, `summary.json`) are in `{data_dir}/`; the same experiment "
+        "runs from the command line as `gated-jax flow --out DIR` (sizes and seeds as options).",
+        "",
+        "{markdown}",
+    ]
+)
+
+
+def _confirmed(ce: dict) -> str:
+    """The counterexample's ``jax.grad`` value at its longest length, as a clause."""
+    longest = max(ce, key=int) if ce else None
+    if not longest:
+        return ""
+    return (
+        f", confirmed by `jax.grad` at T = {longest}: `dz[T]/dz[0] = {ce[longest]['jax_grad']:.6g}`"
+    )
 
 
 def section(ctx) -> str:
@@ -42,32 +75,15 @@ def section(ctx) -> str:
     data_dir = ctx.out_dir / "flow_data"
     run = run_flow(data_dir, cfg, save_figure=ctx.save_figure, progress=False)
     s = run.summary
-    ce = s.get("counterexample", {})
-    longest = max(ce, key=int) if ce else None
-    verdict = [
-        'The homework claims this cell "cannot be subject to exploding gradients but can be '
-        'subject to vanishing gradients". **The first half is false; the second is true.**',
-        "",
-        _vanishing(s),
-        "- *Exploding*: the gate does not prevent it. The state is bounded (a convex "
-        "combination), but the one-step Jacobian `diag(c) + diag((z - u) c (1 - c)) W_z` has "
-        "norm up to `1 + R ||W_z|| / 4`, and products of such Jacobians can grow exponentially "
-        "with `T` while the state stays in its box: an exact counterexample with `||W_z|| = 1.5` "
-        f"grows like `2^(T/2)` (rate {COUNTEREXAMPLE_RATE:.3f} per step)"
-        + (
-            f", confirmed by `jax.grad` at T = {longest}: `dz[T]/dz[0] = "
-            f"{ce[longest]['jax_grad']:.6g}`"
-            if longest
-            else ""
-        )
-        + _typical(s)
-        + " What the seed's argument shows is only that the `diag(c)` part never amplifies.",
-        "",
-        f"Data (`.npz`, `.csv`, `summary.json`) are in `{data_dir.name}/`; the same experiment "
-        "runs from the command line as `gated-jax flow --out DIR` (sizes and seeds as options).",
-        "",
-    ]
-    return "\n".join(verdict) + "\n" + run.markdown
+    data = {
+        "vanishing": _vanishing(s),
+        "rate": COUNTEREXAMPLE_RATE,
+        "confirmed": _confirmed(s.get("counterexample", {})),
+        "typical": _typical(s),
+        "data_dir": data_dir.name,
+        "markdown": run.markdown,
+    }
+    return render(SECTION, data)
 
 
 def _vanishing(s: dict) -> str:
@@ -118,87 +134,187 @@ def _typical(s: dict) -> str:
 BENCH_TITLE = "Gradient-flow sweep: vmap over configurations vs Python loops"
 
 
-def bench(quick: bool = False):
-    import jax
-    import jax.numpy as jnp
+_IN_AXES = (None, 0, 0, 0, 0)
+_NORMS = ("svd", "power")
+
+
+def _draw(length: int, n: int, m: int, configs: int):
+    """``(bases, (idx, rho, bias, scale))``: the shared draws and one row per configuration."""
     import numpy as np
 
-    from gated_jax.cell import gradient_flow, state_jacobians
-    from gated_jax.experiments.baselines import FAMILIES, random_bases, reverse_products
+    from gated_jax.experiments.baselines import random_bases
+
+    rng = np.random.default_rng(0)
+    seeds = np.arange(8)
+    bases = random_bases(seeds, n=n, m=m, length=length)
+    idx = (np.arange(configs) % seeds.size).astype(np.int32)
+    rho = np.exp(rng.uniform(np.log(0.25), np.log(8.0), configs))
+    bias = rng.uniform(-2.0, 2.0, configs)
+    scale = np.exp(rng.uniform(np.log(0.5), np.log(2.0), configs))
+    return bases, (idx, rho, bias, scale)
+
+
+def _eager(bases, rows, m: int):
+    """The eager loop over the public ``gradient_flow``: the reference and the baseline."""
+    import jax.numpy as jnp
+
+    from gated_jax.cell import gradient_flow
+    from gated_jax.experiments.baselines import FAMILIES
+
+    def eager_one(i, r, b, s):
+        base = {k: jnp.asarray(v[i]) for k, v in bases.items() if k != "xs"}
+        params = FAMILIES["gated"].init(base, r, b)
+        xs = jnp.asarray(s * bases["xs"][i])
+        return gradient_flow(params, xs, jnp.zeros((m,)))[::-1]
+
+    return lambda: [eager_one(*r) for r in rows]
+
+
+def _variants(bases, configs, length: int, m: int, chunk: int):
+    """``(fns, ones)``: every timed variant, and the per-configuration function of each norm."""
+    import jax
+    import jax.numpy as jnp
+
+    from gated_jax.cell import state_jacobians
+    from gated_jax.experiments.baselines import FAMILIES, reverse_products
     from gated_jax.experiments.flow import config_flow_fn
     from gated_jax.experiments.sharding import map_configs
-    from gated_jax.lab._harness import Table, compile_stats, mib, time_interleaved
+
+    rows = list(zip(*configs, strict=True))
+    args = (bases, *configs)
+
+    def jacobians(bases, i, r, b, s):
+        base = jax.tree.map(lambda a: a[i], bases)
+        params = FAMILIES["gated"].init(base, r, b)
+        return state_jacobians(params, s * base["xs"][:length], jnp.zeros((m,)))
+
+    def products(*a):
+        return reverse_products(jacobians(*a))
+
+    fns, ones = {}, {}
+    for norm in _NORMS:
+        one = config_flow_fn("gated", length=length, m=m, norm=norm)
+        single = jax.jit(one)
+        batched = jax.jit(jax.vmap(one, in_axes=_IN_AXES))
+        ones[norm] = one
+        fns[f"loop-{norm}"] = lambda single=single: [single(bases, *r) for r in rows]
+        fns[f"vmap-{norm}"] = lambda batched=batched: batched(*args)
+        fns[f"chunked-{norm}"] = lambda one=one: map_configs(
+            one, configs, shared=bases, chunk_size=chunk, progress=False
+        )
+    v_jac = jax.jit(jax.vmap(jacobians, in_axes=_IN_AXES))
+    v_prod = jax.jit(jax.vmap(products, in_axes=_IN_AXES))
+    fns["vmap-jacobians"] = lambda: v_jac(*args)
+    fns["vmap-products"] = lambda: v_prod(*args)
+    return fns, ones
+
+
+def _errors(fns, ref) -> dict[str, float]:
+    """Each norm-computing variant's max relative difference to the eager loop."""
+    import numpy as np
+
+    errs = {}
+    for key in fns:
+        if key.startswith(("loop", "vmap-svd", "vmap-power", "chunked")):
+            out = fns[key]()
+            out = np.stack(out) if isinstance(out, list) else np.asarray(out)
+            errs[key] = float(np.max(np.abs(out - ref) / ref))
+    return errs
+
+
+def _compile_stats(ones, args, chunk: int) -> dict:
+    """Compile time and temp memory; fresh wrappers, so no in-memory cache hides the compile."""
+    import jax
+
+    from gated_jax.lab._harness import compile_stats
+
+    bases = args[0]
+    cstats = {}
+    for norm in _NORMS:
+        one = ones[norm]
+        cstats[f"loop-{norm}"] = compile_stats(
+            lambda *a, one=one: one(*a), bases, *[a[0] for a in args[1:]]
+        )
+        vone = lambda *a, one=one: jax.vmap(one, in_axes=_IN_AXES)(*a)
+        cstats[f"vmap-{norm}"] = compile_stats(vone, *args)
+        cstats[f"chunked-{norm}"] = compile_stats(
+            lambda *a, vone=vone: vone(*a), bases, *[a[:chunk] for a in args[1:]]
+        )
+    return cstats
+
+
+def _bench_rows(times, errs, cstats, configs: int, chunk: int) -> list[list]:
+    from gated_jax.lab._harness import mib
+
+    base = times["eager"]
+    rows = [
+        [f"Python loop, public gradient_flow x {configs}", "svd", base * 1e3, 1.0, "-", 0.0]
+        + ["-", "-"]
+    ]
+    for norm in _NORMS:
+        loop_t = times[f"loop-{norm}"]
+        for label, key in [
+            (f"Python loop, one jit'd function x {configs}", f"loop-{norm}"),
+            (f"jax.vmap, one call of {configs}", f"vmap-{norm}"),
+            (f"map_configs, 4 chunks of {chunk}", f"chunked-{norm}"),
+        ]:
+            cs = cstats[key]
+            rows.append(
+                [
+                    label,
+                    norm,
+                    times[key] * 1e3,
+                    base / times[key],
+                    loop_t / times[key],
+                    f"{errs[key]:.1e}",
+                    cs.compile_s,
+                    mib(cs.temp_bytes),
+                ]
+            )
+    return rows
+
+
+def _bench_notes(times, length: int, n: int, m: int, configs: int) -> list[str]:
+    t_jac, t_prod = times["vmap-jacobians"], times["vmap-products"]
+    return [
+        f"gated cell, T = {length}, n = {n}, m = {m}, float64, {configs} configurations; each "
+        f"returns {length + 1} spectral norms of {m} x {m} products.",
+        f"Profile of the vmapped call (ms): Jacobians {t_jac * 1e3:.3g}; + reverse products "
+        f"{(t_prod - t_jac) * 1e3:.3g}; + norms: svd {(times['vmap-svd'] - t_prod) * 1e3:.3g}, "
+        f"power {(times['vmap-power'] - t_prod) * 1e3:.3g}. A loop of the jit'd function with "
+        "norms left out would still cost the per-configuration Jacobians and products, so the "
+        "vmap speed-up over an identical jit'd loop is bounded by how much cheaper those are "
+        "batched.",
+        f"The eager loop is timed alone (1-2 rounds); the others interleaved. On CPU every "
+        f"{m} x {m} SVD is one LAPACK call, vmapped or not. 'power' replaces them with batched "
+        f"matmuls (~14 squarings per matrix to the float64 bound): per configuration "
+        f"({(length + 1) * m * m * 8 / 1024:.0f} KiB of products, in cache, its own stopping "
+        f"point) that beats LAPACK, but one vmapped call holds {configs} x {length + 1} matrices "
+        f"({configs * (length + 1) * m * m * 8 / 2**20:.1f} MiB per intermediate) and runs until "
+        "the slowest matrix converges, so at full size on CPU vmap gains little over a loop of "
+        "the same jit'd function.",
+    ]
+
+
+def bench(quick: bool = False):
+    import jax
+    import numpy as np
+
+    from gated_jax.lab._harness import Table, time_interleaved
 
     length, n, m, configs = (16, 4, 8, 16) if quick else (64, 8, 16, 64)
     rounds = 3 if quick else 7
     chunk = configs // 4
-    norms = ("svd", "power")
-    in_axes = (None, 0, 0, 0, 0)
     with jax.enable_x64(True):
-        rng = np.random.default_rng(0)
-        seeds = np.arange(8)
-        bases = random_bases(seeds, n=n, m=m, length=length)
-        idx = (np.arange(configs) % seeds.size).astype(np.int32)
-        rho = np.exp(rng.uniform(np.log(0.25), np.log(8.0), configs))
-        bias = rng.uniform(-2.0, 2.0, configs)
-        scale = np.exp(rng.uniform(np.log(0.5), np.log(2.0), configs))
-        rows = list(zip(idx, rho, bias, scale, strict=True))
-        args = (bases, idx, rho, bias, scale)
-
-        def eager_one(i, r, b, s):
-            base = {k: jnp.asarray(v[i]) for k, v in bases.items() if k != "xs"}
-            params = FAMILIES["gated"].init(base, r, b)
-            xs = jnp.asarray(s * bases["xs"][i])
-            return gradient_flow(params, xs, jnp.zeros((m,)))[::-1]
-
-        def jacobians(bases, i, r, b, s):
-            base = jax.tree.map(lambda a: a[i], bases)
-            params = FAMILIES["gated"].init(base, r, b)
-            return state_jacobians(params, s * base["xs"][:length], jnp.zeros((m,)))
-
-        def products(*a):
-            return reverse_products(jacobians(*a))
-
-        eager = lambda: [eager_one(*r) for r in rows]
-        fns, ones = {}, {}
-        for norm in norms:
-            one = config_flow_fn("gated", length=length, m=m, norm=norm)
-            single = jax.jit(one)
-            batched = jax.jit(jax.vmap(one, in_axes=in_axes))
-            ones[norm] = one
-            fns[f"loop-{norm}"] = lambda single=single: [single(bases, *r) for r in rows]
-            fns[f"vmap-{norm}"] = lambda batched=batched: batched(*args)
-            fns[f"chunked-{norm}"] = lambda one=one: map_configs(
-                one, (idx, rho, bias, scale), shared=bases, chunk_size=chunk, progress=False
-            )
-        v_jac = jax.jit(jax.vmap(jacobians, in_axes=in_axes))
-        v_prod = jax.jit(jax.vmap(products, in_axes=in_axes))
-        fns["vmap-jacobians"] = lambda: v_jac(*args)
-        fns["vmap-products"] = lambda: v_prod(*args)
-
+        bases, draws = _draw(length, n, m, configs)
+        eager = _eager(bases, list(zip(*draws, strict=True)), m)
+        fns, ones = _variants(bases, draws, length, m, chunk)
         ref = np.stack([np.asarray(v) for v in eager()])
-        errs = {}
-        for key in fns:
-            if key.startswith(("loop", "vmap-svd", "vmap-power", "chunked")):
-                out = fns[key]()
-                out = np.stack(out) if isinstance(out, list) else np.asarray(out)
-                errs[key] = float(np.max(np.abs(out - ref) / ref))
+        errs = _errors(fns, ref)
         t_eager = time_interleaved({"eager": eager}, rounds=1 if not quick else 2, warmup=0)
         times = time_interleaved(fns, rounds=rounds, warmup=1)
         times.update(t_eager)
-        # fresh wrappers, so that no in-memory compilation cache hides the compile time
-        cstats = {}
-        for norm in norms:
-            one = ones[norm]
-            cstats[f"loop-{norm}"] = compile_stats(
-                lambda *a, one=one: one(*a), bases, *[a[0] for a in args[1:]]
-            )
-            vone = lambda *a, one=one: jax.vmap(one, in_axes=in_axes)(*a)
-            cstats[f"vmap-{norm}"] = compile_stats(vone, *args)
-            cstats[f"chunked-{norm}"] = compile_stats(
-                lambda *a, vone=vone: vone(*a), bases, *[a[:chunk] for a in args[1:]]
-            )
-    base = times["eager"]
+        cstats = _compile_stats(ones, (bases, *draws), chunk)
     table = Table(
         BENCH_TITLE + (" (quick)" if quick else ""),
         [
@@ -212,53 +328,8 @@ def bench(quick: bool = False):
             "temp memory (MiB)",
         ],
     )
-    table.rows.append(
-        [f"Python loop, public gradient_flow x {configs}", "svd", base * 1e3, 1.0, "-", 0.0]
-        + ["-", "-"]
-    )
-    for norm in norms:
-        loop_t = times[f"loop-{norm}"]
-        for label, key in [
-            (f"Python loop, one jit'd function x {configs}", f"loop-{norm}"),
-            (f"jax.vmap, one call of {configs}", f"vmap-{norm}"),
-            (f"map_configs, 4 chunks of {chunk}", f"chunked-{norm}"),
-        ]:
-            cs = cstats[key]
-            table.rows.append(
-                [
-                    label,
-                    norm,
-                    times[key] * 1e3,
-                    base / times[key],
-                    loop_t / times[key],
-                    f"{errs[key]:.1e}",
-                    cs.compile_s,
-                    mib(cs.temp_bytes),
-                ]
-            )
-    t_jac, t_prod = times["vmap-jacobians"], times["vmap-products"]
-    table.notes.append(
-        f"gated cell, T = {length}, n = {n}, m = {m}, float64, {configs} configurations; each "
-        f"returns {length + 1} spectral norms of {m} x {m} products."
-    )
-    table.notes.append(
-        f"Profile of the vmapped call (ms): Jacobians {t_jac * 1e3:.3g}; + reverse products "
-        f"{(t_prod - t_jac) * 1e3:.3g}; + norms: svd {(times['vmap-svd'] - t_prod) * 1e3:.3g}, "
-        f"power {(times['vmap-power'] - t_prod) * 1e3:.3g}. A loop of the jit'd function with "
-        "norms left out would still cost the per-configuration Jacobians and products, so the "
-        "vmap speed-up over an identical jit'd loop is bounded by how much cheaper those are "
-        "batched."
-    )
-    table.notes.append(
-        f"The eager loop is timed alone (1-2 rounds); the others interleaved. On CPU every "
-        f"{m} x {m} SVD is one LAPACK call, vmapped or not. 'power' replaces them with batched "
-        f"matmuls (~14 squarings per matrix to the float64 bound): per configuration "
-        f"({(length + 1) * m * m * 8 / 1024:.0f} KiB of products, in cache, its own stopping "
-        f"point) that beats LAPACK, but one vmapped call holds {configs} x {length + 1} matrices "
-        f"({configs * (length + 1) * m * m * 8 / 2**20:.1f} MiB per intermediate) and runs until "
-        "the slowest matrix converges, so at full size on CPU vmap gains little over a loop of "
-        "the same jit'd function."
-    )
+    table.rows += _bench_rows(times, errs, cstats, configs, chunk)
+    table.notes += _bench_notes(times, length, n, m, configs)
     return table
 
 

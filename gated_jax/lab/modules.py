@@ -45,6 +45,7 @@ from gated_jax import nn as gnn
 from gated_jax import nnx as gnnx
 from gated_jax.cell import gated_scan, gated_step
 from gated_jax.lab._harness import Table, device_line, mib, ratios, time_interleaved
+from gated_jax.lab._report import render
 from gated_jax.lab._verify import Check
 from gated_jax.testing import max_rel_error
 
@@ -363,6 +364,53 @@ def _figure(ctx, curves) -> str:
     return ctx.save_figure(fig, "modules_training")
 
 
+SECTION = "\n".join(
+    [
+        "`gated_jax.nn.GatedCell` is a linen `RNNCellBase` (`__call__(carry, x) -> (carry, y)`, "
+        "`initialize_carry(rng, input_shape)`, `num_feature_axes == 1`): it runs in `nn.RNN`, "
+        "`nn.Bidirectional` and `nn.scan`. `gated_jax.nn.GatedRNN` is the whole-sequence layer "
+        "on `gated_scan`'s fast path (hoisted input projections, closed-form BPTT) with "
+        "`nn.RNN`'s call options and **the same parameter tree** as `nn.RNN(GatedCell(...))`. "
+        "`gated_jax.nnx.GatedCell` / `GatedRNN` are the NNX versions (same leaf names). "
+        "The cell is seed 1.2(a): `c = sigmoid(W_c x + W_z z + b_c)`, "
+        "`z' = c * z + (1 - c) * (W_x x + b_x)`; `use_bias=False` (default) is the seed's cell.",
+        "",
+        "Parameter map (Flax kernels are `(in, out)`; `GatedParams` follows the seed's "
+        "`(out, in)`, so each weight is a transpose; `to_gated_params` / `from_gated_params` "
+        "convert):",
+        "",
+        "{param_map}",
+        "",
+        "Default initialisers: input kernels LeCun normal (variance `1/n`), recurrent kernel "
+        "orthogonal (`||W_z||_2 = 1`), biases and carry zeros.",
+        "",
+        "**A tiny trained model.** Causal `Conv(4, kernel 3)` -> gated recurrence (8 units, "
+        "biases) -> `Dense(1)`, trained with Adam (3e-2) for {steps} full-batch steps on "
+        "{B} sequences of length {T}; target `y[t] = 0.6 y[t-1] + 0.4 (x[t] - x[t-1])`.",
+        "",
+        "| recurrent layer | first loss | last loss | drop |",
+        "|---|---:|---:|---:|",
+        "{loss_rows}",
+        "",
+        "Both runs start from the same parameters; the largest difference between their loss "
+        "curves is {curve_diff:.1e} and between their trained "
+        "parameters {diff:.1e} (float32). The trained cell as `GatedParams`: "
+        "`w_x {wx_shape}`, `w_c {wc_shape}`, "
+        "`w_z {wz_shape}`, gate bias mean {bias_mean:+.2f}.",
+        "",
+        "{fig}",
+        "",
+        "Where `GatedRNN` deliberately differs from `nn.RNN` (valid steps and carries are "
+        "equal): with `seq_lengths`, outputs at padded steps hold the last valid state "
+        "(`nn.RNN` keeps running the cell over the padding); a length-0 sequence returns its "
+        "initial carry (`nn.RNN` returns the carry after the whole padded run); "
+        "`seq_lengths` with `return_carry` works with several batch dims (`nn.RNN`'s carry "
+        "selection assumes one). The verification table has the equality rows and the "
+        "benchmark table the speed-up.",
+    ]
+)
+
+
 def section(ctx) -> str:
     import jax
 
@@ -379,55 +427,20 @@ def section(ctx) -> str:
             strict=True,
         )
     )
-    lines = [
-        "`gated_jax.nn.GatedCell` is a linen `RNNCellBase` (`__call__(carry, x) -> (carry, y)`, "
-        "`initialize_carry(rng, input_shape)`, `num_feature_axes == 1`): it runs in `nn.RNN`, "
-        "`nn.Bidirectional` and `nn.scan`. `gated_jax.nn.GatedRNN` is the whole-sequence layer "
-        "on `gated_scan`'s fast path (hoisted input projections, closed-form BPTT) with "
-        "`nn.RNN`'s call options and **the same parameter tree** as `nn.RNN(GatedCell(...))`. "
-        "`gated_jax.nnx.GatedCell` / `GatedRNN` are the NNX versions (same leaf names). "
-        "The cell is seed 1.2(a): `c = sigmoid(W_c x + W_z z + b_c)`, "
-        "`z' = c * z + (1 - c) * (W_x x + b_x)`; `use_bias=False` (default) is the seed's cell.",
-        "",
-        "Parameter map (Flax kernels are `(in, out)`; `GatedParams` follows the seed's "
-        "`(out, in)`, so each weight is a transpose; `to_gated_params` / `from_gated_params` "
-        "convert):",
-        "",
-        _MAP,
-        "",
-        "Default initialisers: input kernels LeCun normal (variance `1/n`), recurrent kernel "
-        "orthogonal (`||W_z||_2 = 1`), biases and carry zeros.",
-        "",
-        f"**A tiny trained model.** Causal `Conv(4, kernel 3)` -> gated recurrence (8 units, "
-        f"biases) -> `Dense(1)`, trained with Adam (3e-2) for {steps} full-batch steps on "
-        f"{B} sequences of length {T}; target `y[t] = 0.6 y[t-1] + 0.4 (x[t] - x[t-1])`.",
-        "",
-        "| recurrent layer | first loss | last loss | drop |",
-        "|---|---:|---:|---:|",
+    loss_rows = [
+        f"| `{name}` | {losses[0]:.4f} | {losses[-1]:.2e} | {losses[0] / losses[-1]:.0f}x |"
+        for name, losses in curves.items()
     ]
-    for name, losses in curves.items():
-        lines.append(
-            f"| `{name}` | {losses[0]:.4f} | {losses[-1]:.2e} | {losses[0] / losses[-1]:.0f}x |"
-        )
-    lines += [
-        "",
-        f"Both runs start from the same parameters; the largest difference between their loss "
-        f"curves is {float(np.max(np.abs(fast - slow))):.1e} and between their trained "
-        f"parameters {diff:.1e} (float32). The trained cell as `GatedParams`: "
-        f"`w_x {tuple(gp.w_x.shape)}`, `w_c {tuple(gp.w_c.shape)}`, "
-        f"`w_z {tuple(gp.w_z.shape)}`, gate bias mean {float(np.mean(gp.b_c)):+.2f}.",
-        "",
-        _figure(ctx, curves),
-        "",
-        "Where `GatedRNN` deliberately differs from `nn.RNN` (valid steps and carries are "
-        "equal): with `seq_lengths`, outputs at padded steps hold the last valid state "
-        "(`nn.RNN` keeps running the cell over the padding); a length-0 sequence returns its "
-        "initial carry (`nn.RNN` returns the carry after the whole padded run); "
-        "`seq_lengths` with `return_carry` works with several batch dims (`nn.RNN`'s carry "
-        "selection assumes one). The verification table has the equality rows and the "
-        "benchmark table the speed-up.",
-    ]
-    return "\n".join(lines)
+    data = dict(steps=steps, B=B, T=T, diff=diff, param_map=_MAP, fig=_figure(ctx, curves))
+    data |= {
+        "loss_rows": "\n".join(loss_rows),
+        "curve_diff": float(np.max(np.abs(fast - slow))),
+        "wx_shape": tuple(gp.w_x.shape),
+        "wc_shape": tuple(gp.w_c.shape),
+        "wz_shape": tuple(gp.w_z.shape),
+        "bias_mean": float(np.mean(gp.b_c)),
+    }
+    return render(SECTION, data)
 
 
 # --- from bench/modules.py ----------------------------------------------------------------

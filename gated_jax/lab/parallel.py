@@ -25,6 +25,7 @@ import numpy as np
 from gated_jax import cell
 from gated_jax.cell.parallel import scan_levels
 from gated_jax.lab._harness import Table, compile_stats, device_line, time_interleaved
+from gated_jax.lab._report import render
 from gated_jax.lab._verify import Check
 from gated_jax.testing import max_rel_error, numpy_loop, plain_scan
 
@@ -275,6 +276,29 @@ def _verdict(rows: list[dict]) -> str:
     return " ".join(parts)
 
 
+SECTION = "\n".join(
+    [
+        "DEER solves the whole sequence by Newton's method on the closed-form Jacobians "
+        "(`gated_scan(method='deer')`; quasi-DEER keeps their diagonal). Gonzalez et al. "
+        "(NeurIPS 2025) prove that the iterations it needs are governed by the largest Lyapunov "
+        "exponent (LLE) of the trajectory: few when it is negative, up to `T` when positive. "
+        "Each configuration of the gradient-flow grid (plus the minGRU cell, `W_z = None`) was "
+        "run at each `T` with `max_iters = T`, tolerance `1e-10` (float64).",
+        "",
+        "Iterations to converge of the gated cell's configurations (and the counterexample), "
+        "binned by the LLE (number of configurations in brackets):",
+        "",
+        "{summary}",
+        "",
+        "{verdict}",
+        "",
+        "{figures}",
+        "",
+        "All rows: `{csv_name}`.",
+    ]
+)
+
+
 def section(ctx) -> str:
     cfg = PredictabilityConfig.quick() if ctx.quick else PredictabilityConfig()
     rows = predictability_sweep(cfg)
@@ -286,26 +310,13 @@ def section(ctx) -> str:
         w.writeheader()
         w.writerows(rows)
     fig_links = _figures(ctx, rows)
-    lines = [
-        "DEER solves the whole sequence by Newton's method on the closed-form Jacobians "
-        "(`gated_scan(method='deer')`; quasi-DEER keeps their diagonal). Gonzalez et al. "
-        "(NeurIPS 2025) prove that the iterations it needs are governed by the largest Lyapunov "
-        "exponent (LLE) of the trajectory: few when it is negative, up to `T` when positive. "
-        "Each configuration of the gradient-flow grid (plus the minGRU cell, `W_z = None`) was "
-        "run at each `T` with `max_iters = T`, tolerance `1e-10` (float64).",
-        "",
-        "Iterations to converge of the gated cell's configurations (and the counterexample), "
-        "binned by the LLE (number of configurations in brackets):",
-        "",
-        *_threshold_summary(rows),
-        "",
-        _verdict(rows),
-        "",
-        *fig_links,
-        "",
-        f"All rows: `{path.name}`.",
-    ]
-    return "\n".join(lines)
+    data = {
+        "summary": "\n".join(_threshold_summary(rows)),
+        "verdict": _verdict(rows),
+        "figures": "\n".join(fig_links),
+        "csv_name": path.name,
+    }
+    return render(SECTION, data)
 
 
 def _figures(ctx, rows: list[dict]) -> list[str]:
@@ -388,6 +399,70 @@ def _fits(stats, margin: float = 0.8) -> tuple[bool, str]:
     return need <= margin * have, f"needs {_fmt_bytes(need)} of {_fmt_bytes(have)}"
 
 
+_NOTES = [
+    "Speed-ups are sequential time / method time in the same run (> 1: the parallel method "
+    "wins). Loss mean(zs**2), gradient w.r.t. all parameters.",
+    "Depth: sequential associative-scan levels (ceil(log2 T)) x Newton iterations, against "
+    "the T dependent steps of the sequential loop.",
+    "Work: forward multiply-adds counted from the algorithm (work_macs), relative to the "
+    "sequential loop's: the input projections 2 T B n m for all; the loop adds T B m^2; each "
+    "iteration re-evaluates the cell (T B m^2) and runs one scan of ~2T compositions, "
+    "2 T B m (diagonal: quasi-DEER, minGRU) or 2 T B m^3 (full DEER).",
+    "iterations = -1: not converged (gated_scan then raises eagerly / runs the sequential "
+    "loop under jit). skipped: XLA's buffer estimate for the fwd+bwd program exceeds 80% of "
+    "the device memory.",
+]
+
+
+def _measure(p, xs, methods) -> tuple[dict, dict, dict, dict]:
+    """``(fns, iters, compile_s, skipped)`` of each method: compiled, checked to fit, iterated."""
+    fns, iters, comp, skipped = {}, {}, {}, {}
+    for meth in ("sequential", *methods):
+        fwd = jax.jit(lambda p, x, meth=meth: cell.gated_scan(p, x, method=meth))
+        loss = lambda p, x, meth=meth: jnp.mean(cell.gated_scan(p, x, method=meth) ** 2)
+        fb = jax.jit(jax.grad(loss))
+        stats = compile_stats(jax.grad(loss), p, xs)
+        comp[meth] = stats.compile_s
+        ok, need = _fits(stats)
+        if not ok:
+            skipped[meth] = need
+            continue
+        fns[("fwd", meth)] = lambda f=fwd, p=p, xs=xs: f(p, xs)
+        fns[("fb", meth)] = lambda f=fb, p=p, xs=xs: f(p, xs)
+        if meth != "sequential":
+            jac = "full" if meth == "deer" else "diagonal"
+            _, info = cell.gated_deer(p, xs, jacobian=jac)
+            iters[meth] = int(info.iterations) if bool(info.converged) else -1
+    return fns, iters, comp, skipped
+
+
+def _depth_and_work(
+    T: int, meth: str, k, base: float, work_args: tuple, recurrent: bool
+) -> tuple[str, str]:
+    """The depth column (levels x iterations vs ``T``) and the work column (vs sequential)."""
+    if meth == "sequential":
+        return f"{T} steps", "1"
+    depth = (
+        f"{scan_levels(T)} x {'k' if k is None else k}"
+        + ("" if k is None else f" = {scan_levels(T) * k}")
+        + f" vs {T}"
+    )
+    work = "" if k is None or k < 0 else f"{work_macs(*work_args, meth, k, recurrent) / base:.2f}x"
+    return depth, work
+
+
+def _timing_row(meth: str, k, times: dict, skipped: dict) -> list:
+    if meth in skipped:
+        return ["", "skipped: " + skipped[meth], "", "", ""]
+    return [
+        "" if k is None else k,
+        times[("fwd", meth)] * 1e3,
+        times[("fwd", "sequential")] / times[("fwd", meth)],
+        times[("fb", meth)] * 1e3,
+        times[("fb", "sequential")] / times[("fb", meth)],
+    ]
+
+
 def bench(quick: bool = False, *, lengths: tuple[int, ...] | None = None) -> Table:
     """Median times of parallel vs sequential ``gated_scan`` (float32), forward and fwd+bwd.
 
@@ -428,65 +503,17 @@ def bench(quick: bool = False, *, lengths: tuple[int, ...] | None = None) -> Tab
         p = p._replace(w_z=None if wz is None else wz * p.w_z)  # orthogonal: ||W_z|| = wz
         for T in lengths:
             xs = jax.random.normal(jax.random.key(1), (B, T, n), jnp.float32)
-            fns, iters, comp, skipped = {}, {}, {}, {}
-            for meth in ("sequential", *methods):
-                fwd = jax.jit(lambda p, x, meth=meth: cell.gated_scan(p, x, method=meth))
-                loss = lambda p, x, meth=meth: jnp.mean(cell.gated_scan(p, x, method=meth) ** 2)
-                fb = jax.jit(jax.grad(loss))
-                stats = compile_stats(jax.grad(loss), p, xs)
-                comp[meth] = stats.compile_s
-                ok, need = _fits(stats)
-                if not ok:
-                    skipped[meth] = need
-                    continue
-                fns[("fwd", meth)] = lambda f=fwd, p=p, xs=xs: f(p, xs)
-                fns[("fb", meth)] = lambda f=fb, p=p, xs=xs: f(p, xs)
-                if meth != "sequential":
-                    jac = "full" if meth == "deer" else "diagonal"
-                    _, info = cell.gated_deer(p, xs, jacobian=jac)
-                    iters[meth] = int(info.iterations) if bool(info.converged) else -1
+            fns, iters, comp, skipped = _measure(p, xs, methods)
             times = time_interleaved(fns, rounds=rounds, warmup=1)
             base = work_macs(T, B, n, mm, "sequential", 0, wz is not None)
             for meth in ("sequential", *methods):
                 k = iters.get(meth)
-                depth = (
-                    f"{T} steps"
-                    if meth == "sequential"
-                    else f"{scan_levels(T)} x {'k' if k is None else k}"
-                    + ("" if k is None else f" = {scan_levels(T) * k}")
-                    + f" vs {T}"
-                )
-                work = (
-                    "1"
-                    if meth == "sequential"
-                    else ""
-                    if k is None or k < 0
-                    else f"{work_macs(T, B, n, mm, meth, k, wz is not None) / base:.2f}x"
-                )
-                if meth in skipped:
-                    row = ["", "skipped: " + skipped[meth], "", "", ""]
-                else:
-                    row = [
-                        "" if k is None else k,
-                        times[("fwd", meth)] * 1e3,
-                        times[("fwd", "sequential")] / times[("fwd", meth)],
-                        times[("fb", meth)] * 1e3,
-                        times[("fb", "sequential")] / times[("fb", meth)],
-                    ]
+                depth, work = _depth_and_work(T, meth, k, base, (T, B, n, mm), wz is not None)
+                row = _timing_row(meth, k, times, skipped)
                 table.rows.append([f"{label}, m={mm}", T, meth, *row, depth, work, comp[meth]])
     table.notes += [
         device_line() + f"; 1-minute load average {load0:.2f} at the start, {_load():.2f} at "
         f"the end, on {os.cpu_count()} CPUs.",
-        "Speed-ups are sequential time / method time in the same run (> 1: the parallel method "
-        "wins). Loss mean(zs**2), gradient w.r.t. all parameters.",
-        "Depth: sequential associative-scan levels (ceil(log2 T)) x Newton iterations, against "
-        "the T dependent steps of the sequential loop.",
-        "Work: forward multiply-adds counted from the algorithm (work_macs), relative to the "
-        "sequential loop's: the input projections 2 T B n m for all; the loop adds T B m^2; each "
-        "iteration re-evaluates the cell (T B m^2) and runs one scan of ~2T compositions, "
-        "2 T B m (diagonal: quasi-DEER, minGRU) or 2 T B m^3 (full DEER).",
-        "iterations = -1: not converged (gated_scan then raises eagerly / runs the sequential "
-        "loop under jit). skipped: XLA's buffer estimate for the fwd+bwd program exceeds 80% of "
-        "the device memory.",
+        *_NOTES,
     ]
     return table

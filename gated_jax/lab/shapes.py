@@ -29,8 +29,12 @@ import math
 import random
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
+from gated_jax.lab._report import render
 from gated_jax.lab._verify import Check
 from gated_jax.testing import numpy_conv, numpy_conv_transpose
 
@@ -284,12 +288,8 @@ def receptive_field_case(stack, length: int, index: int) -> bool | None:
     return ok and set(support.tolist()) == tap_positions(stack, i, length)
 
 
-def checks(seed: int) -> list[Check]:
-    """Rows whose error is the fraction of random cases where the rule and JAX disagree."""
-
+def _conv_row(rng: random.Random) -> Check:
     from gated_jax import shapes
-
-    rng = random.Random(seed)
 
     n_conv, bad = 600, 0
     for _ in range(n_conv):
@@ -300,15 +300,17 @@ def checks(seed: int) -> list[Check]:
             bad += ours != ref
         else:
             bad += ours is not ValueError
-    rows = [
-        Check(
-            "shapes",
-            "conv_output_shape (error: fraction of configs that disagree)",
-            f"jax.eval_shape(lax.conv_general_dilated), {n_conv} random configs",
-            bad / n_conv,
-            n_conv,
-        )
-    ]
+    return Check(
+        "shapes",
+        "conv_output_shape (error: fraction of configs that disagree)",
+        f"jax.eval_shape(lax.conv_general_dilated), {n_conv} random configs",
+        bad / n_conv,
+        n_conv,
+    )
+
+
+def _transpose_row(rng: random.Random) -> Check:
+    from gated_jax import shapes
 
     n_tr, bad = 300, 0
     for _ in range(n_tr):
@@ -319,18 +321,20 @@ def checks(seed: int) -> list[Check]:
             bad += ours != ref
         else:
             bad += ours is not ValueError
-    rows.append(
-        Check(
-            "shapes",
-            "conv_transpose_output_shape",
-            f"jax.eval_shape(lax.conv_transpose), {n_tr} random configs",
-            bad / n_tr,
-            n_tr,
-        )
+    return Check(
+        "shapes",
+        "conv_transpose_output_shape",
+        f"jax.eval_shape(lax.conv_transpose), {n_tr} random configs",
+        bad / n_tr,
+        n_tr,
     )
 
+
+def _flax_row(rng: random.Random) -> Check:
     import flax.linen as nn
     import jax
+
+    from gated_jax import shapes
 
     n_flax, bad = 80, 0
     for i in range(n_flax):
@@ -347,31 +351,35 @@ def checks(seed: int) -> list[Check]:
         )
         ours = _outcome(shapes.flax_conv_output_shape, module, shape)
         bad += (ours != ref) if isinstance(ref, tuple) else (ours is not ValueError)
-    rows.append(
-        Check(
-            "shapes",
-            "flax_conv_output_shape (linen Conv / ConvTranspose)",
-            f"applying the module (jax.eval_shape of init), {n_flax} random configs",
-            bad / n_flax,
-            n_flax,
-        )
+    return Check(
+        "shapes",
+        "flax_conv_output_shape (linen Conv / ConvTranspose)",
+        f"applying the module (jax.eval_shape of init), {n_flax} random configs",
+        bad / n_flax,
+        n_flax,
     )
 
+
+def _receptive_row(rng: random.Random) -> Check:
     n_rf, bad = 12, 0
     for _ in range(n_rf):
         stack = random_stack(rng, max_layers=3)
         length = rng.randint(8, 24)
         index = rng.randint(0, 3)
         bad += receptive_field_case(stack, length, index) is False
-    rows.append(
-        Check(
-            "shapes",
-            "receptive_field (size, jump, start)",
-            f"support of jax.grad of one output, {n_rf} random 1-D stacks",
-            bad / n_rf,
-            n_rf,
-        )
+    return Check(
+        "shapes",
+        "receptive_field (size, jump, start)",
+        f"support of jax.grad of one output, {n_rf} random 1-D stacks",
+        bad / n_rf,
+        n_rf,
     )
+
+
+def checks(seed: int) -> list[Check]:
+    """Rows whose error is the fraction of random cases where the rule and JAX disagree."""
+    rng = random.Random(seed)  # one stream, drawn in row order
+    rows = [_conv_row(rng), _transpose_row(rng), _flax_row(rng), _receptive_row(rng)]
     rows.append(_inverse_row(rng))
     rows += _port_rows(random.Random(seed))  # its own stream: the rows of a seed, alone
     return rows
@@ -400,10 +408,145 @@ def _draw_dims(rng: random.Random):
     )
 
 
+def _keras_transpose(rng, n, ks, ss, ds, hs):
+    """Keras ``Conv*DTranspose``: ``(port, begin, size)`` of its documented output window."""
+    from gated_jax import ports
+
+    padding = rng.choice(["valid", "same"])
+    ops = None if rng.random() < 0.4 else tuple(rng.randint(0, s - 1) for s in ss)
+    port = ports.keras_conv_transpose(
+        n, ks, strides=ss, padding=padding, output_padding=ops, dilation_rate=ds
+    )
+    begin, size = [], []
+    for i, (h, k, s, d) in enumerate(zip(hs, ks, ss, ds, strict=True)):
+        ke = _keff(k, d)  # keras conv_utils.deconv_output_length
+        if ops is None:
+            t = h * s + max(ke - s, 0) if padding == "valid" else h * s
+        else:
+            t = (h - 1) * s + ke - 2 * (ke // 2 if padding == "same" else 0) + ops[i]
+        size.append(t)  # start: TF's 'SAME' low padding of the forward conv t -> h
+        begin.append(0 if padding == "valid" else max((h - 1) * s + ke - t, 0) // 2)
+    return port, begin, size
+
+
+def _onnx_transpose(rng, n, ks, ss, ds, hs, g):
+    """ONNX ``ConvTranspose``: ``(port, begin, size)`` by the spec's output_shape / pads rule."""
+    from gated_jax import ports
+
+    auto = rng.choice(["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"])
+    ops = [rng.randint(0, s - 1) for s in ss]  # ONNX: output_padding < stride
+    full = [
+        s * (h - 1) + op + _keff(k, d) for h, s, op, k, d in zip(hs, ss, ops, ks, ds, strict=True)
+    ]
+    shape = None
+    if rng.random() < 0.4:
+        shape = [rng.randint(max(1, f - 3), f) for f in full]  # at most the full result
+    pads = [rng.randint(0, 1) for _ in range(2 * n)]
+    port = ports.onnx_conv_transpose(
+        ks,
+        auto_pad=auto,
+        pads=pads if auto == "NOTSET" else None,  # the spec: not with auto_pad
+        strides=ss,
+        dilations=ds,
+        group=g,
+        output_padding=ops,
+        output_shape=shape,
+    )
+    begin, size = [], []
+    for i, f in enumerate(full):  # the ONNX spec's output_shape / pads rule
+        if shape is None and auto in ("NOTSET", "VALID"):
+            b, e = (pads[i], pads[n + i]) if auto == "NOTSET" else (0, 0)
+            begin.append(b)
+            size.append(f - b - e)
+            continue
+        t = shape[i] if shape is not None else hs[i] * ss[i]
+        total = f - t
+        begin.append(total // 2 if auto == "SAME_UPPER" else total - total // 2)
+        size.append(t)
+    return port, begin, size
+
+
+def _torch_transpose(rng, n, ks, ss, ds, hs, g):
+    """PyTorch ``ConvTranspose*d``: ``(port, begin, size)`` by its documented size rule."""
+    from gated_jax import shapes
+
+    ops = tuple(rng.randint(0, max(s, d) - 1) for s, d in zip(ss, ds, strict=True))
+    ps = tuple(
+        rng.randint(0, min(d * (k - 1), ((h - 1) * s + d * (k - 1) + op) // 2))
+        for h, k, s, d, op in zip(hs, ks, ss, ds, ops, strict=True)
+    )
+    port = shapes.torch_conv_transpose(
+        n, ks, stride=ss, padding=ps, output_padding=ops, groups=g, dilation=ds
+    )
+    begin = list(ps)  # PyTorch's documented size rule
+    size = [
+        (h - 1) * s - 2 * p + d * (k - 1) + op + 1
+        for h, s, p, d, k, op in zip(hs, ss, ps, ds, ks, ops, strict=True)
+    ]
+    return port, begin, size
+
+
+def _keras_forward(rng, n, ks, ss, ds, hs, g):
+    """Keras ``Conv*D``: ``(port, pad pairs, pad mode)``."""
+    from gated_jax import ports
+
+    padding = rng.choice(["valid", "same"] + (["causal"] if n == 1 else []))
+    port = ports.keras_conv(n, ks, strides=ss, padding=padding, dilation_rate=ds, groups=g)
+    if padding == "valid":
+        pairs = [(0, 0)] * n
+    elif padding == "causal":
+        pairs = [(_keff(ks[0], ds[0]) - 1, 0)]
+    else:
+        pairs = [_tf_same(h, k, s, d) for h, k, s, d in zip(hs, ks, ss, ds, strict=True)]
+    return port, pairs, "constant"
+
+
+def _onnx_forward(rng, n, ks, ss, ds, hs, g):
+    """ONNX ``Conv``: ``(port, pad pairs, pad mode)``."""
+    from gated_jax import ports
+
+    auto = rng.choice(["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"])
+    pads = [rng.randint(0, 2) for _ in range(2 * n)]
+    pads_arg = pads if auto == "NOTSET" else None  # the spec: not with auto_pad
+    port = ports.onnx_conv(ks, auto_pad=auto, pads=pads_arg, strides=ss, dilations=ds, group=g)
+    if auto == "NOTSET":
+        pairs = [(pads[i], pads[n + i]) for i in range(n)]
+    elif auto == "VALID":
+        pairs = [(0, 0)] * n
+    else:
+        pairs = [
+            _tf_same(h, k, s, d, auto == "SAME_LOWER")
+            for h, k, s, d in zip(hs, ks, ss, ds, strict=True)
+        ]
+    return port, pairs, "constant"
+
+
+def _torch_forward(rng, n, ks, ss, ds, hs, g):
+    """PyTorch ``Conv*d``: ``(port, pad pairs, pad mode)`` (its four ``padding_mode`` values)."""
+    from gated_jax import shapes
+
+    torch_modes = {
+        "zeros": "constant",
+        "reflect": "reflect",
+        "replicate": "edge",
+        "circular": "wrap",
+    }
+    pm = rng.choice(list(torch_modes))
+    ps = tuple(rng.randint(0, min(2, h - 1)) for h in hs)
+    port = shapes.torch_conv(n, ks, stride=ss, padding=ps, dilation=ds, groups=g, padding_mode=pm)
+    pairs, mode = [(p, p) for p in ps], torch_modes[pm]
+    return port, pairs, mode
+
+
+def _channels_last(port, x, w, want, keras: bool):
+    """The case in the framework's layout: Keras is channels last, kernel ``(*k, ..., ...)``."""
+    if keras:
+        return port, np.moveaxis(x, 1, -1), np.moveaxis(np.moveaxis(w, 0, -1), 0, -2), want, True
+    return port, x, w, want, False
+
+
 def _port_case(rng: random.Random, framework: str, transposed: bool):
     """``(port, x, w, want, native_layout)`` for one random config of a framework."""
-    from gated_jax import ports, shapes
-
     n, ks, ss, ds = _draw_dims(rng)
     if framework == "keras" and max(ss) > 1 and max(ds) > 1:
         ds = (1,) * n  # Keras refuses strides > 1 together with dilation_rate > 1
@@ -413,130 +556,24 @@ def _port_case(rng: random.Random, framework: str, transposed: bool):
         hs = tuple(rng.randint(1, 4) for _ in range(n))
         if framework == "keras":
             g = 1
-            padding = rng.choice(["valid", "same"])
-            ops = None if rng.random() < 0.4 else tuple(rng.randint(0, s - 1) for s in ss)
-            port = ports.keras_conv_transpose(
-                n, ks, strides=ss, padding=padding, output_padding=ops, dilation_rate=ds
-            )
-            begin, size = [], []
-            for i, (h, k, s, d) in enumerate(zip(hs, ks, ss, ds, strict=True)):
-                ke = _keff(k, d)  # keras conv_utils.deconv_output_length
-                if ops is None:
-                    t = h * s + max(ke - s, 0) if padding == "valid" else h * s
-                else:
-                    t = (h - 1) * s + ke - 2 * (ke // 2 if padding == "same" else 0) + ops[i]
-                size.append(t)  # start: TF's 'SAME' low padding of the forward conv t -> h
-                begin.append(0 if padding == "valid" else max((h - 1) * s + ke - t, 0) // 2)
+            port, begin, size = _keras_transpose(rng, n, ks, ss, ds, hs)
         elif framework == "onnx":
-            auto = rng.choice(["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"])
-            ops = [rng.randint(0, s - 1) for s in ss]  # ONNX: output_padding < stride
-            full = [
-                s * (h - 1) + op + _keff(k, d)
-                for h, s, op, k, d in zip(hs, ss, ops, ks, ds, strict=True)
-            ]
-            shape = None
-            if rng.random() < 0.4:
-                shape = [rng.randint(max(1, f - 3), f) for f in full]  # at most the full result
-            pads = [rng.randint(0, 1) for _ in range(2 * n)]
-            port = ports.onnx_conv_transpose(
-                ks,
-                auto_pad=auto,
-                pads=pads if auto == "NOTSET" else None,  # the spec: not with auto_pad
-                strides=ss,
-                dilations=ds,
-                group=g,
-                output_padding=ops,
-                output_shape=shape,
-            )
-            begin, size = [], []
-            for i, f in enumerate(full):  # the ONNX spec's output_shape / pads rule
-                if shape is None and auto in ("NOTSET", "VALID"):
-                    b, e = (pads[i], pads[n + i]) if auto == "NOTSET" else (0, 0)
-                    begin.append(b)
-                    size.append(f - b - e)
-                    continue
-                t = shape[i] if shape is not None else hs[i] * ss[i]
-                total = f - t
-                begin.append(total // 2 if auto == "SAME_UPPER" else total - total // 2)
-                size.append(t)
+            port, begin, size = _onnx_transpose(rng, n, ks, ss, ds, hs, g)
         else:
-            ops = tuple(rng.randint(0, max(s, d) - 1) for s, d in zip(ss, ds, strict=True))
-            ps = tuple(
-                rng.randint(0, min(d * (k - 1), ((h - 1) * s + d * (k - 1) + op) // 2))
-                for h, k, s, d, op in zip(hs, ks, ss, ds, ops, strict=True)
-            )
-            port = shapes.torch_conv_transpose(
-                n, ks, stride=ss, padding=ps, output_padding=ops, groups=g, dilation=ds
-            )
-            begin = list(ps)  # PyTorch's documented size rule
-            size = [
-                (h - 1) * s - 2 * p + d * (k - 1) + op + 1
-                for h, s, p, d, k, op in zip(hs, ss, ps, ds, ks, ops, strict=True)
-            ]
+            port, begin, size = _torch_transpose(rng, n, ks, ss, ds, hs, g)
         if min(size) < 1:
             return _port_case(rng, framework, transposed)
         x = nrng.standard_normal((1, 2 * g, *hs))
         w = nrng.standard_normal((2 * g, 2, *ks))  # (C_in, C_out/g, *k)
         want = numpy_conv_transpose(x, w, ss, ds, g, begin, size)
-        if framework == "keras":  # Keras: channels last, kernel (*k, filters, C_in)
-            return (
-                port,
-                np.moveaxis(x, 1, -1),
-                np.moveaxis(np.moveaxis(w, 0, -1), 0, -2),
-                want,
-                True,
-            )
-        return port, x, w, want, False
+        return _channels_last(port, x, w, want, framework == "keras")
     hs = tuple(rng.randint(_keff(k, d), 8) for k, d in zip(ks, ds, strict=True))
-    mode = "constant"
-    if framework == "keras":
-        padding = rng.choice(["valid", "same"] + (["causal"] if n == 1 else []))
-        port = ports.keras_conv(n, ks, strides=ss, padding=padding, dilation_rate=ds, groups=g)
-        if padding == "valid":
-            pairs = [(0, 0)] * n
-        elif padding == "causal":
-            pairs = [(_keff(ks[0], ds[0]) - 1, 0)]
-        else:
-            pairs = [_tf_same(h, k, s, d) for h, k, s, d in zip(hs, ks, ss, ds, strict=True)]
-    elif framework == "onnx":
-        auto = rng.choice(["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"])
-        pads = [rng.randint(0, 2) for _ in range(2 * n)]
-        port = ports.onnx_conv(
-            ks,
-            auto_pad=auto,
-            pads=pads if auto == "NOTSET" else None,  # the spec: not with auto_pad
-            strides=ss,
-            dilations=ds,
-            group=g,
-        )
-        if auto == "NOTSET":
-            pairs = [(pads[i], pads[n + i]) for i in range(n)]
-        elif auto == "VALID":
-            pairs = [(0, 0)] * n
-        else:
-            pairs = [
-                _tf_same(h, k, s, d, auto == "SAME_LOWER")
-                for h, k, s, d in zip(hs, ks, ss, ds, strict=True)
-            ]
-    else:
-        torch_modes = {
-            "zeros": "constant",
-            "reflect": "reflect",
-            "replicate": "edge",
-            "circular": "wrap",
-        }
-        pm = rng.choice(list(torch_modes))
-        ps = tuple(rng.randint(0, min(2, h - 1)) for h in hs)
-        port = shapes.torch_conv(
-            n, ks, stride=ss, padding=ps, dilation=ds, groups=g, padding_mode=pm
-        )
-        pairs, mode = [(p, p) for p in ps], torch_modes[pm]
+    forward = {"keras": _keras_forward, "onnx": _onnx_forward}.get(framework, _torch_forward)
+    port, pairs, mode = forward(rng, n, ks, ss, ds, hs, g)
     x = nrng.standard_normal((1, 2 * g, *hs))
     w = nrng.standard_normal((2 * g, 2, *ks))  # (O, I/g, *k)
     want = numpy_conv(x, w, ss, pairs, ds, g, mode)
-    if framework == "keras":  # channels last, HWIO
-        return port, np.moveaxis(x, 1, -1), np.moveaxis(np.moveaxis(w, 0, -1), 0, -2), want, True
-    return port, x, w, want, False
+    return _channels_last(port, x, w, want, framework == "keras")
 
 
 def _port_rows(rng: random.Random, per_framework: int = 4) -> list[Check]:
@@ -660,38 +697,136 @@ def _coverage_figure(ctx) -> str:
     return ctx.save_figure(fig, "shapes_seed_1_1a_windows")
 
 
-def section(ctx) -> str:
-    from gated_jax.shapes import conv_output_shape, conv_output_size, explain_conv, padding_pairs
+SECTION = """\
+### 1.1(a): 10 x 11 input, 3 x 3 kernel, stride 2, no padding
 
-    parts: list[str] = []
-    # (a) -------------------------------------------------------------------------------------
+**Answer: {a_shape}** (`conv_output_shape` gives `{a_lib}`, `jax.eval_shape` of the real op \
+gives `{a_real}`).
+
+```text
+$ gated-jax shape 10x11 --kernel 3 --stride 2
+{a_shape}
+
+{a_explain}
+```
+
+{a_fig}
+
+**What the seed gets wrong.** It writes `(10 - (3 - 2))/2 = 4.5 ≈ 4` and \
+`(11 - (3 - 2))/2 = 5`. That is not the rule: the rule is `floor((H - K)/S) + 1`, i.e. \
+`floor((10 - 3)/2) + 1 = 4` and `floor((11 - 3)/2) + 1 = 5`. Both land on 4 x 5 here only \
+because `H - (K - 2)` and `H - K + S` coincide when `S = 2`. The fractional part is not a \
+rounding nuisance: `(10 - 3)/2 + 1 = 4.5 -> 4` means the last input row (row 9) is read by no \
+window, which the seed does not mention.
+
+The seed's arithmetic applied to other layers (no padding, no dilation) disagrees with JAX:
+
+| H | K | S | seed's `(H - (K-2))/S`, floored | rule | `jax.eval_shape` |
+|---:|---:|---:|---|---|---:|
+{seed_rule_rows}
+
+### 1.1(b): the general rule
+
+For a `C x H x W` input and `F` filters of `C x K x K` with padding `P`, stride `S` and \
+dilation `D`, the output is `F x H1 x W1` with
+
+`H1 = max(0, floor((H + 2P - (K + (K-1)(D-1))) / S) + 1)` (and the same for `W1`).
+
+The seed's formula is this one without the `max(0, .)`. Example with \
+C={c}, H={h}, W={w}, K={k}, P={p}, S={s}, D={d}, F={f}: `{b_shape}` (`jax.eval_shape`: \
+`{b_real}`).
+
+```text
+{b_explain}
+```
+
+The warnings are not decoration: with `S = D = 2` every kernel tap lands on an even padded \
+position, so every odd input row is read by no output at all, something the shape formula alone \
+hides (the rows are listed exactly; `tests/test_shapes_explain.py` checks them against the rows \
+where `jax.grad` is zero).
+
+**What 1.1(b) leaves out**, each checked against `jax.eval_shape`:
+
+- *No clamp at 0*: H=2, K=5 gives `floor((2 - 5)/1) + 1 = {raw}` by the formula; the real \
+output is {clamped} (`{clamped_real}`).
+- *Only symmetric padding*: `'SAME'` with K=4 pads `{same_pads}` (odd total, the extra row at \
+the end; `'SAME_LOWER'` puts it first), which no integer `P` expresses; output {same_size} = \
+`{same_real}` from JAX.
+- *Input (lhs) dilation* `L`, the transposed-convolution mechanism: `H` becomes `(H-1)L + 1`, \
+padding applies after it: H=10, L=2, K=3, P=2 gives {ld} (`{ld_real}`).
+- *Grouped convolutions*: with `G` groups each filter sees `C/G` channels, so the kernel is \
+`F x C/G x K x K`: C=6, G=3, F=9 uses a 9 x 2 x 3 x 3 kernel, output `{grouped}` \
+(`{grouped_real}`).
+- *Transposed convolutions*: `lax.conv_transpose` with K=3, S=2, D=2, `'VALID'` on H=10 gives \
+{transposed} (`HS + max(K_eff - S, 0)`); JAX's own `lax.conv_transpose_shape_tuple` ignores \
+the dilation and says {lax_says}.
+- *Negative padding* (cropping) is allowed while the padded size stays >= 0, and a kernel wider \
+than the input silently yields a zero-size output; `explain_conv` warns about both.
+
+### Backwards and across frameworks
+
+The questions users bring to the JAX and Flax trackers run the other way: *which* padding \
+gives a size, *which* ConvTranspose undoes a Conv, and what a PyTorch, Keras or ONNX layer is \
+in JAX.
+
+- *jax#4592, `output_shape` for `lax.conv_transpose`*: \
+`transpose_padding_for_output(32, 65, 3, stride=2)` = `{t_pads}`; `lax.conv_transpose` with it \
+outputs {t_got} (`jax.eval_shape`). Every size >= 1 is reachable; the split returned is the \
+gradient's, so with `transpose_kernel=True` the values are the input gradient of the conv from \
+65 to 32.
+- *flax#1872, PyTorch's `ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1)` in \
+Flax*: `nn.ConvTranspose(..., strides=(2, 2), padding={torch_padding}, transpose_kernel=True)` \
+with `kernel_from_torch(weight, transposed=True)`: explicit \
+`(d(k-1) - p, d(k-1) - p + output_padding)` on the stretched input, {torch_out} from 16 x 16 \
+as PyTorch's rule says. `gated-jax shape 16x16 --from-torch 'ConvTranspose2d(C, F, 3, \
+stride=2, padding=1, output_padding=1)'` prints it.
+- *flax#4593, the ConvTranspose that undoes a Conv*: for a stride-2 `'SAME'` conv of 10, \
+`inverse_conv_transpose(10, 3, stride=2, padding='SAME')` gives padding `{inv_padding}` (not \
+`'SAME'`), output {inv_size}, and equals `jax.vjp` of the conv (max abs difference \
+{inv_err:.1e} in float64), for any size, also where the stride does not divide it.
+- *Keras / TensorFlow `'same'` depends on the input size* (total \
+`max((ceil(H/S) - 1) S + K_eff - H, 0)`, the extra at the end): \
+`keras_conv(1, 3, strides=2, padding='same')` pads {keras_rows}. No fixed padding expresses it \
+(PyTorch's symmetric `padding=p` cannot express the odd totals), but lax's `'SAME'` is the same \
+rule resolved at trace time, so one lax / Flax call does. `Conv*Transpose` follows \
+`deconv_output_length`: `keras_conv_transpose(1, 3, strides=2, padding='same')` maps 5 to \
+{keras_t}.
+- *ONNX `ConvTranspose(output_shape=...)`*: the spec's `total_padding = S(H-1) + \
+output_padding + K_eff - output_shape`, split by `auto_pad`: for H=5, K=3, S=2, \
+`output_shape=[10]`, `SAME_UPPER`, the window of the full result is `{onnx_window}` (begin, \
+size), i.e. `lax.conv_transpose` padding `{onnx_padding}`.
+- *Receptive field of any model*: `receptive_field_of` reads the structural support of the \
+gradient from the jaxpr (no ReLU, max-pool or zero weight can hide a position). For a block of \
+two dilated 3-tap convs plus a 2-tap skip conv, output 10 is reached from inputs {rf_inputs}: \
+the main path's taps (`receptive_field` span {rf_size} from {rf_start}, every third position) \
+and the skip's 10, 11; neither stack formula alone gives the union.
+
+The ports are checked on 500 random configs per framework against the frameworks' definitions \
+(`tests/test_ports.py`) and by the verify rows below."""
+
+
+def _shape_text(shape) -> str:
+    return " x ".join(map(str, shape))
+
+
+def _part_a(ctx) -> dict:
+    """1.1(a): the answer, its explanation, the coverage figure."""
+    from gated_jax.shapes import conv_output_shape, explain_conv
+
     e = explain_conv((10, 11), 3, stride=2)
-    lib = conv_output_shape((1, 1, 10, 11), (1, 1, 3, 3), (2, 2), "VALID")
-    real = _jax_shape((1, 1, 10, 11), (1, 1, 3, 3), (2, 2), "VALID")
-    parts += [
-        "### 1.1(a): 10 x 11 input, 3 x 3 kernel, stride 2, no padding",
-        "",
-        f"**Answer: {' x '.join(map(str, e.output_shape))}** "
-        f"(`conv_output_shape` gives `{lib}`, `jax.eval_shape` of the real op gives `{real}`).",
-        "",
-        "```text",
-        "$ gated-jax shape 10x11 --kernel 3 --stride 2",
-        " x ".join(map(str, e.output_shape)),
-        "",
-        str(e),
-        "```",
-        "",
-        _coverage_figure(ctx),
-        "",
-        "**What the seed gets wrong.** It writes `(10 - (3 - 2))/2 = 4.5 ≈ 4` and "
-        "`(11 - (3 - 2))/2 = 5`. That is not the rule: the rule is "
-        "`floor((H - K)/S) + 1`, i.e. `floor((10 - 3)/2) + 1 = 4` and "
-        "`floor((11 - 3)/2) + 1 = 5`. Both land on 4 x 5 here only because `H - (K - 2)` and "
-        "`H - K + S` coincide when `S = 2`. The fractional part is not a rounding nuisance: "
-        "`(10 - 3)/2 + 1 = 4.5 -> 4` means the last input row (row 9) is read by no window, "
-        "which the seed does not mention.",
-        "",
-    ]
+    return {
+        "a_shape": _shape_text(e.output_shape),
+        "a_lib": conv_output_shape((1, 1, 10, 11), (1, 1, 3, 3), (2, 2), "VALID"),
+        "a_real": _jax_shape((1, 1, 10, 11), (1, 1, 3, 3), (2, 2), "VALID"),
+        "a_explain": str(e),
+        "a_fig": _coverage_figure(ctx),
+    }
+
+
+def _seed_rule_rows() -> str:
+    """The layers where the seed's ``(H - (K - 2)) / S`` floored is not the output size."""
+    from gated_jax.shapes import conv_output_size
+
     rows = []
     for h, k, s in [(12, 3, 3), (10, 5, 3), (7, 3, 1), (9, 2, 4), (28, 5, 1), (15, 4, 3)]:
         seed_val = (h - (k - 2)) / s
@@ -703,141 +838,56 @@ def section(ctx) -> str:
             f"| {h} | {k} | {s} | ({h} - ({k} - 2))/{s} = {seed_val:.3g} -> "
             f"{math.floor(seed_val)} | floor(({h} - {k})/{s}) + 1 = {rule} | {rule} |"
         )
-    parts += [
-        "The seed's arithmetic applied to other layers (no padding, no dilation) disagrees "
-        "with JAX:",
-        "",
-        "| H | K | S | seed's `(H - (K-2))/S`, floored | rule | `jax.eval_shape` |",
-        "|---:|---:|---:|---|---|---:|",
-        *rows,
-        "",
-    ]
-    # (b) -------------------------------------------------------------------------------------
+    return "\n".join(rows)
+
+
+def _part_b() -> dict:
+    """1.1(b): the general rule on one example."""
+    from gated_jax.shapes import explain_conv
+
     c, h, w, k, p, s, d, f = 3, 32, 28, 5, 2, 2, 2, 16
     eb = explain_conv((h, w), k, stride=s, padding=p, dilation=d, channels=c, filters=f)
     realb = _jax_shape((1, c, h, w), (f, c, k, k), (s, s), ((p, p), (p, p)), rhs_dilation=(d, d))
-    parts += [
-        "### 1.1(b): the general rule",
-        "",
-        "For a `C x H x W` input and `F` filters of `C x K x K` with padding `P`, stride `S` "
-        "and dilation `D`, the output is `F x H1 x W1` with",
-        "",
-        "`H1 = max(0, floor((H + 2P - (K + (K-1)(D-1))) / S) + 1)` (and the same for `W1`).",
-        "",
-        "The seed's formula is this one without the `max(0, .)`. Example with "
-        f"C={c}, H={h}, W={w}, K={k}, P={p}, S={s}, D={d}, F={f}: "
-        f"`{' x '.join(map(str, eb.output_shape))}` "
-        f"(`jax.eval_shape`: `{realb}`).",
-        "",
-        "```text",
-        str(eb),
-        "```",
-        "",
-        "The warnings are not decoration: with `S = D = 2` every kernel tap lands on an even "
-        "padded position, so every odd input row is read by no output at all, something the "
-        "shape formula alone hides (the rows are listed exactly; `tests/test_shapes_explain.py` "
-        "checks them against the rows where `jax.grad` is zero).",
-        "",
-        "**What 1.1(b) leaves out**, each checked against `jax.eval_shape`:",
-        "",
-    ]
-    gaps = []
-    # clamp at zero
-    raw = math.floor((2 + 0 - 5) / 1) + 1
-    z = conv_output_size(2, 5)
-    gaps.append(
-        f"- *No clamp at 0*: H=2, K=5 gives `floor((2 - 5)/1) + 1 = {raw}` by the formula; "
-        f"the real output is {z} "
-        f"(`{_jax_shape((1, 1, 2), (1, 1, 5), (1,), 'VALID')}`)."
-    )
-    # asymmetric padding (SAME with even kernel)
-    pads = padding_pairs("SAME", (10,), (4,), (1,))
-    gaps.append(
-        f"- *Only symmetric padding*: `'SAME'` with K=4 pads `{pads[0]}` (odd total, the extra "
-        "row at the end; `'SAME_LOWER'` puts it first), which no integer `P` expresses; "
-        f"output {conv_output_size(10, 4, padding='SAME')} = "
-        f"`{_jax_shape((1, 1, 10), (1, 1, 4), (1,), 'SAME')[2]}` from JAX."
-    )
-    # input dilation
-    ld = conv_output_size(10, 3, input_dilation=2, padding=(2, 2))
-    gaps.append(
-        "- *Input (lhs) dilation* `L`, the transposed-convolution mechanism: `H` becomes "
-        f"`(H-1)L + 1`, padding applies after it: H=10, L=2, K=3, P=2 gives {ld} "
-        f"(`{_jax_shape((1, 1, 10), (1, 1, 3), (1,), ((2, 2),), lhs_dilation=(2,))[2]}`)."
-    )
-    # groups
-    g = conv_output_shape((1, 6, 8, 8), (9, 2, 3, 3), (1, 1), "VALID", feature_group_count=3)
-    gaps.append(
-        "- *Grouped convolutions*: with `G` groups each filter sees `C/G` channels, so the "
-        f"kernel is `F x C/G x K x K`: C=6, G=3, F=9 uses a 9 x 2 x 3 x 3 kernel, output `{g}` "
-        f"(`{_jax_shape((1, 6, 8, 8), (9, 2, 3, 3), (1, 1), 'VALID', feature_group_count=3)}`)."
-    )
-    # transposed
-    from jax import lax
+    example = dict(c=c, h=h, w=w, k=k, p=p, s=s, d=d, f=f)
+    return example | {"b_shape": _shape_text(eb.output_shape), "b_real": realb, "b_explain": eb}
 
-    from gated_jax.shapes import conv_transpose_output_shape
 
+def _gaps() -> dict:
+    """What 1.1(b) leaves out, each number from the library and from ``jax.eval_shape``."""
+    from gated_jax.shapes import (
+        conv_output_shape,
+        conv_output_size,
+        conv_transpose_output_shape,
+        padding_pairs,
+    )
+
+    groups = dict(feature_group_count=3)
     t = conv_transpose_output_shape((1, 10, 1), (3, 1, 1), (2,), "VALID", rhs_dilation=(2,))
-    lax_says = int(
-        lax.conv_transpose_shape_tuple((1, 10, 1), (3, 1, 1), (2,), "VALID", ("NHC", "HIO", "NHC"))[
-            1
-        ]
+    lax_says = lax.conv_transpose_shape_tuple(
+        (1, 10, 1), (3, 1, 1), (2,), "VALID", ("NHC", "HIO", "NHC")
     )
-    gaps.append(
-        "- *Transposed convolutions*: `lax.conv_transpose` with K=3, S=2, D=2, `'VALID'` on "
-        f"H=10 gives {t[1]} (`HS + max(K_eff - S, 0)`); JAX's own "
-        f"`lax.conv_transpose_shape_tuple` ignores the dilation and says {lax_says}."
-    )
-    gaps.append(
-        "- *Negative padding* (cropping) is allowed while the padded size stays >= 0, and a "
-        "kernel wider than the input silently yields a zero-size output; `explain_conv` warns "
-        "about both."
-    )
-    parts += gaps
-    parts += ["", _inverse_and_ports_text()]
-    return "\n".join(parts)
+    return {
+        "raw": math.floor((2 + 0 - 5) / 1) + 1,
+        "clamped": conv_output_size(2, 5),
+        "clamped_real": _jax_shape((1, 1, 2), (1, 1, 5), (1,), "VALID"),
+        "same_pads": padding_pairs("SAME", (10,), (4,), (1,))[0],
+        "same_size": conv_output_size(10, 4, padding="SAME"),
+        "same_real": _jax_shape((1, 1, 10), (1, 1, 4), (1,), "SAME")[2],
+        "ld": conv_output_size(10, 3, input_dilation=2, padding=(2, 2)),
+        "ld_real": _jax_shape((1, 1, 10), (1, 1, 3), (1,), ((2, 2),), lhs_dilation=(2,))[2],
+        "grouped": conv_output_shape((1, 6, 8, 8), (9, 2, 3, 3), (1, 1), "VALID", **groups),
+        "grouped_real": _jax_shape((1, 6, 8, 8), (9, 2, 3, 3), (1, 1), "VALID", **groups),
+        "transposed": t[1],
+        "lax_says": int(lax_says[1]),
+    }
 
 
-def _inverse_and_ports_text() -> str:
-    """The inverse direction and the framework ports, every number computed and checked here."""
-    import jax
-    import jax.numpy as jnp
-    from jax import lax
+def _inverse_data() -> dict:
+    """jax#4592, flax#1872, flax#4593: the inverse direction, values against ``jax.vjp``."""
+    from gated_jax import shapes
 
-    from gated_jax import ports, shapes
-    from gated_jax.shapes import receptive
-
-    parts = [
-        "### Backwards and across frameworks",
-        "",
-        "The questions users bring to the JAX and Flax trackers run the other way: *which* "
-        "padding gives a size, *which* ConvTranspose undoes a Conv, and what a PyTorch, Keras "
-        "or ONNX layer is in JAX.",
-        "",
-    ]
-    # jax#4592: output_shape for conv_transpose
     pads = shapes.transpose_padding_for_output(32, 65, 3, stride=2)
-    got = _jax_transpose_size((1, 32, 1), (3, 1, 1), (2,), pads)
-    parts += [
-        "- *jax#4592, `output_shape` for `lax.conv_transpose`*: "
-        f"`transpose_padding_for_output(32, 65, 3, stride=2)` = `{pads}`; "
-        f"`lax.conv_transpose` with it outputs {got} (`jax.eval_shape`). Every size >= 1 is "
-        "reachable; the split returned is the gradient's, so with `transpose_kernel=True` the "
-        "values are the input gradient of the conv from 65 to 32.",
-    ]
-    # flax#1872: PyTorch ConvTranspose2d(padding, output_padding) in Flax
     t = shapes.torch_conv_transpose(2, 3, stride=2, padding=1, output_padding=1)
-    kw = t.conv_kwargs((16, 16))
-    parts += [
-        "- *flax#1872, PyTorch's `ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1)` "
-        f"in Flax*: `nn.ConvTranspose(..., strides=(2, 2), padding={kw['padding']}, "
-        "transpose_kernel=True)` with `kernel_from_torch(weight, transposed=True)`: explicit "
-        "`(d(k-1) - p, d(k-1) - p + output_padding)` on the stretched input, "
-        f"{t.output_shape((16, 16))} from 16 x 16 as PyTorch's rule says. "
-        "`gated-jax shape 16x16 --from-torch 'ConvTranspose2d(C, F, 3, stride=2, padding=1, "
-        "output_padding=1)'` prints it.",
-    ]
-    # flax#4593: the ConvTranspose that undoes a Conv, values checked against jax.vjp
     args = shapes.inverse_conv_transpose(10, 3, stride=2, padding="SAME")
     with jax.enable_x64(True):
         w = jnp.asarray(np.random.default_rng(0).standard_normal((3, 2, 2)))
@@ -850,63 +900,66 @@ def _inverse_and_ports_text() -> str:
         want = vjp(y)[0]
         mine = lax.conv_transpose(y, w, dimension_numbers=_nhwc(1), **args.lax_kwargs())
         err = float(jnp.max(jnp.abs(mine - want)))
-    parts += [
-        "- *flax#4593, the ConvTranspose that undoes a Conv*: for a stride-2 `'SAME'` conv of "
-        f"10, `inverse_conv_transpose(10, 3, stride=2, padding='SAME')` gives padding "
-        f"`{args.padding}` (not `'SAME'`), output {args.output_size[0]}, and equals `jax.vjp` of "
-        f"the conv (max abs difference {err:.1e} in float64), for any size, also where the "
-        "stride does not divide it.",
-    ]
-    # Keras 'same' depends on the input size
+    return {
+        "t_pads": pads,
+        "t_got": _jax_transpose_size((1, 32, 1), (3, 1, 1), (2,), pads),
+        "torch_padding": t.conv_kwargs((16, 16))["padding"],
+        "torch_out": t.output_shape((16, 16)),
+        "inv_padding": args.padding,
+        "inv_size": args.output_size[0],
+        "inv_err": err,
+    }
+
+
+def _ports_data() -> dict:
+    """Keras' input-dependent ``'same'`` and ONNX's ``output_shape``."""
+    from gated_jax import ports
+
     conv = ports.keras_conv(1, 3, strides=2, padding="same")
-    rows = ", ".join(f"H={h}: `{conv.explicit_padding((h,))[0]}`" for h in (9, 10, 11, 12))
-    parts += [
-        "- *Keras / TensorFlow `'same'` depends on the input size* (total "
-        "`max((ceil(H/S) - 1) S + K_eff - H, 0)`, the extra at the end): "
-        f"`keras_conv(1, 3, strides=2, padding='same')` pads {rows}. No fixed padding "
-        "expresses it (PyTorch's symmetric `padding=p` cannot express the odd totals), but lax's "
-        "`'SAME'` is the same rule resolved at trace time, so one lax / Flax call does. "
-        "`Conv*Transpose` follows `deconv_output_length`: "
-        f"`keras_conv_transpose(1, 3, strides=2, padding='same')` maps 5 to "
-        f"{ports.keras_conv_transpose(1, 3, strides=2, padding='same').output_shape((5,))[0]}.",
-    ]
-    # ONNX output_shape -> pads
+    keras_t = ports.keras_conv_transpose(1, 3, strides=2, padding="same")
     o = ports.onnx_conv_transpose((3,), strides=[2], output_shape=[10], auto_pad="SAME_UPPER")
-    parts += [
-        "- *ONNX `ConvTranspose(output_shape=...)`*: the spec's `total_padding = S(H-1) + "
-        "output_padding + K_eff - output_shape`, split by `auto_pad`: for H=5, K=3, S=2, "
-        f"`output_shape=[10]`, `SAME_UPPER`, the window of the full result is `{o.window((5,))}` "
-        f"(begin, size), i.e. `lax.conv_transpose` padding `{o.padding_for((5,))}`.",
-    ]
-    # receptive field of a model with a skip connection
+    return {
+        "keras_rows": ", ".join(
+            f"H={h}: `{conv.explicit_padding((h,))[0]}`" for h in (9, 10, 11, 12)
+        ),
+        "keras_t": keras_t.output_shape((5,))[0],
+        "onnx_window": o.window((5,)),
+        "onnx_padding": o.padding_for((5,)),
+    }
 
-    def block(x):
-        k = jnp.ones((3, 1, 1))
-        h = lax.conv_general_dilated(
-            x, k, (1,), "SAME", rhs_dilation=(3,), dimension_numbers=_nhwc(1)
-        )
-        h = lax.conv_general_dilated(
-            jax.nn.relu(h), k, (1,), "SAME", rhs_dilation=(3,), dimension_numbers=_nhwc(1)
-        )
-        skip = lax.conv_general_dilated(
-            x, jnp.ones((2, 1, 1)), (1,), "SAME", dimension_numbers=_nhwc(1)
-        )
-        return jax.nn.relu(h + skip)
 
-    mask = receptive.receptive_field_of(block, (1, 20, 1), (0, 10, 0))[0, :, 0]
+def _skip_block(x):
+    """Two dilated 3-tap convs plus a 2-tap skip conv (a model no stack formula describes)."""
+    k = jnp.ones((3, 1, 1))
+    h = lax.conv_general_dilated(x, k, (1,), "SAME", rhs_dilation=(3,), dimension_numbers=_nhwc(1))
+    h = lax.conv_general_dilated(
+        jax.nn.relu(h), k, (1,), "SAME", rhs_dilation=(3,), dimension_numbers=_nhwc(1)
+    )
+    skip = lax.conv_general_dilated(
+        x, jnp.ones((2, 1, 1)), (1,), "SAME", dimension_numbers=_nhwc(1)
+    )
+    return jax.nn.relu(h + skip)
+
+
+def _receptive_data() -> dict:
+    """The receptive field of :func:`_skip_block` against the stack formula."""
+    from gated_jax import shapes
+    from gated_jax.shapes import receptive
+
+    mask = receptive.receptive_field_of(_skip_block, (1, 20, 1), (0, 10, 0))[0, :, 0]
     rf = shapes.receptive_field([(3, 1, 3, 3), (3, 1, 3, 3)])
-    parts += [
-        "- *Receptive field of any model*: `receptive_field_of` reads the structural support "
-        "of the gradient from the jaxpr (no ReLU, max-pool or zero weight can hide a position). "
-        "For a block of two dilated 3-tap convs plus a 2-tap skip conv, output 10 is reached "
-        f"from inputs {np.flatnonzero(mask).tolist()}: the main path's taps "
-        f"(`receptive_field` span {rf.size[0]} from {rf.start[0] + 10}, every third position) "
-        "and the skip's 10, 11; neither stack formula alone gives the union.",
-        "",
-        "The ports are checked on 500 random configs per framework against the frameworks' "
-        "definitions (`tests/test_ports.py`) and by the verify rows below.",
-    ]
-    return "\n".join(parts)
+    return {
+        "rf_inputs": np.flatnonzero(mask).tolist(),
+        "rf_size": rf.size[0],
+        "rf_start": rf.start[0] + 10,
+    }
+
+
+def section(ctx) -> str:
+    """Seed 1.1(a), 1.1(b), what 1.1(b) leaves out, and the inverse/ports: data + template."""
+    data = _part_a(ctx) | {"seed_rule_rows": _seed_rule_rows()} | _part_b() | _gaps()
+    data |= _inverse_data() | _ports_data() | _receptive_data()
+    return render(SECTION, data)
 
 
 def _jax_transpose_size(lhs, rhs, strides, padding) -> int:
