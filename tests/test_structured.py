@@ -212,3 +212,38 @@ def test_structured_newton_converges_quadratically_in_few_iterations(structure):
         assert np.array_equal(np.asarray(quasi.residuals), np.asarray(info.residuals), True)
     else:  # the per-head blocks beat their diagonals
         assert int(quasi.iterations) > k
+
+
+# ---- the Flax cells -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("structure", STRUCTURES)
+def test_flax_cells_expose_the_structure_and_round_trip(structure):
+    from flax import nnx
+
+    from gated_jax import nn as gnn
+    from gated_jax import nnx as gnnx
+
+    H = STRUCTURES[structure]
+    p, xs, z0, _, _ = case(structure)
+    shape = p.w_z.shape
+    opts = dict(recurrent_gate=structure, heads=H, use_bias=True, param_dtype=jnp.float64)
+    layer = gnn.GatedRNN(gnn.GatedCell(M, **opts))
+    v = layer.init(jax.random.key(0), xs)
+    assert v["params"]["cell"]["hc"]["kernel"].shape == shape
+    tree = gnn.from_gated_params(p)
+    assert tree["hc"]["kernel"].shape == shape
+    # the kernel is W_z transposed in its structure: a vector as it is, each head transposed
+    np.testing.assert_array_equal(dense_params(gnn.to_gated_params(tree)).w_z, dense_params(p).w_z)
+    want = numpy_loop(p, xs, z0)
+    got = layer.apply({"params": {"cell": tree}}, xs, initial_carry=z0)
+    assert max_rel_error(got, want) < 1e-12
+    cell = gnnx.GatedCell(N, M, **opts, rngs=nnx.Rngs(0))
+    assert cell.hc.kernel.shape == shape
+    gnnx.load_gated_params(cell, p)
+    assert max_rel_error(gnnx.to_gated_params(cell), p) == 0
+    assert max_rel_error(gnnx.GatedRNN(cell)(xs, initial_carry=z0), want) < 1e-12
+    other = "heads" if structure == "diagonal" else "diagonal"
+    with pytest.raises(ValueError, match="`recurrent_gate`"):
+        cell_other = gnn.GatedCell(M, recurrent_gate=other, heads=STRUCTURES[other])
+        cell_other.apply({"params": tree}, z0, xs[:, 0])

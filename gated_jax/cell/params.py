@@ -17,7 +17,7 @@ from gated_jax._validate import (
     recurrent_structure,
 )
 
-__all__ = ["GatedParams", "init_gated_params"]
+__all__ = ["GatedParams", "default_recurrent_init", "init_gated_params", "recurrent_shape"]
 
 
 class GatedParams(NamedTuple):
@@ -90,8 +90,17 @@ def check_params(params) -> tuple[GatedParams, int, int]:
     return p, n, m
 
 
-def _default_recurrent_init(kind: str | None):
-    """Orthogonal (dense), uniform on ``[-1, 1]`` (diagonal), orthogonal per head (heads)."""
+def recurrent_shape(kind: str | None, heads: int, m: int) -> tuple[int, ...] | None:
+    """The shape of ``w_z`` for a structure (``recurrent_structure``'s result): ``None``,
+    ``(m, m)`` (dense), ``(m,)`` (diagonal) or ``(H, m / H, m / H)`` (heads)."""
+    h = m // max(heads, 1)
+    return {None: None, "dense": (m, m), "diagonal": (m,), "heads": (heads, h, h)}[kind]
+
+
+def default_recurrent_init(kind: str | None):
+    """The default initialiser of ``W_z`` for a structure, ``init(key, shape, dtype)``:
+    orthogonal (dense), uniform on ``[-1, 1]`` (diagonal), an orthogonal draw per head
+    (heads): ``||W_z||_2 <= 1`` in every case."""
     orthogonal = jax.nn.initializers.orthogonal()
     if kind == "diagonal":
         return lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -1.0, 1.0)
@@ -180,14 +189,13 @@ def init_gated_params(
     if not jnp.issubdtype(dtype, jnp.floating):
         raise fail("dtype", dtype, "a floating dtype")
     draw = jnp.promote_types(dtype, jnp.float32)
-    h = m // max(H, 1)
-    wz_shape = {None: None, "dense": (m, m), "diagonal": (m,), "heads": (H, h, h)}[kind]
+    wz_shape = recurrent_shape(kind, H, m)
     wz_count = 0.0 if wz_shape is None else float(np.prod(wz_shape, dtype=np.float64))
     count = 2.0 * m * n + wz_count + (2.0 * m if use_bias else 0.0)
     big, value = ("m", m) if m >= n else ("n", n)
     check_fits_in_memory(big, value, count * (draw.itemsize + dtype.itemsize), "the parameters")
     input_init = input_init or jax.nn.initializers.lecun_normal(in_axis=-1, out_axis=-2)
-    recurrent_init = recurrent_init or _default_recurrent_init(kind)
+    recurrent_init = recurrent_init or default_recurrent_init(kind)
     bias_init = bias_init or jax.nn.initializers.zeros
     kx, kc, kz, kbc, kbx = jax.random.split(key, 5)
 
