@@ -142,6 +142,12 @@ def check_param_memory(
     check_fits_in_memory(name, value, nbytes, f"the cell's parameters (n={n}, m={m})")
 
 
+def _other_structure(have: tuple[int, ...], want: tuple[int, ...]) -> bool:
+    """A given ``hc`` kernel of another structure (rank, or number of heads) than the cell's
+    (another width alone is a ``features`` mismatch, reported as such)."""
+    return len(have) != len(want) or (len(want) == 3 and have[0] != want[0])
+
+
 def check_gate_matches(
     recurrent_gate: Any,
     has_hc: bool,
@@ -164,7 +170,7 @@ def check_gate_matches(
             "False for the given parameters: they have no 'hc' kernel (the minGRU cell, "
             "w_z=None); build the cell with recurrent_gate=False",
         )
-    if has_hc and hc_shape is not None and want is not None and tuple(hc_shape) != want:
+    if has_hc and hc_shape is not None and want is not None and _other_structure(hc_shape, want):
         raise fail(
             "recurrent_gate",
             recurrent_gate,
