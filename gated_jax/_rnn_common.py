@@ -47,6 +47,7 @@ from gated_jax._validate import (
     brief,
     check_array,
     check_fits_in_memory,
+    check_recurrent_shape,
     check_remat,
     check_unroll,
     choice,
@@ -55,6 +56,8 @@ from gated_jax._validate import (
     optional_flag,
 )
 from gated_jax.cell import BACKWARDS, METHODS, GatedParams, gated_scan
+from gated_jax.cell.params import default_recurrent_init, recurrent_shape
+from gated_jax.cell.step import loop_weights
 
 __all__ = [
     "CELL_LEAVES",
@@ -69,8 +72,11 @@ __all__ = [
     "check_step_shapes",
     "from_tree",
     "half_safe",
+    "loop_weights",
     "orthogonal",
     "promote",
+    "recurrent_init",
+    "recurrent_kernel_shape",
     "run_sequence",
     "sequence_options",
     "to_tree",
@@ -103,6 +109,22 @@ def orthogonal(key, shape, dtype=jnp.float32):
     return half_safe(jax.nn.initializers.orthogonal())(key, shape, dtype)
 
 
+def recurrent_init(init: Callable, kind: str | None) -> Callable:
+    """The ``hc`` kernel's initialiser: ``init``, or for the default (:func:`orthogonal`) on a
+    structured gate the structure's default (uniform on ``[-1, 1]`` for a diagonal kernel, an
+    orthogonal draw per head), half precision allowed."""
+    if init is orthogonal and kind != "dense":
+        return half_safe(default_recurrent_init(kind))
+    return half_safe(init)
+
+
+def recurrent_kernel_shape(kind: str | None, heads: int, m: int) -> tuple[int, ...] | None:
+    """The ``hc`` kernel's shape: ``w_z``'s, ``(m, m)``, ``(m,)`` or ``(H, h, h)`` (the kernel
+    is ``W_z`` transposed in its structure: ``K^T`` dense, ``w_z`` diagonal, ``w_z[k]^T`` per
+    head)."""
+    return recurrent_shape(kind, heads, m)
+
+
 # --------------------------------------------------------------------------------------------
 # the parameter tree of the cell <-> GatedParams
 
@@ -111,16 +133,29 @@ REQUIRED_LEAVES = ("ic", "ix")  # 'hc' is absent without a recurrent gate (the m
 
 
 def check_param_memory(
-    name: str, value: int, n: int, m: int, dtype: Any, recurrent_gate: bool = True
+    name: str, value: int, n: int, m: int, dtype: Any, recurrent: tuple[int, ...] | None
 ) -> None:
-    """Refuse parameter sizes that cannot fit in memory before allocating them."""
-    count = 2 * n * m + (m * m if recurrent_gate else 0) + 2 * m
+    """Refuse parameter sizes that cannot fit in memory before allocating them (``recurrent``:
+    the ``hc`` kernel's shape, or ``None``)."""
+    count = 2 * n * m + (int(np.prod(recurrent, dtype=np.int64)) if recurrent else 0) + 2 * m
     nbytes = float(count) * jnp.dtype(dtype).itemsize
     check_fits_in_memory(name, value, nbytes, f"the cell's parameters (n={n}, m={m})")
 
 
-def check_gate_matches(recurrent_gate: bool, has_hc: bool) -> None:
-    """Given parameters match the cell's ``recurrent_gate``: an ``'hc'`` kernel iff ``True``."""
+def _other_structure(have: tuple[int, ...], want: tuple[int, ...]) -> bool:
+    """A given ``hc`` kernel of another structure (rank, or number of heads) than the cell's
+    (another width alone is a ``features`` mismatch, reported as such)."""
+    return len(have) != len(want) or (len(want) == 3 and have[0] != want[0])
+
+
+def check_gate_matches(
+    recurrent_gate: Any,
+    has_hc: bool,
+    hc_shape: tuple[int, ...] | None = None,
+    want: tuple[int, ...] | None = None,
+) -> None:
+    """Given parameters match the cell's ``recurrent_gate``: an ``'hc'`` kernel iff the cell
+    has a recurrent gate, of the structure's shape ``want`` (``hc_shape``, when given)."""
     if has_hc and not recurrent_gate:
         raise fail(
             "recurrent_gate",
@@ -131,9 +166,16 @@ def check_gate_matches(recurrent_gate: bool, has_hc: bool) -> None:
     if recurrent_gate and not has_hc:
         raise fail(
             "recurrent_gate",
-            True,
+            recurrent_gate,
             "False for the given parameters: they have no 'hc' kernel (the minGRU cell, "
             "w_z=None); build the cell with recurrent_gate=False",
+        )
+    if has_hc and hc_shape is not None and want is not None and _other_structure(hc_shape, want):
+        raise fail(
+            "recurrent_gate",
+            recurrent_gate,
+            f"the structure of the given 'hc' kernel {tuple(hc_shape)} (the cell's is {want}: "
+            "'dense' (m, m), 'diagonal' (m,), 'heads' (H, h, h) with heads=H)",
         )
 
 
@@ -163,16 +205,19 @@ def _leaf(v, name: str):
 
 
 def _tree_kernels(t: Mapping[str, Any], name: str) -> dict[str, jax.Array]:
-    """The tree's kernels, checked: 2-D, ``ic``/``ix`` ``(n, m)``, ``hc`` ``(m, m)``."""
+    """The tree's kernels, checked: ``ic``/``ix`` 2-D ``(n, m)``, ``hc`` ``(m, m)``, ``(m,)``
+    (diagonal) or ``(H, h, h)`` with ``H h = m`` (heads)."""
     kernels = {}
     for k in (k for k in CELL_LEAVES if k in t):
         a = kernels[k] = _leaf(t[k]["kernel"], f"{name}['{k}']['kernel']")
-        if a.ndim != 2:
+        if a.ndim != 2 and k != "hc":
             raise fail(f"{name}['{k}']['kernel']", a, "a 2-D (in, out) kernel")
     n, m = kernels["ic"].shape
-    want = {"ic": (n, m), "hc": (m, m), "ix": (n, m)}
+    want = {"ic": (n, m), "ix": (n, m)}
     for k, a in kernels.items():
-        if a.shape != want[k]:
+        if k == "hc":
+            check_recurrent_shape(f"{name}['hc']['kernel']", a, m)
+        elif a.shape != want[k]:
             raise fail(f"{name}['{k}']['kernel']", a, f"of shape {want[k]} (n={n}, m={m})")
     return kernels
 
@@ -195,7 +240,9 @@ def to_tree(tree: Any, name: str = "tree") -> GatedParams:
         W_c = K_{ic}^\top, \quad W_z = K_{hc}^\top, \quad W_x = K_{ix}^\top, \quad
         b_c = b_{ic}, \quad b_x = b_{ix}.
 
-    A tree without ``'hc'`` (a cell with ``recurrent_gate=False``) gives ``w_z=None``.
+    A tree without ``'hc'`` (a cell with ``recurrent_gate=False``) gives ``w_z=None``; a
+    structured ``hc`` kernel is transposed in its structure (``(m,)``: ``w_z = K_{hc}``;
+    ``(H, h, h)``: ``w_z[k] = K_{hc}[k]^T``).
 
     Raises:
       ValueError: ``tree`` is not a cell's tree or its shapes disagree (naming ``name``).
@@ -206,7 +253,7 @@ def to_tree(tree: Any, name: str = "tree") -> GatedParams:
     return GatedParams(
         w_x=kernels["ix"].T,
         w_c=kernels["ic"].T,
-        w_z=kernels["hc"].T if "hc" in kernels else None,
+        w_z=loop_weights(kernels["hc"]) if "hc" in kernels else None,
         b_c=_tree_bias(t, "ic", m, name),
         b_x=_tree_bias(t, "ix", m, name),
     )
@@ -235,11 +282,16 @@ def _check_gated_params(params: Any, name: str) -> None:
         )
     w_x, w_c = np.shape(params.w_x), np.shape(params.w_c)
     w_z = None if params.w_z is None else np.shape(params.w_z)
-    if len(w_x) != 2 or w_c != w_x or (w_z is not None and w_z != (w_x[0],) * 2):
+    m = w_x[0] if len(w_x) == 2 else -1
+    structured = w_z is None or w_z in ((m, m), (m,))
+    if w_z is not None and len(w_z) == 3:
+        structured = w_z[1] == w_z[2] and w_z[0] * w_z[1] == m
+    if len(w_x) != 2 or w_c != w_x or not structured:
         raise fail(
             name,
             Shown(f"w_x {w_x}, w_c {w_c}, w_z {w_z}"),
-            "a GatedParams with w_x, w_c of shape (m, n) and w_z of shape (m, m) or None",
+            "a GatedParams with w_x, w_c of shape (m, n) and w_z of shape (m, m), (m,), "
+            "(H, h, h) with H h = m, or None",
         )
     if params.b_c is not None and params.b_x is not None:
         b_c, b_x = np.shape(params.b_c), np.shape(params.b_x)
@@ -265,7 +317,7 @@ def from_tree(params: Any, name: str = "params") -> dict[str, Any]:
         ic["bias"], ix["bias"] = jnp.asarray(params.b_c), jnp.asarray(params.b_x)
     if params.w_z is None:
         return {"ic": ic, "ix": ix}
-    return {"ic": ic, "hc": {"kernel": jnp.asarray(params.w_z).T}, "ix": ix}
+    return {"ic": ic, "hc": {"kernel": loop_weights(jnp.asarray(params.w_z))}, "ix": ix}
 
 
 # --------------------------------------------------------------------------------------------

@@ -423,7 +423,8 @@ def check_cell_params(p: Any) -> tuple[int, int]:
     """Validate the arrays and shapes of the cell's parameters; returns ``(n, m)``.
 
     ``p`` has the fields of :class:`gated_jax.cell.GatedParams`: ``w_x``, ``w_c`` ``(m, n)``,
-    ``w_z`` ``None`` or ``(m, m)``, ``b_c``, ``b_x`` ``None`` or ``(m,)``.
+    ``w_z`` ``None``, ``(m, m)`` (dense), ``(m,)`` (diagonal) or ``(H, h, h)`` with ``H h = m``
+    (block-diagonal, ``H`` heads); ``b_c``, ``b_x`` ``None`` or ``(m,)``.
     """
     _check_cell_weights(p)
     sx = array_shape(p.w_x)
@@ -434,13 +435,55 @@ def check_cell_params(p: Any) -> tuple[int, int]:
         raise fail("params.w_x", p.w_x, "of shape (m, n) with m >= 1 and n >= 1")
     if array_shape(p.w_c) != (m, n):
         raise fail("params.w_c", p.w_c, f"of shape (m, n) = {(m, n)}, like w_x")
-    if p.w_z is not None and array_shape(p.w_z) != (m, m):
-        raise fail("params.w_z", p.w_z, f"None or of shape (m, m) = {(m, m)}")
+    if p.w_z is not None:
+        check_recurrent_shape("params.w_z", p.w_z, m)
     for name in ("b_c", "b_x"):
         b = getattr(p, name)
         if b is not None and array_shape(b) != (m,):
             raise fail(f"params.{name}", b, f"None or of shape (m,) = {(m,)}")
     return n, m
+
+
+def check_recurrent_shape(name: str, w_z: Any, m: int) -> None:
+    """A recurrent weight of shape ``(m, m)`` (dense), ``(m,)`` (diagonal) or ``(H, h, h)`` with
+    ``H h = m`` (block-diagonal heads)."""
+    s = array_shape(w_z)
+    if s in ((m, m), (m,)) or (len(s) == 3 and s[1] == s[2] and s[0] * s[1] == m and m > 0):
+        return
+    raise fail(
+        name,
+        w_z,
+        f"None or of shape (m, m) = {(m, m)} (dense), (m,) = {(m,)} (diagonal) or (H, h, h) "
+        f"with H h = m = {m} (heads)",
+    )
+
+
+RECURRENT_GATES = ("dense", "diagonal", "heads")
+
+
+def recurrent_structure(recurrent_gate: Any, heads: Any, m: int) -> tuple[str | None, int]:
+    """The recurrent gate option of ``init_gated_params`` and the Flax cells:
+    ``recurrent_gate`` ``True`` (= ``"dense"``), ``False`` (no ``W_z``, minGRU), ``"dense"``,
+    ``"diagonal"`` or ``"heads"`` with ``heads`` a positive int dividing ``m`` (``None``
+    otherwise). Returns ``(structure or None, H)`` (``H = 0`` unless heads)."""
+    if isinstance(recurrent_gate, (bool, np.bool_)):
+        kind: str | None = "dense" if recurrent_gate else None
+    elif isinstance(recurrent_gate, str) and recurrent_gate in RECURRENT_GATES:
+        kind = recurrent_gate
+    else:
+        raise fail(
+            "recurrent_gate", recurrent_gate, "a bool or one of 'dense', 'diagonal', 'heads'"
+        )
+    if kind != "heads":
+        if heads is not None:
+            raise fail("heads", heads, f"None unless recurrent_gate='heads' (got {kind!r})")
+        return kind, 0
+    if heads is None:
+        raise fail("heads", heads, "the number of heads H (an int dividing m) with 'heads'")
+    H = positive_int("heads", heads)
+    if m % H:
+        raise fail("heads", heads, f"a divisor of m = {m} (each head has h = m / H units)")
+    return kind, H
 
 
 def check_xs(xs: Any, n: int, name: str = "xs") -> tuple[tuple[int, ...], int]:
@@ -524,13 +567,21 @@ def output_dtype(*arrays: Any) -> Any:
 
 
 def check_jacobians_fit(
-    xs: Any, batch: tuple[int, ...], T: int, m: int, dtype: Any, copies: int = 1
+    xs: Any,
+    batch: tuple[int, ...],
+    T: int,
+    m: int,
+    dtype: Any,
+    copies: int = 1,
+    width: int | None = None,
 ) -> None:
-    """Refuse trajectories whose ``copies`` x ``(..., T, m, m)`` Jacobians cannot fit in
-    memory (:func:`check_fits_in_memory`, naming ``xs``)."""
-    count = float(np.prod(batch, dtype=np.float64)) * T * m * m * copies
+    """Refuse trajectories whose ``copies`` x ``(..., T, m, width)`` Jacobians cannot fit in
+    memory (:func:`check_fits_in_memory`, naming ``xs``); ``width`` ``None``: ``m`` (dense),
+    a head's ``h`` for block-diagonal Jacobians, 1 for diagonal ones."""
+    width = m if width is None else width
+    count = float(np.prod(batch, dtype=np.float64)) * T * m * width * copies
     check_fits_in_memory(
-        "xs", xs, count * jnp.dtype(dtype).itemsize, f"the Jacobians {batch + (T, m, m)}"
+        "xs", xs, count * jnp.dtype(dtype).itemsize, f"the Jacobians {batch + (T, m, width)}"
     )
 
 

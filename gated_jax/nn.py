@@ -24,6 +24,8 @@ submodule      leaf         shape                         ``GatedParams`` field
 ``ic``         ``kernel``   ``(n, m)``                    ``w_c = ic.kernel.T``
 ``ic``         ``bias``     ``(m,)`` (``use_bias`` only)  ``b_c = ic.bias``
 ``hc``         ``kernel``   ``(m, m)`` (recurrent gate)   ``w_z = hc.kernel.T``
+``hc``         ``kernel``   ``(m,)`` (``"diagonal"``)     ``w_z = hc.kernel``
+``hc``         ``kernel``   ``(H, h, h)`` (``"heads"``)   ``w_z[k] = hc.kernel[k].T``
 ``ix``         ``kernel``   ``(n, m)``                    ``w_x = ix.kernel.T``
 ``ix``         ``bias``     ``(m,)`` (``use_bias`` only)  ``b_x = ix.bias``
 =============  ===========  ============================  =============================
@@ -31,7 +33,12 @@ submodule      leaf         shape                         ``GatedParams`` field
 ``ic``/``ix`` are "input to gate/candidate", ``hc`` "hidden to gate", as in Flax's ``MGUCell``
 (``if``, ``hf``, ``in``). The recurrent path has no bias: it is summed with ``ic``'s.
 ``recurrent_gate=False`` leaves ``hc`` out: the minGRU cell, ``c = sigma(x K_ic + b_ic)``,
-whose gate reads the input alone (``GatedParams(w_z=None)``; the tree has no ``hc``). Each
+whose gate reads the input alone (``GatedParams(w_z=None)``; the tree has no ``hc``).
+``recurrent_gate="diagonal"`` (each unit gates on its own past, ``hc`` a vector) and
+``recurrent_gate="heads"`` with ``heads=H`` (block-diagonal, ``H`` heads of ``h = m / H``
+units) are the structured gates of :class:`gated_jax.cell.GatedParams`, whose step Jacobian
+is diagonal or block-diagonal: ``method="deer"`` is then exact Newton at ``O(T m)`` or
+``O(T m h^2)`` per iteration. Each
 submodule's leaves are exactly those of an ``nn.Dense`` of the same width. Reading and writing
 ``GatedParams`` is the same in linen and NNX: :func:`to_gated_params` (a tree or ``variables``
 -> ``GatedParams``) and :func:`from_gated_params` (``GatedParams`` -> the cell's tree).
@@ -71,6 +78,7 @@ from gated_jax._validate import (
     fail,
     flag,
     positive_int,
+    recurrent_structure,
 )
 from gated_jax.cell import GatedParams, gated_step
 
@@ -180,10 +188,24 @@ class _DenseParams(nn.Module):
         return k, b
 
 
+class _KernelParam(nn.Module):
+    """One ``kernel`` parameter of a given shape: the structured ``hc`` kernel ``(m,)`` or
+    ``(H, h, h)`` (a dense one is :class:`_DenseParams`' ``(m, m)``, the same tree)."""
+
+    shape: tuple[int, ...]
+    kernel_init: Initializer
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self) -> jax.Array:
+        return self.param("kernel", self.kernel_init, self.shape, self.param_dtype)
+
+
 _CELL_OPTIONS = (
     "features",
     "use_bias",
     "recurrent_gate",
+    "heads",
     "kernel_init",
     "recurrent_kernel_init",
     "bias_init",
@@ -216,13 +238,20 @@ class GatedCell(nn.RNNCellBase):
       features: state width ``m`` (a positive int).
       use_bias: add the biases ``b_c`` (``ic.bias``) and ``b_x`` (``ix.bias``); the default
         ``False`` is the cell without biases.
-      recurrent_gate: ``True`` (default) gives the gate the recurrent kernel ``hc``
-        (``W_z``); ``False`` leaves it out, ``c = sigma(W_c x + b_c)``: the minGRU cell
-        (``GatedParams(w_z=None)``), whose recurrence is linear in the state, so
-        ``GatedRNN(method="deer")`` solves it with one exact associative scan. A strict bool.
+      recurrent_gate: ``True`` (default) or ``"dense"`` gives the gate the recurrent kernel
+        ``hc`` (``W_z``, ``(m, m)``); ``False`` leaves it out, ``c = sigma(W_c x + b_c)``: the
+        minGRU cell (``GatedParams(w_z=None)``), whose recurrence is linear in the state, so
+        ``GatedRNN(method="deer")`` solves it with one exact associative scan;
+        ``"diagonal"``: ``hc.kernel`` ``(m,)``, ``c = sigma(W_c x + w_z z + b_c)``;
+        ``"heads"``: ``hc.kernel`` ``(H, h, h)`` with ``heads=H`` (block-diagonal ``W_z``).
+        The structured gates make ``method="deer"`` exact Newton at ``O(T m)`` /
+        ``O(T m h^2)`` per iteration.
+      heads: the number of heads ``H`` with ``recurrent_gate="heads"`` (a positive int
+        dividing ``features``); ``None`` otherwise.
       kernel_init: initialiser of the input kernels ``ic``, ``ix`` (default LeCun normal).
-      recurrent_kernel_init: initialiser of ``hc`` (default orthogonal; unused without
-        ``recurrent_gate``).
+      recurrent_kernel_init: initialiser of ``hc`` (default orthogonal; for the structured
+        gates the default is uniform on ``[-1, 1]`` (diagonal) or an orthogonal draw per head,
+        as :func:`gated_jax.cell.init_gated_params`; unused without ``recurrent_gate``).
       bias_init: initialiser of the candidate bias ``b_x`` (default zeros), and of the gate
         bias when ``gate_bias_init`` is ``None``.
       gate_bias_init: initialiser of the gate bias ``b_c`` (default ``None``: ``bias_init``).
@@ -249,11 +278,16 @@ class GatedCell(nn.RNNCellBase):
       >>> mingru = GatedCell(4, recurrent_gate=False)      # no 'hc': c = sigmoid(W_c x)
       >>> sorted(mingru.init(jax.random.key(0), jnp.zeros((4,)), jnp.zeros((3,)))["params"])
       ['ic', 'ix']
+      >>> heads = GatedCell(4, recurrent_gate="heads", heads=2)  # block-diagonal W_z
+      >>> v = heads.init(jax.random.key(0), jnp.zeros((4,)), jnp.zeros((3,)))
+      >>> v["params"]["hc"]["kernel"].shape
+      (2, 2, 2)
 
     Raises:
-      ValueError: for a non-bool flag, a non-positive ``features``, or given parameters that
-        do not match ``recurrent_gate`` (a tree with ``hc`` and ``recurrent_gate=False``, or
-        without it and ``True``), naming the option.
+      ValueError: for a non-bool flag, a non-positive ``features``, a ``recurrent_gate`` or
+        ``heads`` that names no structure, or given parameters that do not match
+        ``recurrent_gate`` (a tree with ``hc`` and ``recurrent_gate=False``, without it and a
+        gate, or an ``hc`` of another structure), naming the option.
 
     References:
       Zhou et al., "Minimal gated unit for recurrent neural networks" (2016), the ``MGUCell``
@@ -263,7 +297,8 @@ class GatedCell(nn.RNNCellBase):
 
     features: int
     use_bias: bool = False
-    recurrent_gate: bool = True
+    recurrent_gate: bool | str = True
+    heads: int | None = None
     kernel_init: Initializer = default_kernel_init
     recurrent_kernel_init: Initializer = common.orthogonal
     bias_init: Initializer = initializers.zeros_init()
@@ -275,7 +310,7 @@ class GatedCell(nn.RNNCellBase):
     def __post_init__(self) -> None:
         positive_int("features", self.features)
         flag("use_bias", self.use_bias)
-        flag("recurrent_gate", self.recurrent_gate)
+        recurrent_structure(self.recurrent_gate, self.heads, self.features)
         for name in ("kernel_init", "recurrent_kernel_init", "bias_init", "carry_init"):
             check_initializer(name, getattr(self, name))
         check_initializer("gate_bias_init", self.gate_bias_init, allow_none=True)
@@ -287,32 +322,42 @@ class GatedCell(nn.RNNCellBase):
         gate_bias = self.bias_init if self.gate_bias_init is None else self.gate_bias_init
         m, dt = self.features, self.param_dtype
         self.ic = _DenseParams(m, self.use_bias, self.kernel_init, gate_bias, dt)
-        if self.recurrent_gate:
-            self.hc = _DenseParams(m, False, self.recurrent_kernel_init, self.bias_init, dt)
+        kind, H = recurrent_structure(self.recurrent_gate, self.heads, m)
+        shape = common.recurrent_kernel_shape(kind, H, m)
+        hc: Any = None
+        if kind == "dense":
+            hc = _DenseParams(m, False, self.recurrent_kernel_init, self.bias_init, dt)
+        elif shape is not None:
+            init = common.recurrent_init(self.recurrent_kernel_init, kind)
+            hc = _KernelParam(shape, init, dt)
+        if hc is not None:
+            self.hc = hc
         self.ix = _DenseParams(m, self.use_bias, self.kernel_init, self.bias_init, dt)
 
     def gated_params(self, in_features: int) -> GatedParams:
         """This cell's parameters as ``GatedParams`` (created on first use, ``(out, in)``)."""
+        kind, H = recurrent_structure(self.recurrent_gate, self.heads, self.features)
+        shape = common.recurrent_kernel_shape(kind, H, self.features)
         if self.is_initializing():
-            common.check_param_memory(
-                "features",
-                self.features,
-                in_features,
-                self.features,
-                self.param_dtype,
-                self.recurrent_gate,
-            )
+            m = self.features
+            common.check_param_memory("features", m, in_features, m, self.param_dtype, shape)
         else:
             given = self.variables.get("params", {})
             if "ic" in given:
-                common.check_gate_matches(self.recurrent_gate, "hc" in given)
+                hc = given.get("hc", {}).get("kernel")
+                hc_shape = None if hc is None else tuple(np.shape(hc))
+                common.check_gate_matches(self.recurrent_gate, "hc" in given, hc_shape, shape)
         try:
             k_c, b_c = self.ic(in_features)
-            k_z = self.hc(self.features)[0] if self.recurrent_gate else None
+            k_z = None
+            if kind == "dense":
+                k_z = self.hc(self.features)[0]
+            elif kind is not None:
+                k_z = self.hc()
             k_x, b_x = self.ix(in_features)
         except ScopeParamShapeError:
             raise self._shape_mismatch(in_features) from None
-        w_z = None if k_z is None else k_z.T
+        w_z = None if k_z is None else common.loop_weights(k_z)
         return GatedParams(w_x=k_x.T, w_c=k_c.T, w_z=w_z, b_c=b_c, b_x=b_x)
 
     def _shape_mismatch(self, in_features: int) -> Exception:

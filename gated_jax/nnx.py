@@ -25,12 +25,16 @@ submodule      leaf         shape                         ``GatedParams`` field
 ``ic``         ``kernel``   ``(n, m)``                    ``w_c = ic.kernel.T``
 ``ic``         ``bias``     ``(m,)`` (``use_bias`` only)  ``b_c = ic.bias``
 ``hc``         ``kernel``   ``(m, m)`` (recurrent gate)   ``w_z = hc.kernel.T``
+``hc``         ``kernel``   ``(m,)`` (``"diagonal"``)     ``w_z = hc.kernel``
+``hc``         ``kernel``   ``(H, h, h)`` (``"heads"``)   ``w_z[k] = hc.kernel[k].T``
 ``ix``         ``kernel``   ``(n, m)``                    ``w_x = ix.kernel.T``
 ``ix``         ``bias``     ``(m,)`` (``use_bias`` only)  ``b_x = ix.bias``
 =============  ===========  ============================  =============================
 
 ``recurrent_gate=False`` leaves ``hc`` out (``cell.hc`` is ``None``): the minGRU cell,
-``c = sigma(x K_ic + b_ic)``, ``GatedParams(w_z=None)``.
+``c = sigma(x K_ic + b_ic)``, ``GatedParams(w_z=None)``. ``recurrent_gate="diagonal"`` and
+``recurrent_gate="heads"`` with ``heads=H`` give the structured gates (``hc`` a module with the
+one ``kernel`` leaf of shape ``(m,)`` or ``(H, h, h)``), as in :mod:`gated_jax.nn`.
 
 Reading and writing ``GatedParams`` is the same as in linen: :func:`to_gated_params` (a
 module or its state -> ``GatedParams``) and :func:`from_gated_params` (``GatedParams`` -> the
@@ -66,6 +70,7 @@ from gated_jax._validate import (
     check_initializer,
     fail,
     flag,
+    recurrent_structure,
     size,
 )
 from gated_jax.cell import GatedParams, gated_step
@@ -217,12 +222,21 @@ def load_gated_params(module: Any, params: GatedParams) -> Any:
         want = None if var is None else tuple(var.shape)
         got = None if new is None else tuple(np.shape(new))
         if want != got:
-            need = "None (the cell has no biases)" if want is None else f"of shape {want[::-1]}"
+            shown = None if want is None else (want if name == "w_z" else want[::-1])
+            need = "None (the cell has no biases)" if want is None else f"of shape {shown}"
             raise fail(f"params.{name}", getattr(params, name), need)
     for var, new in targets.values():
         if var is not None:
             var.set_value(jnp.asarray(new, cell.param_dtype))
     return module
+
+
+class _Kernel(nnx.Module):
+    """The structured ``hc``: one ``kernel`` parameter, ``(m,)`` or ``(H, h, h)`` (no bias)."""
+
+    def __init__(self, kernel: jax.Array):
+        self.kernel = nnx.Param(kernel)
+        self.bias = None
 
 
 class GatedCell(nnx.RNNCellBase):
@@ -241,12 +255,17 @@ class GatedCell(nnx.RNNCellBase):
       in_features: input width ``n`` (a positive int).
       hidden_features: state width ``m`` (a positive int).
       use_bias: add ``b_c`` (``ic.bias``) and ``b_x`` (``ix.bias``); default ``False``.
-      recurrent_gate: ``True`` (default): the gate reads the state through ``hc`` (``W_z``);
-        ``False``: no ``hc``, ``c = sigma(W_c x + b_c)``, the minGRU cell
-        (``GatedParams(w_z=None)``), one exact associative scan under ``method="deer"``. A
-        strict bool.
+      recurrent_gate: ``True`` (default) or ``"dense"``: the gate reads the state through
+        ``hc`` (``W_z``, ``(m, m)``); ``False``: no ``hc``, ``c = sigma(W_c x + b_c)``, the
+        minGRU cell (``GatedParams(w_z=None)``), one exact associative scan under
+        ``method="deer"``; ``"diagonal"``: ``hc.kernel`` ``(m,)``; ``"heads"``: ``hc.kernel``
+        ``(H, h, h)`` with ``heads=H`` (block-diagonal ``W_z``). The structured gates make
+        ``method="deer"`` exact Newton at ``O(T m)`` / ``O(T m h^2)`` per iteration.
+      heads: the number of heads ``H`` with ``recurrent_gate="heads"`` (a positive int
+        dividing ``hidden_features``); ``None`` otherwise.
       kernel_init, recurrent_kernel_init: initialisers of the ``ic``/``ix`` kernels (LeCun
-        normal) and of the ``hc`` kernel (orthogonal).
+        normal) and of the ``hc`` kernel (orthogonal; for the structured gates the default is
+        uniform on ``[-1, 1]`` (diagonal) or orthogonal per head).
       bias_init: initialiser of the candidate bias ``b_x`` (zeros), and of the gate bias when
         ``gate_bias_init`` is ``None``.
       gate_bias_init: initialiser of the gate bias ``b_c`` (default ``None``: ``bias_init``).
@@ -268,9 +287,12 @@ class GatedCell(nnx.RNNCellBase):
       >>> mingru = GatedCell(3, 4, recurrent_gate=False, rngs=nnx.Rngs(0))
       >>> sorted(nnx.to_pure_dict(nnx.state(mingru, nnx.Param)))
       ['ic', 'ix']
+      >>> GatedCell(3, 4, recurrent_gate="diagonal", rngs=nnx.Rngs(0)).hc.kernel.shape
+      (4,)
 
     Raises:
-      ValueError: for a non-bool flag or a non-positive size, naming it.
+      ValueError: for a non-bool flag, a non-positive size, or a ``recurrent_gate`` or
+        ``heads`` that names no structure, naming it.
 
     References:
       Flax's ``nnx.RNN`` / ``nnx.LSTMCell`` conventions (``initialize_carry(input_shape,
@@ -283,7 +305,8 @@ class GatedCell(nnx.RNNCellBase):
         hidden_features: int,
         *,
         use_bias: bool = False,
-        recurrent_gate: bool = True,
+        recurrent_gate: bool | str = True,
+        heads: int | None = None,
         kernel_init: Initializer = default_kernel_init,
         recurrent_kernel_init: Initializer = common.orthogonal,
         bias_init: Initializer = _ZEROS,
@@ -297,7 +320,8 @@ class GatedCell(nnx.RNNCellBase):
         self.in_features = size("in_features", in_features)
         self.hidden_features = size("hidden_features", hidden_features)
         self.use_bias = flag("use_bias", use_bias)
-        self.recurrent_gate = flag("recurrent_gate", recurrent_gate)
+        kind, H = recurrent_structure(recurrent_gate, heads, self.hidden_features)
+        self.recurrent_gate, self.heads = recurrent_gate, heads
         for name, init in (
             ("kernel_init", kernel_init),
             ("recurrent_kernel_init", recurrent_kernel_init),
@@ -312,9 +336,8 @@ class GatedCell(nnx.RNNCellBase):
         self.dtype = dtype
         self.param_dtype = param_dtype
         n, m = self.in_features, self.hidden_features
-        common.check_param_memory(
-            "hidden_features", hidden_features, n, m, param_dtype, self.recurrent_gate
-        )
+        shape = common.recurrent_kernel_shape(kind, H, m)
+        common.check_param_memory("hidden_features", hidden_features, n, m, param_dtype, shape)
         gate_bias_init = bias_init if gate_bias_init is None else gate_bias_init
 
         def linear(n_in: int, use_bias: bool, kernel: Initializer, bias: Initializer):
@@ -329,9 +352,13 @@ class GatedCell(nnx.RNNCellBase):
             )
 
         self.ic = linear(n, self.use_bias, kernel_init, gate_bias_init)
-        self.hc = (
-            linear(m, False, recurrent_kernel_init, bias_init) if self.recurrent_gate else None
-        )
+        hc: Any = None
+        if kind == "dense":
+            hc = linear(m, False, recurrent_kernel_init, bias_init)
+        elif shape is not None:
+            init = common.recurrent_init(recurrent_kernel_init, kind)
+            hc = _Kernel(init(rngs.params(), shape, param_dtype))
+        self.hc = hc
         self.ix = linear(n, self.use_bias, kernel_init, bias_init)
 
     def gated_params(self) -> GatedParams:
@@ -349,7 +376,7 @@ class GatedCell(nnx.RNNCellBase):
         return GatedParams(
             w_x=self.ix.kernel[...].T,
             w_c=self.ic.kernel[...].T,
-            w_z=None if self.hc is None else self.hc.kernel[...].T,
+            w_z=None if self.hc is None else common.loop_weights(self.hc.kernel[...]),
             b_c=bias(self.ic),
             b_x=bias(self.ix),
         )

@@ -21,7 +21,63 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["max_rel_error", "numpy_conv", "numpy_conv_transpose", "numpy_loop", "plain_scan"]
+__all__ = [
+    "dense_params",
+    "dense_recurrent",
+    "max_rel_error",
+    "numpy_conv",
+    "numpy_conv_transpose",
+    "numpy_loop",
+    "plain_scan",
+]
+
+
+def dense_recurrent(w_z) -> np.ndarray | None:
+    """A structured recurrent weight as its dense ``(m, m)`` matrix, in NumPy float64.
+
+    ``(m, m)`` is returned as it is, ``(m,)`` (diagonal) as ``diag(w_z)``, ``(H, h, h)`` (heads)
+    as the block-diagonal matrix with ``w_z[k]`` at rows and columns ``k h:(k+1) h``; ``None``
+    stays ``None``. Written independently of :mod:`gated_jax.cell` (a reference).
+
+    Examples:
+      >>> import numpy as np
+      >>> from gated_jax.testing import dense_recurrent
+      >>> dense_recurrent(np.array([1.0, 2.0]))
+      array([[1., 0.],
+             [0., 2.]])
+      >>> dense_recurrent(np.ones((2, 1, 1))).shape
+      (2, 2)
+    """
+    if w_z is None:
+        return None
+    w = np.asarray(w_z, np.float64)
+    if w.ndim == 1:
+        return np.diag(w)
+    if w.ndim == 3:
+        H, h, _ = w.shape
+        out = np.zeros((H * h, H * h))
+        for k in range(H):
+            out[k * h : (k + 1) * h, k * h : (k + 1) * h] = w[k]
+        return out
+    return w
+
+
+def dense_params(params):
+    """``params`` with its ``w_z`` expanded to the dense matrix (:func:`dense_recurrent`), as
+    JAX arrays of ``w_z``'s dtype: the same cell, for references that know only dense ``W_z``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from gated_jax.cell import init_gated_params
+      >>> from gated_jax.testing import dense_params
+      >>> p = init_gated_params(jax.random.key(0), 3, 4, recurrent_gate="heads", heads=2)
+      >>> dense_params(p).w_z.shape
+      (4, 4)
+    """
+    if params.w_z is None or np.ndim(params.w_z) == 2:
+        return params
+    dt = jnp.result_type(params.w_z)
+    return params._replace(w_z=jnp.asarray(dense_recurrent(params.w_z), dt))
 
 
 def max_rel_error(actual, expected) -> float:
@@ -71,7 +127,8 @@ def plain_scan(params, xs, z0=None, *, seq_lengths=None, reverse=False, remat=Fa
     """The gated cell as a plain ``lax.scan`` of :func:`gated_jax.cell.gated_step`.
 
     Args:
-      params: a :class:`gated_jax.cell.GatedParams`.
+      params: a :class:`gated_jax.cell.GatedParams` (any structure of ``w_z``: the step is
+        :func:`gated_jax.cell.gated_step`; :func:`dense_params` gives the dense cell).
       xs: ``(B, T, n)`` batch-first inputs.
       z0: ``(B, m)``; ``None`` means zeros.
       seq_lengths: optional ``(B,)`` ints: steps ``t >= length`` hold the state.
@@ -121,7 +178,8 @@ def numpy_loop(params, xs, z0=None, *, seq_lengths=None, reverse=False) -> np.nd
 
         c = \sigma(W_c x[t] + W_z z + b_c), \qquad z \leftarrow c z + (1 - c)(W_x x[t] + b_x)
 
-    (``W_z = None`` drops the recurrent term).
+    (``W_z = None`` drops the recurrent term; a diagonal or head ``W_z`` is expanded to its
+    dense matrix by :func:`dense_recurrent`).
 
     Args:
       params: a :class:`gated_jax.cell.GatedParams` (or a 3- or 5-tuple of arrays).
@@ -144,6 +202,7 @@ def numpy_loop(params, xs, z0=None, *, seq_lengths=None, reverse=False) -> np.nd
     p = [None if a is None else np.asarray(a, np.float64) for a in params]
     p += [None] * (5 - len(p))
     w_x, w_c, w_z, b_c, b_x = p
+    w_z = dense_recurrent(w_z)
     assert w_x is not None and w_c is not None
     xs = np.asarray(xs, np.float64)
     B, T, _ = xs.shape

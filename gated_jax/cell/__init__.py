@@ -16,6 +16,12 @@ with one-step Jacobian, for ``u[t] = W_x x[t] + b_x``,
          = \operatorname{diag}(c[t])
          + \operatorname{diag}\big((z[t-1] - u[t]) \odot c[t] \odot (1 - c[t])\big) W_z .
 
+``W_z`` may also be structured (:class:`GatedParams`): diagonal, ``w_z`` of shape ``(m,)``
+(``W_z z = w_z * z``), or block-diagonal with ``H`` heads, ``(H, h, h)`` with ``H h = m``;
+``J[t]`` then has the same structure, and every function here accepts all four forms
+(``None``, dense, diagonal, heads). With a structured ``W_z`` ``method="deer"`` is exact Newton
+at ``O(T m)`` (diagonal) or ``O(T m h^2)`` (heads) per iteration.
+
 Arrays are batch-first: ``xs`` is ``(..., T, n)`` and states are ``(..., T, m)``; weights act
 as ``x @ W.T``. Gradients have the shape of their parameter (``dl/dW_x`` is ``(m, n)``).
 

@@ -186,7 +186,7 @@ def run(p: GatedParams, x_tm, z0, mask, reverse: bool, unroll: int, out: str = "
     ``"gates"``: ``(z[t], c[t])``; ``"none"``: nothing (``ys`` is ``None``).
     """
     a_c, u = _step.projections(p, x_tm)
-    w_zt = None if p.w_z is None else p.w_z.T
+    w_zt = None if p.w_z is None else _step.loop_weights(p.w_z)
 
     def step(z, inp):
         a, uu, mk = inp
@@ -317,12 +317,13 @@ def param_grads(p: GatedParams, x_tm, zprev, pbar, ubar) -> GatedParams:
     """Weight gradients of one piece as large matmuls over all its ``K B`` steps.
 
     ``dW_x = sum ubar x^T``, ``dW_c = sum pbar x^T``, ``dW_z = sum pbar zprev^T``, each one
-    ``(m, K B) x (K B, n)`` matmul.
+    ``(m, K B) x (K B, n)`` matmul (``dW_z`` in ``w_z``'s structure:
+    :func:`gated_jax.cell.step.recurrent_grad`).
     """
     return GatedParams(
         w_x=_outer_sum(ubar, x_tm),
         w_c=_outer_sum(pbar, x_tm),
-        w_z=None if p.w_z is None else _outer_sum(pbar, zprev),
+        w_z=None if p.w_z is None else _step.recurrent_grad(p.w_z, pbar, zprev),
         b_c=None if p.b_c is None else jnp.sum(pbar, axis=(0, 1)),
         b_x=None if p.b_x is None else jnp.sum(ubar, axis=(0, 1)),
     )

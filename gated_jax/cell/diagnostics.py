@@ -226,7 +226,9 @@ def jacobian_norm_bound(
     with ``c (1 - c) <= 1/4``. The first term is below 1, so ``||J|| <= 1`` whenever
     ``max|s| ||W_z|| <= 1 - max c``; a large ``||W_z||`` with states far from the candidate
     ``u`` makes it exceed 1, so the bound alone does not rule out exploding gradients. With
-    ``w_z=None`` it is ``max c``, exact.
+    ``w_z=None`` it is ``max c``, exact. ``||W_z||_2`` is computed from the structure: ``max |w_z|``
+    for a diagonal ``w_z`` ``(m,)``, ``max_k ||w_z[k]||_2`` for heads ``(H, h, h)``; for a
+    diagonal ``w_z`` the bound is attained when one unit has both the largest ``c`` and ``|s|``.
 
     Args:
       params: :class:`~gated_jax.cell.GatedParams`.
@@ -252,7 +254,7 @@ def _bound_jit(p, xs, z0):
     c, s = _factors(p, xs, z0)
     if p.w_z is None:
         return jnp.max(c, axis=-1)
-    wz_norm = jnp.linalg.matrix_norm(p.w_z.astype(c.dtype), ord=2)
+    wz_norm = _step.recurrent_norm(p.w_z.astype(c.dtype))
     return jnp.max(c, axis=-1) + jnp.max(jnp.abs(s), axis=-1) * wz_norm
 
 
@@ -278,7 +280,7 @@ def _lle_jit(p, xs, z0):
         ct, st = inp
         w = ct * v
         if p.w_z is not None:
-            w = w + st * jnp.einsum("...k,mk->...m", v, p.w_z)
+            w = w + st * _step.recurrent_matvec(p.w_z, v)
         norm = jnp.linalg.norm(w, axis=-1)
         return (w / norm[..., None], total + jnp.log(norm)), None
 

@@ -33,6 +33,15 @@ most ``T`` iterations in exact arithmetic; the number they need in practice is g
 largest Lyapunov exponent of the trajectory (:func:`gated_jax.cell.lyapunov_exponent`): small
 when it is negative (gradients vanish), up to ``T`` when it is positive (gradients explode).
 
+**Exact Newton on structured cells.** ``J = diag(c) + diag(s) W_z`` has ``W_z``'s structure.
+With a diagonal ``w_z`` ``(m,)`` it is exactly diagonal, ``J = diag(c + s w_z)``: DEER then runs
+the diagonal affine scan, ``O(T m)`` per iteration, and keeps Newton's quadratic convergence
+(quasi-DEER's diagonal IS the exact Jacobian; both options give the same program). With heads
+``(H, h, h)`` it is block-diagonal, ``J_k = diag(c_k) + diag(s_k) w_z[k]``: the affine scan
+composes ``(T, B, H, h, h)`` blocks, ``O(T m h^2)`` work and ``O(T m h)`` memory per iteration
+instead of ``O(T m^3)`` and ``O(T m^2)``. The implicit-differentiation backward pass uses the
+same structure for ``J^T``.
+
 The backends of :func:`~gated_jax.cell.gated_scan` here are :func:`mingru_scan`,
 :func:`deer` and :func:`quasi_deer`, each ``backend(ops, opts)`` like the sequential ones.
 
@@ -40,9 +49,10 @@ The backends of :func:`~gated_jax.cell.gated_scan` here are :func:`mingru_scan`,
 point (never through the Newton iterations): the converged trajectory ``z*`` solves
 ``z[t] = f(z[t-1], x[t])``, so its cotangent is the closed-form BPTT adjoint
 ``delta[t] = g[t] + J[t+1]^T delta[t+1]`` at ``z*``: a linear recurrence in reverse time, solved
-by one reverse affine scan over ``J^T`` (full DEER; for ``W_z = None`` a diagonal scan over
-``c``), or by the sequential closed-form adjoint loop (quasi-DEER, to keep its ``O(T m)``
-memory), then every weight gradient as one large matmul over all ``T B`` steps.
+by one reverse affine scan over ``J^T`` in its structure (full DEER; for ``W_z = None`` and a
+diagonal ``w_z``, with either option, a diagonal scan), or by the sequential closed-form
+adjoint loop (quasi-DEER on dense or head cells, to keep its ``O(T m)`` memory), then every
+weight gradient as one large matmul over all ``T B`` steps.
 
 References:
   E. Blelloch, "Prefix sums and their applications", 1990.
@@ -155,23 +165,55 @@ def _combine_full(e1, e2):
     return a2 @ a1, jnp.einsum("...ij,...j->...i", a2, b1) + b2
 
 
-def _apply(A, z, diagonal: bool):
-    return A * z if diagonal else jnp.einsum("...ij,...j->...i", A, z)
+# The form of a (linearised) step's A[t]: "diagonal" (..., m), "dense" (..., m, m) or "heads"
+# (..., H, h, h), the block-diagonal Jacobian of a cell with H heads: its scan runs the dense
+# combine on (..., H, h) vectors, O(m h^2) per composition instead of O(m^3).
 
 
-def _solve_tm(A, b, z0, diagonal: bool):
+def _form(w_z, jacobian: str) -> str:
+    """The form of ``A`` in Newton's linearisation: the exact Jacobian's structure
+    (``jacobian="full"``; a diagonal ``w_z`` gives an exactly diagonal ``J``), or its diagonal
+    (``"diagonal"``, quasi-DEER)."""
+    kind = _step.recurrent_kind(w_z)
+    if jacobian == "diagonal" or kind in (None, "diagonal"):
+        return "diagonal"
+    return str(kind)
+
+
+def _split(A, v, form: str):
+    """``v`` ``(..., m)`` as ``(..., H, h)`` for a ``"heads"`` ``A`` (``(..., H, h, h)``)."""
+    return jnp.reshape(v, v.shape[:-1] + A.shape[-3:-1]) if form == "heads" else v
+
+
+def _merge(v, form: str):
+    return jnp.reshape(v, v.shape[:-2] + (-1,)) if form == "heads" else v
+
+
+def _apply(A, z, form: str):
+    """``A z`` for ``A`` of ``form``."""
+    if form == "diagonal":
+        return A * z
+    return _merge(jnp.einsum("...ij,...j->...i", A, _split(A, z, form)), form)
+
+
+def _transpose(A, form: str):
+    """``A^T`` of ``form`` (a diagonal ``A`` is its own transpose)."""
+    return A if form == "diagonal" else jnp.swapaxes(A, -1, -2)
+
+
+def _solve_tm(A, b, z0, form: str):
     """``z[t] = A[t] z[t-1] + b[t]``, ``z[-1] = z0``, time on axis 0; returns ``z`` like ``b``."""
     if b.shape[0] == 0:
         return b
-    b = b.at[0].add(_apply(A[0], z0, diagonal))
-    fn = _combine_diag if diagonal else _combine_full
-    return lax.associative_scan(fn, (A, b), axis=0)[1]
+    b = b.at[0].add(_apply(A[0], z0, form))
+    fn = _combine_diag if form == "diagonal" else _combine_full
+    return _merge(lax.associative_scan(fn, (A, _split(A, b, form)), axis=0)[1], form)
 
 
-def _solve_reverse_tm(A, b, diagonal: bool):
+def _solve_reverse_tm(A, b, form: str):
     """``z[t] = A[t] z[t+1] + b[t]``, ``z[T] = 0`` (the adjoint's direction), time on axis 0."""
     flip = lambda a: jnp.flip(a, axis=0)
-    return flip(_solve_tm(flip(A), flip(b), jnp.zeros_like(b[0]), diagonal))
+    return flip(_solve_tm(flip(A), flip(b), jnp.zeros_like(b[0]), form))
 
 
 def affine_scan(A: jax.Array, b: jax.Array, z0: jax.Array | None = None) -> jax.Array:
@@ -230,7 +272,7 @@ def _affine_scan_jit(A, b, z0, diagonal: bool, dt):
         jnp.moveaxis(jnp.asarray(A, dt), -2 if diagonal else -3, 0),
         jnp.moveaxis(jnp.asarray(b, dt), -2, 0),
         jnp.asarray(z0, dt),
-        diagonal,
+        "diagonal" if diagonal else "dense",
     )
     return jnp.moveaxis(z, 0, -2)
 
@@ -245,23 +287,23 @@ def _shift(zs, z0):
 
 
 def _linearised(p: GatedParams, zprev, a, u, mask, jacobian: str):
-    """``(A, b, f)`` of the Newton step at ``zprev``: ``A = J`` (or its diagonal), ``b = f - A z``
-    and the step itself, ``f = f(z[t-1], x[t])``."""
+    """``(A, b, f)`` of the Newton step at ``zprev``: ``A = J`` in its structure (or its
+    diagonal), ``b = f - A z`` and the step itself, ``f = f(z[t-1], x[t])``."""
     fz, c = _step.update(p.w_z, zprev, a, u, mask)
     s = _step.jacobian_factor(zprev, u, c)
-    if jacobian == "full":
-        A = _step.jacobian(p.w_z, c, s)
-        return A, fz - _apply(A, zprev, False), fz
-    assert p.w_z is not None  # the minGRU cell (w_z None) never reaches the Newton step
-    d = jnp.diagonal(p.w_z)
-    A = c + s * jnp.reshape(d, (1,) * (s.ndim - 1) + d.shape)
-    return A, fz - A * zprev, fz
+    form = _form(p.w_z, jacobian)
+    if form == "diagonal":  # c + s diag(W_z): exact for a diagonal w_z, quasi-DEER otherwise
+        d = _step.recurrent_diagonal(p.w_z)
+        A = c + s * jnp.reshape(d, (1,) * (s.ndim - 1) + d.shape)
+    else:  # the exact Jacobian, dense or per head
+        A = _step.jacobian_blocks(p.w_z, c, s)
+    return A, fz - _apply(A, zprev, form), fz
 
 
 def _mingru(p: GatedParams, a, u, z0, mask):
     """The minGRU trajectory (``W_z = None``): one diagonal affine scan, exact."""
     c = _step.gate(None, None, a, mask)
-    return _solve_tm(c, (1 - c) * u, z0, True)
+    return _solve_tm(c, (1 - c) * u, z0, "diagonal")
 
 
 EPS_FACTOR = 32
@@ -297,7 +339,7 @@ def _newton(p: GatedParams, a, u, z0, mask, init, jacobian: str, tol: float, max
         res = jnp.full((max_iters + 1,), jnp.nan, zs.dtype).at[0].set(r0).at[1].set(r1)
         # one affine scan is exact (no iteration can amplify rounding): always converged
         return zs, DeerInfo(jnp.ones((), jnp.int32), res, jnp.ones((), bool), false)
-    diagonal = jacobian == "diagonal"
+    form = _form(p.w_z, jacobian)
 
     def body(state):
         k, zs, res, _, _ = state
@@ -305,7 +347,7 @@ def _newton(p: GatedParams, a, u, z0, mask, init, jacobian: str, tol: float, max
         r, scale = _residual(zs, fz)
         ok = jnp.isfinite(r) & (r <= bound * jnp.maximum(1.0, scale))
         stop = ok | (k >= max_iters)
-        new = lax.cond(stop, lambda: zs, lambda: _solve_tm(A, b, z0, diagonal))
+        new = lax.cond(stop, lambda: zs, lambda: _solve_tm(A, b, z0, form))
         return k + jnp.where(stop, 0, 1), new, res.at[k].set(r), ok, stop
 
     def cond(state):
@@ -337,15 +379,13 @@ def _fixed_point_adjoint(p: GatedParams, zs, xs_tm, z0, mask, g, jacobian: str):
     a, u = _step.projections(p, xs_tm)
     c = _step.gate(p.w_z, zprev, a, mask)
     s = _step.jacobian_factor(zprev, u, c)
-    if p.w_z is None:
-        # delta[t] = g[t] + c[t+1] delta[t+1]: one reverse diagonal scan
-        nxt = jnp.concatenate([c[1:], jnp.zeros_like(c[:1])], axis=0)
-        delta = _solve_reverse_tm(nxt, g, True)
-    elif jacobian == "full":
+    form = _form(p.w_z, jacobian)
+    if jacobian == "full" or _step.recurrent_kind(p.w_z) in (None, "diagonal"):
         # delta[t] = g[t] + J[t+1]^T delta[t+1]: one reverse scan over the transposed Jacobians
-        JT = jnp.swapaxes(_step.jacobian(p.w_z, c[1:], s[1:]), -1, -2)
-        nxt = jnp.concatenate([JT, jnp.zeros_like(JT[:1])], axis=0)
-        delta = _solve_reverse_tm(nxt, g, False)
+        # in their structure (diagonal for minGRU and a diagonal w_z, blocks for heads)
+        JT = _transpose(_step.jacobian_blocks(p.w_z, c[1:], s[1:]), form)
+        nxt = jnp.concatenate([JT, jnp.zeros((1,) + JT.shape[1:], JT.dtype)], axis=0)
+        delta = _solve_reverse_tm(nxt, g, form)
     else:
         # quasi-DEER keeps O(T m) memory: the sequential closed-form adjoint loop
         dz0, (pbar, ubar) = adjoint(p.w_z, g, c, zprev, zs, jnp.zeros_like(z0), False, 1)
@@ -407,9 +447,12 @@ def check_solver_options(jacobian, tol, max_iters) -> tuple[str, float | None, i
 
 
 def _check_full_fits(ops: Operands, xs, jacobian: str) -> None:
-    if jacobian == "full" and ops.params.w_z is not None:
-        # the Jacobians and the associative scan's intermediate compositions
-        check_jacobians_fit(xs, ops.batch, ops.T, ops.m, ops.xs.dtype, copies=3)
+    w_z = ops.params.w_z
+    form = _form(w_z, jacobian)
+    if w_z is not None and form != "diagonal":
+        # the Jacobians (dense, or H blocks of h x h) and the scan's intermediate compositions
+        width = ops.m if form == "dense" else int(w_z.shape[-1])
+        check_jacobians_fit(xs, ops.batch, ops.T, ops.m, ops.xs.dtype, copies=3, width=width)
 
 
 def _time_major(ops: Operands, reverse: bool):
@@ -481,8 +524,10 @@ def _scan_backend(ops: Operands, opts: ScanOptions, jacobian: str) -> jax.Array:
 
 
 def deer(ops: Operands, opts: ScanOptions) -> jax.Array:
-    """``method="deer"``: Newton with the full Jacobians, ``O(T m^3)`` work and ``O(T m^2)``
-    memory per iteration; gradients by one reverse affine scan over ``J^T``."""
+    """``method="deer"``: Newton with the exact Jacobians in ``w_z``'s structure: dense,
+    ``O(T m^3)`` work and ``O(T m^2)`` memory per iteration; heads ``(H, h, h)``, ``O(T m h^2)``
+    and ``O(T m h)``; diagonal, ``O(T m)``; gradients by one reverse affine scan over ``J^T``
+    in the same structure."""
     return _scan_backend(ops, opts, "full")
 
 
@@ -532,7 +577,11 @@ def gated_deer(
         z_{k+1}[t] = A_k[t] \, z_{k+1}[t-1] + f(z_k[t-1], x[t]) - A_k[t] \, z_k[t-1],
 
     with ``A = J = diag(c) + diag(s) W_z`` (``jacobian="full"``, DEER) or its diagonal
-    ``c + s diag(W_z)`` (``"diagonal"``, quasi-DEER). Convergence is judged by the residual
+    ``c + s diag(W_z)`` (``"diagonal"``, quasi-DEER). ``J`` has ``W_z``'s structure, and
+    ``"full"`` uses it exactly: a diagonal ``w_z`` ``(m,)`` gives the diagonal
+    ``J = diag(c + s w_z)`` (``O(T m)`` per iteration, quadratic convergence; ``"diagonal"`` is
+    then the same exact Newton), heads ``(H, h, h)`` give ``H`` blocks of ``h x h``
+    (``O(T m h^2)`` per iteration). Convergence is judged by the residual
     alone: iterations stop when the current trajectory satisfies the recurrence step by step,
 
     .. math::
@@ -586,6 +635,10 @@ def gated_deer(
       >>> _, info = gated_deer(p._replace(w_z=None), xs)  # minGRU: one exact scan
       >>> int(info.iterations)
       1
+      >>> d = init_gated_params(jax.random.key(0), 3, 4, recurrent_gate="diagonal")
+      >>> zs, info = gated_deer(d, xs)  # exact diagonal Newton, O(T m) per iteration
+      >>> bool(info.converged), bool(jnp.max(jnp.abs(zs - gated_scan(d, xs))) < 1e-5)
+      (True, True)
 
     References:
       Y. H. Lim, Q. Zhu, J. Selfridge, M. F. Kasim, "Parallelizing non-linear sequential

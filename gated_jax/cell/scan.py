@@ -206,10 +206,11 @@ def gated_scan(
         autodiff (jvp) to a custom_vjp function" first.) The Jacobian diagnostics run their
         trajectory with ``"autodiff"``, so they support forward mode as they are.
       method: ``"sequential"`` (the loop above), ``"deer"`` (Newton over the whole sequence,
-        full Jacobians), ``"quasi_deer"`` (their diagonals) or ``"auto"``
-        (:func:`resolve_method`). The parallel methods (:func:`gated_jax.cell.gated_deer`)
-        solve the recurrence by associative scans in ``O(log T)`` depth per iteration; with
-        ``w_z=None`` (minGRU) one scan is exact. Their results equal the sequential method's
+        exact Jacobians in ``w_z``'s structure: dense, per head, or diagonal),
+        ``"quasi_deer"`` (their diagonals) or ``"auto"`` (:func:`resolve_method`). The
+        parallel methods (:func:`gated_jax.cell.gated_deer`) solve the recurrence by
+        associative scans in ``O(log T)`` depth per iteration; with ``w_z=None`` (minGRU) one
+        scan is exact. Their results equal the sequential method's
         wherever the solver converged, and never silently differ: under eager evaluation a
         solve that did not converge within ``max_iters`` raises
         :class:`~gated_jax.cell.parallel.DeerNotConverged`; under ``jit`` the compiled program

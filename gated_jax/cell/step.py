@@ -17,6 +17,16 @@ The building blocks (:func:`projections`, :func:`update`, :func:`jacobian`,
 :func:`transpose_step`) are unvalidated array functions on any leading batch dims; the scan,
 the Jacobian diagnostics, the experiments and the diagrams all evaluate the cell through them.
 ``w_z=None`` (the minGRU cell) drops the recurrent term: ``c = sigma(a)`` and ``J = diag(c)``.
+
+**Structured recurrent gates.** ``W_z`` is ``None``, dense ``(m, m)``, diagonal ``(m,)``
+(``W_z z = w_z * z``: each unit gates on its own past) or block-diagonal ``(H, h, h)`` with
+``H h = m`` heads (``(W_z z)[k h:(k+1) h] = w_z[k] @ z[k h:(k+1) h]``). Its structure is read
+from its rank (:func:`recurrent_kind`) and every operation on it is written here once:
+:func:`recurrent_matvec` (``W_z z``), :func:`recurrent_rmatvec` (``W_z^T v``),
+:func:`recurrent_grad` (``sum pbar zprev^T`` in ``w_z``'s shape), :func:`recurrent_dense`,
+:func:`recurrent_norm`, :func:`recurrent_diagonal`, and the step Jacobian in the same structure,
+:func:`jacobian_blocks` (``c + s w_z`` for diagonal ``W_z``, ``diag(c_k) + diag(s_k) w_z[k]``
+per head): the dense Jacobian (:func:`jacobian`) is built from it.
 """
 
 from __future__ import annotations
@@ -28,6 +38,16 @@ from gated_jax._validate import check_step_operands, compute_dtype, output_dtype
 from gated_jax.cell.params import GatedParams, check_params
 
 __all__ = [
+    "RECURRENT_KINDS",
+    "recurrent_kind",
+    "recurrent_matvec",
+    "recurrent_rmatvec",
+    "recurrent_grad",
+    "recurrent_dense",
+    "recurrent_norm",
+    "recurrent_diagonal",
+    "loop_weights",
+    "jacobian_blocks",
     "gated_step",
     "step_jacobian",
     "gate_activation",
@@ -47,6 +67,126 @@ __all__ = [
 def _bias(a, b):
     """``a + b`` for a bias ``b`` of shape ``(m,)`` (explicit broadcast: no rank promotion)."""
     return a if b is None else a + jnp.reshape(b, (1,) * (a.ndim - 1) + b.shape)
+
+
+# --------------------------------------------------------------------------------------------
+# the recurrent weights' structure: every operation on W_z, written once
+
+RECURRENT_KINDS = ("dense", "diagonal", "heads")
+"""The structures of a non-``None`` ``W_z``: ``(m, m)``, ``(m,)``, ``(H, h, h)``."""
+
+
+def recurrent_kind(w_z) -> str | None:
+    """``None`` (minGRU), ``"dense"`` ``(m, m)``, ``"diagonal"`` ``(m,)`` or ``"heads"``
+    ``(H, h, h)``: read from the rank (static, so it works on tracers)."""
+    if w_z is None:
+        return None
+    return {2: "dense", 1: "diagonal", 3: "heads"}[jnp.ndim(w_z)]
+
+
+def _heads(v, w_z):
+    """``(..., m)`` -> ``(..., H, h)`` for ``w_z`` of shape ``(H, h, h)``."""
+    return jnp.reshape(v, v.shape[:-1] + w_z.shape[:2])
+
+
+def _merge(v):
+    """``(..., H, h)`` -> ``(..., H h)``."""
+    return jnp.reshape(v, v.shape[:-2] + (v.shape[-2] * v.shape[-1],))
+
+
+def _lead(w, ndim: int):
+    """``w`` with leading unit dims up to rank ``ndim`` (explicit broadcast: no rank promotion)."""
+    return jnp.reshape(w, (1,) * (ndim - w.ndim) + w.shape)
+
+
+def recurrent_matvec(w_z, z, *, transposed: bool = False):
+    """``W_z z`` for ``z`` of shape ``(..., m)`` in ``w_z``'s structure (``transposed``: ``w_z``
+    holds :func:`loop_weights`' form, the matrix (or each head) transposed once outside a loop)."""
+    kind = recurrent_kind(w_z)
+    if kind == "diagonal":
+        return _lead(w_z, z.ndim) * z
+    if kind == "heads":
+        spec = "...gk,gkm->...gm" if transposed else "...gk,gmk->...gm"
+        return _merge(jnp.einsum(spec, _heads(z, w_z), w_z))
+    return jnp.einsum("...k,km->...m" if transposed else "...k,mk->...m", z, w_z)
+
+
+def recurrent_rmatvec(w_z, v):
+    """``W_z^T v`` for ``v`` of shape ``(..., m)``: the transpose of :func:`recurrent_matvec`."""
+    kind = recurrent_kind(w_z)
+    if kind == "diagonal":
+        return _lead(w_z, v.ndim) * v
+    if kind == "heads":
+        return _merge(jnp.einsum("...gm,gmk->...gk", _heads(v, w_z), w_z))
+    return jnp.einsum("...m,mk->...k", v, w_z)
+
+
+def loop_weights(w_z):
+    """The form of ``w_z`` a sequential loop reads with ``transposed=True``: ``W_z^T`` (dense),
+    each head transposed (heads), ``w_z`` itself (diagonal, ``None``)."""
+    kind = recurrent_kind(w_z)
+    if kind == "dense":
+        return w_z.T
+    return jnp.swapaxes(w_z, -1, -2) if kind == "heads" else w_z
+
+
+def recurrent_grad(w_z, pbar, zprev):
+    """``dl/dW_z = sum pbar zprev^T`` over every leading dim, in ``w_z``'s structure: the full
+    outer-product sum ``(m, m)`` as one 2-D matmul (dense), its diagonal ``sum pbar * zprev``
+    (diagonal), its diagonal blocks ``(H, h, h)`` (heads)."""
+    kind = recurrent_kind(w_z)
+    if kind == "diagonal":
+        return jnp.sum(jnp.reshape(pbar * zprev, (-1, pbar.shape[-1])), axis=0)
+    if kind == "heads":
+        H, h = w_z.shape[:2]
+        return jnp.einsum("rgm,rgk->gmk", pbar.reshape(-1, H, h), zprev.reshape(-1, H, h))
+    return jnp.reshape(pbar, (-1, pbar.shape[-1])).T @ jnp.reshape(zprev, (-1, zprev.shape[-1]))
+
+
+def recurrent_dense(w_z):
+    """``W_z`` as its dense ``(m, m)`` matrix (``None`` stays ``None``)."""
+    kind = recurrent_kind(w_z)
+    if kind == "diagonal":
+        return jnp.diag(w_z)
+    if kind == "heads":
+        H, h = w_z.shape[:2]
+        eye = jnp.eye(H, dtype=w_z.dtype)
+        return jnp.reshape(jnp.einsum("gk,gij->gikj", eye, w_z), (H * h, H * h))
+    return w_z
+
+
+def recurrent_norm(w_z):
+    """``||W_z||_2`` from the structure: ``max |w_z|`` (diagonal), ``max_k ||w_z[k]||_2``
+    (heads), the spectral norm (dense)."""
+    kind = recurrent_kind(w_z)
+    if kind == "diagonal":
+        return jnp.max(jnp.abs(w_z))
+    if kind == "heads":
+        return jnp.max(jnp.linalg.matrix_norm(w_z, ord=2))
+    return jnp.linalg.matrix_norm(w_z, ord=2)
+
+
+def recurrent_diagonal(w_z):
+    """The diagonal of ``W_z``, ``(m,)``."""
+    kind = recurrent_kind(w_z)
+    if kind == "diagonal":
+        return w_z
+    return jnp.reshape(jnp.diagonal(w_z, axis1=-2, axis2=-1), (-1,))
+
+
+def jacobian_blocks(w_z, c, s):
+    """``J = diag(c) + diag(s) W_z`` in ``w_z``'s structure: ``c`` (``None``), ``c + s w_z``
+    ``(..., m)`` (diagonal: ``J`` is exactly diagonal), ``diag(c_k) + diag(s_k) w_z[k]``
+    ``(..., H, h, h)`` (heads), or the dense ``(..., m, m)``."""
+    kind = recurrent_kind(w_z)
+    if kind is None:
+        return c
+    if kind == "diagonal":
+        return c + s * _lead(w_z, s.ndim)
+    if kind == "heads":
+        c, s = _heads(c, w_z), _heads(s, w_z)
+    eye = jnp.eye(c.shape[-1], dtype=c.dtype)
+    return c[..., :, None] * _lead(eye, c.ndim + 1) + s[..., :, None] * _lead(w_z, c.ndim + 1)
 
 
 gate_activation = jax.nn.sigmoid
@@ -82,15 +222,10 @@ def gate(w_z, z_prev, a, mask=None, *, transposed: bool = False):
 
     A masked step has ``c = 1``, so ``z = z_prev`` and, since ``c (1 - c) = 0`` and
     ``1 - c = 0``, no gradient reaches the weights, ``x`` or the gate.
-    ``transposed=True``: ``w_z`` holds ``W_z^T`` (a loop transposes the matrix once, outside
-    its body, so that each step's matmul reads it in row-major order).
+    ``transposed=True``: ``w_z`` holds :func:`loop_weights` (a loop transposes the matrix once,
+    outside its body, so that each step's matmul reads it in row-major order).
     """
-    if w_z is None:
-        pre = a
-    elif transposed:
-        pre = a + jnp.einsum("...k,km->...m", z_prev, w_z)
-    else:
-        pre = a + jnp.einsum("...k,mk->...m", z_prev, w_z)
+    pre = a if w_z is None else a + recurrent_matvec(w_z, z_prev, transposed=transposed)
     c = gate_activation(pre)
     return c if mask is None else jnp.where(mask[..., None], c, jnp.ones_like(c))
 
@@ -119,12 +254,19 @@ def jacobian_factor_from_states(z_prev, z, c):
 
 
 def jacobian(w_z, c, s):
-    """``J = diag(c) + diag(s) W_z`` as dense ``(..., m, m)`` matrices (``diag(c)`` without
-    ``W_z``)."""
+    """``J = diag(c) + diag(s) W_z`` as dense ``(..., m, m)`` matrices, built from
+    :func:`jacobian_blocks` (``diag(c)`` without ``W_z``)."""
+    J = jacobian_blocks(w_z, c, s)
+    kind = recurrent_kind(w_z)
+    if kind == "dense":
+        return J
     m = c.shape[-1]
-    lead = (1,) * (c.ndim - 1)
-    J = c[..., :, None] * jnp.eye(m, dtype=c.dtype).reshape(lead + (m, m))
-    return J if w_z is None else J + s[..., :, None] * w_z.reshape(lead + (m, m))
+    eye = jnp.eye(m, dtype=c.dtype)
+    if kind != "heads":  # diagonal J
+        return J[..., :, None] * _lead(eye, J.ndim + 1)
+    H = J.shape[-3]
+    blocks = jnp.einsum("...gij,gk->...gikj", J, jnp.eye(H, dtype=J.dtype))
+    return jnp.reshape(blocks, blocks.shape[:-4] + (m, m))
 
 
 def transpose_step(w_z, c, s, delta):
@@ -136,7 +278,7 @@ def transpose_step(w_z, c, s, delta):
     pbar = s * delta
     r = c * delta
     if w_z is not None:
-        r = r + jnp.einsum("...m,mk->...k", pbar, w_z)
+        r = r + recurrent_rmatvec(w_z, pbar)
     return r, pbar, (1 - c) * delta
 
 
@@ -181,7 +323,8 @@ def gated_step(params: GatedParams, z_prev: jax.Array, x_t: jax.Array) -> jax.Ar
         z_t = c \odot z_{prev} + (1 - c) \odot (W_x x_t + b_x).
 
     Args:
-      params: :class:`GatedParams` (``w_z=None``: the gate sees the input only).
+      params: :class:`GatedParams` (``w_z=None``: the gate sees the input only; ``w_z`` of
+        shape ``(m,)`` or ``(H, h, h)``: a diagonal or per-head recurrent gate).
       z_prev: the state before the step, ``(..., m)``.
       x_t: the input, ``(..., n)``; its batch dims broadcast with ``z_prev``'s.
 
@@ -218,7 +361,9 @@ def step_jacobian(params: GatedParams, z_prev: jax.Array, x_t: jax.Array) -> jax
     Row ``i`` is ``dz_t[i] / dz_prev``: ``z_t[i]`` depends on ``z_prev[i]`` directly through
     ``c[i] z_prev[i]`` and on every ``z_prev[j]`` through the gate,
     ``dc[i]/dz_prev[j] = c[i] (1 - c[i]) W_z[i, j]``, times ``dz_t[i]/dc[i] = z_prev[i] - u[i]``.
-    With ``w_z=None``, ``J = diag(c)``.
+    With ``w_z=None``, ``J = diag(c)``; with a diagonal ``w_z`` ``(m,)`` it is the diagonal
+    ``diag(c + s w_z)``, with heads ``(H, h, h)`` block-diagonal (``diag(c_k) + diag(s_k)
+    w_z[k]`` on head ``k``'s block), returned as the dense matrix.
 
     Args:
       params: :class:`GatedParams`.
