@@ -56,8 +56,8 @@ from gated_jax.shapes.receptive import _backward
 
 __all__ = ["LayerRow", "ModelSummary", "summary"]
 
-_PRIMS = ("conv_general_dilated", "dot_general", "reduce_window_sum", "reduce_window_max")
-_PRIMS += ("reduce_window_min", "reduce_window")
+_PRIMS: tuple[str, ...] = ("conv_general_dilated", "dot_general", "reduce_window_sum")
+_PRIMS += ("reduce_window_max", "reduce_window_min", "reduce_window")
 _SUBJAXPR = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr"}
 _SUBJAXPR |= {"custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr"}
 
@@ -207,7 +207,8 @@ def _linen_whole(model: Any) -> Callable:
             def make(out):
                 fn, avals = _pure(lambda v, *a, **k: unbound.apply(v, *a, **k), (vs, *args), kwargs)
                 path = "/".join(map(str, mod.path))
-                return _Call(path, type(mod).__name__, fn, avals, _n_entries(vs.get("params", {})), out)
+                n = _n_entries(vs.get("params", {}))
+                return _Call(path, type(mod).__name__, fn, avals, n, out)
 
             return record.run(make, lambda: next_fun(*args, **kwargs))
 
@@ -448,7 +449,7 @@ def _receptive_fields(closed, args, n_model_out, wrt_leaf, calls, spatial) -> di
         idx: list[Any] = [slice(None)] * len(calls[c].out.shape)
         for b, d in enumerate(per_call[c]):
             idx[d] = i if b == a else calls[c].out.shape[d] // 2
-        masks[c][(p, *idx)] = True
+        masks[c][tuple([p, *idx])] = True
     rng = np.random.default_rng(0)
 
     @jax.jit
@@ -487,8 +488,8 @@ def _receptive_fields(closed, args, n_model_out, wrt_leaf, calls, spatial) -> di
             tuple(f[0] for f in fits),
             tuple(f[1] for f in fits),
             tuple(f[2] for f in fits),
+            notes,
         )
-        result[c] += (notes,)
     return result
 
 
