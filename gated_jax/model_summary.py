@@ -4,8 +4,11 @@ r"""A per-layer summary of a model: shapes, parameters, FLOPs, bytes and recepti
 on the given inputs and returns a :class:`ModelSummary`: one :class:`LayerRow` per layer call
 (linen: every leaf ``__call__`` seen by :func:`flax.linen.intercept_methods`, as
 ``Module.tabulate`` does; NNX: every leaf sub-module's ``__call__``, found by graph traversal;
-a plain function: every ``conv_general_dilated``, ``dot_general`` and ``reduce_window*``
-primitive of its ``jaxpr``, nested ``jit`` calls entered), with
+for both, every ``jax.lax.reduce_window`` call too, so Flax's ``max_pool`` / ``avg_pool`` /
+``min_pool`` functions get rows ``pool_0``, ``pool_1``, ... of kind ``max_pool``,
+``sum_pool`` (``avg_pool``'s sum, before its division) or ``min_pool``; a plain function:
+every ``conv_general_dilated``, ``dot_general`` and ``reduce_window*`` primitive of its
+``jaxpr``, nested ``jit`` calls entered), with
 
 * the output shape and the parameter count (linen: the layer's ``params`` collection; NNX:
   its :class:`flax.nnx.Param` leaves; a primitive: its floating operands that do not depend on
@@ -50,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from gated_jax._validate import fail, index
+from gated_jax._validate import boolean, fail, index
 from gated_jax.shapes.explain import explain_conv
 from gated_jax.shapes.receptive import _backward
 
@@ -178,10 +181,13 @@ class _Pools:
             if not _is_array(operand) or any(isinstance(x, jax.core.Tracer) for x in rest):
                 return orig(operand, *args, **kwargs)  # a tuple of operands, traced init values
             k, self.count = self.count, self.count + 1
+            op = args[1] if len(args) > 1 else kwargs.get("computation")
+            kinds: dict[Any, str] = {lax.max: "max_pool", lax.min: "min_pool", lax.add: "sum_pool"}
+            kind = kinds.get(op)
 
             def make(out):
                 fn = lambda x: orig(x, *args, **kwargs)  # noqa: E731
-                return _Call(f"pool_{k}", "reduce_window", fn, (_aval(operand),), 0, out)
+                return _Call(f"pool_{k}", kind or "reduce_window", fn, (_aval(operand),), 0, out)
 
             return self.record.run(make, lambda: orig(operand, *args, **kwargs))
 
@@ -567,6 +573,7 @@ def summary(
     variables: Any = None,
     seed: int = 0,
     wrt: int = 0,
+    costs: bool = True,
 ) -> ModelSummary:
     r"""Per-layer shapes, parameters, FLOPs, bytes and receptive fields of a model.
 
@@ -585,6 +592,8 @@ def summary(
       seed: the linen ``init`` key.
       wrt: which input the receptive fields (and, for a function, the parameter counts) refer
         to.
+      costs: ``False`` skips XLA's cost analysis (two lowerings per row): FLOPs and bytes are
+        then ``nan``, for a quicker table of shapes, parameters and receptive fields.
 
     Returns:
       :class:`ModelSummary`: ``rows`` (one :class:`LayerRow` per layer call), the totals, and
@@ -616,6 +625,8 @@ def summary(
         if not all(_is_array(leaf) for leaf in jax.tree.leaves(x)) or not jax.tree.leaves(x):
             raise fail(f"inputs[{i}]", x, "an array or a jax.ShapeDtypeStruct")
     wrt = index("wrt", wrt, len(inputs))
+    costs = boolean("costs", costs)
+    nan = float("nan")
     if not _is_array(inputs[wrt]):
         raise fail("wrt", wrt, "the index of an array input")
     inputs = tuple(jax.tree.map(_aval, x) for x in inputs)
@@ -639,7 +650,7 @@ def summary(
     fields = _receptive_fields(closed, args, n_model_out, wrt_leaf, calls, spatial)
     rows = []
     for c, call in enumerate(calls):
-        fwd, bwd, nbytes = _costs(call.fn, call.args)
+        fwd, bwd, nbytes = _costs(call.fn, call.args) if costs else (nan, nan, nan)
         warns: list[str] = []
         for eqn in windows.get(c, []):
             warns += list(explain_conv(**_window_dims(eqn)[2]).warnings)
@@ -664,7 +675,9 @@ def summary(
                 tuple(warns),
             )
         )
-    tf, tb, tbytes = _costs(lambda s, *xs: whole(s, *xs), (state, *inputs))
+    tf, tb, tbytes = (
+        _costs(lambda s, *xs: whole(s, *xs), (state, *inputs)) if costs else (nan, nan, nan)
+    )
     total = n_params if n_params is not None else sum(r.params for r in rows)
     first = jax.tree.leaves(out_shape)
     return ModelSummary(
@@ -683,6 +696,8 @@ def summary(
 
 
 def _si(x: float) -> str:
+    if x != x:  # nan: not computed
+        return "-"
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(x) >= scale:
             return f"{x / scale:.2f}{unit}"
