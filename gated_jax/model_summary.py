@@ -423,19 +423,40 @@ def _window_dims(eqn) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
     return sp_in, sp_out, kw | {"dilation": tuple(dil), "input_dilation": tuple(ldil)}
 
 
-def _fit(lo: np.ndarray, hi: np.ndarray, n_in: int) -> tuple[int, int, int, bool]:
-    """(size, jump, start, exact) from the clipped spans ``[lo_i, hi_i]`` of positions i."""
-    steps = np.concatenate([np.diff(lo), np.diff(hi)])
-    steps = steps[steps > 0]
-    if steps.size:
-        vals, counts = np.unique(steps, return_counts=True)
+def _fit(
+    i: np.ndarray, lo: np.ndarray, hi: np.ndarray, n_in: int, n_out: int, dim: int
+) -> tuple[int, int, int, list[str]]:
+    """(size, jump, start, notes) of one dim from the spans ``[lo, hi]`` of output positions i.
+
+    A span's low end is trusted where it lies above the lowest row any output reads (it is not
+    clipped by the input's start), its high end where it lies below the highest such row.
+    """
+    lo_ok, hi_ok = lo > lo.min(), hi < hi.max()
+    pairs = np.array([], int)
+    for e, ok in ((lo, lo_ok), (hi, hi_ok)):
+        sel = ok[1:] & ok[:-1] & (i[1:] > i[:-1])
+        pairs = np.concatenate([pairs, ((e[1:] - e[:-1]) // (i[1:] - i[:-1]))[sel]])
+    notes = []
+    if pairs.size:
+        vals, counts = np.unique(pairs, return_counts=True)
         jump = int(vals[counts == counts.max()].max())
     else:
-        jump = max(1, n_in // max(len(lo), 1))
-    i = np.arange(len(lo))
-    start, end = int((lo - i * jump).min()), int((hi - i * jump).max())
-    exact = bool(np.any((lo - i * jump == start) & (hi - i * jump == end)))
-    return end - start + 1, jump, start, exact
+        jump = max(1, round(n_in / max(n_out, 1)))
+        notes.append(
+            f"dim {dim}: jump estimated as input/output size = {jump} (no two outputs "
+            "read inside the input)"
+        )
+    start = int((lo - i * jump)[lo_ok].min() if lo_ok.any() else (lo - i * jump).min())
+    end = int((hi - i * jump)[hi_ok].max() if hi_ok.any() else (hi - i * jump).max())
+    if not lo_ok.any():
+        notes.append(f"dim {dim}: every output reads from the input's first row: start <= {start}")
+    if not hi_ok.any():
+        notes.append(f"dim {dim}: every output reads up to the input's last row: end >= {end}")
+    if not (lo_ok.any() and hi_ok.any()):
+        notes.append(
+            f"dim {dim}: the field is at least {end - start + 1} wide (wider than this input shows)"
+        )
+    return end - start + 1, jump, start, notes
 
 
 def _receptive_fields(closed, args, n_model_out, wrt_leaf, calls, spatial) -> dict[int, Any]:
@@ -483,13 +504,14 @@ def _receptive_fields(closed, args, n_model_out, wrt_leaf, calls, spatial) -> di
         for a in range(len(sp_out)):
             s = np.array(spans[c, a])
             ok = s[:, 0] >= 0
-            fits.append(_fit(s[ok, 0], s[ok, 1], in_shape[sp_in[a]]) if ok.any() else (0, 0, 0, 0))
-        notes = tuple(
-            f"dim {a}: receptive field wider than the input: size and start from the clipped "
-            "dependency"
-            for a, f in enumerate(fits)
-            if not f[3]
-        )
+            if ok.any():
+                n_out = calls[c].out.shape[sp_out[a]]
+                fits.append(
+                    _fit(np.flatnonzero(ok), s[ok, 0], s[ok, 1], in_shape[sp_in[a]], n_out, a)
+                )
+            else:
+                fits.append((0, 0, 0, [f"dim {a}: no output reads the input"]))
+        notes = tuple(n for f in fits for n in f[3])
         result[c] = (
             tuple(f[0] for f in fits),
             tuple(f[1] for f in fits),

@@ -126,6 +126,21 @@ def test_function_rows_flops_params_and_warnings():
     assert r3.rf_size is None and r2.backward_flops > r2.flops
 
 
+def test_a_field_wider_than_the_input_is_flagged():
+    dn = ("NHWC", "HWIO", "NHWC")
+    w1, w2 = jnp.ones((5, 5, 1, 2), jnp.float32), jnp.ones((5, 5, 2, 2), jnp.float32)
+
+    def f(x):
+        y = lax.conv_general_dilated(x, w1, (2, 2), "SAME", dimension_numbers=dn)
+        return lax.conv_general_dilated(y, w2, (2, 2), "SAME", dimension_numbers=dn)
+
+    r = gj.summary(f, jnp.ones((1, 8, 8, 1), jnp.float32), costs=False).rows[1]
+    true = gj.receptive_field([gj.ConvLayer(5, 2, 1, _same(8, 5, 2)), (5, 2, 1, _same(4, 5, 2))])
+    assert (r.rf_jump, r.rf_start) == (true.jump * 2, true.start * 2) == ((4, 4), (-3, -3))
+    assert r.rf_size[0] <= true.size[0] == 13  # only a lower bound: every output reads row 7
+    assert any("the field is at least" in w for w in r.warnings)
+
+
 class RandomNet(nn.Module):
     """conv -> (conv, skip) -> pooling -> strided conv, drawn from a seed."""
 
