@@ -4,10 +4,11 @@ r"""A per-layer summary of a model: shapes, parameters, FLOPs, bytes and recepti
 on the given inputs and returns a :class:`ModelSummary`: one :class:`LayerRow` per layer call
 (linen: every leaf ``__call__`` seen by :func:`flax.linen.intercept_methods`, as
 ``Module.tabulate`` does; NNX: every leaf sub-module's ``__call__``, found by graph traversal;
-for both, every ``jax.lax.reduce_window`` call too, so Flax's ``max_pool`` / ``avg_pool`` /
-``min_pool`` functions get rows ``pool_0``, ``pool_1``, ... of kind ``max_pool``,
-``sum_pool`` (``avg_pool``'s sum, before its division) or ``min_pool``; a plain function:
-every ``conv_general_dilated``, ``dot_general`` and ``reduce_window*`` primitive of its
+a call with no array argument, such as a holder of parameters, is no layer; for both, every
+``jax.lax.reduce_window`` call too, so Flax's ``max_pool`` / ``avg_pool`` / ``min_pool``
+functions get rows ``pool_0``, ``pool_1``, ... of kind ``max_pool``, ``sum_pool``
+(``avg_pool``'s sum, before its division) or ``min_pool``; a plain function: every
+``conv_general_dilated``, ``dot_general`` and ``reduce_window*`` primitive of its
 ``jaxpr``, nested ``jit`` calls entered), with
 
 * the output shape and the parameter count (linen: the layer's ``params`` collection; NNX:
@@ -130,6 +131,11 @@ def _is_array(x: Any) -> bool:
     return hasattr(x, "shape") and hasattr(x, "dtype")
 
 
+def _takes_arrays(args: tuple, kwargs: dict) -> bool:
+    """Whether a call gets an array: calls without one (parameter holders) are no layers."""
+    return any(_is_array(x) for x in jax.tree.leaves((args, kwargs)))
+
+
 def _n_entries(tree: Any) -> int:
     return sum(int(np.prod(np.shape(x), dtype=np.int64)) for x in jax.tree.leaves(tree))
 
@@ -206,7 +212,7 @@ def _linen_whole(model: Any) -> Callable:
 
         def interceptor(next_fun, args, kwargs, context):
             mod = context.module
-            if context.method_name != "__call__" or not mod.path:
+            if context.method_name != "__call__" or not mod.path or not _takes_arrays(args, kwargs):
                 return next_fun(*args, **kwargs)
             unbound, vs = mod.unbind()
 
@@ -241,7 +247,7 @@ def _nnx_whole(graphdef: Any) -> Callable:
 
         def wrap(orig):
             def call(self, *args, **kwargs):
-                if id(self) not in paths:
+                if id(self) not in paths or not _takes_arrays(args, kwargs):
                     return orig(self, *args, **kwargs)
                 gd, st = nnx.split(self)
 

@@ -126,6 +126,28 @@ def test_function_rows_flops_params_and_warnings():
     assert r3.rf_size is None and r2.backward_flops > r2.flops
 
 
+class ConvRNN(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        from gated_jax import nn as gnn
+
+        x = gnn.GatedRNN(5, name="rnn")(nn.Conv(4, (3,), padding="SAME", name="conv")(x))
+        return nn.Dense(2, name="head")(x[:, -1])
+
+
+def test_a_conv_front_end_with_gated_rnn_is_one_row_per_layer():
+    model, x = ConvRNN(), jnp.ones((1, 9, 2), jnp.float32)
+    params = model.init(jax.random.key(0), x)["params"]
+    s = gj.summary(model, x, costs=False)
+    assert [(r.path, r.kind) for r in s.rows] == [
+        ("conv", "Conv"), ("rnn", "GatedRNN"), ("head", "Dense")
+    ]  # fmt: skip
+    sizes = [sum(a.size for a in jax.tree.leaves(params[r.path])) for r in s.rows]
+    assert [r.params for r in s.rows] == sizes and s.params == sum(sizes)
+    assert (s.rows[0].rf_size, s.rows[0].rf_jump, s.rows[0].rf_start) == ((3,), (1,), (-1,))
+    assert s.rows[1].output_shape == (1, 9, 5) and s.rows[1].rf_size is None
+
+
 def test_a_field_wider_than_the_input_is_flagged():
     dn = ("NHWC", "HWIO", "NHWC")
     w1, w2 = jnp.ones((5, 5, 1, 2), jnp.float32), jnp.ones((5, 5, 2, 2), jnp.float32)
