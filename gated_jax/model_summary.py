@@ -614,7 +614,9 @@ def summary(
 
     Args:
       model_or_fn: a Flax linen module (called as ``model.apply(variables, *inputs)``), an NNX
-        module (``model(*inputs)``) or a function of ``inputs``.
+        module (``model(*inputs)``) or a function of ``inputs``; the model runs as in
+        inference (no ``rngs``, no mutable collections: ``Dropout`` deterministic,
+        ``BatchNorm`` with running averages).
       inputs: arrays or :class:`jax.ShapeDtypeStruct` (only shapes and dtypes are used).
       variables: the linen module's variables; by default their shapes from ``model.init``.
       seed: the linen ``init`` key.

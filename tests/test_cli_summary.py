@@ -58,9 +58,11 @@ def test_summary_of_an_nnx_class_and_a_function(models, capsys):
     assert main(["summary", f"{models}:Small", "--input", "1x8x8x1", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "asymmetric SAME padding (0, 1)" in out and "1x4x4x2" in out
-    assert main(["summary", f"{models}:pool", "--input", "1x10x10x1"]) == 0
+    assert main(["summary", f"{models}:pool", "--input", "1x10x10x1", "--no-costs"]) == 0
     out = capsys.readouterr().out
     assert "reduce_window_sum_0" in out and "covered by no window" in out
+    row = next(line for line in out.splitlines() if line.startswith("reduce_window_sum_0"))
+    assert row.split()[4:7] == ["-", "-", "-"]  # no costs
 
 
 @pytest.mark.parametrize(

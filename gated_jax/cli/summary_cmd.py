@@ -38,6 +38,11 @@ def add_arguments(p) -> None:
         default=0,
         help="index of the input the receptive fields refer to (default 0, the first)",
     )
+    p.add_argument(
+        "--no-costs",
+        action="store_true",
+        help="skip XLA's cost analysis (FLOPs and bytes shown as -), for a quicker table",
+    )
 
 
 def _load(text: str):
@@ -92,5 +97,5 @@ def run(args) -> int:
     seed = positive_int("--seed", args.seed, minimum=0, maximum=2**32 - 1)
     model = _build(_load(args.model), seed)
     inputs = [jax.ShapeDtypeStruct(s, jnp.dtype(dtype)) for s in shapes]
-    print(gated_jax.summary(model, *inputs, seed=seed, wrt=wrt))
+    print(gated_jax.summary(model, *inputs, seed=seed, wrt=wrt, costs=not args.no_costs))
     return 0
