@@ -92,9 +92,10 @@ class ModelSummary:
     """The result of :func:`summary`: the rows, and the whole model's totals.
 
     ``params`` counts the model's own parameter tree (linen ``params``, NNX ``Param``; for a
-    function, the rows' parameters); ``flops``, ``backward_flops`` and ``bytes_accessed`` are
-    XLA's cost analysis of the whole model lowered at once (fusion can make them differ from
-    the rows' sums). ``str()`` is the table as text.
+    function, the sum of the rows' parameters); ``flops``, ``backward_flops`` and
+    ``bytes_accessed`` are XLA's cost analysis of the whole model lowered at once (the
+    backward pass is the vjp for the parameters and every input; the rows' sums can differ).
+    ``str()`` is the table as text.
     """
 
     rows: tuple[LayerRow, ...]
