@@ -21,6 +21,8 @@ One concept per module, imports flowing one way (a module imports only from the 
 
 * Flax modules: :mod:`gated_jax.nn` (linen) and :mod:`gated_jax.nnx` (NNX), thin front-ends on
   one sequence driver (``gated_jax._rnn_common``);
+* :mod:`gated_jax.model_summary`: a model's per-layer shapes, parameters, FLOPs, bytes and
+  receptive fields (linen, NNX or a function), a tool over models beside the Flax modules;
 * :mod:`gated_jax.experiments` (gradient-flow sweeps and learning experiments) and
   :mod:`gated_jax.diagrams` (the cell drawn unrolled in time);
 * the application layer, :mod:`gated_jax.lab`: one module per capability holding its verify
@@ -114,6 +116,10 @@ _LAZY = {
     "worst_case_search": "gated_jax.experiments",
     # gated_jax.diagrams: the gated cell drawn unrolled in time
     "draw_unrolled_cell": "gated_jax.diagrams",
+    # gated_jax.model_summary: per-layer shapes, parameters, FLOPs and receptive fields of a model
+    "LayerRow": "gated_jax.model_summary",
+    "ModelSummary": "gated_jax.model_summary",
+    "summary": "gated_jax.model_summary",
 }
 
 

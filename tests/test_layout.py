@@ -44,6 +44,7 @@ CORE = (
     "gated_jax/_rnn_common.py",
     "gated_jax/_validate.py",
     "gated_jax/diagrams.py",
+    "gated_jax/model_summary.py",
     "gated_jax/testing.py",
 )
 REPORT = ("gated_jax/lab",)

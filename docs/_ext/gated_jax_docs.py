@@ -53,6 +53,7 @@ ORDER = (
     "gated_jax.nnx",
     "gated_jax.experiments",
     "gated_jax.diagrams",
+    "gated_jax.model_summary",
 )
 
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gated_jax.cli import bench_cmd, flow_cmd, report_cmd, shape_cmd, verify_cmd
+from gated_jax.cli import bench_cmd, flow_cmd, report_cmd, shape_cmd, summary_cmd, verify_cmd
 
 # (name, module): the sub-commands in the order `gated-jax --help` lists them. The modules
 # import the library only inside `run`, so `gated-jax shape` stays light.
 COMMANDS = (
     ("shape", shape_cmd),
+    ("summary", summary_cmd),
     ("verify", verify_cmd),
     ("flow", flow_cmd),
     ("report", report_cmd),
