@@ -662,8 +662,13 @@ class ParallelRNN(nnx.Module):
             keep_order=keep_order,
         )
         self.cell = cell
-        for name, value in options.items():
-            setattr(self, name, value)
+        self.method: str = options["method"]
+        self.tol: float | None = options["tol"]
+        self.max_iters: int | None = options["max_iters"]
+        self.time_major: bool = options["time_major"]
+        self.return_carry: bool = options["return_carry"]
+        self.reverse: bool = options["reverse"]
+        self.keep_order: bool = options["keep_order"]
         self.rngs: rnglib.RngStream | None
         if rngs is True:
             self.rngs = rnglib.RngStream(0, tag="carry")
