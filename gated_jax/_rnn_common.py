@@ -627,6 +627,7 @@ def _solve_cell(cell_fn, carry, xs, method: str, tol, max_iters):
 
         def body(c, x):
             new, y = cell_fn(c, x)
+            new = jax.tree.map(lambda a, old: a.astype(old.dtype), new, c)  # as deer_scan does
             return new, (new, y)
 
         return (*lax.scan(body, carry, xs)[1], None)

@@ -599,7 +599,8 @@ class ParallelRNN(nn.Module):
     instead for those sequences. Each call sows its :class:`~gated_jax.cell.DeerInfo` (one
     per sequence) in the ``'intermediates'`` collection as ``deer_info``. DEER pays off on
     long sequences of small, contractive cells (few iterations); on an expanding cell (positive
-    Lyapunov exponent) it needs up to ``T`` iterations: use ``"sequential"``.
+    Lyapunov exponent) it needs up to ``T`` iterations: use ``"sequential"``. ``init`` runs the
+    cell sequentially (the same outputs, without compiling the solver).
 
     The cell runs over the padding too, as in ``nn.RNN`` (outputs there are the cell's); with
     ``seq_lengths`` and ``return_carry`` the carry is each sequence's after its last valid
@@ -686,14 +687,16 @@ class ParallelRNN(nn.Module):
             key = jax.random.key(0) if init_key is None else init_key
             shape = np.shape(inputs)[:t_axis] + np.shape(inputs)[t_axis + 1 :]
             initial_carry = self.cell.initialize_carry(key, shape)
+        method = self.method
         if self.is_initializing():  # create the cell's variables, as nn.RNN's first step does
             self.cell(initial_carry, jnp.take(inputs, 0, axis=t_axis))
+            method = "sequential"  # the same outputs; init need not compile the solver
         cell_def, variables = self.cell.unbind()
         carry, outputs, info = common.run_cell(
             lambda c, x: cell_def.apply(variables, c, x),
             inputs,
             initial_carry,
-            method=self.method,
+            method=method,
             tol=self.tol,
             max_iters=self.max_iters,
             seq_lengths=seq_lengths,
