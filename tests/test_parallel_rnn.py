@@ -5,8 +5,6 @@ cell, so Newton converges in few updates); the layer's outputs, final carry and 
 gradients are compared with ``nn.RNN``'s under one ``jit`` per case.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import pytest
@@ -21,8 +19,6 @@ B, T, N, M = 2, 16, 3, 4
 F64 = {"param_dtype": jnp.float64}
 XS = jax.random.normal(jax.random.key(1), (B, T, N))
 LENGTHS = jnp.array([T, 9])
-# these tests check values, not speed: XLA's backend optimisations would double compile time
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 LINEN_CELLS = {
     "gru": lambda: nn.GRUCell(M, **F64),
@@ -76,7 +72,7 @@ def test_linen_equals_nn_rnn_outputs_carry_and_gradients(name, method, options, 
     mine = jax.eval_shape(layer.init, jax.random.key(0), xs)
     assert jax.tree.map(jnp.shape, mine["params"]) == jax.tree.map(jnp.shape, variables["params"])
 
-    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+    @jax.jit
     def run(v):
         if not grads:
             return _loss(layer, v, xs)[1], _loss(ref_layer, v, xs)[1][0], None
@@ -106,7 +102,7 @@ def test_linen_vmap_initial_carry_and_sequential_methods():
     # an extra batch axis under vmap (the solver vmaps over the batch inside)
     stacked = jnp.stack([XS, 2 * XS])
     batched = jax.vmap(lambda x: gnn.ParallelRNN(cell).apply(variables, x))
-    ys = jax.jit(batched, compiler_options=FAST_COMPILE)(stacked)
+    ys = jax.jit(batched)(stacked)
     assert _max_diff(ys[1], nn.RNN(cell).apply(variables, 2 * XS)) < 1e-10
 
 
