@@ -593,7 +593,7 @@ def _deer_carries(cell_fn, carry, xs, jacobian: str, tol, max_iters):
     step = _batch_of_one(cell_fn)
 
     def one(c, x):
-        return deer_scan(step, c, x, jacobian=jacobian, tol=tol, max_iters=max_iters, fallback=True)
+        return deer_scan(step, c, x, jacobian=jacobian, tol=tol, max_iters=max_iters)
 
     return jax.vmap(one, in_axes=(0, 1), out_axes=(1, 0))(carry, xs)
 
@@ -605,7 +605,7 @@ def _not_converged(method: str, info: DeerInfo) -> DeerNotConverged:
         f"{int(jnp.sum(~info.converged))} of {info.converged.size} sequences (after "
         f"{worst:.0f} Newton updates): the per-step residual stayed above the bound. Raise "
         "`max_iters`, or use method='sequential' (an expanding cell: positive Lyapunov "
-        "exponent). Under jax.jit the sequential scan is run for those sequences instead."
+        "exponent). Under jax.jit the sequential scan is run instead."
     )
 
 
@@ -621,20 +621,33 @@ def _select_last(carries, carry0, lengths):
     return jax.tree.map(pick, carries, carry0)
 
 
+def _sequential_cell(cell_fn, carry, xs):
+    """``(carries, outputs)`` by ``lax.scan``, as ``nn.RNN`` runs the cell."""
+
+    def body(c, x):
+        new, y = cell_fn(c, x)
+        new = jax.tree.map(lambda a, old: a.astype(old.dtype), new, c)  # as deer_scan does
+        return new, (new, y)
+
+    return lax.scan(body, carry, xs)[1]
+
+
 def _solve_cell(cell_fn, carry, xs, method: str, tol, max_iters):
-    """``(carries, outputs, info)``, time-major ``(T, B, ...)``; ``info`` ``None`` if sequential."""
+    """``(carries, outputs, info)``, time-major ``(T, B, ...)``; ``info`` ``None`` if sequential.
+
+    Newton runs per sequence (``vmap``); the fallback is decided once for the batch, outside
+    the ``vmap``, so that the sequential scan is compiled behind a real ``lax.cond`` (under a
+    ``vmap`` a ``cond`` on a batched flag becomes a ``select`` that runs both branches).
+    """
     if method in ("sequential", "auto") or xs.shape[0] == 0:
-
-        def body(c, x):
-            new, y = cell_fn(c, x)
-            new = jax.tree.map(lambda a, old: a.astype(old.dtype), new, c)  # as deer_scan does
-            return new, (new, y)
-
-        return (*lax.scan(body, carry, xs)[1], None)
+        return (*_sequential_cell(cell_fn, carry, xs), None)
     carries, info = _deer_carries(cell_fn, carry, xs, _JACOBIAN_OF[method], tol, max_iters)
     info = lax.stop_gradient(info)  # flags and counts: no tangents
-    if _concrete(jnp.all(info.converged)) is False:
+    ok = jnp.all(info.converged)
+    if _concrete(ok) is False:
         raise _not_converged(method, info)
+    carries = lax.cond(ok, lambda: carries, lambda: _sequential_cell(cell_fn, carry, xs)[0])
+    info = info._replace(sequential=jnp.broadcast_to(~ok, info.converged.shape))
     prev = jax.tree.map(lambda c0, cs: jnp.concatenate([c0[None], cs[:-1]]), carry, carries)
     outputs = jax.vmap(lambda c, x: cell_fn(c, x)[1])(prev, xs)
     return carries, outputs, info

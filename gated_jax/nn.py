@@ -596,8 +596,9 @@ class ParallelRNN(nn.Module):
     differentiation at the solution. Convergence is judged by the per-step residual (see
     :func:`gated_jax.cell.gated_deer`); eagerly an unconverged solve raises
     :class:`~gated_jax.cell.DeerNotConverged`, under ``jax.jit`` the sequential scan is run
-    instead for those sequences. Each call sows its :class:`~gated_jax.cell.DeerInfo` (one
-    per sequence) in the ``'intermediates'`` collection as ``deer_info``. DEER pays off on
+    instead (for the whole batch, when any sequence did not converge). Each call sows its
+    :class:`~gated_jax.cell.DeerInfo` (one per sequence) in the ``'intermediates'``
+    collection as ``deer_info``. DEER pays off on
     long sequences of small, contractive cells (few iterations); on an expanding cell (positive
     Lyapunov exponent) it needs up to ``T`` iterations: use ``"sequential"``. ``init`` runs the
     cell sequentially (the same outputs, without compiling the solver).

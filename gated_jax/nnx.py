@@ -607,7 +607,8 @@ class ParallelRNN(nnx.Module):
     by :func:`gated_jax.deer_scan` (autodiff Jacobians of the cell, residual-judged Newton,
     implicit-differentiation gradients), then the outputs in one parallel evaluation. Eagerly
     an unconverged solve raises :class:`~gated_jax.cell.DeerNotConverged`; under ``nnx.jit``
-    the sequential scan is run instead for those sequences. The solver's
+    the sequential scan is run instead (for the whole batch, when any sequence did not
+    converge). The solver's
     :class:`~gated_jax.cell.DeerInfo` is not kept on the module (the linen layer sows it); call
     :func:`gated_jax.deer_scan` on ``nnx.split``'s cell to inspect iterations.
 

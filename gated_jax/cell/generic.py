@@ -125,8 +125,9 @@ def _diagonal_jacobians(fn, consts, cprev, xs):
         )
         return jv[:, i]
 
-    cols = lax.map(column, jnp.arange(d), batch_size=min(d, DIAGONAL_BATCH))
-    return cols.T, f_all
+    if d <= DIAGONAL_BATCH:  # all at once, no loop to compile
+        return jax.vmap(column, out_axes=1)(jnp.arange(d)), f_all
+    return lax.map(column, jnp.arange(d), batch_size=DIAGONAL_BATCH).T, f_all
 
 
 def _linearised(fn, consts, cprev, xs, jacobian: str):
@@ -316,7 +317,9 @@ def deer_scan(
     ``max_t |c[t] - f(c[t-1], x[t])| <= max(tol, 32 eps) max(1, max |c|)``, after at most
     ``min(max_iters, T)`` updates. Gradients (``jax.grad``, ``jax.vjp``, with respect to
     ``init_carry``, ``xs`` and any array ``step`` closes over) are those of the sequential scan,
-    by implicit differentiation at the returned trajectory: exact when it converged.
+    by implicit differentiation at the returned trajectory: exact when it converged (reverse
+    mode: ``jax.jvp`` / ``jacfwd`` through the solver are not defined, as for any
+    ``jax.custom_vjp``).
 
     Args:
       step: ``step(carry, x) -> carry``, a pure JAX function (``lax.scan``'s body without the
@@ -331,7 +334,9 @@ def deer_scan(
       init: the initial guess, carries stacked on a leading time axis (the structure of the
         result); ``None``: zeros.
       fallback: when Newton does not converge, return ``lax.scan``'s trajectory instead
-        (``info.sequential`` says so); a strict bool.
+        (``info.sequential`` says so); a strict bool. Under ``jax.vmap`` the choice is per
+        example, a ``select``: the sequential scan is then always computed (decide once for
+        the batch outside the ``vmap`` instead, as :class:`gated_jax.nn.ParallelRNN` does).
 
     Returns:
       ``(carries, info)``: the carries after each step, ``init_carry``'s structure with a
