@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.linen.dtypes import canonicalize_dtype
 from flax.linen.recurrent import flip_sequences
+from jax import lax
 
 from gated_jax._validate import (
     Shown,
@@ -55,17 +56,28 @@ from gated_jax._validate import (
     flag,
     optional_flag,
 )
-from gated_jax.cell import BACKWARDS, METHODS, GatedParams, gated_scan
+from gated_jax.cell import (
+    BACKWARDS,
+    METHODS,
+    DeerInfo,
+    DeerNotConverged,
+    GatedParams,
+    deer_scan,
+    gated_scan,
+)
+from gated_jax.cell._affine import check_solver_options, concrete
 from gated_jax.cell.params import default_recurrent_init, recurrent_shape
 from gated_jax.cell.step import loop_weights
 
 __all__ = [
     "CELL_LEAVES",
+    "PARALLEL_METHODS",
     "REQUIRED_LEAVES",
     "SEQUENCE_FLAGS",
     "SEQUENCE_OPTIONS",
     "apply_sequence",
     "batch_shape",
+    "call_flags",
     "cell_options_beside_cell",
     "check_gate_matches",
     "check_param_memory",
@@ -74,6 +86,8 @@ __all__ = [
     "half_safe",
     "loop_weights",
     "orthogonal",
+    "parallel_options",
+    "run_cell",
     "promote",
     "recurrent_init",
     "recurrent_kernel_shape",
@@ -582,3 +596,160 @@ def apply_sequence(
     if time_major:
         zs = jnp.moveaxis(zs, -2, 0)
     return final, zs
+
+
+# --------------------------------------------------------------------------------------------
+# ParallelRNN: any cell, as a pure function (carry, x) -> (carry, y), over a sequence
+
+PARALLEL_METHODS = ("sequential", "deer", "quasi_deer", "auto")
+"""``ParallelRNN``'s methods: ``"auto"`` is ``"sequential"`` until a cost model picks."""
+
+_JACOBIAN_OF = {"deer": "full", "quasi_deer": "diagonal"}
+
+
+def parallel_options(
+    *,
+    method: Any = "deer",
+    tol: Any = None,
+    max_iters: Any = None,
+    time_major: Any = False,
+    return_carry: Any = False,
+    reverse: Any = False,
+    keep_order: Any = False,
+) -> dict[str, Any]:
+    """``ParallelRNN``'s options, validated (``ValueError`` naming the first bad one)."""
+    out: dict[str, Any] = {"method": choice("method", method, PARALLEL_METHODS)}
+    _, out["tol"], out["max_iters"] = check_solver_options("full", tol, max_iters)
+    flags = (time_major, return_carry, reverse, keep_order)
+    out.update({k: flag(k, v) for k, v in zip(SEQUENCE_FLAGS, flags, strict=True)})
+    return out
+
+
+def call_flags(layer: Any, overrides: Mapping[str, Any]) -> dict[str, bool]:
+    """The call's sequence flags: each override (``None``: the layer's attribute)."""
+    return _call_flags(layer, overrides)
+
+
+def _batch_of_one(cell_fn: Callable) -> Callable:
+    """``cell_fn``'s new carry for one unbatched example (the cell is called on a batch of 1)."""
+
+    def step(c, x):
+        one = functools.partial(jax.tree.map, lambda a: a[None])
+        return jax.tree.map(lambda a: a[0], cell_fn(one(c), one(x))[0])
+
+    return step
+
+
+def _deer_carries(cell_fn, carry, xs, jacobian: str, tol, max_iters):
+    """All carries ``(T, B, ...)`` by :func:`gated_jax.deer_scan` per example (``vmap``)."""
+    step = _batch_of_one(cell_fn)
+
+    def one(c, x):
+        return deer_scan(step, c, x, jacobian=jacobian, tol=tol, max_iters=max_iters)
+
+    return jax.vmap(one, in_axes=(0, 1), out_axes=(1, 0))(carry, xs)
+
+
+def _not_converged(method: str, info: DeerInfo) -> DeerNotConverged:
+    worst = float(jnp.max(jnp.where(info.converged, 0, info.iterations)))
+    return DeerNotConverged(
+        f"ParallelRNN(method={method!r}) did not converge for "
+        f"{int(jnp.sum(~info.converged))} of {info.converged.size} sequences (after "
+        f"{worst:.0f} Newton updates): the per-step residual stayed above the bound. Raise "
+        "`max_iters`, or use method='sequential' (an expanding cell: positive Lyapunov "
+        "exponent). Under jax.jit the sequential scan is run instead."
+    )
+
+
+def _select_last(carries, carry0, lengths):
+    """Each sequence's carry after its last valid step (``carry0`` for length 0)."""
+    B = lengths.shape[0]
+
+    def pick(all_c, c0):
+        last = all_c[jnp.maximum(lengths - 1, 0), jnp.arange(B)]
+        keep = jnp.reshape(lengths > 0, (B,) + (1,) * (last.ndim - 1))
+        return jnp.where(keep, last, c0)
+
+    return jax.tree.map(pick, carries, carry0)
+
+
+def _sequential_cell(cell_fn, carry, xs):
+    """``(carries, outputs)`` by ``lax.scan``, as ``nn.RNN`` runs the cell."""
+
+    def body(c, x):
+        new, y = cell_fn(c, x)
+        new = jax.tree.map(lambda a, old: a.astype(old.dtype), new, c)  # as deer_scan does
+        return new, (new, y)
+
+    return lax.scan(body, carry, xs)[1]
+
+
+def _solve_cell(cell_fn, carry, xs, method: str, tol, max_iters):
+    """``(carries, outputs, info)``, time-major ``(T, B, ...)``; ``info`` ``None`` if sequential.
+
+    Newton runs per sequence (``vmap``); the fallback is decided once for the batch, outside
+    the ``vmap``, so that the sequential scan is compiled behind a real ``lax.cond`` (under a
+    ``vmap`` a ``cond`` on a batched flag becomes a ``select`` that runs both branches).
+    """
+    if method in ("sequential", "auto") or xs.shape[0] == 0:
+        return (*_sequential_cell(cell_fn, carry, xs), None)
+    carries, info = _deer_carries(cell_fn, carry, xs, _JACOBIAN_OF[method], tol, max_iters)
+    info = lax.stop_gradient(info)  # flags and counts: no tangents
+    ok = jnp.all(info.converged)
+    if concrete(ok) is False:
+        raise _not_converged(method, info)
+    carries = lax.cond(ok, lambda: carries, lambda: _sequential_cell(cell_fn, carry, xs)[0])
+    info = info._replace(sequential=jnp.broadcast_to(~ok, info.converged.shape))
+    prev = jax.tree.map(lambda c0, cs: jnp.concatenate([c0[None], cs[:-1]]), carry, carries)
+    outputs = jax.vmap(lambda c, x: cell_fn(c, x)[1])(prev, xs)
+    return carries, outputs, info
+
+
+def run_cell(
+    cell_fn: Callable,
+    inputs: Any,
+    carry: Any,
+    *,
+    method: str,
+    tol: float | None = None,
+    max_iters: int | None = None,
+    seq_lengths: Any = None,
+    time_major: bool = False,
+    reverse: bool = False,
+    keep_order: bool = False,
+):
+    """``(final_carry, outputs, info)`` of a cell over ``inputs`` with ``nn.RNN``'s conventions.
+
+    The one body of ``gated_jax.nn.ParallelRNN`` and ``gated_jax.nnx.ParallelRNN``.
+    ``cell_fn(carry, x) -> (carry, y)`` is the cell as a pure function (its parameters closed
+    over), on batched operands ``(B, ...)``. ``inputs`` ``(*batch, T, n)`` (``(T, *batch, n)``
+    time-major), ``carry`` a pytree of ``(*batch, ...)`` arrays. As in ``nn.RNN`` the cell runs
+    over the padding too (outputs there are the cell's); with ``seq_lengths`` the final carry
+    is each sequence's after its last valid step (its initial carry for length 0).
+    ``info`` is the :class:`~gated_jax.cell.DeerInfo` of each sequence (``None`` when
+    sequential).
+    """
+    inputs = as_numeric_array("inputs", inputs)
+    batch = batch_shape(inputs, time_major)
+    T, B = int(np.shape(inputs)[0 if time_major else -2]), int(np.prod(batch, dtype=int))
+    xs = inputs if time_major else jnp.moveaxis(inputs, -2, 0)
+    if seq_lengths is not None:
+        seq_lengths = _check_lengths(seq_lengths, batch, T, tuple(np.shape(inputs)), time_major)
+    flip = functools.partial(flip_sequences, num_batch_dims=len(batch), time_major=True)
+    if reverse:
+        xs = flip(xs, seq_lengths)
+    flat = jax.tree.map(lambda a: jnp.reshape(a, (B,) + jnp.shape(a)[len(batch) :]), carry)
+    carries, ys, info = _solve_cell(
+        cell_fn, flat, jnp.reshape(xs, (T, B) + xs.shape[len(batch) + 1 :]), method, tol, max_iters
+    )
+    if seq_lengths is None:
+        final = jax.tree.map(lambda cs, c0: cs[-1] if T else c0, carries, flat)
+    else:
+        final = _select_last(carries, flat, jnp.reshape(seq_lengths, (B,)))
+    final = jax.tree.map(lambda a: jnp.reshape(a, batch + a.shape[1:]), final)
+    ys = jax.tree.map(lambda a: jnp.reshape(a, (T,) + batch + a.shape[2:]), ys)
+    if reverse and keep_order:
+        ys = jax.tree.map(lambda a: flip(a, seq_lengths), ys)
+    if not time_major:
+        ys = jax.tree.map(lambda a: jnp.moveaxis(a, 0, len(batch)), ys)
+    return final, ys, info

@@ -82,7 +82,7 @@ from gated_jax._validate import (
 )
 from gated_jax.cell import GatedParams, gated_step
 
-__all__ = ["GatedCell", "GatedRNN", "to_gated_params", "from_gated_params"]
+__all__ = ["GatedCell", "GatedRNN", "ParallelRNN", "to_gated_params", "from_gated_params"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -619,3 +619,137 @@ def _first_spelling(
             "GatedRNN(GatedCell(...), ...) and then the sequence options"
         )
     return GatedCell(cell, **options, parent=None), rest
+
+
+class ParallelRNN(nn.Module):
+    r"""Any Flax RNN cell over a sequence, in parallel over time (DEER) or sequentially.
+
+    ``ParallelRNN(cell)`` is a drop-in for ``nn.RNN(cell)``: the same variables (the cell's
+    parameters under ``'cell'``, so ``nn.RNN(cell).init(...)`` variables apply unchanged), the
+    same call options and the same outputs, for any ``nn.RNNCellBase`` with one feature axis
+    (``GRUCell``, ``LSTMCell``, ``OptimizedLSTMCell``, ``MGUCell``, ``SimpleCell``,
+    :class:`GatedCell`, a cell of your own). With ``method="deer"`` the carries
+
+    .. math::
+
+        \text{carry}_t = \text{cell}(\text{carry}_{t-1}, x_t)[0]
+
+    are solved for all ``t`` at once by :func:`gated_jax.deer_scan` (Newton over the whole
+    sequence, one associative scan per iteration, Jacobians by autodiff of the cell, per
+    sequence: ``vmap`` over the batch), then the outputs ``y_t = cell(carry_{t-1}, x_t)[1]``
+    in one parallel evaluation. Gradients are the sequential scan's, by implicit
+    differentiation at the solution. Convergence is judged by the per-step residual (see
+    :func:`gated_jax.cell.gated_deer`); eagerly an unconverged solve raises
+    :class:`~gated_jax.cell.DeerNotConverged`, under ``jax.jit`` the sequential scan is run
+    instead (for the whole batch, when any sequence did not converge). Each call sows its
+    :class:`~gated_jax.cell.DeerInfo` (one per sequence) in the ``'intermediates'``
+    collection as ``deer_info``. DEER pays off on
+    long sequences of small, contractive cells (few iterations); on an expanding cell (positive
+    Lyapunov exponent) it needs up to ``T`` iterations: use ``"sequential"``. ``init`` runs the
+    cell sequentially (the same outputs, without compiling the solver).
+
+    The cell runs over the padding too, as in ``nn.RNN`` (outputs there are the cell's); with
+    ``seq_lengths`` and ``return_carry`` the carry is each sequence's after its last valid
+    step. Differences from ``nn.RNN``: a sequence of length 0 returns its initial carry
+    (``nn.RNN`` returns the carry after the last step), and several batch dims work with
+    ``seq_lengths``.
+
+    Attributes:
+      cell: an ``nn.RNNCellBase`` (one feature axis).
+      method: ``"deer"`` (default: full autodiff Jacobians, ``(T, d, d)`` per sequence with
+        ``d`` the carry's size), ``"quasi_deer"`` (their exact diagonals: ``O(T d)`` memory,
+        more iterations), ``"sequential"`` (``lax.scan``, what ``nn.RNN`` does) or ``"auto"``
+        (``"sequential"`` for now: choosing by a cost model is future work).
+      tol, max_iters: the solver's, as :func:`gated_jax.deer_scan` (``None``: its defaults).
+      time_major, return_carry, reverse, keep_order: as ``nn.RNN``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from flax import linen as nn
+      >>> from gated_jax.nn import ParallelRNN
+      >>> x = jax.random.normal(jax.random.key(1), (2, 16, 3))
+      >>> variables = nn.RNN(nn.GRUCell(4)).init(jax.random.key(0), x)
+      >>> ys = ParallelRNN(nn.GRUCell(4)).apply(variables, x)
+      >>> bool(jnp.max(jnp.abs(ys - nn.RNN(nn.GRUCell(4)).apply(variables, x))) < 1e-4)
+      True
+
+    Raises:
+      ValueError: an invalid option, naming it (at construction), or inputs / ``seq_lengths``
+        of the wrong shape (at call time).
+      gated_jax.cell.DeerNotConverged: eagerly, when Newton did not converge.
+
+    References:
+      ``flax.linen.RNN``, whose options and parameter layout this layer follows. Y. H. Lim
+      et al., "Parallelizing non-linear sequential models over the sequence length" (DEER),
+      ICLR 2024; X. Gonzalez et al., "Towards scalable and stable parallelization of nonlinear
+      RNNs" (quasi-DEER), NeurIPS 2024.
+    """
+
+    cell: nn.RNNCellBase
+    method: str = "deer"
+    tol: float | None = None
+    max_iters: int | None = None
+    time_major: bool = False
+    return_carry: bool = False
+    reverse: bool = False
+    keep_order: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.cell, nn.RNNCellBase):
+            raise fail("cell", self.cell, "a flax.linen.RNNCellBase (GRUCell, LSTMCell, ...)")
+        common.parallel_options(
+            method=self.method,
+            tol=self.tol,
+            max_iters=self.max_iters,
+            time_major=self.time_major,
+            return_carry=self.return_carry,
+            reverse=self.reverse,
+            keep_order=self.keep_order,
+        )
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs: Any,
+        *,
+        initial_carry: Any = None,
+        init_key: PRNGKey | None = None,
+        seq_lengths: Any = None,
+        return_carry: bool | None = None,
+        time_major: bool | None = None,
+        reverse: bool | None = None,
+        keep_order: bool | None = None,
+    ):
+        """Apply the cell over ``inputs`` (``nn.RNN.__call__``'s arguments and results)."""
+        overrides = dict(
+            return_carry=return_carry, time_major=time_major, reverse=reverse, keep_order=keep_order
+        )
+        flags = common.call_flags(self, overrides)
+        inputs = as_numeric_array("inputs", inputs)
+        t_axis = 0 if flags["time_major"] else np.ndim(inputs) - 2
+        common.batch_shape(inputs, flags["time_major"])
+        if initial_carry is None:
+            key = jax.random.key(0) if init_key is None else init_key
+            shape = np.shape(inputs)[:t_axis] + np.shape(inputs)[t_axis + 1 :]
+            initial_carry = self.cell.initialize_carry(key, shape)
+        method = self.method
+        if self.is_initializing():  # create the cell's variables, as nn.RNN's first step does
+            self.cell(initial_carry, jnp.take(inputs, 0, axis=t_axis))
+            method = "sequential"  # the same outputs; init need not compile the solver
+        cell_def, variables = self.cell.unbind()
+        carry, outputs, info = common.run_cell(
+            lambda c, x: cell_def.apply(variables, c, x),
+            inputs,
+            initial_carry,
+            method=method,
+            tol=self.tol,
+            max_iters=self.max_iters,
+            seq_lengths=seq_lengths,
+            time_major=flags["time_major"],
+            reverse=flags["reverse"],
+            keep_order=flags["keep_order"],
+        )
+        if info is not None:
+            self.sow("intermediates", "deer_info", info)
+        return (carry, outputs) if flags["return_carry"] else outputs

@@ -75,7 +75,14 @@ from gated_jax._validate import (
 )
 from gated_jax.cell import GatedParams, gated_step
 
-__all__ = ["GatedCell", "GatedRNN", "from_gated_params", "load_gated_params", "to_gated_params"]
+__all__ = [
+    "GatedCell",
+    "GatedRNN",
+    "ParallelRNN",
+    "from_gated_params",
+    "load_gated_params",
+    "to_gated_params",
+]
 
 _ZEROS = initializers.zeros_init()
 
@@ -609,3 +616,136 @@ def _cell_or_first_spelling(
     if not isinstance(rngs, nnx.Rngs):
         raise fail("rngs", rngs, "an nnx.Rngs for the cell's parameters", error=TypeError)
     return GatedCell(cell, hidden_features, rngs=rngs, **cell_options)
+
+
+class ParallelRNN(nnx.Module):
+    r"""Any NNX RNN cell over a sequence, in parallel over time (DEER) or sequentially.
+
+    The NNX twin of :class:`gated_jax.nn.ParallelRNN` (same driver, same math): a drop-in for
+    ``nnx.RNN(cell)`` with the same state (the cell under ``cell``, the carry's RNG stream
+    under ``rngs``), call options and outputs, for any ``nnx.RNNCellBase`` with one feature
+    axis (``GRUCell``, ``LSTMCell``, ``OptimizedLSTMCell``, ``SimpleCell``, :class:`GatedCell`,
+    your own). ``method="deer"`` solves
+
+    .. math::
+
+        \text{carry}_t = \text{cell}(\text{carry}_{t-1}, x_t)[0] \quad \text{for all } t
+
+    by :func:`gated_jax.deer_scan` (autodiff Jacobians of the cell, residual-judged Newton,
+    implicit-differentiation gradients), then the outputs in one parallel evaluation. Eagerly
+    an unconverged solve raises :class:`~gated_jax.cell.DeerNotConverged`; under ``nnx.jit``
+    the sequential scan is run instead (for the whole batch, when any sequence did not
+    converge). The solver's
+    :class:`~gated_jax.cell.DeerInfo` is not kept on the module (the linen layer sows it); call
+    :func:`gated_jax.deer_scan` on ``nnx.split``'s cell to inspect iterations.
+
+    Args:
+      cell: an ``nnx.RNNCellBase`` (one feature axis).
+      method: ``"deer"`` (default), ``"quasi_deer"``, ``"sequential"`` or ``"auto"``
+        (``"sequential"`` for now); see :class:`gated_jax.nn.ParallelRNN`.
+      tol, max_iters: the solver's (``None``: :func:`gated_jax.deer_scan`'s defaults).
+      time_major, return_carry, reverse, keep_order: as ``nnx.RNN``.
+      rngs: as ``nnx.RNN``'s (the stream ``initialize_carry`` draws from): ``True`` (default),
+        ``False`` or an ``nnx.Rngs``.
+
+    Raises:
+      ValueError: an invalid option, naming it; inputs or ``seq_lengths`` of the wrong shape.
+      gated_jax.cell.DeerNotConverged: eagerly, when Newton did not converge.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from gated_jax.nnx import ParallelRNN
+      >>> cell = nnx.GRUCell(3, 4, rngs=nnx.Rngs(0))
+      >>> x = jax.random.normal(jax.random.key(1), (2, 16, 3))
+      >>> ys = ParallelRNN(cell)(x)
+      >>> bool(jnp.max(jnp.abs(ys - nnx.RNN(cell)(x))) < 1e-4)
+      True
+
+    References:
+      ``flax.nnx.RNN``; Y. H. Lim et al., "Parallelizing non-linear sequential models over
+      the sequence length" (DEER), ICLR 2024.
+    """
+
+    def __init__(
+        self,
+        cell: nnx.RNNCellBase,
+        *,
+        method: str = "deer",
+        tol: float | None = None,
+        max_iters: int | None = None,
+        time_major: bool = False,
+        return_carry: bool = False,
+        reverse: bool = False,
+        keep_order: bool = False,
+        rngs: nnx.Rngs | bool = True,
+    ):
+        if not isinstance(cell, nnx.RNNCellBase):
+            raise fail("cell", cell, "a flax.nnx.RNNCellBase (GRUCell, LSTMCell, ...)")
+        options = common.parallel_options(
+            method=method,
+            tol=tol,
+            max_iters=max_iters,
+            time_major=time_major,
+            return_carry=return_carry,
+            reverse=reverse,
+            keep_order=keep_order,
+        )
+        self.cell = cell
+        self.method: str = options["method"]
+        self.tol: float | None = options["tol"]
+        self.max_iters: int | None = options["max_iters"]
+        self.time_major: bool = options["time_major"]
+        self.return_carry: bool = options["return_carry"]
+        self.reverse: bool = options["reverse"]
+        self.keep_order: bool = options["keep_order"]
+        self.rngs: rnglib.RngStream | None
+        if rngs is True:
+            self.rngs = rnglib.RngStream(0, tag="carry")
+        elif isinstance(rngs, nnx.Rngs):
+            self.rngs = rngs.carry.fork()
+        elif rngs is False:
+            self.rngs = nnx.data(None)
+        else:
+            raise fail("rngs", rngs, "True, False or an nnx.Rngs")
+
+    def __call__(
+        self,
+        inputs: Any,
+        *,
+        initial_carry: Any = None,
+        seq_lengths: Any = None,
+        return_carry: bool | None = None,
+        time_major: bool | None = None,
+        reverse: bool | None = None,
+        keep_order: bool | None = None,
+        rngs: nnx.Rngs | rnglib.RngStream | None = None,
+    ):
+        """Apply the cell over ``inputs`` (``nnx.RNN.__call__``'s arguments and results)."""
+        overrides = dict(
+            return_carry=return_carry, time_major=time_major, reverse=reverse, keep_order=keep_order
+        )
+        flags = common.call_flags(self, overrides)
+        inputs = as_numeric_array("inputs", inputs)
+        t_axis = 0 if flags["time_major"] else np.ndim(inputs) - 2
+        common.batch_shape(inputs, flags["time_major"])
+        if initial_carry is None:
+            rngs = self.rngs if rngs is None else rngs
+            if isinstance(rngs, nnx.Rngs):
+                rngs = rngs.carry.fork()
+            shape = np.shape(inputs)[:t_axis] + np.shape(inputs)[t_axis + 1 :]
+            initial_carry = self.cell.initialize_carry(shape, rngs)
+        graphdef, state = nnx.split(self.cell)
+        carry, outputs, _ = common.run_cell(
+            lambda c, x: nnx.merge(graphdef, state)(c, x),
+            inputs,
+            initial_carry,
+            method=self.method,
+            tol=self.tol,
+            max_iters=self.max_iters,
+            seq_lengths=seq_lengths,
+            time_major=flags["time_major"],
+            reverse=flags["reverse"],
+            keep_order=flags["keep_order"],
+        )
+        return (carry, outputs) if flags["return_carry"] else outputs

@@ -68,7 +68,6 @@ References:
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -79,12 +78,29 @@ from gated_jax._validate import (
     boolean,
     check_array,
     check_jacobians_fit,
-    choice,
     fail,
-    finite_float,
-    positive_int,
 )
 from gated_jax.cell import step as _step
+from gated_jax.cell._affine import (
+    DEFAULT_MAX_ITERS,
+    EPS_FACTOR,
+    JACOBIANS,
+    DeerInfo,
+    DeerNotConverged,
+    affine_scan,
+    apply,
+    budget,
+    check_solver_options,
+    concrete,
+    default_tol,
+    residual,
+    residual_bound,
+    scan_levels,
+    shift,
+    solve_reverse_tm,
+    solve_tm,
+    transpose,
+)
 from gated_jax.cell._core import (
     Operands,
     ScanOptions,
@@ -98,71 +114,21 @@ from gated_jax.cell.diagnostics import lyapunov_exponent as lyapunov_exponent  #
 from gated_jax.cell.params import GatedParams
 
 __all__ = [
+    "DEFAULT_MAX_ITERS",
+    "EPS_FACTOR",
     "JACOBIANS",
     "DeerInfo",
     "DeerNotConverged",
     "affine_scan",
+    "check_solver_options",
     "gated_deer",
     "lyapunov_exponent",
+    "residual_bound",
     "scan_levels",
 ]
 
-JACOBIANS = ("full", "diagonal")
-"""The ``jacobian`` options of :func:`gated_deer`: DEER's full Jacobians, quasi-DEER's diagonal."""
-
-
-class DeerInfo(NamedTuple):
-    """What the Newton solver of :func:`gated_deer` did.
-
-    Attributes:
-      iterations: the number of Newton updates (affine scans) run, an int32 scalar; ``0`` when
-        the initial guess already solved the recurrence, ``1`` for ``W_z = None``.
-      residuals: ``(min(max_iters, T) + 1,)``: the per-step residual of each iterate,
-        ``max_t |z_k[t] - f(z_k[t-1], x[t])|`` (``k = 0`` the initial guess); NaN past
-        ``iterations``. The residual, not the change between iterates, is what convergence is
-        judged by: it is zero exactly on a trajectory of the cell.
-      converged: a bool scalar: the returned trajectory's residual is within
-        ``max(tol, 32 eps) * max(1, max |z|)`` (``eps`` the dtype's machine epsilon).
-      sequential: a bool scalar: the returned trajectory is the sequential loop's, run because
-        Newton did not converge (only with ``fallback=True``, as ``gated_scan`` does under
-        ``jit``); the states are then exact and ``converged`` still says Newton did not get there.
-    """
-
-    iterations: jax.Array
-    residuals: jax.Array
-    converged: jax.Array
-    sequential: jax.Array
-
-
-class DeerNotConverged(RuntimeError):
-    """:func:`~gated_jax.cell.gated_scan` with a parallel method did not converge (eagerly)."""
-
-
-def scan_levels(T: int) -> int:
-    """Sequential levels of an associative scan over ``T`` elements: ``ceil(log2 T)`` (0 for T<=1).
-
-    Examples:
-      >>> from gated_jax.cell.parallel import scan_levels
-      >>> scan_levels(1), scan_levels(256), scan_levels(4096), scan_levels(1000)
-      (0, 8, 12, 10)
-    """
-    return (positive_int("T", T) - 1).bit_length()
-
-
 # --------------------------------------------------------------------------------------------
 # affine scans, time-major (time on axis 0)
-
-
-def _combine_diag(e1, e2):
-    a1, b1 = e1
-    a2, b2 = e2
-    return a2 * a1, a2 * b1 + b2
-
-
-def _combine_full(e1, e2):
-    a1, b1 = e1
-    a2, b2 = e2
-    return a2 @ a1, jnp.einsum("...ij,...j->...i", a2, b1) + b2
 
 
 # The form of a (linearised) step's A[t]: "diagonal" (..., m), "dense" (..., m, m) or "heads"
@@ -180,110 +146,8 @@ def _form(w_z, jacobian: str) -> str:
     return str(kind)
 
 
-def _split(A, v, form: str):
-    """``v`` ``(..., m)`` as ``(..., H, h)`` for a ``"heads"`` ``A`` (``(..., H, h, h)``)."""
-    return jnp.reshape(v, v.shape[:-1] + A.shape[-3:-1]) if form == "heads" else v
-
-
-def _merge(v, form: str):
-    return jnp.reshape(v, v.shape[:-2] + (-1,)) if form == "heads" else v
-
-
-def _apply(A, z, form: str):
-    """``A z`` for ``A`` of ``form``."""
-    if form == "diagonal":
-        return A * z
-    return _merge(jnp.einsum("...ij,...j->...i", A, _split(A, z, form)), form)
-
-
-def _transpose(A, form: str):
-    """``A^T`` of ``form`` (a diagonal ``A`` is its own transpose)."""
-    return A if form == "diagonal" else jnp.swapaxes(A, -1, -2)
-
-
-def _solve_tm(A, b, z0, form: str):
-    """``z[t] = A[t] z[t-1] + b[t]``, ``z[-1] = z0``, time on axis 0; returns ``z`` like ``b``."""
-    if b.shape[0] == 0:
-        return b
-    b = b.at[0].add(_apply(A[0], z0, form))
-    fn = _combine_diag if form == "diagonal" else _combine_full
-    return _merge(lax.associative_scan(fn, (A, _split(A, b, form)), axis=0)[1], form)
-
-
-def _solve_reverse_tm(A, b, form: str):
-    """``z[t] = A[t] z[t+1] + b[t]``, ``z[T] = 0`` (the adjoint's direction), time on axis 0."""
-    flip = lambda a: jnp.flip(a, axis=0)
-    return flip(_solve_tm(flip(A), flip(b), jnp.zeros_like(b[0]), form))
-
-
-def affine_scan(A: jax.Array, b: jax.Array, z0: jax.Array | None = None) -> jax.Array:
-    r"""All states of the linear recurrence ``z[t] = A[t] z[t-1] + b[t]`` by one associative scan.
-
-    .. math::
-
-        z[t] = A[t] A[t-1] \cdots A[0] \, z_0 + \sum_{k \le t} A[t] \cdots A[k+1] \, b[k]
-
-    computed as prefix compositions of the affine maps ``(A[t], b[t])`` in ``ceil(log2 T)``
-    levels.
-
-    Args:
-      A: ``(..., T, m)`` (diagonal ``A[t]``, elementwise) or ``(..., T, m, m)`` (full).
-      b: ``(..., T, m)``.
-      z0: ``(..., m)``, the state before the first step; ``None`` means zeros.
-
-    Returns:
-      ``z`` of the shape of ``b`` (``z[..., t, :]`` after step ``t``).
-
-    Raises:
-      ValueError: naming the argument, for shapes that do not fit together.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from gated_jax.cell.parallel import affine_scan
-      >>> affine_scan(jnp.full((4, 1), 0.5), jnp.ones((4, 1)), jnp.array([8.0]))[:, 0]
-      Array([5.   , 3.5  , 2.75 , 2.375], dtype=float32)
-    """
-    check_array("A", A)
-    check_array("b", b)
-    sb, sa = array_shape(b), array_shape(A)
-    if len(sb) < 2:
-        raise fail("b", b, "of shape (..., T, m)")
-    if sa == sb:
-        diagonal = True
-    elif sa == sb + (sb[-1],):
-        diagonal = False
-    else:
-        raise fail("A", A, f"of shape {sb} (diagonal) or {sb + (sb[-1],)} (full), for `b` {sb}")
-    dt = jnp.result_type(A, b, jnp.float32) if z0 is None else jnp.result_type(A, b, z0)
-    if z0 is not None:
-        check_array("z0", z0)
-        if array_shape(z0) != sb[:-2] + sb[-1:]:
-            raise fail("z0", z0, f"of shape {sb[:-2] + sb[-1:]}")
-    return _affine_scan_jit(A, b, z0, diagonal, jnp.dtype(dt))
-
-
-# Validated in Python above, then ONE compiled program (one compilation per shape, not one per
-# operation of the log2(T) levels when called outside a jit).
-@jax.jit(static_argnums=(3, 4))
-def _affine_scan_jit(A, b, z0, diagonal: bool, dt):
-    if z0 is None:
-        z0 = jnp.zeros(b.shape[:-2] + b.shape[-1:], dt)
-    z = _solve_tm(
-        jnp.moveaxis(jnp.asarray(A, dt), -2 if diagonal else -3, 0),
-        jnp.moveaxis(jnp.asarray(b, dt), -2, 0),
-        jnp.asarray(z0, dt),
-        "diagonal" if diagonal else "dense",
-    )
-    return jnp.moveaxis(z, 0, -2)
-
-
 # --------------------------------------------------------------------------------------------
 # the solver on flat operands: params, a, u (T, B, m) time-major, z0 (B, m), mask (T, B)
-
-
-def _shift(zs, z0):
-    """``zprev[t] = z[t-1]`` with ``zprev[0] = z0``."""
-    return jnp.concatenate([z0[None], zs[:-1]], axis=0)
 
 
 def _linearised(p: GatedParams, zprev, a, u, mask, jacobian: str):
@@ -297,28 +161,13 @@ def _linearised(p: GatedParams, zprev, a, u, mask, jacobian: str):
         A = c + s * jnp.reshape(d, (1,) * (s.ndim - 1) + d.shape)
     else:  # the exact Jacobian, dense or per head
         A = _step.jacobian_blocks(p.w_z, c, s)
-    return A, fz - _apply(A, zprev, form), fz
+    return A, fz - apply(A, zprev, form), fz
 
 
 def _mingru(p: GatedParams, a, u, z0, mask):
     """The minGRU trajectory (``W_z = None``): one diagonal affine scan, exact."""
     c = _step.gate(None, None, a, mask)
-    return _solve_tm(c, (1 - c) * u, z0, "diagonal")
-
-
-EPS_FACTOR = 32
-"""The residual bound's floor, in machine epsilons of the dtype (see :class:`DeerInfo`)."""
-
-
-def residual_bound(tol: float, dtype) -> float:
-    """The per-step residual, relative to ``max(1, max |z|)``, below which a trajectory counts as
-    solved: ``max(tol, 32 eps)``; a ``tol`` below the dtype's rounding cannot be certified."""
-    return max(float(tol), EPS_FACTOR * float(jnp.finfo(dtype).eps))
-
-
-def _residual(zs, fz):
-    """``(max_t |z[t] - f(z[t-1])|, max |z|)`` of one iterate (NaN-propagating)."""
-    return jnp.max(jnp.abs(zs - fz)), jnp.max(jnp.abs(zs))
+    return solve_tm(c, (1 - c) * u, z0, "diagonal")
 
 
 def _newton(p: GatedParams, a, u, z0, mask, init, jacobian: str, tol: float, max_iters: int):
@@ -333,9 +182,9 @@ def _newton(p: GatedParams, a, u, z0, mask, init, jacobian: str, tol: float, max
     false = jnp.zeros((), bool)
     if p.w_z is None:
         zs = _mingru(p, a, u, z0, mask)
-        fz, _ = _step.update(None, _shift(zs, z0), a, u, mask)
-        r0, _ = _residual(init, _step.update(None, _shift(init, z0), a, u, mask)[0])
-        r1, _ = _residual(zs, fz)
+        fz, _ = _step.update(None, shift(zs, z0), a, u, mask)
+        r0, _ = residual(init, _step.update(None, shift(init, z0), a, u, mask)[0])
+        r1, _ = residual(zs, fz)
         res = jnp.full((max_iters + 1,), jnp.nan, zs.dtype).at[0].set(r0).at[1].set(r1)
         # one affine scan is exact (no iteration can amplify rounding): always converged
         return zs, DeerInfo(jnp.ones((), jnp.int32), res, jnp.ones((), bool), false)
@@ -343,11 +192,11 @@ def _newton(p: GatedParams, a, u, z0, mask, init, jacobian: str, tol: float, max
 
     def body(state):
         k, zs, res, _, _ = state
-        A, b, fz = _linearised(p, _shift(zs, z0), a, u, mask, jacobian)
-        r, scale = _residual(zs, fz)
+        A, b, fz = _linearised(p, shift(zs, z0), a, u, mask, jacobian)
+        r, scale = residual(zs, fz)
         ok = jnp.isfinite(r) & (r <= bound * jnp.maximum(1.0, scale))
         stop = ok | (k >= max_iters)
-        new = lax.cond(stop, lambda: zs, lambda: _solve_tm(A, b, z0, form))
+        new = lax.cond(stop, lambda: zs, lambda: solve_tm(A, b, z0, form))
         return k + jnp.where(stop, 0, 1), new, res.at[k].set(r), ok, stop
 
     def cond(state):
@@ -375,7 +224,7 @@ def _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
 
 def _fixed_point_adjoint(p: GatedParams, zs, xs_tm, z0, mask, g, jacobian: str):
     """Implicit differentiation at the fixed point ``zs``: the closed-form BPTT adjoint."""
-    zprev = _shift(zs, z0)
+    zprev = shift(zs, z0)
     a, u = _step.projections(p, xs_tm)
     c = _step.gate(p.w_z, zprev, a, mask)
     s = _step.jacobian_factor(zprev, u, c)
@@ -383,9 +232,9 @@ def _fixed_point_adjoint(p: GatedParams, zs, xs_tm, z0, mask, g, jacobian: str):
     if jacobian == "full" or _step.recurrent_kind(p.w_z) in (None, "diagonal"):
         # delta[t] = g[t] + J[t+1]^T delta[t+1]: one reverse scan over the transposed Jacobians
         # in their structure (diagonal for minGRU and a diagonal w_z, blocks for heads)
-        JT = _transpose(_step.jacobian_blocks(p.w_z, c[1:], s[1:]), form)
+        JT = transpose(_step.jacobian_blocks(p.w_z, c[1:], s[1:]), form)
         nxt = jnp.concatenate([JT, jnp.zeros((1,) + JT.shape[1:], JT.dtype)], axis=0)
-        delta = _solve_reverse_tm(nxt, g, form)
+        delta = solve_reverse_tm(nxt, g, form)
     else:
         # quasi-DEER keeps O(T m) memory: the sequential closed-form adjoint loop
         dz0, (pbar, ubar) = adjoint(p.w_z, g, c, zprev, zs, jnp.zeros_like(z0), False, 1)
@@ -429,23 +278,6 @@ def _solve_jit(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
     return _core_vjp(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback)
 
 
-def _default_tol(dtype) -> float:
-    return 1e-12 if jnp.dtype(dtype) == jnp.dtype(jnp.float64) else 1e-5
-
-
-DEFAULT_MAX_ITERS = 100
-"""``max_iters=None`` means ``min(T, DEFAULT_MAX_ITERS)`` Newton updates."""
-
-
-def check_solver_options(jacobian, tol, max_iters) -> tuple[str, float | None, int | None]:
-    """Validate ``jacobian``, ``tol`` (a float > 0 or None) and ``max_iters`` (an int >= 1 or
-    None)."""
-    choice("jacobian", jacobian, JACOBIANS)
-    tol = finite_float("tol", tol, minimum=0.0, strict=True, allow_none=True)
-    max_iters = positive_int("max_iters", max_iters, allow_none=True)
-    return jacobian, tol, max_iters
-
-
 def _check_full_fits(ops: Operands, xs, jacobian: str) -> None:
     w_z = ops.params.w_z
     form = _form(w_z, jacobian)
@@ -461,14 +293,6 @@ def _time_major(ops: Operands, reverse: bool):
         xs_tm = jnp.flip(xs_tm, 0)
         mask = None if mask is None else jnp.flip(mask, 0)
     return xs_tm, mask
-
-
-def _concrete(x) -> bool | None:
-    """``bool(x)`` when ``x`` has a value (eager evaluation), else ``None`` (under ``jit``)."""
-    try:
-        return bool(x)
-    except jax.errors.ConcretizationTypeError:
-        return None
 
 
 def _not_converged(info: DeerInfo, jacobian: str, tol: float, max_iters: int, T: int, dtype):
@@ -487,15 +311,6 @@ def _not_converged(info: DeerInfo, jacobian: str, tol: float, max_iters: int, T:
     )
 
 
-def _budget(max_iters: int | None, T: int) -> int:
-    """The Newton updates allowed: ``max_iters`` (``None``: ``DEFAULT_MAX_ITERS``) capped at ``T``.
-
-    Iteration ``k`` makes the first ``k`` steps exact, so ``T`` updates solve the recurrence in
-    exact arithmetic; in floating point more cannot help (they re-amplify the same rounding on
-    an expanding cell), and the cap keeps the residual buffer at ``T + 1`` entries."""
-    return max(1, min(T, DEFAULT_MAX_ITERS if max_iters is None else max_iters))
-
-
 def _scan_backend(ops: Operands, opts: ScanOptions, jacobian: str) -> jax.Array:
     """Newton over the whole sequence with ``jacobian``'s Jacobians, zero initial guess.
 
@@ -507,12 +322,12 @@ def _scan_backend(ops: Operands, opts: ScanOptions, jacobian: str) -> jax.Array:
     if T == 0:
         return jnp.zeros((B, 0, m), ops.z0.dtype) if opts.return_sequence else ops.z0
     _check_full_fits(ops, ops.xs, jacobian)
-    tol = _default_tol(ops.xs.dtype) if opts.tol is None else opts.tol
-    max_iters = _budget(opts.max_iters, T)
+    tol = default_tol(ops.xs.dtype) if opts.tol is None else opts.tol
+    max_iters = budget(opts.max_iters, T)
     xs_tm, mask = _time_major(ops, opts.reverse)
     init = jnp.zeros((T, B, m), ops.xs.dtype)
     zs, info = _solve_jit(ops.params, xs_tm, ops.z0, mask, init, jacobian, tol, max_iters, True)
-    if _concrete(info.converged) is False:
+    if concrete(info.converged) is False:
         raise _not_converged(info, jacobian, tol, max_iters, T, ops.xs.dtype)
     if not opts.return_sequence:
         return zs[-1]  # the last step run (the first input when reversed)
@@ -651,8 +466,8 @@ def gated_deer(
     ops = prepare(params, xs, z0, None)
     T, B, m = ops.T, ops.xs.shape[0], ops.m
     _check_full_fits(ops, xs, jacobian)
-    tol = _default_tol(ops.xs.dtype) if tol is None else tol
-    max_iters = _budget(max_iters, T)
+    tol = default_tol(ops.xs.dtype) if tol is None else tol
+    max_iters = budget(max_iters, T)
     init_tm = _initial_guess(ops, init)
     if T == 0:
         zs = jnp.zeros((B, 0, m), ops.xs.dtype)

@@ -1,0 +1,268 @@
+r"""What every Newton solver over time shares: affine scans, the residual test, the budget.
+
+Below :mod:`gated_jax.cell.parallel` (the gated cell's DEER, quasi-DEER and minGRU scan) and
+:mod:`gated_jax.cell.generic` (DEER for any step function), so both judge convergence the
+same way: by the per-step residual of the returned trajectory,
+
+.. math::
+
+    \max_t |z[t] - f(z[t-1], x[t])| \le \max(\mathrm{tol}, 32 \epsilon) \, \max(1, \max |z|),
+
+never by the iteration count, with at most ``min(max_iters, T)`` Newton updates.
+
+An affine scan solves ``z[t] = A[t] z[t-1] + b[t]`` by ``lax.associative_scan`` over the
+associative composition ``(A_2, b_2) o (A_1, b_1) = (A_2 A_1, A_2 b_1 + b_2)`` in
+``ceil(log2 T)`` levels; ``A`` comes in one of three forms: ``"diagonal"`` ``(..., m)``,
+``"dense"`` ``(..., m, m)`` or ``"heads"`` ``(..., H, h, h)`` (block-diagonal).
+
+References:
+  E. Blelloch, "Prefix sums and their applications", 1990.
+  Y. H. Lim, Q. Zhu, J. Selfridge, M. F. Kasim, "Parallelizing non-linear sequential models
+  over the sequence length" (DEER), ICLR 2024.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from gated_jax._validate import (
+    array_shape,
+    check_array,
+    choice,
+    fail,
+    finite_float,
+    positive_int,
+)
+
+__all__ = [
+    "DEFAULT_MAX_ITERS",
+    "EPS_FACTOR",
+    "JACOBIANS",
+    "DeerInfo",
+    "DeerNotConverged",
+    "affine_scan",
+    "apply",
+    "budget",
+    "check_solver_options",
+    "combine_diag",
+    "combine_full",
+    "concrete",
+    "default_tol",
+    "merge_heads",
+    "residual",
+    "residual_bound",
+    "scan_levels",
+    "shift",
+    "solve_reverse_tm",
+    "solve_tm",
+    "split_heads",
+    "transpose",
+]
+
+JACOBIANS = ("full", "diagonal")
+"""The ``jacobian`` options of :func:`gated_deer`: DEER's full Jacobians, quasi-DEER's diagonal."""
+
+
+class DeerInfo(NamedTuple):
+    """What the Newton solver of :func:`gated_deer` did.
+
+    Attributes:
+      iterations: the number of Newton updates (affine scans) run, an int32 scalar; ``0`` when
+        the initial guess already solved the recurrence, ``1`` for ``W_z = None``.
+      residuals: ``(min(max_iters, T) + 1,)``: the per-step residual of each iterate,
+        ``max_t |z_k[t] - f(z_k[t-1], x[t])|`` (``k = 0`` the initial guess); NaN past
+        ``iterations``. The residual, not the change between iterates, is what convergence is
+        judged by: it is zero exactly on a trajectory of the cell.
+      converged: a bool scalar: the returned trajectory's residual is within
+        ``max(tol, 32 eps) * max(1, max |z|)`` (``eps`` the dtype's machine epsilon).
+      sequential: a bool scalar: the returned trajectory is the sequential loop's, run because
+        Newton did not converge (only with ``fallback=True``, as ``gated_scan`` does under
+        ``jit``); the states are then exact and ``converged`` still says Newton did not get there.
+    """
+
+    iterations: jax.Array
+    residuals: jax.Array
+    converged: jax.Array
+    sequential: jax.Array
+
+
+class DeerNotConverged(RuntimeError):
+    """:func:`~gated_jax.cell.gated_scan` with a parallel method did not converge (eagerly)."""
+
+
+def scan_levels(T: int) -> int:
+    """Sequential levels of an associative scan over ``T`` elements: ``ceil(log2 T)`` (0 for T<=1).
+
+    Examples:
+      >>> from gated_jax.cell.parallel import scan_levels
+      >>> scan_levels(1), scan_levels(256), scan_levels(4096), scan_levels(1000)
+      (0, 8, 12, 10)
+    """
+    return (positive_int("T", T) - 1).bit_length()
+
+
+def combine_diag(e1, e2):
+    a1, b1 = e1
+    a2, b2 = e2
+    return a2 * a1, a2 * b1 + b2
+
+
+def combine_full(e1, e2):
+    a1, b1 = e1
+    a2, b2 = e2
+    return a2 @ a1, jnp.einsum("...ij,...j->...i", a2, b1) + b2
+
+
+def split_heads(A, v, form: str):
+    """``v`` ``(..., m)`` as ``(..., H, h)`` for a ``"heads"`` ``A`` (``(..., H, h, h)``)."""
+    return jnp.reshape(v, v.shape[:-1] + A.shape[-3:-1]) if form == "heads" else v
+
+
+def merge_heads(v, form: str):
+    return jnp.reshape(v, v.shape[:-2] + (-1,)) if form == "heads" else v
+
+
+def apply(A, z, form: str):
+    """``A z`` for ``A`` of ``form``."""
+    if form == "diagonal":
+        return A * z
+    return merge_heads(jnp.einsum("...ij,...j->...i", A, split_heads(A, z, form)), form)
+
+
+def transpose(A, form: str):
+    """``A^T`` of ``form`` (a diagonal ``A`` is its own transpose)."""
+    return A if form == "diagonal" else jnp.swapaxes(A, -1, -2)
+
+
+def solve_tm(A, b, z0, form: str):
+    """``z[t] = A[t] z[t-1] + b[t]``, ``z[-1] = z0``, time on axis 0; returns ``z`` like ``b``."""
+    if b.shape[0] == 0:
+        return b
+    b = b.at[0].add(apply(A[0], z0, form))
+    fn = combine_diag if form == "diagonal" else combine_full
+    return merge_heads(lax.associative_scan(fn, (A, split_heads(A, b, form)), axis=0)[1], form)
+
+
+def solve_reverse_tm(A, b, form: str):
+    """``z[t] = A[t] z[t+1] + b[t]``, ``z[T] = 0`` (the adjoint's direction), time on axis 0."""
+    flip = lambda a: jnp.flip(a, axis=0)
+    return flip(solve_tm(flip(A), flip(b), jnp.zeros_like(b[0]), form))
+
+
+def affine_scan(A: jax.Array, b: jax.Array, z0: jax.Array | None = None) -> jax.Array:
+    r"""All states of the linear recurrence ``z[t] = A[t] z[t-1] + b[t]`` by one associative scan.
+
+    .. math::
+
+        z[t] = A[t] A[t-1] \cdots A[0] \, z_0 + \sum_{k \le t} A[t] \cdots A[k+1] \, b[k]
+
+    computed as prefix compositions of the affine maps ``(A[t], b[t])`` in ``ceil(log2 T)``
+    levels.
+
+    Args:
+      A: ``(..., T, m)`` (diagonal ``A[t]``, elementwise) or ``(..., T, m, m)`` (full).
+      b: ``(..., T, m)``.
+      z0: ``(..., m)``, the state before the first step; ``None`` means zeros.
+
+    Returns:
+      ``z`` of the shape of ``b`` (``z[..., t, :]`` after step ``t``).
+
+    Raises:
+      ValueError: naming the argument, for shapes that do not fit together.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from gated_jax.cell.parallel import affine_scan
+      >>> affine_scan(jnp.full((4, 1), 0.5), jnp.ones((4, 1)), jnp.array([8.0]))[:, 0]
+      Array([5.   , 3.5  , 2.75 , 2.375], dtype=float32)
+    """
+    check_array("A", A)
+    check_array("b", b)
+    sb, sa = array_shape(b), array_shape(A)
+    if len(sb) < 2:
+        raise fail("b", b, "of shape (..., T, m)")
+    if sa == sb:
+        diagonal = True
+    elif sa == sb + (sb[-1],):
+        diagonal = False
+    else:
+        raise fail("A", A, f"of shape {sb} (diagonal) or {sb + (sb[-1],)} (full), for `b` {sb}")
+    dt = jnp.result_type(A, b, jnp.float32) if z0 is None else jnp.result_type(A, b, z0)
+    if z0 is not None:
+        check_array("z0", z0)
+        if array_shape(z0) != sb[:-2] + sb[-1:]:
+            raise fail("z0", z0, f"of shape {sb[:-2] + sb[-1:]}")
+    return _affine_scan_jit(A, b, z0, diagonal, jnp.dtype(dt))
+
+
+# Validated in Python above, then ONE compiled program (one compilation per shape, not one per
+# operation of the log2(T) levels when called outside a jit).
+@jax.jit(static_argnums=(3, 4))
+def _affine_scan_jit(A, b, z0, diagonal: bool, dt):
+    if z0 is None:
+        z0 = jnp.zeros(b.shape[:-2] + b.shape[-1:], dt)
+    z = solve_tm(
+        jnp.moveaxis(jnp.asarray(A, dt), -2 if diagonal else -3, 0),
+        jnp.moveaxis(jnp.asarray(b, dt), -2, 0),
+        jnp.asarray(z0, dt),
+        "diagonal" if diagonal else "dense",
+    )
+    return jnp.moveaxis(z, 0, -2)
+
+
+def shift(zs, z0):
+    """``zprev[t] = z[t-1]`` with ``zprev[0] = z0``."""
+    return jnp.concatenate([z0[None], zs[:-1]], axis=0)
+
+
+EPS_FACTOR = 32
+"""The residual bound's floor, in machine epsilons of the dtype (see :class:`DeerInfo`)."""
+
+
+def residual_bound(tol: float, dtype) -> float:
+    """The per-step residual, relative to ``max(1, max |z|)``, below which a trajectory counts as
+    solved: ``max(tol, 32 eps)``; a ``tol`` below the dtype's rounding cannot be certified."""
+    return max(float(tol), EPS_FACTOR * float(jnp.finfo(dtype).eps))
+
+
+def residual(zs, fz):
+    """``(max_t |z[t] - f(z[t-1])|, max |z|)`` of one iterate (NaN-propagating)."""
+    return jnp.max(jnp.abs(zs - fz)), jnp.max(jnp.abs(zs))
+
+
+def default_tol(dtype) -> float:
+    return 1e-12 if jnp.dtype(dtype) == jnp.dtype(jnp.float64) else 1e-5
+
+
+DEFAULT_MAX_ITERS = 100
+"""``max_iters=None`` means ``min(T, DEFAULT_MAX_ITERS)`` Newton updates."""
+
+
+def check_solver_options(jacobian, tol, max_iters) -> tuple[str, float | None, int | None]:
+    """Validate ``jacobian``, ``tol`` (a float > 0 or None) and ``max_iters`` (an int >= 1 or
+    None)."""
+    choice("jacobian", jacobian, JACOBIANS)
+    tol = finite_float("tol", tol, minimum=0.0, strict=True, allow_none=True)
+    max_iters = positive_int("max_iters", max_iters, allow_none=True)
+    return jacobian, tol, max_iters
+
+
+def concrete(x) -> bool | None:
+    """``bool(x)`` when ``x`` has a value (eager evaluation), else ``None`` (under ``jit``)."""
+    try:
+        return bool(x)
+    except jax.errors.ConcretizationTypeError:
+        return None
+
+
+def budget(max_iters: int | None, T: int) -> int:
+    """The Newton updates allowed: ``max_iters`` (``None``: ``DEFAULT_MAX_ITERS``) capped at ``T``.
+
+    Iteration ``k`` makes the first ``k`` steps exact, so ``T`` updates solve the recurrence in
+    exact arithmetic; in floating point more cannot help (they re-amplify the same rounding on
+    an expanding cell), and the cap keeps the residual buffer at ``T + 1`` entries."""
+    return max(1, min(T, DEFAULT_MAX_ITERS if max_iters is None else max_iters))

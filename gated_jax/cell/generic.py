@@ -1,0 +1,385 @@
+r"""DEER for any step function: Newton over time with autodiff Jacobians, implicit gradients.
+
+:func:`deer_scan` solves ``carry[t] = step(carry[t-1], xs[t])`` for every ``t`` at once, with
+the conventions of ``jax.lax.scan`` (``xs`` a pytree whose leaves have time on axis 0,
+``step(carry, x) -> carry``, the carry any pytree of arrays). The carry is flattened to one
+vector ``c`` of ``d`` numbers (``jax.flatten_util.ravel_pytree``) and Newton's method over the
+whole sequence linearises every step at the current guess ``c_k``,
+
+.. math::
+
+    c_{k+1}[t] = A_k[t] \, c_{k+1}[t-1] + \big(f(c_k[t-1], x[t]) - A_k[t] \, c_k[t-1]\big),
+
+an affine recurrence solved by one associative scan per iteration
+(:func:`gated_jax.cell.affine_scan`). The Jacobians come from JAX's autodiff, not from a
+formula:
+
+- ``jacobian="full"`` (DEER): ``A[t] = J[t] = df/dc`` at ``(c_k[t-1], x[t])``, all ``T`` of
+  them at once by ``jax.vmap`` over time of ``jax.jacfwd`` (``d`` JVPs per step, ``(T, d, d)``
+  memory, matrix products in the scan): Newton's quadratic convergence near the solution.
+- ``jacobian="diagonal"`` (quasi-DEER): ``A[t] = diag(J[t])``, the **exact** diagonal,
+  computed by ``d`` JVPs with the one-hot basis vectors (column ``i``'s ``i``-th entry; the
+  JVPs run through ``lax.map`` in batches of up to 32 so memory stays ``O(32 T d)``, not
+  ``O(T d^2)``). Where the cell's Jacobian is elementwise (a diagonal recurrence) this is
+  Newton's method itself; otherwise it is a quasi-Newton method that still makes step ``k``
+  exact after ``k`` iterations, so it converges in at most ``T``, and in few when the
+  off-diagonal coupling is weak (it is not a stochastic estimate). Its cost per iteration is
+  ``d`` JVPs like ``"full"``; what it saves is the ``O(T d^2)`` memory and the ``O(T d^3)``
+  matrix products of the scan.
+
+Convergence is judged exactly as :func:`gated_jax.cell.gated_deer` judges it: by the per-step
+residual of the iterate, ``max_t |c[t] - f(c[t-1], x[t])| <= max(tol, 32 eps) max(1, max|c|)``
+(:func:`gated_jax.cell.parallel.residual_bound`), at most ``min(max_iters, T)`` Newton updates,
+reported in a :class:`~gated_jax.cell.DeerInfo`.
+
+**Gradients** are those of the sequential recurrence, by implicit differentiation at the
+returned trajectory (never through the Newton iterations). With ``g[t]`` the cotangent of
+``carry[t]``, the adjoint recurrence
+
+.. math::
+
+    \lambda[t] = g[t] + J[t+1]^\top \lambda[t+1], \qquad \lambda[T-1] = g[T-1],
+
+is solved by one reverse affine scan over the transposed autodiff Jacobians (``"full"``) or by
+a sequential reverse loop of VJPs (``"diagonal"``, keeping ``O(T d)`` memory); then one VJP of
+the step, ``jax.vmap``-ed over time at ``(c[t-1], x[t])`` and pulled back with ``lambda``, gives
+the cotangents of ``xs``, of ``init_carry`` (``J[0]^T lambda[0]``) and of every array ``step``
+closes over (hoisted by ``jax.closure_convert``, as ``jax.lax.custom_root`` asks of its
+functions), so ``jax.grad`` with respect to parameters captured by ``step`` works.
+
+References:
+  Y. H. Lim, Q. Zhu, J. Selfridge, M. F. Kasim, "Parallelizing non-linear sequential models
+  over the sequence length" (DEER), ICLR 2024.
+  X. Gonzalez, A. Warrington, J. T. H. Smith, S. W. Linderman, "Towards scalable and stable
+  parallelization of nonlinear RNNs" (quasi-DEER), NeurIPS 2024.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.flatten_util import ravel_pytree
+
+from gated_jax._validate import boolean, fail
+from gated_jax.cell._affine import (
+    DeerInfo,
+    budget,
+    check_solver_options,
+    default_tol,
+    residual,
+    residual_bound,
+    shift,
+    solve_reverse_tm,
+    solve_tm,
+)
+
+__all__ = ["DIAGONAL_BATCH", "deer_scan"]
+
+DIAGONAL_BATCH = 32
+"""One-hot JVPs evaluated together when ``jacobian="diagonal"`` computes the exact diagonal."""
+
+
+class _Options(NamedTuple):
+    jacobian: str
+    tol: float
+    max_iters: int
+    fallback: bool
+
+
+# --------------------------------------------------------------------------------------------
+# the flat problem: fn(consts, c (d,), x) -> (d,), all arrays closed over by the user's step
+# hoisted into consts (a list), xs a pytree with time on axis 0, carries (T, d)
+
+
+def _map_f(fn, consts, cprev, xs):
+    """``f(c[t-1], x[t])`` for every ``t``: ``(T, d)``."""
+    return jax.vmap(lambda c, x: fn(consts, c, x))(cprev, xs)
+
+
+def _full_jacobians(fn, consts, cprev, xs):
+    """``(J, f)``: ``(T, d, d)`` Jacobians ``df/dc`` by ``vmap(jacfwd)`` and ``f`` ``(T, d)``."""
+
+    def one(c, x):
+        out = fn(consts, c, x)
+        return out, out
+
+    return jax.vmap(jax.jacfwd(one, has_aux=True))(cprev, xs)
+
+
+def _diagonal_jacobians(fn, consts, cprev, xs):
+    """``(diag J, f)``: the exact diagonals ``(T, d)`` by ``d`` one-hot JVPs, and ``f``."""
+    d = cprev.shape[-1]
+    f_all = _map_f(fn, consts, cprev, xs)
+    f_t = lambda c, x: fn(consts, c, x)
+
+    def column(i):
+        e = jnp.zeros((d,), cprev.dtype).at[i].set(1)
+        tangent = jnp.broadcast_to(e, cprev.shape)
+        _, jv = jax.vmap(lambda c, x, v: jax.jvp(lambda cc: f_t(cc, x), (c,), (v,)))(
+            cprev, xs, tangent
+        )
+        return jv[:, i]
+
+    if d <= DIAGONAL_BATCH:  # all at once, no loop to compile
+        return jax.vmap(column, out_axes=1)(jnp.arange(d)), f_all
+    return lax.map(column, jnp.arange(d), batch_size=DIAGONAL_BATCH).T, f_all
+
+
+def _linearised(fn, consts, cprev, xs, jacobian: str):
+    """``(A, b, f)`` of the Newton step at ``cprev``: ``b = f - A c[t-1]``."""
+    if jacobian == "full":
+        A, f = _full_jacobians(fn, consts, cprev, xs)
+        return A, f - jnp.einsum("tij,tj->ti", A, cprev), f
+    A, f = _diagonal_jacobians(fn, consts, cprev, xs)
+    return A, f - A * cprev, f
+
+
+def _newton(fn, consts, c0, xs, init, opts: _Options):
+    """Newton (or quasi-Newton) iterations judged by the per-step residual; ``(cs, DeerInfo)``.
+
+    The same loop as :func:`gated_jax.cell.gated_deer`'s: each pass measures the residual of
+    the current iterate and stops when it is within the bound, else takes one update; at most
+    ``max_iters`` updates, so the returned iterate's residual is always measured.
+    """
+    bound = residual_bound(opts.tol, init.dtype)
+    form = "diagonal" if opts.jacobian == "diagonal" else "dense"
+    false = jnp.zeros((), bool)
+
+    def body(state):
+        k, cs, res, _, _ = state
+        A, b, f = _linearised(fn, consts, shift(cs, c0), xs, opts.jacobian)
+        r, scale = residual(cs, f)
+        ok = jnp.isfinite(r) & (r <= bound * jnp.maximum(1.0, scale))
+        stop = ok | (k >= opts.max_iters)
+        new = lax.cond(stop, lambda: cs, lambda: solve_tm(A, b, c0, form))
+        return k + jnp.where(stop, 0, 1), new, res.at[k].set(r), ok, stop
+
+    res0 = jnp.full((opts.max_iters + 1,), jnp.nan, init.dtype)
+    state = (jnp.zeros((), jnp.int32), init, res0, false, false)
+    k, cs, res, ok, _ = lax.while_loop(lambda s: jnp.logical_not(s[4]), body, state)
+    return cs, DeerInfo(k, res, ok, false)
+
+
+def _sequential(fn, consts, c0, xs):
+    """The reference: ``lax.scan`` of the step, ``(T, d)``."""
+    return lax.scan(lambda c, x: (fn(consts, c, x),) * 2, c0, xs)[1]
+
+
+def _solve(fn, consts, c0, xs, init, opts: _Options):
+    cs, info = _newton(fn, consts, c0, xs, init, opts)
+    if opts.fallback:
+        cs = lax.cond(info.converged, lambda: cs, lambda: _sequential(fn, consts, c0, xs))
+        info = info._replace(sequential=jnp.logical_not(info.converged))
+    return cs, info
+
+
+# --------------------------------------------------------------------------------------------
+# implicit differentiation at the fixed point
+
+
+def _adjoint_full(fn, consts, cs, c0, xs, g):
+    """``lambda`` by one reverse affine scan over the transposed autodiff Jacobians."""
+    JT = jnp.swapaxes(_full_jacobians(fn, consts, shift(cs, c0)[1:], _tail(xs))[0], -1, -2)
+    nxt = jnp.concatenate([JT, jnp.zeros_like(JT[:1])], axis=0)
+    return solve_reverse_tm(nxt, g, "dense")
+
+
+def _adjoint_loop(fn, consts, cs, c0, xs, g):
+    """``lambda`` by a sequential reverse loop of VJPs (``O(T d)`` memory)."""
+    cprev = shift(cs, c0)
+
+    def back(carry, inp):
+        c, x, gt = inp
+        lam = gt + carry  # carry = J[t+1]^T lambda[t+1]
+        _, vjp = jax.vjp(lambda cc: fn(consts, cc, x), c)
+        return vjp(lam)[0], lam
+
+    _, lam = lax.scan(back, jnp.zeros_like(c0), (cprev, xs, g), reverse=True)
+    return lam
+
+
+def _tail(xs):
+    return jax.tree.map(lambda a: a[1:], xs)
+
+
+def _fixed_point_vjp(fn, consts, cs, c0, xs, g, jacobian: str):
+    """The cotangents of ``(consts, c0, xs)`` of the sequential recurrence at ``cs``."""
+    adjoint = _adjoint_full if jacobian == "full" else _adjoint_loop
+    lam = adjoint(fn, consts, cs, c0, xs, g)
+    _, vjp = jax.vjp(lambda k, cp, x: _map_f(fn, k, cp, x), consts, shift(cs, c0), xs)
+    dconsts, dcprev, dxs = vjp(lam)
+    return dconsts, dcprev[0], dxs
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 5))
+def _core(fn, consts, c0, xs, init, opts: _Options):
+    return _solve(fn, consts, c0, xs, init, opts)
+
+
+def _core_fwd(fn, consts, c0, xs, init, opts: _Options):
+    cs, info = _solve(fn, consts, c0, xs, init, opts)
+    return (cs, info), (consts, c0, xs, init, cs)
+
+
+def _core_bwd(fn, opts: _Options, res, cts):
+    consts, c0, xs, init, cs = res
+    dconsts, dc0, dxs = _fixed_point_vjp(fn, consts, cs, c0, xs, cts[0], opts.jacobian)
+    return dconsts, dc0, dxs, jnp.zeros_like(init)
+
+
+_core.defvjp(_core_fwd, _core_bwd)
+
+
+# --------------------------------------------------------------------------------------------
+# the public function: pytrees in and out, validation
+
+
+def _time_length(xs) -> int:
+    leaves = jax.tree.leaves(xs)
+    if not leaves:
+        raise fail("xs", xs, "a pytree with at least one array (time on axis 0)")
+    lengths = {int(jnp.shape(a)[0]) if jnp.ndim(a) else -1 for a in leaves}
+    if len(lengths) != 1 or -1 in lengths:
+        raise fail("xs", xs, "a pytree of arrays sharing their leading (time) axis")
+    return lengths.pop()
+
+
+def _flat_step(step: Callable, unravel: Callable, c_flat, x0):
+    """``step`` on flat carries, its closed-over arrays hoisted: ``(fn(consts, c, x), consts)``."""
+    out = jax.eval_shape(lambda c, x: step(unravel(c), x), c_flat, x0)
+    want = jax.eval_shape(unravel, c_flat)
+    shapes = lambda t: (jax.tree.structure(t), [a.shape for a in jax.tree.leaves(t)])
+    if shapes(out) != shapes(want):
+        raise fail("step", step, f"a function (carry, x) -> carry of the carry's structure {want}")
+
+    def flat(c, x):
+        return ravel_pytree(step(unravel(c), x))[0].astype(c_flat.dtype)
+
+    converted, consts = jax.closure_convert(flat, c_flat, x0)
+    return (lambda k, c, x: converted(c, x, *k)), list(consts)
+
+
+def _flat_carry(init_carry) -> tuple[jax.Array, Callable]:
+    """``ravel_pytree(init_carry)``: one float vector of ``d >= 1`` numbers and its inverse."""
+    try:
+        c0, unravel = ravel_pytree(init_carry)
+    except (TypeError, ValueError):
+        c0 = None
+    if c0 is None or not jnp.issubdtype(c0.dtype, jnp.inexact) or c0.size == 0:
+        raise fail("init_carry", init_carry, "a pytree of float arrays with at least one number")
+    return c0, unravel
+
+
+def _stacked_guess(init, unravel, c_flat, T: int):
+    """``init`` (carries stacked on axis 0, the output's structure) as ``(T, d)``; zeros."""
+    if init is None:
+        return jnp.zeros((T,) + c_flat.shape, c_flat.dtype)
+    want = jax.eval_shape(unravel, c_flat)
+    try:
+        flat = jax.vmap(lambda c: ravel_pytree(c)[0])(init)
+        same = str(jax.tree.structure(init)) == str(jax.tree.structure(want))
+        ok = same and flat.shape[0] == T
+    except (ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise fail("init", init, f"the carries stacked on a leading time axis of {T}")
+    return flat.astype(c_flat.dtype)
+
+
+def deer_scan(
+    step: Callable[[Any, Any], Any],
+    init_carry: Any,
+    xs: Any,
+    *,
+    jacobian: str = "full",
+    tol: float | None = None,
+    max_iters: int | None = None,
+    init: Any = None,
+    fallback: bool = False,
+) -> tuple[Any, DeerInfo]:
+    r"""All carries of ``carry[t] = step(carry[t-1], xs[t])`` by Newton's method over time (DEER).
+
+    The generic counterpart of :func:`gated_jax.cell.gated_deer`: any ``step`` on any pytree
+    carry, with Jacobians from autodiff (module :mod:`gated_jax.cell.generic`). It returns what
+    ``jax.lax.scan(lambda c, x: (step(c, x),) * 2, init_carry, xs)[1]`` returns, computed in
+    ``O(log T)`` depth per iteration: Newton iterations of affine scans,
+
+    .. math::
+
+        c_{k+1}[t] = J_k[t] \, c_{k+1}[t-1] + f(c_k[t-1], x[t]) - J_k[t] \, c_k[t-1],
+
+    stopped when the per-step residual
+    ``max_t |c[t] - f(c[t-1], x[t])| <= max(tol, 32 eps) max(1, max |c|)``, after at most
+    ``min(max_iters, T)`` updates. Gradients (``jax.grad``, ``jax.vjp``, with respect to
+    ``init_carry``, ``xs`` and any array ``step`` closes over) are those of the sequential scan,
+    by implicit differentiation at the returned trajectory: exact when it converged (reverse
+    mode: ``jax.jvp`` / ``jacfwd`` through the solver are not defined, as for any
+    ``jax.custom_vjp``).
+
+    Args:
+      step: ``step(carry, x) -> carry``, a pure JAX function (``lax.scan``'s body without the
+        output); it may close over arrays (parameters), which receive gradients.
+      init_carry: the carry before the first step, a pytree of float arrays (flattened to one
+        vector of ``d`` numbers in the common dtype).
+      xs: the inputs, a pytree whose leaves have time on axis 0 (``T`` steps).
+      jacobian: ``"full"`` (DEER: ``(T, d, d)`` autodiff Jacobians) or ``"diagonal"``
+        (quasi-DEER: their exact diagonals by ``d`` one-hot JVPs, ``O(T d)`` memory).
+      tol: convergence tolerance > 0; ``None``: ``1e-12`` in float64, ``1e-5`` otherwise.
+      max_iters: the most Newton updates, an int >= 1; ``None``: 100 (at most ``T`` are run).
+      init: the initial guess, carries stacked on a leading time axis (the structure of the
+        result); ``None``: zeros.
+      fallback: when Newton does not converge, return ``lax.scan``'s trajectory instead
+        (``info.sequential`` says so); a strict bool. Under ``jax.vmap`` the choice is per
+        example, a ``select``: the sequential scan is then always computed (decide once for
+        the batch outside the ``vmap`` instead, as :class:`gated_jax.nn.ParallelRNN` does).
+
+    Returns:
+      ``(carries, info)``: the carries after each step, ``init_carry``'s structure with a
+      leading time axis ``T`` (the last iterate when unconverged, unless ``fallback``: check
+      ``info.converged``), and a :class:`~gated_jax.cell.DeerInfo`.
+
+    Raises:
+      ValueError: naming the argument, for a bad option, ``xs`` leaves of different lengths,
+        a ``step`` whose output is not a carry, or an ``init`` of the wrong shape.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from gated_jax import deer_scan
+      >>> jax.config.update("jax_enable_x64", True)
+      >>> W = 0.5 * jax.random.normal(jax.random.key(0), (3, 3)) / 3
+      >>> step = lambda h, x: jnp.tanh(W @ h + x)
+      >>> xs = jax.random.normal(jax.random.key(1), (32, 3))
+      >>> hs, info = deer_scan(step, jnp.zeros(3), xs)
+      >>> ref = jax.lax.scan(lambda h, x: (step(h, x),) * 2, jnp.zeros(3), xs)[1]
+      >>> bool(info.converged), bool(jnp.max(jnp.abs(hs - ref)) < 1e-12)
+      (True, True)
+      >>> jax.config.update("jax_enable_x64", False)
+
+    References:
+      Y. H. Lim, Q. Zhu, J. Selfridge, M. F. Kasim, "Parallelizing non-linear sequential
+      models over the sequence length" (DEER), ICLR 2024. X. Gonzalez, A. Warrington,
+      J. T. H. Smith, S. W. Linderman, "Towards scalable and stable parallelization of
+      nonlinear RNNs" (quasi-DEER), NeurIPS 2024.
+    """
+    jacobian, tol, max_iters = check_solver_options(jacobian, tol, max_iters)
+    fallback = boolean("fallback", fallback)
+    if not callable(step):
+        raise fail("step", step, "a function (carry, x) -> carry")
+    T = _time_length(xs)
+    c0, unravel = _flat_carry(init_carry)
+    tol = default_tol(c0.dtype) if tol is None else tol
+    max_iters = budget(max_iters, max(T, 1))
+    guess = _stacked_guess(init, unravel, c0, T)
+    if T == 0:
+        res = jnp.full((max_iters + 1,), jnp.nan, c0.dtype)
+        info = DeerInfo(jnp.zeros((), jnp.int32), res, jnp.array(True), jnp.array(False))
+        return jax.vmap(unravel)(guess), info
+    fn, consts = _flat_step(step, unravel, c0, jax.tree.map(lambda a: a[0], xs))
+    opts = _Options(jacobian, float(tol), max_iters, fallback)
+    cs, info = _core(fn, consts, c0, xs, guess, opts)
+    return jax.vmap(unravel)(cs), info
