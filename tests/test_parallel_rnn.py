@@ -28,6 +28,8 @@ LINEN_CELLS = {
     "simple": lambda: nn.SimpleCell(M, **F64),
     "gated": lambda: gnn.GatedCell(M, use_bias=True, **F64),
     "mingru": lambda: gnn.GatedCell(M, recurrent_gate=False, **F64),
+    "gated_diagonal": lambda: gnn.GatedCell(M, recurrent_gate="diagonal", **F64),
+    "gated_heads": lambda: gnn.GatedCell(M, recurrent_gate="heads", heads=2, **F64),
 }
 
 # each sequence option is exercised by some cell; gradients where the carry differs in kind
@@ -40,6 +42,8 @@ CASES = [
     ("simple", "quasi_deer", {}, False),
     ("gated", "deer", {"reverse": True, "keep_order": True}, True),
     ("mingru", "quasi_deer", {}, False),
+    ("gated_diagonal", "deer", {}, False),
+    ("gated_heads", "quasi_deer", {"reverse": True}, False),
 ]
 
 
