@@ -55,3 +55,23 @@ def test_version(capsys):
         main(["--version"])
     assert e.value.code == 0
     assert capsys.readouterr().out.strip() == f"gated-jax {gated_jax.__version__}"
+
+
+def test_bench_prints_each_table_as_measured_with_a_progress_bar(monkeypatch, capsys):
+    from gated_jax import lab
+    from gated_jax.lab._harness import Table
+
+    calls = []
+
+    def fake(quick=False, only=None):
+        calls.append((quick, tuple(only)))
+        return [Table(f"table {only[0]}", ["quick"], [[quick]])]
+
+    monkeypatch.setattr(lab, "bench_names", lambda: ["a", "b", "c"])
+    monkeypatch.setattr(lab, "run_benchmarks", fake)
+    assert main(["bench", "--quick", "--only", "c", "a"]) == 0
+    out, err = capsys.readouterr()
+    assert calls == [(True, ("a",)), (True, ("c",))]  # one table at a time, in listed order
+    assert out.index("### table a") < out.index("### table c") and "### table b" not in out
+    assert "(a: measured in" in out and "| True |" in out
+    assert "bench" in err and "2/2" in err  # the bar, on stderr
