@@ -50,9 +50,7 @@ SECTION = "\n".join(
         " What the seed's argument shows is only that the `diag(c)` part never amplifies.",
         "",
         "Data (`.npz`, `.csv`, `summary.json`) are in `{data_dir}/`; the same experiment "
-        "runs from the command line as `gated-jax flow --out DIR` (sizes and seeds as options; "
-        "this report runs its grid with two seeds and four worst-case restarts, `gated-jax "
-        "flow` with four and eight).",
+        "runs from the command line as `gated-jax flow --out DIR` (sizes and seeds as options).",
         "",
         "{markdown}",
     ]
@@ -69,20 +67,11 @@ def _confirmed(ce: dict) -> str:
     )
 
 
-def report_config():
-    """The report's sizes: ``FlowConfig()``'s grid, lengths and learning runs, with two seeds
-    of the sweep (not four) and four worst-case restarts (not eight), about half the time;
-    ``gated-jax flow`` runs the full defaults."""
-    from gated_jax.experiments.runner import FlowConfig
-
-    return FlowConfig(seeds=(0, 1), worst_restarts=4)
-
-
 def section(ctx) -> str:
     from gated_jax.experiments import COUNTEREXAMPLE_RATE
     from gated_jax.experiments.runner import FlowConfig, run_flow
 
-    cfg = FlowConfig.quick() if ctx.quick else report_config()
+    cfg = FlowConfig.quick() if ctx.quick else FlowConfig()
     data_dir = ctx.out_dir / "flow_data"
     run = run_flow(data_dir, cfg, save_figure=ctx.save_figure, progress=False)
     s = run.summary

@@ -283,7 +283,7 @@ SECTION = "\n".join(
         "(NeurIPS 2025) prove that the iterations it needs are governed by the largest Lyapunov "
         "exponent (LLE) of the trajectory: few when it is negative, up to `T` when positive. "
         "Each configuration of the gradient-flow grid (plus the minGRU cell, `W_z = None`) was "
-        "run at each `T` with `max_iters = T`, tolerance `1e-10` (float64), one seed.",
+        "run at each `T` with `max_iters = T`, tolerance `1e-10` (float64).",
         "",
         "Iterations to converge of the gated cell's configurations (and the counterexample), "
         "binned by the LLE (number of configurations in brackets):",
@@ -300,9 +300,7 @@ SECTION = "\n".join(
 
 
 def section(ctx) -> str:
-    # the report runs one seed of the grid (each row is three eager solves; two seeds doubled
-    # the section's time for the same bins)
-    cfg = PredictabilityConfig.quick() if ctx.quick else PredictabilityConfig(seeds=(0,))
+    cfg = PredictabilityConfig.quick() if ctx.quick else PredictabilityConfig()
     rows = predictability_sweep(cfg)
     import csv
 
