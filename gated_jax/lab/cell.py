@@ -423,6 +423,8 @@ class _Runs:
 _NOT_QUICK = (
     "project plain_scan (gated_step in lax.scan), jax.grad",
     "gated_scan backward='autodiff'",
+    "final state: lean lax.scan, loss on z[T]",
+    "final state: gated_scan return_sequence=False",
 )
 
 
@@ -564,9 +566,10 @@ def bench(quick: bool = False) -> Table:
         *_NOTES,
         *(
             [
-                "quick: without the plain scan, backward='autodiff', GRU, MGU and the forward-only "
-                f"rows, the memory at T={T_mem}, the timed path rows and the final-state rows from "
-                "T=10^3 (the path rows give each path's memory at a long T, compiled only)."
+                "quick: without the plain scan, backward='autodiff', GRU, MGU, the final-state "
+                f"and forward-only rows, the memory at T={T_mem}, the timed path rows and the "
+                "final-state rows from T=10^3 (the path rows give each path's memory at a long "
+                "T, compiled only)."
             ]
             if quick
             else []
