@@ -7,7 +7,7 @@ PYTEST_WORKERS ?= 2
 
 DOCS_HTML := docs/_build/html
 
-.PHONY: demo test install install-test install-docs lint bench docs docs-check clean
+.PHONY: demo test install install-test install-docs lint bench dist docs docs-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	fi
 	touch $@ $(VENV)/.installed $(VENV)/.installed-docs
 
+# The release tools: PyPA's `build` (it runs pyproject.toml's backend, flit_core, in an isolated
+# environment) and `twine` (it checks the metadata PyPI would render).
+$(VENV)/.installed-dist: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet build twine
+	touch $@
+
 $(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[docs]'
 	touch $@ $(VENV)/.installed
@@ -59,6 +65,13 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed
 	$(BIN)/gated-jax bench
 
+# A release: the wheel and the sdist in dist/, their metadata checked (tests/test_dist.py installs
+# the wheel into a fresh environment and runs it).
+dist: $(VENV)/.installed-dist
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m twine check --strict dist/*
+
 # The documentation site, warnings as errors, the notebooks executed at small size.
 docs: $(VENV)/.installed-docs
 	GATED_JAX_DOCS_EXECUTE=1 $(BIN)/python -m sphinx -W --keep-going -b html docs $(DOCS_HTML)
@@ -70,4 +83,4 @@ docs-check: docs
 	$(BIN)/python docs/check_site.py --html $(DOCS_HTML) --out docs/_build/screenshots
 
 clean:
-	rm -rf $(VENV) report .pytest_cache .hypothesis .jax_cache docs/_build docs/api docs/notebooks
+	rm -rf $(VENV) report dist .pytest_cache .hypothesis .jax_cache docs/_build docs/api docs/notebooks

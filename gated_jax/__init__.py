@@ -32,7 +32,7 @@ One concept per module, imports flowing one way (a module imports only from the 
 Every public function of the core is re-exported here.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # --- re-exports: each block is owned by its module -------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gated_jax import __version__
 from gated_jax.cli import bench_cmd, flow_cmd, report_cmd, shape_cmd, summary_cmd, verify_cmd
 
 # (name, module): the sub-commands in the order `gated-jax --help` lists them. The modules
@@ -37,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="gated-jax",
         description="Exact, fast and inspectable mechanics of CNNs and RNNs in JAX.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"gated-jax {__version__}", help="print the version"
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, mod in COMMANDS:

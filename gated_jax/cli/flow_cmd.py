@@ -51,8 +51,18 @@ def add_arguments(p) -> None:
         default=None,
         help="spectral norms of the recurrent weights, e.g. 0.5,1,2,4",
     )
-    p.add_argument("--gate-biases", type=_list(float, "--gate-biases"), default=None)
-    p.add_argument("--input-scales", type=_list(float, "--input-scales"), default=None)
+    p.add_argument(
+        "--gate-biases",
+        type=_list(float, "--gate-biases"),
+        default=None,
+        help="biases of the gate of the sweep, e.g. 0,-2,2",
+    )
+    p.add_argument(
+        "--input-scales",
+        type=_list(float, "--input-scales"),
+        default=None,
+        help="scales of the random inputs of the sweep, e.g. 1,0.5,2",
+    )
     p.add_argument(
         "--lengths",
         type=_list(int, "--lengths"),
@@ -70,13 +80,35 @@ def add_arguments(p) -> None:
         help="spectral norms of the sweep: auto (default: svd on CPU, power on GPU/TPU), svd, "
         "or power (batched matmuls only)",
     )
-    p.add_argument("--worst-lengths", type=_list(int, "--worst-lengths"), default=None)
-    p.add_argument("--worst-steps", type=int, default=None)
-    p.add_argument("--worst-restarts", type=int, default=None)
-    p.add_argument("--learn-lengths", type=_list(int, "--learn-lengths"), default=None)
-    p.add_argument("--learn-steps", type=int, default=None)
+    p.add_argument(
+        "--worst-lengths",
+        type=_list(int, "--worst-lengths"),
+        default=None,
+        help="lengths of the worst-case gradient-growth search, each warm-started from the "
+        "previous, e.g. 8,16,32,64",
+    )
+    p.add_argument(
+        "--worst-steps", type=int, default=None, help="optimizer steps of each worst-case search"
+    )
+    p.add_argument(
+        "--worst-restarts",
+        type=int,
+        default=None,
+        help="random starts of the worst-case search (the best one is kept)",
+    )
+    p.add_argument(
+        "--learn-lengths",
+        type=_list(int, "--learn-lengths"),
+        default=None,
+        help="sequence lengths (>= 2) of the adding-problem training runs, e.g. 10,30,60",
+    )
+    p.add_argument(
+        "--learn-steps", type=int, default=None, help="training steps of each learning run"
+    )
     p.add_argument("--learn-seeds", type=int, default=None, help="number of seeds (0..N-1)")
-    p.add_argument("--learn-hidden", type=int, default=None)
+    p.add_argument(
+        "--learn-hidden", type=int, default=None, help="state width of the trained cells"
+    )
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     add_distributed_arguments(p)
 
@@ -93,7 +125,9 @@ def add_distributed_arguments(p) -> None:
         default=None,
         help="address of process 0, which serves the coordinator on PORT",
     )
-    g.add_argument("--num-processes", type=int, default=None, metavar="N")
+    g.add_argument(
+        "--num-processes", type=int, default=None, metavar="N", help="number of processes"
+    )
     g.add_argument("--process-id", type=int, default=None, metavar="I", help="0 .. N-1")
     g.add_argument(
         "--distributed",

@@ -81,6 +81,14 @@ class CompileStats:
 
 def compile_stats(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> CompileStats:
     """Lower and compile ``jax.jit(fn)`` for ``args`` and read its memory analysis."""
+    return compiled_with_stats(fn, *args, **kwargs)[1]
+
+
+def compiled_with_stats(
+    fn: Callable[..., Any], *args: Any, **kwargs: Any
+) -> tuple[Any, CompileStats]:
+    """:func:`compile_stats` and the compiled executable (call it with the same ``args``): the
+    program that was measured is the one timed, compiled once."""
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(*args, **kwargs).compile()
     dt = time.perf_counter() - t0
@@ -89,7 +97,7 @@ def compile_stats(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> CompileS
     def get(attr: str) -> int:
         return int(getattr(mem, attr, 0) or 0) if mem is not None else 0
 
-    return CompileStats(
+    return compiled, CompileStats(
         compile_s=dt,
         temp_bytes=get("temp_size_in_bytes"),
         argument_bytes=get("argument_size_in_bytes"),

@@ -14,7 +14,7 @@ closed-form BPTT.
 Benchmark (``bench``): The gated recurrence: closed-form BPTT scan against the lean autodiff
 ``lax.scan`` a user would write, ``nn.RNN(GatedCell)`` and Flax's RNNs.
 
-Float32, batch 32, T = 256, n = m = 256 (quick: 8, 64, 64, 64). Every variant is timed
+Float32, batch 32, T = 256, n = m = 256 (quick: 8, 64, 64, 64, fewer rows). Every variant is timed
 interleaved in one process. The loss is ``mean(zs**2)``, differentiated with respect to the
 parameters. Then every path (default, remat, final state) at several lengths, and the
 final-state path from ``T = 10^3`` to ``10^6``. FLOPs count ``2 B n m`` per
@@ -38,6 +38,7 @@ from gated_jax import cell
 from gated_jax.lab._harness import (
     Table,
     compile_stats,
+    compiled_with_stats,
     device_line,
     matmul_gflops,
     mib,
@@ -417,7 +418,17 @@ class _Runs:
         self.mem_long: dict = {}
 
 
-def _library_variants(runs: _Runs, p, xs, xl, mm: float, T: int) -> None:
+# what the quick bench leaves out (the comparison survives: lean scan, closed-form BPTT and its
+# memory options, nn.RNN(GatedCell), GatedRNN); the memory at a long T is read in the path rows
+_NOT_QUICK = (
+    "project plain_scan (gated_step in lax.scan), jax.grad",
+    "gated_scan backward='autodiff'",
+    "final state: lean lax.scan, loss on z[T]",
+    "final state: gated_scan return_sequence=False",
+)
+
+
+def _library_variants(runs: _Runs, p, xs, xl, mm: float, T: int, quick: bool = False) -> None:
     """The lean scan, the plain scan and ``gated_scan``'s backward options (forward+backward)."""
     variants = {
         LEAN: _mean_sq(lean_scan),
@@ -431,22 +442,20 @@ def _library_variants(runs: _Runs, p, xs, xl, mm: float, T: int) -> None:
         "final state: gated_scan return_sequence=False": _gated_final,
     }
     for name, loss in variants.items():
-        g = jax.jit(jax.grad(loss))
-        cs = compile_stats(jax.grad(loss), p, xs)
+        if quick and name in _NOT_QUICK:
+            continue
+        g, cs = compiled_with_stats(jax.grad(loss), p, xs)
         runs.fns[name] = lambda g=g: g(p, xs)
         runs.flops[name], runs.meta[name] = 7 * mm * T, (3 * mm, cs.compile_s)
         runs.mem[name] = cs.temp_bytes
-        runs.mem_long[name] = compile_stats(jax.grad(loss), p, xl).temp_bytes
+        if not quick:
+            runs.mem_long[name] = compile_stats(jax.grad(loss), p, xl).temp_bytes
 
 
-def _flax_variants(runs: _Runs, m: int, xs, xl, mm: float, T: int) -> None:
-    """``nn.RNN`` of Flax's cells and ``GatedRNN`` (forward+backward)."""
-    for kind, per_step, per_step_fb in [
-        ("Gated", 3, 7),
-        ("GatedRNN", 3, 7),
-        ("GRU", 6, 15),
-        ("MGU", 4, 10),
-    ]:
+def _flax_variants(runs: _Runs, m: int, xs, xl, mm: float, T: int, quick: bool = False) -> None:
+    """``nn.RNN`` of Flax's cells and ``GatedRNN`` (forward+backward; quick: no GRU, MGU)."""
+    kinds = [("Gated", 3, 7), ("GatedRNN", 3, 7), ("GRU", 6, 15), ("MGU", 4, 10)]
+    for kind, per_step, per_step_fb in kinds[:2] if quick else kinds:
         fp, apply = _flax(kind, m, xs)
         key = (
             FLAX
@@ -458,20 +467,18 @@ def _flax_variants(runs: _Runs, m: int, xs, xl, mm: float, T: int) -> None:
             )
         )
         loss = lambda q, x, apply=apply: jnp.mean(apply(q, x) ** 2)
-        g = jax.jit(jax.grad(loss))
-        cs = compile_stats(jax.grad(loss), fp, xs)
+        g, cs = compiled_with_stats(jax.grad(loss), fp, xs)
         runs.fns[key] = lambda g=g, fp=fp: g(fp, xs)
         runs.flops[key], runs.meta[key] = per_step_fb * mm * T, (per_step * mm, cs.compile_s)
         runs.mem[key] = cs.temp_bytes
-        if kind in ("Gated", "GatedRNN"):
+        if kind in ("Gated", "GatedRNN") and not quick:
             runs.mem_long[key] = compile_stats(jax.grad(loss), fp, xl).temp_bytes
 
 
 def _forward_variants(runs: _Runs, p, xs, mm: float, T: int) -> None:
     fwd = {"forward only: lean lax.scan": lean_scan, "forward only: gated_scan": cell.gated_scan}
     for key, f in fwd.items():
-        fj = jax.jit(f)
-        cs = compile_stats(f, p, xs)
+        fj, cs = compiled_with_stats(f, p, xs)
         runs.fns[key] = lambda fj=fj: fj(p, xs)
         runs.flops[key], runs.meta[key] = 3 * mm * T, (3 * mm, cs.compile_s)
         runs.mem[key] = cs.temp_bytes
@@ -529,9 +536,10 @@ def bench(quick: bool = False) -> Table:
     mm = 2.0 * B * n * m  # FLOPs of one matmul (n = m here)
     xl = jax.ShapeDtypeStruct((B, T_mem, n), jnp.float32)
     runs = _Runs()
-    _library_variants(runs, p, xs, xl, mm, T)
-    _flax_variants(runs, m, xs, xl, mm, T)
-    _forward_variants(runs, p, xs, mm, T)
+    _library_variants(runs, p, xs, xl, mm, T, quick)
+    _flax_variants(runs, m, xs, xl, mm, T, quick)
+    if not quick:
+        _forward_variants(runs, p, xs, mm, T)
 
     dot = matmul_gflops(512 if quick else 1024)
     times = time_interleaved(runs.fns, rounds=rounds)
@@ -556,6 +564,16 @@ def bench(quick: bool = False) -> Table:
         f"average {load0:.2f} at the start, {_load():.2f} at the end, on {os.cpu_count()} CPUs "
         "(a busy machine slows the large matmuls and lowers the speed-ups).",
         *_NOTES,
+        *(
+            [
+                "quick: without the plain scan, backward='autodiff', GRU, MGU, the final-state "
+                f"and forward-only rows, the memory at T={T_mem}, the timed path rows and the "
+                "final-state rows from T=10^3 (the path rows give each path's memory at a long "
+                "T, compiled only)."
+            ]
+            if quick
+            else []
+        ),
     ]
     return table
 
@@ -567,11 +585,19 @@ def _timed(g, *args) -> float:
     return time.perf_counter() - t0
 
 
+def _inputs(key, shape: tuple[int, ...], *, timed: bool):
+    """Random float32 inputs where a row is timed; only their shape where it is only compiled
+    (no array drawn: drawing a long one costs more than compiling the program)."""
+    if timed:
+        return jax.random.normal(key, shape, jnp.float32)
+    return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
 def _path_rows(quick: bool, p, n: int) -> list[list]:
     """Every path's compiled temp memory (and time where feasible) at several lengths."""
     B = 8 if quick else 32
-    lengths = (64, 512, 8192) if quick else (256, 4096, 65536)
-    timed_up_to = lengths[1]
+    lengths = (8192,) if quick else (256, 4096, 65536)
+    timed_up_to = 0 if quick else lengths[1]
     paths = {
         "default": _mean_sq(cell.gated_scan),
         "remat=True": _mean_sq(lambda p, x: cell.gated_scan(p, x, remat=True)),
@@ -579,10 +605,10 @@ def _path_rows(quick: bool, p, n: int) -> list[list]:
     }
     rows = []
     for T in lengths:
-        xs = jax.random.normal(jax.random.key(2), (B, T, n), jnp.float32)
+        xs = _inputs(jax.random.key(2), (B, T, n), timed=T <= timed_up_to)
         for name, loss in paths.items():
-            cs = compile_stats(jax.grad(loss), p, xs)
-            ms = _timed(jax.jit(jax.grad(loss)), p, xs) * 1e3 if T <= timed_up_to else ""
+            g, cs = compiled_with_stats(jax.grad(loss), p, xs)
+            ms = _timed(g, p, xs) * 1e3 if T <= timed_up_to else ""
             rows.append(
                 [
                     f"path: {name}, B={B}, T={T}, n=m={n}",
@@ -597,11 +623,12 @@ def _path_rows(quick: bool, p, n: int) -> list[list]:
                 ]
             )
     q = cell.init_gated_params(jax.random.key(3), 64, 64)
-    long = (10**3, 10**4, 10**5) if quick else (10**3, 10**4, 10**5, 10**6)
+    long = () if quick else (10**3, 10**4, 10**5, 10**6)
     for T in long:
-        xs = jax.random.normal(jax.random.key(4), (1, T, 64), jnp.float32)
-        cs = compile_stats(jax.grad(_gated_final), q, xs)
-        ms = _timed(jax.jit(jax.grad(_gated_final)), q, xs) * 1e3 if T == long[-1] else ""
+        timed = T == long[-1] and not quick
+        xs = _inputs(jax.random.key(4), (1, T, 64), timed=timed)
+        g, cs = compiled_with_stats(jax.grad(_gated_final), q, xs)
+        ms = _timed(g, q, xs) * 1e3 if timed else ""
         rows.append(
             [
                 f"path: return_sequence=False, B=1, T={T}, n=m=64",

@@ -258,7 +258,7 @@ def _bench_rows(times, errs, cstats, configs: int, chunk: int) -> list[list]:
             (f"jax.vmap, one call of {configs}", f"vmap-{norm}"),
             (f"map_configs, 4 chunks of {chunk}", f"chunked-{norm}"),
         ]:
-            cs = cstats[key]
+            cs = cstats.get(key)
             rows.append(
                 [
                     label,
@@ -267,8 +267,8 @@ def _bench_rows(times, errs, cstats, configs: int, chunk: int) -> list[list]:
                     base / times[key],
                     loop_t / times[key],
                     f"{errs[key]:.1e}",
-                    cs.compile_s,
-                    mib(cs.temp_bytes),
+                    "-" if cs is None else cs.compile_s,
+                    "-" if cs is None else mib(cs.temp_bytes),
                 ]
             )
     return rows
@@ -314,7 +314,8 @@ def bench(quick: bool = False):
         t_eager = time_interleaved({"eager": eager}, rounds=1 if not quick else 2, warmup=0)
         times = time_interleaved(fns, rounds=rounds, warmup=1)
         times.update(t_eager)
-        cstats = _compile_stats(ones, (bases, *draws), chunk)
+        # quick: the programs are compiled once, by their warm-up, not again to be measured
+        cstats = {} if quick else _compile_stats(ones, (bases, *draws), chunk)
     table = Table(
         BENCH_TITLE + (" (quick)" if quick else ""),
         [
@@ -330,6 +331,8 @@ def bench(quick: bool = False):
     )
     table.rows += _bench_rows(times, errs, cstats, configs, chunk)
     table.notes += _bench_notes(times, length, n, m, configs)
+    if quick:
+        table.notes.append("quick: compile time and temp memory not measured ('-').")
     return table
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from gated_jax import cell
 from gated_jax.cell.parallel import scan_levels
-from gated_jax.lab._harness import Table, compile_stats, device_line, time_interleaved
+from gated_jax.lab._harness import Table, compiled_with_stats, device_line, time_interleaved
 from gated_jax.lab._report import render
 from gated_jax.lab._verify import Check
 from gated_jax.testing import max_rel_error, numpy_loop, plain_scan
@@ -420,8 +420,7 @@ def _measure(p, xs, methods) -> tuple[dict, dict, dict, dict]:
     for meth in ("sequential", *methods):
         fwd = jax.jit(lambda p, x, meth=meth: cell.gated_scan(p, x, method=meth))
         loss = lambda p, x, meth=meth: jnp.mean(cell.gated_scan(p, x, method=meth) ** 2)
-        fb = jax.jit(jax.grad(loss))
-        stats = compile_stats(jax.grad(loss), p, xs)
+        fb, stats = compiled_with_stats(jax.grad(loss), p, xs)  # measured, then timed
         comp[meth] = stats.compile_s
         ok, need = _fits(stats)
         if not ok:
@@ -467,18 +466,20 @@ def bench(quick: bool = False, *, lengths: tuple[int, ...] | None = None) -> Tab
     """Median times of parallel vs sequential ``gated_scan`` (float32), forward and fwd+bwd.
 
     ``lengths`` overrides the sequence lengths (default ``(256, 1024, 4096)``, quick
-    ``(64, 256)``). Each method's forward+backward program is compiled first; one whose
-    buffers (XLA's memory estimate: full DEER's ``(T, B, m, m)`` Jacobians and their
-    compositions, several GiB at ``T = 4096``) exceed 80% of the device's memory is listed as
-    skipped with the bytes it needs, not run.
+    ``(256,)``, without full DEER). Each method's forward+backward
+    program is compiled first; one whose buffers (XLA's memory estimate: full DEER's
+    ``(T, B, m, m)`` Jacobians and their compositions, several GiB at ``T = 4096``) exceed 80%
+    of the device's memory is listed as skipped with the bytes it needs, not run.
     """
     load0 = _load()
     B, n, m, m_full = (4, 32, 32, 16) if quick else (32, 256, 256, 64)
     if lengths is None:
-        lengths = (64, 256) if quick else (256, 1024, 4096)
+        lengths = (256,) if quick else (256, 1024, 4096)
     rounds = 3 if quick else 5
     table = Table(
-        title=f"{BENCH_TITLE} (B={B}, n={n}, m={m}; full DEER m={m_full}; float32)",
+        title=f"{BENCH_TITLE} (B={B}, n={n}, m={m}"
+        + ("" if quick else f"; full DEER m={m_full}")
+        + "; float32)",
         columns=[
             "cell",
             "T",
@@ -498,6 +499,8 @@ def bench(quick: bool = False, *, lengths: tuple[int, ...] | None = None) -> Tab
         ("full ||W_z||=0.5", m, 0.5, ("quasi_deer",)),
         ("full ||W_z||=0.5", m_full, 0.5, ("quasi_deer", "deer")),
     ]
+    if quick:  # each parallel solver once: DEER on minGRU, quasi-DEER on the full cell
+        cases = cases[:2]
     for label, mm, wz, methods in cases:
         p = cell.init_gated_params(jax.random.key(0), n, mm)
         p = p._replace(w_z=None if wz is None else wz * p.w_z)  # orthogonal: ||W_z|| = wz
@@ -515,5 +518,6 @@ def bench(quick: bool = False, *, lengths: tuple[int, ...] | None = None) -> Tab
         device_line() + f"; 1-minute load average {load0:.2f} at the start, {_load():.2f} at "
         f"the end, on {os.cpu_count()} CPUs.",
         *_NOTES,
+        *(["quick: one length, full DEER (m^3 work per step) left out."] if quick else []),
     ]
     return table
