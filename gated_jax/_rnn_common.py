@@ -77,7 +77,7 @@ __all__ = [
     "SEQUENCE_OPTIONS",
     "apply_sequence",
     "batch_shape",
-    "call_flags",
+    "prepare_call",
     "cell_options_beside_cell",
     "check_gate_matches",
     "check_param_memory",
@@ -625,9 +625,16 @@ def parallel_options(
     return out
 
 
-def call_flags(layer: Any, overrides: Mapping[str, Any]) -> dict[str, bool]:
-    """The call's sequence flags: each override (``None``: the layer's attribute)."""
-    return _call_flags(layer, overrides)
+def prepare_call(layer: Any, inputs: Any, overrides: Mapping[str, Any]):
+    """``(flags, inputs, t_axis, carry_shape)`` of a ``ParallelRNN`` call: the sequence flags
+    (each override, ``None``: the layer's attribute), ``inputs`` as an array (rank >= 2), its
+    time axis, and the shape ``initialize_carry`` takes (``inputs`` without the time axis)."""
+    flags = _call_flags(layer, overrides)
+    inputs = as_numeric_array("inputs", inputs)
+    batch_shape(inputs, flags["time_major"])
+    t_axis = 0 if flags["time_major"] else np.ndim(inputs) - 2
+    shape = np.shape(inputs)[:t_axis] + np.shape(inputs)[t_axis + 1 :]
+    return flags, inputs, t_axis, shape
 
 
 def _batch_of_one(cell_fn: Callable) -> Callable:

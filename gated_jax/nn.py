@@ -725,13 +725,9 @@ class ParallelRNN(nn.Module):
         overrides = dict(
             return_carry=return_carry, time_major=time_major, reverse=reverse, keep_order=keep_order
         )
-        flags = common.call_flags(self, overrides)
-        inputs = as_numeric_array("inputs", inputs)
-        t_axis = 0 if flags["time_major"] else np.ndim(inputs) - 2
-        common.batch_shape(inputs, flags["time_major"])
+        flags, inputs, t_axis, shape = common.prepare_call(self, inputs, overrides)
         if initial_carry is None:
             key = jax.random.key(0) if init_key is None else init_key
-            shape = np.shape(inputs)[:t_axis] + np.shape(inputs)[t_axis + 1 :]
             initial_carry = self.cell.initialize_carry(key, shape)
         method = self.method
         if self.is_initializing():  # create the cell's variables, as nn.RNN's first step does

@@ -725,15 +725,11 @@ class ParallelRNN(nnx.Module):
         overrides = dict(
             return_carry=return_carry, time_major=time_major, reverse=reverse, keep_order=keep_order
         )
-        flags = common.call_flags(self, overrides)
-        inputs = as_numeric_array("inputs", inputs)
-        t_axis = 0 if flags["time_major"] else np.ndim(inputs) - 2
-        common.batch_shape(inputs, flags["time_major"])
+        flags, inputs, t_axis, shape = common.prepare_call(self, inputs, overrides)
         if initial_carry is None:
             rngs = self.rngs if rngs is None else rngs
             if isinstance(rngs, nnx.Rngs):
                 rngs = rngs.carry.fork()
-            shape = np.shape(inputs)[:t_axis] + np.shape(inputs)[t_axis + 1 :]
             initial_carry = self.cell.initialize_carry(shape, rngs)
         graphdef, state = nnx.split(self.cell)
         carry, outputs, _ = common.run_cell(
