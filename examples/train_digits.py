@@ -128,7 +128,9 @@ def synthetic_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     patterns = (rng.random((10, 8, 8)) < 0.4).astype(np.float64)
     labels = rng.integers(0, 10, size=n)
     shifts = rng.integers(-1, 2, size=n)
-    images = np.stack([np.roll(patterns[k], s, axis=0) for k, s in zip(labels, shifts)])
+    images = np.stack(
+        [np.roll(patterns[k], s, axis=0) for k, s in zip(labels, shifts, strict=True)]
+    )
     images = np.clip(0.7 * images + 0.6 * rng.random(images.shape), 0.0, 1.0)
     return images, labels
 
@@ -209,7 +211,7 @@ class Steps:
     evaluate: Any  # (params, x, y) -> (loss, accuracy)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_steps(
     method: str, features: int, channels: int, learning_rate: float, dtype: str
 ) -> Steps:
@@ -321,6 +323,7 @@ class Result:
     state: dict  # params, opt_state, step
     history: dict  # "loss" per step; "epoch", "train_loss", "test_loss", "test_accuracy"
     dataset: str
+    start_step: int  # the step this run started at (0, or the checkpoint's)
     epoch_ms: list  # wall time of each epoch trained in this run (the first includes compiling)
 
     @property
@@ -363,6 +366,7 @@ def train(
     total = config.epochs * per_epoch
     last = total if stop_at is None else min(stop_at, total)
     step, epoch_ms = int(state["step"]), []
+    start_step = step
     bar = tqdm(total=total, initial=step, disable=not progress, desc=config.method, unit="step")
     params, opt_state = state["params"], state["opt_state"]
     while step < last:
@@ -393,7 +397,7 @@ def train(
     bar.close()
     if manager is not None:
         manager.close()
-    return Result(state, history, data.name, epoch_ms)
+    return Result(state, history, data.name, start_step, epoch_ms)
 
 
 def plot_history(history: dict, path: str | os.PathLike, title: str = ""):

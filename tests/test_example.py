@@ -77,18 +77,11 @@ def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path, capsys, uninterrup
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out.splitlines()
     assert printed[-1] == f"test accuracy {uninterrupted.history['test_accuracy'][-1]:.4f}"
-    # The comparison can tell a resume apart: the same checkpoint resumed with the optimizer's
-    # state thrown away ends elsewhere.
+    # It resumed: this run trained the 11 steps after the checkpoint, not all 16 again.
+    assert resumed.start_step == 5 and len(resumed.epoch_ms) == 2
     manager = td.checkpoint_manager(ckpt)
-    assert manager.all_steps() == [8, 16]  # max_to_keep=2: the epoch ends
+    assert manager.all_steps() == [8, 16]  # max_to_keep=2: the two epoch ends
     manager.close()
-    fresh = td.init_state(CONFIG, data)
-    steps = td.steps_for(CONFIG)
-    params, opt_state = uninterrupted.state["params"], fresh["opt_state"]
-    x = jax.numpy.asarray(data.x_train)
-    y = jax.numpy.asarray(data.y_train, jax.numpy.int32)
-    moved, _, _ = steps.train_step(params, opt_state, x, y, jax.numpy.arange(32))
-    assert any(not np.array_equal(a, b) for a, b in zip(_leaves(moved), _leaves(params)))
 
 
 def test_resume_refuses_another_configuration(tmp_path, data):
@@ -119,7 +112,9 @@ def test_the_digits_when_scikit_learn_is_there():
     assert ds.x_train.shape[1:] == (8, 8) and 0.0 <= ds.x_train.min() and ds.x_train.max() == 1.0
     # The split is a partition of the data set: every (image, label) pair once.
     raw = load_digits()
-    pairs = lambda xs, ys: sorted(x.tobytes() + bytes([int(y)]) for x, y in zip(xs, ys))
+    pairs = lambda xs, ys: sorted(
+        x.tobytes() + bytes([int(y)]) for x, y in zip(xs, ys, strict=True)
+    )
     images = np.concatenate([ds.x_train, ds.x_test])
     labels = np.concatenate([ds.y_train, ds.y_test])
     assert pairs(images, labels) == pairs(raw.images / 16.0, raw.target)
