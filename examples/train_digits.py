@@ -72,7 +72,8 @@ _GATE_AND_SOLVER = {
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything a run depends on (checkpoints store it; a resume must pass the same)."""
+    """Everything a run depends on (checkpoints store it; a resume must pass the same, but for
+    ``epochs``)."""
 
     method: str = "sequential"
     epochs: int = 30
@@ -351,7 +352,8 @@ def train(
 ) -> Result:
     """Trains ``config.epochs`` epochs (or up to step ``stop_at``), checkpointing at the end of
     every epoch and where it stops when ``checkpoint_dir`` is given; with ``resume`` it starts
-    from the latest checkpoint there (the same ``config`` is required)."""
+    from the latest checkpoint there (the same ``config`` is required, but for ``epochs``:
+    more extend the run)."""
     from tqdm.auto import tqdm
 
     data = data if data is not None else load_data(config.data, config.small, config.seed)
@@ -362,7 +364,8 @@ def train(
         if manager is None:
             raise ValueError("`resume` (=True) must come with a `checkpoint_dir`")
         state, key, history, saved = restore_checkpoint(manager, state)
-        if saved != dataclasses.asdict(config):
+        mine = dataclasses.asdict(config)
+        if {**saved, "epochs": 0} != {**mine, "epochs": 0}:  # more epochs extend a run
             raise ValueError(f"`config` (={config}) must be the checkpoint's ({saved})")
     x_train = jnp.asarray(data.x_train, config.dtype)
     y_train = jnp.asarray(data.y_train, jnp.int32)

@@ -87,7 +87,7 @@ def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path, capsys, uninterrup
 def test_resume_refuses_another_configuration(tmp_path, data):
     ckpt = tmp_path / "ckpt"
     td.train(CONFIG, ckpt, stop_at=1, progress=False, data=data)
-    other = td.Config.small_run(data="synthetic", epochs=3, dtype="float64")
+    other = td.Config.small_run(data="synthetic", epochs=2, dtype="float64", learning_rate=0.1)
     with pytest.raises(ValueError, match="must be the checkpoint's"):
         td.train(other, ckpt, resume=True, progress=False, data=data)
 
