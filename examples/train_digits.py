@@ -315,7 +315,9 @@ def restore_checkpoint(manager, like: dict) -> tuple[dict, np.ndarray, dict, dic
         config=ocp.args.JsonRestore(),
     )
     got = manager.restore(step, args=args)
-    state = dict(got.state)
+    # Through the host: arrays as a fresh run has them (uncommitted to a device), so the
+    # compiled training step is reused, not compiled again for committed inputs.
+    state = jax.tree.map(lambda v: jnp.asarray(np.asarray(v)), dict(got.state))
     key = np.asarray(state.pop("data_key"))
     return state, key, got.history, got.config
 
