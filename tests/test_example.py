@@ -118,3 +118,24 @@ def test_the_digits_when_scikit_learn_is_there():
     images = np.concatenate([ds.x_train, ds.x_test])
     labels = np.concatenate([ds.y_train, ds.y_test])
     assert pairs(images, labels) == pairs(raw.images / 16.0, raw.target)
+
+
+@pytest.mark.parametrize(
+    ("method", "hc_shape"),
+    [("sequential", (16, 16)), ("mingru", None), ("quasi_deer", (16,)), ("deer", (16,))],
+)
+def test_each_method_is_the_recurrence_it_names(method, hc_shape):
+    """The recurrent gate each ``--method`` builds (shapes only: traced, not compiled)."""
+    model = td.ConvRNNClassifier(method, features=16, channels=4)
+    x = jax.ShapeDtypeStruct((2, 8, 8), np.float32)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+    cell = shapes["GatedRNN_0"]["cell"]
+    assert (cell["hc"]["kernel"].shape if "hc" in cell else None) == hc_shape
+    assert cell["ic"]["kernel"].shape == (8 * 4, 16)  # a row of the conv features per step
+
+
+def test_the_baseline_is_flax_gru():
+    model = td.ConvRNNClassifier("gru", features=16, channels=4)
+    x = jax.ShapeDtypeStruct((2, 8, 8), np.float32)
+    cell = jax.eval_shape(model.init, jax.random.key(0), x)["params"]["GRUCell_0"]
+    assert set(cell) == {"ir", "iz", "in", "hr", "hz", "hn"}  # nn.GRUCell's gates
