@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import math
 import os
 import sys
 import time
@@ -334,10 +333,7 @@ class Result:
     dataset: str
     start_step: int  # the step this run started at (0, or the checkpoint's)
     epoch_ms: list  # wall time of each epoch trained in this run (the first includes compiling)
-
-    @property
-    def test_accuracy(self) -> float:
-        return self.history["test_accuracy"][-1] if self.history["test_accuracy"] else math.nan
+    test_accuracy: float  # of the parameters where the run ended (an epoch's end or not)
 
 
 def _empty_history() -> dict:
@@ -408,7 +404,8 @@ def train(
     bar.close()
     if manager is not None:
         manager.close()
-    return Result(state, history, data.name, start_step, epoch_ms)
+    accuracy = float(steps.evaluate(params, x_test, y_test)[1])
+    return Result(state, history, data.name, start_step, epoch_ms, accuracy)
 
 
 def plot_history(history: dict, path: str | os.PathLike, title: str = ""):
@@ -484,11 +481,11 @@ def main(argv: Sequence[str] | None = None) -> Result:
         stop_at=args.steps,
         progress=not args.no_progress,
     )
-    ms = result.epoch_ms[1:] or result.epoch_ms
+    timed = result.epoch_ms[1:]  # the first epoch of a run compiles the step
+    speed = f", {np.median(timed):.1f} ms per epoch after the first" if timed else ""
     print(
         f"{config.method} on {result.dataset}: step {result.state['step']}, "
-        f"{len(result.history['epoch'])} epochs, {np.median(ms):.1f} ms per epoch "
-        f"(median{', after the first' if len(result.epoch_ms) > 1 else ''})"
+        f"{len(result.history['epoch'])} epochs{speed}"
     )
     if args.plot and result.history["epoch"]:
         plot_history(result.history, args.plot, f"{config.method} on {result.dataset}")
