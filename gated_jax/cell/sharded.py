@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh
+from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gated_jax._validate import (
@@ -143,6 +143,15 @@ _solve_vjp = jax.custom_vjp(_solve, nondiff_argnums=(3, 4, 5, 6, 7))
 _solve_vjp.defvjp(_solve_fwd, _solve_bwd)
 
 
+def _place(tree, mesh: Mesh, spec):
+    """``tree`` laid out as ``spec`` over ``mesh`` (a reshard on a mesh of explicit axes, a
+    sharding constraint on one of automatic axes)."""
+    sharding = NamedSharding(mesh, spec)
+    if all(t == AxisType.Explicit for t in mesh.axis_types):
+        return jax.tree.map(lambda v: jax.sharding.reshard(v, sharding), tree)
+    return lax.with_sharding_constraint(tree, sharding)
+
+
 @functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8, 9))
 def _run(p, xs, z0, mesh, axis, tol, max_iters, fallback, batch, dtypes):
     cdt, out = dtypes
@@ -153,6 +162,8 @@ def _run(p, xs, z0, mesh, axis, tol, max_iters, fallback, batch, dtypes):
     xs_f = jnp.reshape(jnp.asarray(xs, cdt), (B, T, n))
     z0 = jnp.zeros(batch + (m,), cdt) if z0 is None else jnp.asarray(z0, cdt)
     z0_f = jnp.reshape(jnp.broadcast_to(z0, batch + (m,)), (B, m))
+    xs_f = _place(xs_f, mesh, P(None, axis, None))
+    p, z0_f = _place(p, mesh, P()), _place(z0_f, mesh, P())
     zs, info = _solve_vjp(p, xs_f, z0_f, mesh, axis, tol, max_iters, fallback)
     return jnp.reshape(zs, batch + (T, m)).astype(out), info
 
