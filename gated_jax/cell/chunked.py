@@ -314,7 +314,9 @@ def backward(p, a, xs, mask, zs, z0, g, comm: Chunks):
     R = solve_reverse_tm(transpose(comm.gather(G), form), comm.gather(r_local), form)
     incoming = comm.local(jnp.concatenate([R[1:], jnp.zeros_like(R[:1])], axis=0))
     _, (pbar, ubar) = adjoint(p.w_z, g, c, zprev, zs, incoming, False, 1)
-    dp = jax.tree.map(comm.total, param_grads(p, xs, zprev, pbar, ubar))
+    flat = lambda v: jnp.reshape(v, (-1,) + v.shape[-2:])  # (steps, B, .) for the matmuls
+    dp = param_grads(p, flat(xs), flat(zprev), flat(pbar), flat(ubar))
+    dp = jax.tree.map(comm.total, dp)
     return dp, input_grads(p, pbar, ubar), R[0]
 
 
