@@ -79,7 +79,6 @@ from gated_jax.cell._affine import (
     apply,
     budget,
     check_solver_options,
-    combine_diag,
     concrete,
     default_tol,
     residual_bound,
@@ -95,7 +94,6 @@ from gated_jax.cell._core import (
     input_grads,
     param_grads,
     prepare,
-    run,
 )
 from gated_jax.cell.params import GatedParams
 
@@ -174,39 +172,43 @@ def jac_times(w_z, c, s, P, form: str):
     return ch[..., :, None] * P + sh[..., :, None] * WP
 
 
-def chunk_map(p: GatedParams, a, u, mask, start, form: str):
+def chunk_map(p: GatedParams, x, mask, start, form: str):
     """One pass of a chunk from ``start`` with its Jacobian product: ``(e, G, zmax)``, the
-    last state, ``G = J[L-1] ... J[0]`` in ``form`` and ``max |z|`` over the chunk's states."""
+    last state, ``G = J[L-1] ... J[0]`` in ``form`` and ``max |z|`` over the chunk's states.
+    The input projections are computed in the step (no ``T``-step array besides ``x``)."""
 
     def body(carry, inp):
         z, P, zmax = carry
-        at, ut, mt = inp
+        xt, mt = inp
+        at, ut = _step.projections(p, xt)
         z_new, c = _step.update(p.w_z, z, at, ut, mt)
         P = jac_times(p.w_z, c, _step.jacobian_factor(z, ut, c), P, form)
         return (z_new, P, jnp.maximum(zmax, jnp.max(jnp.abs(z_new)))), None
 
     zero = jnp.zeros((), start.dtype)
-    (e, G, zmax), _ = lax.scan(body, (start, _identity(form, p.w_z, start), zero), (a, u, mask))
+    (e, G, zmax), _ = lax.scan(body, (start, _identity(form, p.w_z, start), zero), (x, mask))
     return e, G, zmax
 
 
-def chunk_states(p: GatedParams, a, u, mask, start):
+def chunk_states(p: GatedParams, x, mask, start):
     """The chunk's states ``(L, *batch, m)`` from ``start``: the cell's own loop."""
 
     def body(z, inp):
-        z, _ = _step.update(p.w_z, z, *inp)
+        xt, mt = inp
+        z, _ = _step.update(p.w_z, z, *_step.projections(p, xt), mt)
         return z, z
 
-    return lax.scan(body, start, (a, u, mask))[1]
+    return lax.scan(body, start, (x, mask))[1]
 
 
 # --------------------------------------------------------------------------------------------
 # the boundaries: stacks over the chunks (C, *batch, .)
 
 
-def first_steps(a, u, mask, comm: Chunks):
-    """Every chunk's first-step inputs, stacked: ``(a0, u0, mask0)``."""
-    return comm.gather(a[0]), comm.gather(u[0]), None if mask is None else comm.gather(mask[0])
+def first_steps(p: GatedParams, x, mask, comm: Chunks):
+    """Every chunk's first-step input terms, stacked: ``(a0, u0, mask0)``."""
+    a0, u0 = _step.projections(p, comm.gather(x[0]))
+    return a0, u0, None if mask is None else comm.gather(mask[0])
 
 
 def boundary_residual(p: GatedParams, heads, S, E):
@@ -229,85 +231,100 @@ def newton_starts(z0, S, E, G, form: str):
     return jnp.concatenate([z0[None], rest], axis=0)
 
 
-def _previous_firsts(z0, last, comm: Chunks):
+def previous_firsts(z0, last, comm: Chunks):
     """The state before each chunk's first step in the trajectory: ``z0`` for chunk 0, the
     previous chunk's last state otherwise (this chunk's entry)."""
     lasts = comm.gather(last)
     return comm.local(jnp.concatenate([z0[None], lasts[:-1]], axis=0))
 
 
-def trajectory_residual(p: GatedParams, a, u, mask, zs, z0, comm: Chunks):
-    """``(max_t |z[t] - f(z[t-1], x[t])|, max |z|)`` over every step of every chunk."""
-    zprev = jnp.concatenate([_previous_firsts(z0, zs[-1], comm)[None], zs[:-1]], axis=0)
-    fz, _ = _step.update(p.w_z, zprev, a, u, mask)
-    r = comm.gather(jnp.max(jnp.abs(zs - fz)))
-    return jnp.max(r), jnp.max(comm.gather(jnp.max(jnp.abs(zs))))
-
-
-def newton(p, a, u, mask, z0, S0, comm: Chunks, bound: float, max_iters: int):
+def newton(p, x, mask, z0, S0, comm: Chunks, bound: float, max_iters: int):
     """Newton on the chunk starts ``S0`` ``(C, *batch, m)`` (the same on every chunk) until the
     boundary residual is within ``bound * max(1, max |z|)`` or after ``max_iters`` updates;
-    stops early on a non-finite residual. Returns ``(k, S, residuals)``."""
+    stops early on a non-finite residual. Returns ``(k, S, residuals, ok)``, ``ok`` the last
+    iterate's test. With ``W_z = None``
+    every chunk map is affine and one update from any guess is exact."""
     form = structure(p.w_z)
-    heads = first_steps(a, u, mask, comm)
+    heads = first_steps(p, x, mask, comm)
+    res0 = jnp.full((max_iters + 1,), jnp.nan, S0.dtype)
+
+    def measure(S):
+        e, G, zmax = chunk_map(p, x, mask, comm.local(S), form)
+        E, G, zmax = comm.gather(e), comm.gather(G), jnp.max(comm.gather(zmax))
+        return E, G, zmax, boundary_residual(p, heads, S, E)
+
+    if p.w_z is None:  # affine chunk maps: one update from any guess is exact
+        E, G, _, r = measure(S0)
+        S = newton_starts(z0, S0, E, G, form)
+        return jnp.ones((), jnp.int32), S, res0.at[0].set(r), jnp.ones((), bool)
 
     def body(state):
-        k, S, res, _ = state
-        e, G, zmax = chunk_map(p, a, u, mask, comm.local(S), form)
-        E, G, zmax = comm.gather(e), comm.gather(G), jnp.max(comm.gather(zmax))
-        r = boundary_residual(p, heads, S, E)
+        k, S, res, _, _ = state
+        E, G, zmax, r = measure(S)
         ok = jnp.isfinite(r) & (r <= bound * jnp.maximum(1.0, zmax))
         stop = ok | (k >= max_iters) | jnp.logical_not(jnp.isfinite(r))
         new = lax.cond(stop, lambda: S, lambda: newton_starts(z0, S, E, G, form))
-        return k + jnp.where(stop, 0, 1), new, res.at[k].set(r), stop
+        return k + jnp.where(stop, 0, 1), new, res.at[k].set(r), ok, stop
 
-    res0 = jnp.full((max_iters + 1,), jnp.nan, S0.dtype)
-    state = (jnp.zeros((), jnp.int32), S0, res0, jnp.zeros((), bool))
-    k, S, res, _ = lax.while_loop(lambda s: jnp.logical_not(s[3]), body, state)
-    return k, S, res
-
-
-def mingru(p, a, u, mask, z0, comm: Chunks):
-    """minGRU in one pass: each chunk's local affine scan from zero (prefix products ``P`` and
-    states ``y``), the chunk summaries composed into the exact starts, ``z = y + P s``.
-    Returns ``(states, starts, residual of the zero starts)``."""
-    c = _step.gate(None, None, a, mask)
-    P, y = lax.associative_scan(combine_diag, (c, (1 - c) * u), axis=0)
-    G, E = comm.gather(P[-1]), comm.gather(y[-1])
-    zero = jnp.zeros_like(E)  # the starts that E and G are the chunk maps at
-    S = newton_starts(z0, zero, E, G, "diagonal")
-    r0 = boundary_residual(p, first_steps(a, u, mask, comm), zero.at[0].set(z0), E)
-    return y + P * comm.local(S)[None], S, r0
+    false = jnp.zeros((), bool)
+    state = (jnp.zeros((), jnp.int32), S0, res0, false, false)
+    k, S, res, ok, _ = lax.while_loop(lambda s: jnp.logical_not(s[4]), body, state)
+    return k, S, res, ok
 
 
-def solve(p, a, u, mask, z0, S0, comm: Chunks, tol: float, max_iters: int):
-    """The chunked solve of one chunk's time-major ``(a, u, mask)``: ``(zs, starts, DeerInfo)``.
+def solve(p, x, mask, z0, S0, comm: Chunks, tol: float, max_iters: int, exact_starts=None):
+    """The chunked solve of one chunk's time-major inputs ``x`` ``(L, *batch, n)``:
+    ``(zs, starts, DeerInfo)``. ``exact_starts``: ``S -> `` the exact starts by a sequential
+    route, run (a ``lax.cond`` on the starts alone) when Newton did not converge.
 
-    ``residuals[k]`` (``k = iterations``) is the returned trajectory's per-step residual over
-    every step, and ``converged`` that residual's test; earlier entries are the boundary
-    residuals of the iterates."""
-    bound = residual_bound(tol, a.dtype)
-    if p.w_z is None:
-        zs, S, r0 = mingru(p, a, u, mask, z0, comm)
-        k = jnp.ones((), jnp.int32)
-        res = jnp.full((max_iters + 1,), jnp.nan, a.dtype).at[0].set(r0)
-    else:
-        k, S, res = newton(p, a, u, mask, z0, S0, comm, bound, max_iters)
-        zs = chunk_states(p, a, u, mask, comm.local(S))
-    r, scale = trajectory_residual(p, a, u, mask, zs, z0, comm)
-    ok = jnp.isfinite(r) & (r <= bound * jnp.maximum(1.0, scale))
-    return zs, S, DeerInfo(k, res.at[k].set(r), ok, jnp.zeros((), bool))
+    ``residuals[k]`` (``k = iterations``) is the returned trajectory's own per-step residual:
+    inside a chunk every step is the cell's step (the loop that produced it), so it is measured
+    at the chunk starts, on the returned states; ``converged`` is its test and Newton's.
+    Earlier entries are the iterates' boundary residuals."""
+    bound = residual_bound(tol, z0.dtype)
+    if p.w_z is None:  # minGRU: one update from the zero guess, exact
+        S0 = jnp.zeros_like(S0).at[0].set(z0)
+    k, S, res, ok = newton(p, x, mask, z0, S0, comm, bound, max_iters)
+    if exact_starts is not None:
+        S = lax.cond(ok, lambda: S, lambda: exact_starts(S))
+    zs = chunk_states(p, x, mask, comm.local(S))
+    r = boundary_residual(p, first_steps(p, x, mask, comm), S, comm.gather(zs[-1]))
+    scale = jnp.max(comm.gather(jnp.max(jnp.abs(zs))))
+    good = jnp.isfinite(r) & (r <= bound * jnp.maximum(1.0, scale))
+    seq = jnp.logical_not(ok) if exact_starts is not None else jnp.zeros((), bool)
+    return zs, S, DeerInfo(k, res.at[k].set(r), ok & good, seq)
 
 
-def backward(p, a, xs, mask, zs, z0, g, comm: Chunks):
+def chunk_end(p: GatedParams, x, mask, start):
+    """The chunk's last state from ``start`` (the loop, nothing stored)."""
+
+    def body(z, inp):
+        xt, mt = inp
+        return _step.update(p.w_z, z, *_step.projections(p, xt), mt)[0], None
+
+    return lax.scan(body, start, (x, mask))[0]
+
+
+def sequential_starts(p: GatedParams, x, mask, z0):
+    """The exact chunk starts ``(C, B, m)`` of the one-device layout ``(L, C, B, .)``: the
+    chunks one after another, each from the previous one's last state (work ``T``, depth
+    ``T``: the sequential loop, storing only the ``C`` starts)."""
+
+    def one(z, inp):
+        return chunk_end(p, *inp, z), z
+
+    per_chunk = (jnp.swapaxes(x, 0, 1), None if mask is None else jnp.swapaxes(mask, 0, 1))
+    return lax.scan(one, z0, per_chunk)[1]
+
+
+def backward(p, xs, mask, zs, z0, g, comm: Chunks):
     """The chunked adjoint at the trajectory ``zs`` for the cotangents ``g`` (one chunk's
     time-major arrays): ``(dparams, dxs, dz0)``, ``dparams`` already summed over chunks."""
     form = structure(p.w_z)
-    first = _previous_firsts(z0, zs[-1], comm)
+    first = previous_firsts(z0, zs[-1], comm)
     zprev = jnp.concatenate([first[None], zs[:-1]], axis=0)
-    c = _step.gate(p.w_z, zprev, a, mask)
-    u = _step.projections(p, xs)[1]
-    _, G, _ = chunk_map(p, a, u, mask, first, form)
+    c = _step.gate(p.w_z, zprev, _step.gate_input(p, xs), mask)
+    _, G, _ = chunk_map(p, xs, mask, first, form)
     zero = jnp.zeros_like(first)
     r_local, _ = adjoint(p.w_z, g, c, zprev, zs, zero, False, 1)
     # R_k = r_k + G_k^T R_{k+1}, R_C = 0: the total gradient at every chunk start
@@ -339,26 +356,22 @@ def from_chunks(v, T: int):
     return jnp.reshape(v, (-1,) + v.shape[2:])[:T]
 
 
-def _chunked_operands(p, xs_tm, mask, L: int):
-    """``(a, u, mask, xs)`` in the chunk layout; padded steps are masked (identity) steps."""
+def _chunked_operands(xs_tm, mask, L: int):
+    """``(xs, mask)`` in the chunk layout; padded steps are masked (identity) steps."""
     T, B = xs_tm.shape[:2]
-    a, u = _step.projections(p, xs_tm)
     if mask is None and T % L:
         mask = jnp.ones((T, B), bool)
-    cm = None if mask is None else to_chunks(mask, L, False)
-    return to_chunks(a, L, 0), to_chunks(u, L, 0), cm, to_chunks(xs_tm, L, 0)
+    return to_chunks(xs_tm, L, 0), None if mask is None else to_chunks(mask, L, False)
 
 
 def _solve(p, xs_tm, z0, mask, init, L, tol, max_iters, fallback):
     T = xs_tm.shape[0]
-    a, u, cm, _ = _chunked_operands(p, xs_tm, mask, L)
+    xc, cm = _chunked_operands(xs_tm, mask, L)
     S0 = jnp.concatenate([z0[None], init[L - 1 : T - 1 : L]], axis=0)
-    zs, _, info = solve(p, a, u, cm, z0, S0, ALL, tol, max_iters)
-    zs = from_chunks(zs, T)
-    if fallback:  # never a wrong trajectory: without convergence, the sequential loop
-        zs = lax.cond(info.converged, lambda: zs, lambda: run(p, xs_tm, z0, mask, False, 1)[1])
-        info = info._replace(sequential=jnp.logical_not(info.converged))
-    return zs, info
+    # never a wrong trajectory: without convergence, the starts by the sequential loop
+    exact = (lambda S: sequential_starts(p, xc, cm, z0)) if fallback else None
+    zs, _, info = solve(p, xc, cm, z0, S0, ALL, tol, max_iters, exact)
+    return from_chunks(zs, T), info
 
 
 def _solve_fwd(p, xs_tm, z0, mask, init, L, tol, max_iters, fallback):
@@ -369,9 +382,9 @@ def _solve_fwd(p, xs_tm, z0, mask, init, L, tol, max_iters, fallback):
 def _solve_bwd(L, tol, max_iters, fallback, res, cts):
     p, xs_tm, z0, mask, zs = res
     T = xs_tm.shape[0]
-    a, _, cm, xc = _chunked_operands(p, xs_tm, mask, L)
+    xc, cm = _chunked_operands(xs_tm, mask, L)
     # padded steps come after every real one, so no cotangent reaches them: zero states do
-    dp, dx, dz0 = backward(p, a, xc, cm, to_chunks(zs, L, 0), z0, to_chunks(cts[0], L, 0), ALL)
+    dp, dx, dz0 = backward(p, xc, cm, to_chunks(zs, L, 0), z0, to_chunks(cts[0], L, 0), ALL)
     return dp, from_chunks(dx, T), dz0, None, None
 
 
@@ -387,7 +400,7 @@ def _solve_jit(p, xs_tm, z0, mask, init, L, tol, max_iters, fallback):
 def _check_fits(ops: Operands, xs, C: int) -> None:
     """The ``C B`` chunk Jacobian products (and their copies in the scan) must fit."""
     w_z, form = ops.params.w_z, structure(ops.params.w_z)
-    if form != "diagonal":
+    if w_z is not None and form != "diagonal":
         width = ops.m if form == "dense" else int(w_z.shape[-1])
         check_jacobians_fit(xs, ops.batch, C, ops.m, ops.xs.dtype, copies=4, width=width)
 

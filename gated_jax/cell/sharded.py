@@ -56,7 +56,6 @@ from gated_jax._validate import (
     output_dtype,
 )
 from gated_jax.cell import chunked as _chunked
-from gated_jax.cell import step as _step
 from gated_jax.cell._affine import DeerInfo, budget, check_solver_options, default_tol
 from gated_jax.cell.params import GatedParams, check_params
 
@@ -72,36 +71,31 @@ def _comm(axis: str) -> _chunked.Chunks:
     )
 
 
-def _relay(p, a, u, z0, S, comm: _chunked.Chunks, D: int):
-    """The sequential result on sharded time: ``D - 1`` rounds in which every device restarts
-    from its predecessor's last state (after round ``r`` the first ``r + 1`` starts are exact),
-    then the states from the exact starts."""
+def _relay(p, x, z0, S, comm: _chunked.Chunks, D: int):
+    """The exact starts on sharded time, sequentially: ``D - 1`` rounds in which every device
+    restarts from its predecessor's last state (after round ``r`` the first ``r + 1`` starts
+    are exact)."""
 
     def round_(_, S):
-        last = _chunked.chunk_states(p, a, u, None, comm.local(S))[-1]
+        last = _chunked.chunk_end(p, x, None, comm.local(S))
         return jnp.concatenate([z0[None], comm.gather(last)[:-1]], axis=0)
 
-    S = lax.fori_loop(0, D - 1, round_, S)
-    return _chunked.chunk_states(p, a, u, None, comm.local(S))
+    return lax.fori_loop(0, D - 1, round_, S)
 
 
 def _forward_local(p, xs, z0, axis, D, tol, max_iters, fallback):
     """One device's part: its ``(B, T/D, n)`` inputs to its ``(B, T/D, m)`` states."""
     comm = _comm(axis)
-    a, u = _step.projections(p, jnp.swapaxes(xs, 0, 1))
+    x = jnp.swapaxes(xs, 0, 1)
     S0 = jnp.zeros((D,) + z0.shape, z0.dtype).at[0].set(z0)
-    zs, _, info = _chunked.solve(p, a, u, None, z0, S0, comm, tol, max_iters)
-    if fallback and p.w_z is not None:
-        zs = lax.cond(info.converged, lambda: zs, lambda: _relay(p, a, u, z0, S0, comm, D))
-        info = info._replace(sequential=jnp.logical_not(info.converged))
+    exact = (lambda S: _relay(p, x, z0, S, comm, D)) if fallback else None
+    zs, _, info = _chunked.solve(p, x, None, z0, S0, comm, tol, max_iters, exact)
     return jnp.swapaxes(zs, 0, 1), info
 
 
 def _backward_local(p, xs, z0, zs, g, axis):
-    x_tm = jnp.swapaxes(xs, 0, 1)
-    a = _step.gate_input(p, x_tm)
     tm = lambda v: jnp.swapaxes(v, 0, 1)
-    dp, dx, dz0 = _chunked.backward(p, a, x_tm, None, tm(zs), z0, tm(g), _comm(axis))
+    dp, dx, dz0 = _chunked.backward(p, tm(xs), None, tm(zs), z0, tm(g), _comm(axis))
     return dp, tm(dx), dz0
 
 
@@ -264,10 +258,11 @@ def collective_bytes(params: GatedParams, batch: int, devices: int, itemsize: in
     """
     m = int(np.shape(params.w_x)[0])
     form = _chunked.structure(params.w_z)
-    width = {"diagonal": 1, "dense": m}.get(form) or int(np.shape(params.w_z)[-1])
+    w_z = params.w_z
+    width = m if form == "dense" else 1 if w_z is None or form == "diagonal" else w_z.shape[-1]
     D, B = int(devices), int(batch)
     return {
         "states": D * B * m * itemsize,
-        "jacobians": D * B * m * width * itemsize,
+        "jacobians": D * B * m * int(width) * itemsize,
         "scalar": D * itemsize,
     }
