@@ -22,22 +22,26 @@ for minGRU (``(m,)``), per head for ``(H, h, h)`` (``H`` blocks of ``h x h``), d
 
 **Convergence** is judged as for :func:`~gated_jax.cell.gated_deer`, by the per-step residual
 of the trajectory, ``max_t |z[t] - f(z[t-1], x[t])| <= max(tol, 32 eps) max(1, max |z|)``.
-Inside a chunk every step is the cell's own step, so only the first step of each chunk can
-miss: each iteration measures ``|f(s_k, x[kL]) - f(e_{k-1}, x[kL])|`` over the chunk starts,
-and the returned trajectory's residual is then measured over every step
-(:class:`~gated_jax.cell.DeerInfo`). With ``W_z = None`` (minGRU) every chunk map is affine,
-``F_k(s) = G_k s + F_k(0)``: each chunk runs one local affine scan from zero, the ``C`` chunk
-summaries ``(G_k, F_k(0))`` are composed into the exact starts, and each chunk adds
-``G[t] s_k`` (its prefix product times its start): exact in one pass, no Newton.
+Inside a chunk every step is the cell's own step (the loop that produced it), so only the
+first step of each chunk can miss: each iteration measures
+``|f(s_k, x[kL]) - f(e_{k-1}, x[kL])|`` over the chunk starts, and the returned states are
+measured the same way (:class:`~gated_jax.cell.DeerInfo`). Without convergence, under
+``fallback``, the starts are recomputed by the sequential loop (chunk after chunk, storing only
+the ``C`` starts) and the states from them: the sequential trajectory. With ``W_z = None``
+(minGRU) every chunk map is affine, ``F_k(s) = G_k s + F_k(0)``: one pass from the zero guess
+gives the chunk summaries ``(G_k, F_k(0))``, one update composes them into the exact starts,
+and one pass from those gives the states: exact, no iteration.
 
 **Cost** per iteration (``B`` sequences): work ``O(T B m)`` (minGRU, diagonal), ``O(T B m h^2)``
 (heads), ``O(T B m^3)`` (dense: the chunk products are matrix products), plus the boundary
 solve ``O(C B m)`` / ``O(C B m h^2)`` / ``O(C B m^3)``; depth ``L + ceil(log2 C)`` steps.
 With ``k`` updates: ``k + 1`` chunk passes with Jacobian products and one pass storing the
-states, so work ``(k + 2)`` times that of a pass and depth ``(k + 2) L + (k + 1) log2 C``;
-memory: the states and the input projections (``3 T B m``) plus ``C B`` Jacobian products
-(``m``, ``m h`` or ``m^2`` entries each). The default ``L = ceil(sqrt(T))`` balances the depth
-of a pass against the worst-case number of iterations (``C - 1``).
+states, so work ``(k + 2)`` times that of a pass and depth ``(k + 2) L + k log2 C`` (minGRU:
+two passes, depth ``2 L + log2 C``). Memory: the states, a chunk-layout copy of the inputs and
+``C B`` Jacobian products (``m``, ``m h`` or ``m^2`` entries each); the input projections are
+computed inside the loops, never stored for all ``T`` steps. The default
+``L = ceil(sqrt(T))`` balances the depth of a pass against the worst-case number of
+iterations (``C - 1``).
 
 **Gradients** are exact for the sequential recurrence, by implicit differentiation at the
 returned trajectory, with a chunked adjoint: each chunk runs the closed-form reverse adjoint
@@ -482,8 +486,8 @@ def gated_chunked(
     ``max(tol, 32 eps) * max(1, max |z|)``, as for :func:`~gated_jax.cell.gated_deer`. Per
     update: work ``O(T m)`` (minGRU, diagonal ``w_z``), ``O(T m h^2)`` (heads) or
     ``O(T m^3)`` (dense) per sequence, depth ``L + ceil(log2 C)``; memory ``O(T m)`` plus
-    ``C`` chunk Jacobian products. minGRU (``W_z = None``) is exact in one pass (local affine
-    scans, then each chunk corrected by its start). Gradients are those of the sequential
+    ``C`` chunk Jacobian products. minGRU (``W_z = None``) is exact after one update (a pass
+    for the chunk summaries, one for the states). Gradients are those of the sequential
     recurrence at the returned trajectory (implicit differentiation, a chunked adjoint).
 
     Args:

@@ -6,10 +6,13 @@ of the states, and is one chunk of the chunked hybrid (:mod:`gated_jax.cell.chun
 with :func:`jax.shard_map` and JAX's own collectives (``all_gather``, ``psum``); XLA's runtime
 moves the data (NCCL on GPU, ICI on TPU, Gloo across CPU processes):
 
-* **minGRU** (``W_z = None``), exact in one pass: each device runs its local affine scan from
-  zero (prefix products ``P[t]`` and states ``y[t]``), the ``D`` chunk summaries
-  ``(P[-1], y[-1])`` (``2 B m`` numbers per device) are all-gathered, every device composes
-  them into its start state ``s_d``, and corrects its prefix, ``z[t] = y[t] + P[t] s_d``.
+* **minGRU** (``W_z = None``), exact with one exchange: each device runs its local affine
+  recurrence from zero, ``T/D`` steps, keeping only its summary ``(P, y)``: the product of its
+  gates ``P = c[T/D-1] ... c[0]`` and its last state ``y`` (``2 B m`` numbers). The ``D``
+  summaries are all-gathered, every device composes them into its start state
+  ``s_d = y_{d-1} + P_{d-1} s_{d-1}`` and runs its steps from ``s_d`` (a second local pass
+  rather than the correction ``z[t] = y[t] + P[t] s_d``, which would store ``y`` and ``P``
+  for every step: twice the memory).
 * **Dense and structured cells**, by Newton on the ``D - 1`` unknown device starts: each
   iteration every device runs its ``T/D`` steps from its current start guess with the Jacobian
   product ``G_d`` (in ``w_z``'s structure), all-gathers ``(e_d, G_d)`` (its last state and
@@ -182,8 +185,8 @@ def sequence_parallel_scan(
 
     evaluated with each of the ``D`` devices of ``axis_name`` holding ``T / D`` consecutive
     steps of the inputs and of the states (module :mod:`gated_jax.cell.sharded`): minGRU
-    exactly in one pass (local affine scans, the ``D`` chunk summaries all-gathered, each
-    device corrects its prefix), the other cells by Newton on the ``D - 1`` device start states
+    exactly with one exchange (local affine summaries all-gathered, each device composes its
+    start and runs its steps from it), the other cells by Newton on the ``D - 1`` device start states
     (the chunked hybrid, one chunk per device, all-gathered chunk Jacobian products). The
     result equals :func:`~gated_jax.cell.gated_scan` to the residual bound of
     :func:`~gated_jax.cell.gated_deer`; gradients (``jax.grad``, ``jax.vjp``) are those of the
