@@ -199,7 +199,8 @@ def chunk_states(p: GatedParams, x, mask, start):
 
     def body(z, inp):
         xt, mt = inp
-        z, _ = _step.update(p.w_z, z, *_step.projections(p, xt), mt)
+        at, ut = _step.projections(p, xt)
+        z, _ = _step.update(p.w_z, z, at, ut, mt)
         return z, z
 
     return lax.scan(body, start, (x, mask))[1]
@@ -304,7 +305,8 @@ def chunk_end(p: GatedParams, x, mask, start):
 
     def body(z, inp):
         xt, mt = inp
-        return _step.update(p.w_z, z, *_step.projections(p, xt), mt)[0], None
+        at, ut = _step.projections(p, xt)
+        return _step.update(p.w_z, z, at, ut, mt)[0], None
 
     return lax.scan(body, start, (x, mask))[0]
 
@@ -315,7 +317,8 @@ def sequential_starts(p: GatedParams, x, mask, z0):
     ``T``: the sequential loop, storing only the ``C`` starts)."""
 
     def one(z, inp):
-        return chunk_end(p, *inp, z), z
+        xk, mk = inp
+        return chunk_end(p, xk, mk, z), z
 
     per_chunk = (jnp.swapaxes(x, 0, 1), None if mask is None else jnp.swapaxes(mask, 0, 1))
     return lax.scan(one, z0, per_chunk)[1]

@@ -186,8 +186,8 @@ def sequence_parallel_scan(
     evaluated with each of the ``D`` devices of ``axis_name`` holding ``T / D`` consecutive
     steps of the inputs and of the states (module :mod:`gated_jax.cell.sharded`): minGRU
     exactly with one exchange (local affine summaries all-gathered, each device composes its
-    start and runs its steps from it), the other cells by Newton on the ``D - 1`` device start states
-    (the chunked hybrid, one chunk per device, all-gathered chunk Jacobian products). The
+    start and runs its steps from it), the other cells by Newton on the ``D - 1`` device start
+    states (the chunked hybrid, one chunk per device, all-gathered chunk Jacobian products). The
     result equals :func:`~gated_jax.cell.gated_scan` to the residual bound of
     :func:`~gated_jax.cell.gated_deer`; gradients (``jax.grad``, ``jax.vjp``) are those of the
     sequential recurrence, by a sharded adjoint. Works unchanged in a multi-process program
