@@ -14,7 +14,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from test_distributed import _env, _free_port, launch
+from test_distributed import ROOT, _env, _free_port, launch
 
 LAUNCH_TIMEOUT = 300
 
@@ -53,6 +53,15 @@ WORKER = textwrap.dedent(
         for key, v in dict(zs=zs, dxs=gx, dz0=gz, **gp._asdict(), **info._asdict()).items():
             if v is not None:
                 res[f"{name}/{key}"] = host(v) if key in ("zs", "dxs") else np.asarray(v)
+        if name == "heads" and role == "single":  # the all-gathers of the compiled program
+            sys.path.insert(0, str(Path(sys.argv[5]) / "benchmarks"))
+            from sequence_parallel import hlo_all_gathers
+            from gated_jax.cell.sharded import collective_bytes
+            fwd = jax.jit(lambda p, x, z: sequence_parallel_scan(p, x, z, mesh=mesh,
+                                                                 axis_name="time")[0])
+            loop, _ = hlo_all_gathers(fwd.lower(p, xs, z0).compile().as_text())
+            res["hlo/loop"] = np.asarray(loop)
+            res["hlo/shapes"] = np.asarray(sum(collective_bytes(p, 2, 4, 8).values()))
         if name == "dense" and role == "single":  # the relay fallback: 1 update is too few
             zs1, info1 = sequence_parallel_scan(p, xs, z0, mesh=mesh, axis_name="time",
                                                 max_iters=1)
@@ -94,7 +103,7 @@ def runs(tmp_path_factory):
         [
             (py + ["0", str(tmp), addr, cells["0"]], _env(2)),
             (py + ["1", str(tmp), addr, cells["1"]], _env(2)),
-            (py + ["single", str(tmp), "-", cells["single"]], _env(4)),
+            (py + ["single", str(tmp), "-", cells["single"], str(ROOT)], _env(4)),
         ],
         tmp,
         LAUNCH_TIMEOUT,
@@ -141,6 +150,13 @@ def test_both_processes_hold_the_same_result(runs):
     assert res["0"].keys() == res["1"].keys()
     for k in res["0"]:
         np.testing.assert_array_equal(res["0"][k], res["1"][k], err_msg=k)
+
+
+def test_all_gathered_bytes_per_newton_iteration_match_the_compiled_program(runs):
+    _, res = runs
+    # heads (2 of 2 x 2), B = 2, D = 4, float64: e (4, 2, 4), G (4, 2, 2, 2, 2), zmax (4,)
+    assert int(res["single"]["hlo/shapes"]) == (4 * 2 * 4 + 4 * 2 * 2 * 2 * 2 + 4) * 8
+    assert int(res["single"]["hlo/loop"]) == int(res["single"]["hlo/shapes"])
 
 
 def test_relay_fallback_gives_the_sequential_states(runs):
