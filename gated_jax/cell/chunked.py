@@ -94,7 +94,7 @@ from gated_jax.cell._affine import (
 from gated_jax.cell._core import (
     Operands,
     ScanOptions,
-    adjoint,
+    add_params,
     input_grads,
     param_grads,
     prepare,
@@ -324,24 +324,45 @@ def sequential_starts(p: GatedParams, x, mask, z0):
     return lax.scan(one, z0, per_chunk)[1]
 
 
+def adjoint_pass(p: GatedParams, x, mask, zs, first, g, r0, grads: bool):
+    """The closed-form reverse adjoint over one chunk, ``delta[t] = g[t] + J[t+1]^T
+    delta[t+1]`` from the incoming ``r0`` (the gradient at the chunk's last state from later
+    steps), recomputing each step's gate from the states and inputs. Returns ``(r, dp, dx)``:
+    the gradient at the chunk's start and, with ``grads``, the weight gradients accumulated
+    step by step and ``dl/dx`` per step (nothing ``T`` steps long is stored besides ``dx``)."""
+    zp_all = jnp.concatenate([first[None], zs], axis=0)
+    acc0 = jax.tree.map(jnp.zeros_like, p) if grads else None
+    three = lambda v: jnp.reshape(v, (1, -1, v.shape[-1]))  # (1, steps, .) for param_grads
+
+    def body(carry, inp):
+        r, acc = carry
+        xt, mt, zp, zt, gt = inp
+        at, ut = _step.projections(p, xt)
+        c = _step.gate(p.w_z, zp, at, mt)
+        s = _step.jacobian_factor_from_states(zp, zt, c)
+        r, pbar, ubar = _step.transpose_step(p.w_z, c, s, gt + r)
+        if not grads:
+            return (r, acc), None
+        acc = add_params(acc, param_grads(p, three(xt), three(zp), three(pbar), three(ubar)))
+        return (r, acc), input_grads(p, pbar, ubar)
+
+    inputs = (x, mask, zp_all[:-1], zs, g)
+    (r, dp), dx = lax.scan(body, (r0, acc0), inputs, reverse=True)
+    return r, dp, dx
+
+
 def backward(p, xs, mask, zs, z0, g, comm: Chunks):
     """The chunked adjoint at the trajectory ``zs`` for the cotangents ``g`` (one chunk's
     time-major arrays): ``(dparams, dxs, dz0)``, ``dparams`` already summed over chunks."""
     form = structure(p.w_z)
     first = previous_firsts(z0, zs[-1], comm)
-    zprev = jnp.concatenate([first[None], zs[:-1]], axis=0)
-    c = _step.gate(p.w_z, zprev, _step.gate_input(p, xs), mask)
     _, G, _ = chunk_map(p, xs, mask, first, form)
-    zero = jnp.zeros_like(first)
-    r_local, _ = adjoint(p.w_z, g, c, zprev, zs, zero, False, 1)
+    r_local, _, _ = adjoint_pass(p, xs, mask, zs, first, g, jnp.zeros_like(first), False)
     # R_k = r_k + G_k^T R_{k+1}, R_C = 0: the total gradient at every chunk start
     R = solve_reverse_tm(transpose(comm.gather(G), form), comm.gather(r_local), form)
     incoming = comm.local(jnp.concatenate([R[1:], jnp.zeros_like(R[:1])], axis=0))
-    _, (pbar, ubar) = adjoint(p.w_z, g, c, zprev, zs, incoming, False, 1)
-    flat = lambda v: jnp.reshape(v, (-1,) + v.shape[-2:])  # (steps, B, .) for the matmuls
-    dp = param_grads(p, flat(xs), flat(zprev), flat(pbar), flat(ubar))
-    dp = jax.tree.map(comm.total, dp)
-    return dp, input_grads(p, pbar, ubar), R[0]
+    _, dp, dx = adjoint_pass(p, xs, mask, zs, first, g, incoming, True)
+    return jax.tree.map(comm.total, dp), dx, R[0]
 
 
 # --------------------------------------------------------------------------------------------
