@@ -87,6 +87,7 @@ from gated_jax.cell import DeerInfo as DeerInfo
 from gated_jax.cell import GatedParams as GatedParams
 from gated_jax.cell import deer_scan as deer_scan
 from gated_jax.cell import gated_bptt as gated_bptt
+from gated_jax.cell import gated_chunked as gated_chunked
 from gated_jax.cell import gated_deer as gated_deer
 from gated_jax.cell import gated_scan as gated_scan
 from gated_jax.cell import gated_step as gated_step
@@ -95,6 +96,7 @@ from gated_jax.cell import init_gated_params as init_gated_params
 from gated_jax.cell import jacobian_norm_bound as jacobian_norm_bound
 from gated_jax.cell import jacobian_product as jacobian_product
 from gated_jax.cell import lyapunov_exponent as lyapunov_exponent
+from gated_jax.cell import sequence_parallel_scan as sequence_parallel_scan
 from gated_jax.cell import state_jacobians as state_jacobians
 from gated_jax.cell import step_jacobian as step_jacobian
 
@@ -188,6 +190,7 @@ __all__ = [  # noqa: F822 (lazy names resolve through __getattr__)
     "GatedParams",
     "deer_scan",
     "gated_bptt",
+    "gated_chunked",
     "gated_deer",
     "gated_scan",
     "gated_step",
@@ -196,6 +199,7 @@ __all__ = [  # noqa: F822 (lazy names resolve through __getattr__)
     "jacobian_norm_bound",
     "jacobian_product",
     "lyapunov_exponent",
+    "sequence_parallel_scan",
     "state_jacobians",
     "step_jacobian",
     *_LAZY,

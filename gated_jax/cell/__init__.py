@@ -38,6 +38,10 @@ Modules, one concept each, each importing only the ones above it:
   state) and the closed-form :func:`gated_bptt`;
 * :mod:`~gated_jax.cell.parallel`: the recurrence in parallel over time, :func:`affine_scan`,
   :func:`gated_deer` (DEER, quasi-DEER; minGRU in one scan);
+* :mod:`~gated_jax.cell.chunked`: :func:`gated_chunked`, the chunked hybrid (sequential
+  chunks in parallel, Newton on the chunk starts);
+* :mod:`~gated_jax.cell.sharded`: :func:`sequence_parallel_scan`, the time axis sharded over
+  the devices of a mesh axis;
 * :mod:`~gated_jax.cell.generic`: :func:`deer_scan`, DEER for any step function on pytree
   carries (autodiff Jacobians, implicit-differentiation gradients);
 * :mod:`~gated_jax.cell.scan`: :func:`gated_scan`, one dispatch over every backend.
@@ -47,6 +51,7 @@ References:
   H. Hajimirsadeghi, "Were RNNs All We Needed?", 2024.
 """
 
+from gated_jax.cell.chunked import gated_chunked as gated_chunked
 from gated_jax.cell.diagnostics import gradient_flow as gradient_flow
 from gated_jax.cell.diagnostics import jacobian_norm_bound as jacobian_norm_bound
 from gated_jax.cell.diagnostics import jacobian_product as jacobian_product
@@ -64,6 +69,7 @@ from gated_jax.cell.scan import METHODS as METHODS
 from gated_jax.cell.scan import gated_bptt as gated_bptt
 from gated_jax.cell.scan import gated_scan as gated_scan
 from gated_jax.cell.scan import resolve_method as resolve_method
+from gated_jax.cell.sharded import sequence_parallel_scan as sequence_parallel_scan
 from gated_jax.cell.step import gated_step as gated_step
 from gated_jax.cell.step import step_jacobian as step_jacobian
 
@@ -77,6 +83,7 @@ __all__ = [
     "deer_scan",
     "gated_deer",
     "gated_bptt",
+    "gated_chunked",
     "gated_scan",
     "gated_step",
     "gradient_flow",
@@ -85,6 +92,7 @@ __all__ = [
     "jacobian_product",
     "lyapunov_exponent",
     "resolve_method",
+    "sequence_parallel_scan",
     "state_jacobians",
     "step_jacobian",
 ]

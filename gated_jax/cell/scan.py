@@ -17,6 +17,8 @@ backend            what runs
 ``deer``           Newton with full Jacobians over associative scans
                    (:mod:`~gated_jax.cell.parallel`)
 ``quasi_deer``     Newton with diagonal Jacobians
+``chunked``        sequential chunks in parallel, Newton on the chunk starts
+                   (:mod:`~gated_jax.cell.chunked`)
 =================  ==========================================================================
 
 The step equation itself lives in :mod:`gated_jax.cell.step`, the loops, adjoint and gradient
@@ -35,19 +37,19 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from gated_jax._validate import choice, fail
-from gated_jax.cell import parallel, sequential
+from gated_jax._validate import choice, fail, positive_int
+from gated_jax.cell import chunked, parallel, sequential
 from gated_jax.cell._core import BACKWARDS, Operands, ScanOptions, check_options, prepare
 from gated_jax.cell.params import GatedParams
 from gated_jax.cell.sequential import gated_bptt as gated_bptt
 
 __all__ = ["BACKWARDS", "METHODS", "gated_bptt", "gated_scan", "resolve_method"]
 
-METHODS = ("sequential", "deer", "quasi_deer", "auto")
+METHODS = ("sequential", "deer", "quasi_deer", "chunked", "auto")
 """The ``method`` options of :func:`gated_scan` (``"auto"`` is resolved by
 :func:`resolve_method`; ``"deer"``/``"quasi_deer"`` are :mod:`gated_jax.cell.parallel`)."""
 
-PARALLEL_METHODS = {"deer": "full", "quasi_deer": "diagonal"}
+PARALLEL_METHODS = {"deer": "full", "quasi_deer": "diagonal", "chunked": "full"}
 """The time-parallel methods and the Jacobian each uses (:func:`gated_jax.cell.gated_deer`)."""
 
 
@@ -60,6 +62,7 @@ class Backend(str, enum.Enum):
     MINGRU_SCAN = "mingru_scan"
     DEER = "deer"
     QUASI_DEER = "quasi_deer"
+    CHUNKED = "chunked"
 
 
 BACKENDS: dict[Backend, Callable[[Operands, ScanOptions], jax.Array]] = {
@@ -69,6 +72,7 @@ BACKENDS: dict[Backend, Callable[[Operands, ScanOptions], jax.Array]] = {
     Backend.MINGRU_SCAN: parallel.mingru_scan,
     Backend.DEER: parallel.deer,
     Backend.QUASI_DEER: parallel.quasi_deer,
+    Backend.CHUNKED: chunked.chunked,
 }
 """Backend -> ``backend(ops: Operands, opts: ScanOptions)``: the states ``(B, T, m)``
 batch-first, or the final state ``(B, m)`` when ``opts.return_sequence`` is ``False``."""
@@ -109,6 +113,8 @@ def select_backend(method: str, opts: ScanOptions, recurrent_gate: bool) -> Back
             return Backend.DEER
         case "quasi_deer":
             return Backend.QUASI_DEER
+        case "chunked":  # minGRU included: one pass of local scans
+            return Backend.CHUNKED
     raise fail("method", method, "one of " + ", ".join(repr(m) for m in METHODS))
 
 
@@ -127,9 +133,11 @@ def _solver_options(method: str, opts: ScanOptions, tol, max_iters) -> ScanOptio
     return opts._replace(tol=tol, max_iters=max_iters)
 
 
-def _call(backend: Backend, ops: Operands, opts: ScanOptions) -> jax.Array:
+def _call(backend: Backend, ops: Operands, opts: ScanOptions, chunk=None) -> jax.Array:
     """Run ``backend``; a forward-mode error of the closed-form backward pass says what to do."""
     try:
+        if backend is Backend.CHUNKED:
+            return chunked.chunked(ops, opts, chunk)
         return BACKENDS[backend](ops, opts)
     except TypeError as e:
         if "forward-mode" not in str(e):
@@ -155,6 +163,7 @@ def gated_scan(
     tol: float | None = None,
     max_iters: int | None = None,
     return_sequence: bool = True,
+    chunk: int | None = None,
 ) -> jax.Array:
     r"""Run the gated cell over a sequence: ``xs`` ``(..., T, n)`` to states ``(..., T, m)``.
 
@@ -217,6 +226,9 @@ def gated_scan(
         runs the sequential loop instead (a ``lax.cond``; under an outer ``vmap`` both branches
         run). Gradients are exact, by implicit differentiation at the converged trajectory;
         ``unroll`` and ``remat`` do not apply, ``backward`` must be ``"closed_form"``.
+        ``"chunked"`` (:func:`gated_jax.cell.gated_chunked`) runs chunks of ``chunk`` steps
+        sequentially, all chunks at once, and solves for the chunk starts by Newton: depth
+        ``chunk`` per iteration instead of ``log T``, with the same guarantees.
       tol: the parallel methods' convergence tolerance (``None``: ``1e-12`` in float64,
         ``1e-5`` otherwise); ignored by ``"sequential"``.
       max_iters: the parallel methods' iteration limit, an int >= 1 (``None``:
@@ -227,6 +239,8 @@ def gated_scan(
         ``K = round(sqrt(T))`` steps (``remat=K`` sets ``K``), and the backward pass
         recomputes one block at a time, so memory beyond the inputs grows as ``sqrt(T)``.
         Gradients are those of the full path's final state.
+      chunk: the chunk length of ``method="chunked"``, an int >= 1 (``None``:
+        ``ceil(sqrt(T))``); ignored by the other methods.
 
     Dtypes: float32 and float64 run in their own precision. bfloat16/float16 operands are
     upcast: projections, recurrence and accumulation run in float32, and ``zs`` is cast back to
@@ -260,7 +274,8 @@ def gated_scan(
     opts = check_options(reverse, unroll, remat, backward, return_sequence)
     name = resolve_method(method)
     opts = _solver_options(name, opts, tol, max_iters)
+    chunk = positive_int("chunk", chunk, allow_none=True)
     ops = prepare(params, xs, z0, seq_lengths, states=opts.return_sequence)
-    zs = _call(select_backend(name, opts, ops.params.w_z is not None), ops, opts)
+    zs = _call(select_backend(name, opts, ops.params.w_z is not None), ops, opts, chunk)
     shape = ops.batch + ((ops.T, ops.m) if opts.return_sequence else (ops.m,))
     return jnp.reshape(zs, shape).astype(ops.out_dtype)
