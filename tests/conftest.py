@@ -28,9 +28,14 @@ settings.load_profile("gated_jax")
 # (a long sequence of its own shape each): they spread over the workers.
 SPREAD_FILES = {"tests/test_cell_memory.py"}
 # The longest files start first (each on the first free worker), so that no worker is left with
-# one of them at the end while the other idles: the notebooks (one kernel for all five), the
-# multi-process launch, the documentation site.
-FIRST_FILES = ("tests/test_notebooks.py", "tests/test_distributed.py", "tests/test_docs.py")
+# one of them at the end while the other idles: the notebooks (one kernel for all of them), the
+# multi-process launches, the documentation site.
+FIRST_FILES = (
+    "tests/test_notebooks.py",
+    "tests/test_distributed.py",
+    "tests/test_sequence_parallel.py",
+    "tests/test_docs.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
