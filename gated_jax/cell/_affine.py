@@ -88,6 +88,9 @@ class DeerInfo(NamedTuple):
     residuals: jax.Array
     converged: jax.Array
     sequential: jax.Array
+    work: jax.Array | None = None
+    peak: jax.Array | None = None
+    verified: jax.Array | None = None
 
 
 class DeerNotConverged(RuntimeError):
@@ -242,6 +245,19 @@ DEFAULT_MAX_ITERS = 100
 """``max_iters=None`` means ``min(T, DEFAULT_MAX_ITERS)`` Newton updates."""
 
 
+SHORT_WINDOW = 8
+"""The short window of the default schedule (``window=None``), in steps."""
+
+
+def windows(window: int | None, T: int) -> tuple[int, int]:
+    """``(wide, short)`` window lengths: ``window=None`` gives ``(T, min(T, SHORT_WINDOW))``,
+    the adaptive schedule; an int ``w >= 1`` one fixed window ``min(w, T)``."""
+    window = positive_int("window", window, allow_none=True)
+    if window is None:
+        return max(1, T), max(1, min(T, SHORT_WINDOW))
+    return (max(1, min(T, window)),) * 2
+
+
 def check_solver_options(jacobian, tol, max_iters) -> tuple[str, float | None, int | None]:
     """Validate ``jacobian``, ``tol`` (a float > 0 or None) and ``max_iters`` (an int >= 1 or
     None)."""
@@ -266,3 +282,109 @@ def budget(max_iters: int | None, T: int) -> int:
     exact arithmetic; in floating point more cannot help (they re-amplify the same rounding on
     an expanding cell), and the cap keeps the residual buffer at ``T + 1`` entries."""
     return max(1, min(T, DEFAULT_MAX_ITERS if max_iters is None else max_iters))
+
+
+# --------------------------------------------------------------------------------------------
+# the safe Newton driver shared by both solvers: a window past the converged prefix, the first
+# unverified step taken exactly (Picard), untrusted updates replaced by Picard's
+
+
+def _per_step(x):
+    """``max`` of ``|x|`` over every axis but time (axis 0); NaN-propagating."""
+    return jnp.max(jnp.abs(x), axis=tuple(range(1, x.ndim))) if x.ndim > 1 else jnp.abs(x)
+
+
+def _lead_mask(mask, like):
+    """A ``(W,)`` bool mask reshaped to broadcast against ``like`` (time on axis 0)."""
+    return jnp.reshape(mask, mask.shape + (1,) * (like.ndim - 1))
+
+
+class _State(NamedTuple):
+    k: jax.Array  # Newton updates taken
+    zs: jax.Array  # the iterate, (T, ...)
+    s: jax.Array  # the first step not yet verified (steps < s are final)
+    res: jax.Array  # per pass: the largest residual over the window's unverified steps
+    pmax: jax.Array  # max |z| over the verified prefix
+    peak: jax.Array  # max |z| over every iterate
+    work: jax.Array  # step evaluations (window lengths summed over passes)
+    narrow: jax.Array  # the short window is in use (from the first wide pass that stalled)
+    stop: jax.Array
+
+
+SHRINK = 0.8
+"""Wide passes must cut the largest residual by this factor per update (over two updates), or
+the short window takes over."""
+
+
+def _pass(st: _State, W: int, linearise, safeguard, z0, form, bound, max_iters) -> _State:
+    """One pass over the window of ``W`` steps at the first unverified step: verify, then update."""
+    T = st.zs.shape[0]
+    start = jnp.clip(st.s, 0, T - W)
+    win = lax.dynamic_slice_in_dim(st.zs, start, W, axis=0)
+    before = jnp.where(start == 0, z0, st.zs[jnp.maximum(start - 1, 0)])
+    A, b, f = linearise(start, shift(win, before))
+    t = start + jnp.arange(W)
+    r, size = _per_step(win - f), _per_step(win)
+    # step t counts as solved against max(1, max |z| up to t): a scale the final trajectory has
+    cmax = jnp.maximum(jnp.maximum(1.0, st.pmax), lax.cummax(size, axis=0))
+    bad = (t >= st.s) & jnp.logical_not(r <= bound * cmax)
+    first = jnp.where(jnp.any(bad), jnp.argmax(bad), W).astype(st.s.dtype)
+    s = start + first
+    pmax = jnp.maximum(st.pmax, jnp.max(jnp.where(t < s, size, 0.0)))
+    res = st.res.at[st.k].set(jnp.max(jnp.where(t >= st.s, r, 0.0)))
+    stop = (s >= T) | (st.k >= max_iters)
+
+    def update():
+        frozen, exact = _lead_mask(t < s, win), _lead_mask(t == s, win)
+        # verified steps reproduce themselves (A = 0, b = z) and the first unverified one is
+        # taken exactly, z[s] = f(z[s-1]) (A = 0, b = f): every update solves one more step
+        Ak = jnp.where(_lead_mask(t <= s, A), jnp.zeros_like(A), A)
+        bk = jnp.where(frozen, win, jnp.where(exact, f, b))
+        new = jnp.where(frozen, win, safeguard(start, solve_tm(Ak, bk, before, form), f))
+        zs = lax.dynamic_update_slice_in_dim(st.zs, new, start, 0)
+        return zs, jnp.maximum(st.peak, jnp.max(jnp.abs(new)))
+
+    zs, peak = lax.cond(stop, lambda: (st.zs, st.peak), update)
+    k = st.k + jnp.where(stop, 0, 1)
+    return st._replace(k=k, zs=zs, s=s, res=res, pmax=pmax, peak=peak, work=st.work + W, stop=stop)
+
+
+def newton_window(
+    linearise,
+    safeguard,
+    z0,
+    init,
+    form: str,
+    bound: float,
+    max_iters: int,
+    windows: tuple[int, int],
+):
+    """Safe Newton over time on ``init`` ``(T, ...)``; returns ``(zs, DeerInfo)``.
+
+    ``windows = (wide, short)``: passes run over ``wide`` steps until one fails to cut the
+    largest residual by :data:`SHRINK`, then over ``short`` steps to the end (equal: one fixed
+    window). ``linearise(start, zprev)`` gives ``(A, b, f)`` of the window's steps from
+    ``start`` linearised at ``zprev`` ``(W, ...)``; ``safeguard(start, new, f)`` keeps an
+    update finite and trusted.
+    """
+    wide, short = windows
+    args = (linearise, safeguard, z0, form, bound, max_iters)
+
+    def body(st: _State) -> _State:
+        if wide == short:
+            return _pass(st, wide, *args)
+        nxt = lax.cond(st.narrow, lambda: _pass(st, short, *args), lambda: _pass(st, wide, *args))
+        # stalled: the residual grew in the first update, or two updates cut it by < SHRINK^2
+        r, k = nxt.res, st.k
+        grew = (k == 1) & jnp.logical_not(r[k] <= r[0])
+        slow = (k >= 2) & jnp.logical_not(r[k] <= SHRINK**2 * r[jnp.maximum(k - 2, 0)])
+        stalled = grew | slow
+        return nxt._replace(narrow=st.narrow | stalled)
+
+    zero, false = jnp.zeros((), jnp.int32), jnp.zeros((), bool)
+    res0 = jnp.full((max_iters + 1,), jnp.nan, init.dtype)
+    peak0 = jnp.max(jnp.abs(init))
+    pmax0 = jnp.zeros((), init.dtype)
+    st = _State(zero, init, zero, res0, pmax0, peak0, zero, false, false)
+    st = lax.while_loop(lambda st: jnp.logical_not(st.stop), body, st)
+    return st.zs, DeerInfo(st.k, st.res, st.s >= init.shape[0], false, st.work, st.peak, st.s)

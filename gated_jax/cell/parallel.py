@@ -93,6 +93,8 @@ from gated_jax.cell._affine import (
     check_solver_options,
     concrete,
     default_tol,
+    newton_window,
+    windows,
     residual,
     residual_bound,
     scan_levels,
@@ -170,13 +172,33 @@ def _mingru(p: GatedParams, a, u, z0, mask):
     return solve_tm(c, (1 - c) * u, z0, "diagonal")
 
 
-def _newton(p: GatedParams, a, u, z0, mask, init, jacobian: str, tol: float, max_iters: int):
-    """Newton (or quasi-Newton) iterations of affine scans; returns ``(zs, DeerInfo)``.
+def _box(u, z0, mask):
+    """``(lo, hi)`` ``(T, B, m)``: every trajectory of the convex mix stays in
+    ``min(z0, u[:t+1]) <= z[t] <= max(z0, u[:t+1])`` (a masked step holds ``z``, inside)."""
+    lo = jnp.minimum(lax.cummin(u, axis=0), z0[None])
+    hi = jnp.maximum(lax.cummax(u, axis=0), z0[None])
+    return lo, hi
 
-    Each pass first measures the per-step residual of the current iterate (the linearisation
-    evaluates ``f`` along it anyway) and stops there when it is within the bound; otherwise it
-    takes one Newton update. At most ``max_iters`` updates are taken, so the last iterate's
-    residual is always measured: a trajectory is never reported solved on the iteration count.
+
+def _newton(
+    p: GatedParams,
+    a,
+    u,
+    z0,
+    mask,
+    init,
+    jacobian: str,
+    tol: float,
+    max_iters: int,
+    window: tuple[int, int],
+):
+    """Safe Newton (or quasi-Newton) iterations of affine scans over a window past the verified
+    prefix (:func:`gated_jax.cell._affine.newton_window`); returns ``(zs, DeerInfo)``.
+
+    Each pass measures the per-step residual of the current iterate over the window, moves the
+    window to the first step outside the bound, and stops when every step is within it;
+    otherwise it takes one Newton update of the window, projected on the box every trajectory
+    of the cell stays in (:func:`_box`), non-finite values replaced by the step itself.
     """
     bound = residual_bound(tol, init.dtype)
     false = jnp.zeros((), bool)
@@ -186,31 +208,35 @@ def _newton(p: GatedParams, a, u, z0, mask, init, jacobian: str, tol: float, max
         r0, _ = residual(init, _step.update(None, shift(init, z0), a, u, mask)[0])
         r1, _ = residual(zs, fz)
         res = jnp.full((max_iters + 1,), jnp.nan, zs.dtype).at[0].set(r0).at[1].set(r1)
+        T = zs.shape[0]
+        one = jnp.ones((), jnp.int32)
+        peak = jnp.max(jnp.abs(zs))
         # one affine scan is exact (no iteration can amplify rounding): always converged
-        return zs, DeerInfo(jnp.ones((), jnp.int32), res, jnp.ones((), bool), false)
+        info = DeerInfo(one, res, jnp.ones((), bool), false, T * one, peak, T * one)
+        return zs, info
     form = _form(p.w_z, jacobian)
+    lo, hi = _box(u, z0, mask)
 
-    def body(state):
-        k, zs, res, _, _ = state
-        A, b, fz = _linearised(p, shift(zs, z0), a, u, mask, jacobian)
-        r, scale = residual(zs, fz)
-        ok = jnp.isfinite(r) & (r <= bound * jnp.maximum(1.0, scale))
-        stop = ok | (k >= max_iters)
-        new = lax.cond(stop, lambda: zs, lambda: solve_tm(A, b, z0, form))
-        return k + jnp.where(stop, 0, 1), new, res.at[k].set(r), ok, stop
+    def cut(x, start, W):
+        return None if x is None else lax.dynamic_slice_in_dim(x, start, W, 0)
 
-    def cond(state):
-        return jnp.logical_not(state[4])
+    def linearise(start, zprev):
+        W = zprev.shape[0]
+        return _linearised(
+            p, zprev, cut(a, start, W), cut(u, start, W), cut(mask, start, W), jacobian
+        )
 
-    res0 = jnp.full((max_iters + 1,), jnp.nan, init.dtype)
-    state = (jnp.zeros((), jnp.int32), init, res0, false, false)
-    k, zs, res, ok, _ = lax.while_loop(cond, body, state)
-    return zs, DeerInfo(k, res, ok, false)
+    def safeguard(start, new, fz):
+        W = new.shape[0]
+        new = jnp.where(jnp.isfinite(new), new, fz)
+        return jnp.clip(new, cut(lo, start, W), cut(hi, start, W))
+
+    return newton_window(linearise, safeguard, z0, init, form, bound, max_iters, window)
 
 
-def _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
+def _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback, window):
     a, u = _step.projections(p, xs_tm)
-    zs, info = _newton(p, a, u, z0, mask, init, jacobian, tol, max_iters)
+    zs, info = _newton(p, a, u, z0, mask, init, jacobian, tol, max_iters, window)
     if fallback and p.w_z is not None:
         # never a wrong trajectory: without convergence, run the sequential loop instead
         zs = lax.cond(
@@ -252,19 +278,19 @@ def _fixed_point_adjoint(p: GatedParams, zs, xs_tm, z0, mask, g, jacobian: str):
 # fixed point (never the Newton iterations)
 
 
-def _solve_core(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
-    return _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback)
+def _solve_core(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback, window):
+    return _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback, window)
 
 
-_core_vjp = jax.custom_vjp(_solve_core, nondiff_argnums=(5, 6, 7, 8))
+_core_vjp = jax.custom_vjp(_solve_core, nondiff_argnums=(5, 6, 7, 8, 9))
 
 
-def _core_fwd(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
-    zs, info = _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback)
+def _core_fwd(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback, window):
+    zs, info = _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback, window)
     return (zs, info), (p, xs_tm, z0, mask, zs)
 
 
-def _core_bwd(jacobian, tol, max_iters, fallback, res, cts):
+def _core_bwd(jacobian, tol, max_iters, fallback, window, res, cts):
     p, xs_tm, z0, mask, zs = res
     dp, dxs, dz0 = _fixed_point_adjoint(p, zs, xs_tm, z0, mask, cts[0], jacobian)
     return dp, dxs, dz0, None, None
@@ -273,9 +299,9 @@ def _core_bwd(jacobian, tol, max_iters, fallback, res, cts):
 _core_vjp.defvjp(_core_fwd, _core_bwd)
 
 
-@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8))
-def _solve_jit(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
-    return _core_vjp(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback)
+@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8, 9))
+def _solve_jit(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback, window):
+    return _core_vjp(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback, window)
 
 
 def _check_full_fits(ops: Operands, xs, jacobian: str) -> None:
@@ -326,7 +352,10 @@ def _scan_backend(ops: Operands, opts: ScanOptions, jacobian: str) -> jax.Array:
     max_iters = budget(opts.max_iters, T)
     xs_tm, mask = _time_major(ops, opts.reverse)
     init = jnp.zeros((T, B, m), ops.xs.dtype)
-    zs, info = _solve_jit(ops.params, xs_tm, ops.z0, mask, init, jacobian, tol, max_iters, True)
+    window = windows(None, T)
+    zs, info = _solve_jit(
+        ops.params, xs_tm, ops.z0, mask, init, jacobian, tol, max_iters, True, window
+    )
     if concrete(info.converged) is False:
         raise _not_converged(info, jacobian, tol, max_iters, T, ops.xs.dtype)
     if not opts.return_sequence:
@@ -381,6 +410,7 @@ def gated_deer(
     max_iters: int | None = None,
     init: jax.Array | None = None,
     fallback: bool = False,
+    window: int | None = None,
 ) -> tuple[jax.Array, DeerInfo]:
     r"""Solve the gated recurrence over the whole sequence by Newton's method (DEER).
 
@@ -468,6 +498,7 @@ def gated_deer(
     _check_full_fits(ops, xs, jacobian)
     tol = default_tol(ops.xs.dtype) if tol is None else tol
     max_iters = budget(max_iters, T)
+    window = windows(window, T)
     init_tm = _initial_guess(ops, init)
     if T == 0:
         zs = jnp.zeros((B, 0, m), ops.xs.dtype)
@@ -476,7 +507,7 @@ def gated_deer(
     else:
         xs_tm, mask = _time_major(ops, False)
         zs_tm, info = _solve_jit(
-            ops.params, xs_tm, ops.z0, mask, init_tm, jacobian, tol, max_iters, fallback
+            ops.params, xs_tm, ops.z0, mask, init_tm, jacobian, tol, max_iters, fallback, window
         )
         zs = jnp.swapaxes(zs_tm, 0, 1)
     return jnp.reshape(zs, ops.batch + (T, m)).astype(ops.out_dtype), info
