@@ -316,31 +316,44 @@ SHRINK = 0.8
 the short window takes over."""
 
 
-def _pass(st: _State, W: int, linearise, safeguard, z0, form, bound, max_iters) -> _State:
-    """One pass over the window of ``W`` steps at the first unverified step: verify, then update."""
+class _Static(NamedTuple):
+    form: str
+    bound: float
+    max_iters: int
+    safe: bool
+
+
+def _pass(st: _State, W: int, linearise, safeguard, z0, o: _Static) -> _State:
+    """One pass over the window of ``W`` steps at the first unverified step: verify, then update
+    (``o.safe=False``: plain Newton over the whole sequence, every step checked every pass)."""
     T = st.zs.shape[0]
     start = jnp.clip(st.s, 0, T - W)
     win = lax.dynamic_slice_in_dim(st.zs, start, W, axis=0)
     before = jnp.where(start == 0, z0, st.zs[jnp.maximum(start - 1, 0)])
     A, b, f = linearise(start, shift(win, before))
     t = start + jnp.arange(W)
+    since = st.s if o.safe else jnp.zeros_like(st.s)  # steps before `since` are final
     r, size = _per_step(win - f), _per_step(win)
     # step t counts as solved against max(1, max |z| up to t): a scale the final trajectory has
     cmax = jnp.maximum(jnp.maximum(1.0, st.pmax), lax.cummax(size, axis=0))
-    bad = (t >= st.s) & jnp.logical_not(r <= bound * cmax)
+    bad = (t >= since) & jnp.logical_not(r <= o.bound * cmax)
     first = jnp.where(jnp.any(bad), jnp.argmax(bad), W).astype(st.s.dtype)
     s = start + first
-    pmax = jnp.maximum(st.pmax, jnp.max(jnp.where(t < s, size, 0.0)))
-    res = st.res.at[st.k].set(jnp.max(jnp.where(t >= st.s, r, 0.0)))
-    stop = (s >= T) | (st.k >= max_iters)
+    pmax = jnp.maximum(st.pmax, jnp.max(jnp.where(t < s, size, 0.0))) if o.safe else st.pmax
+    res = st.res.at[st.k].set(jnp.max(jnp.where(t >= since, r, 0.0)))
+    stop = (s >= T) | (st.k >= o.max_iters)
 
     def update():
+        if not o.safe:
+            new = solve_tm(A, b, before, o.form)
+            zs = lax.dynamic_update_slice_in_dim(st.zs, new, start, 0)
+            return zs, jnp.maximum(st.peak, jnp.max(jnp.abs(new)))
         frozen, exact = _lead_mask(t < s, win), _lead_mask(t == s, win)
         # verified steps reproduce themselves (A = 0, b = z) and the first unverified one is
         # taken exactly, z[s] = f(z[s-1]) (A = 0, b = f): every update solves one more step
         Ak = jnp.where(_lead_mask(t <= s, A), jnp.zeros_like(A), A)
         bk = jnp.where(frozen, win, jnp.where(exact, f, b))
-        new = jnp.where(frozen, win, safeguard(start, solve_tm(Ak, bk, before, form), f))
+        new = jnp.where(frozen, win, safeguard(start, solve_tm(Ak, bk, before, o.form), f))
         zs = lax.dynamic_update_slice_in_dim(st.zs, new, start, 0)
         return zs, jnp.maximum(st.peak, jnp.max(jnp.abs(new)))
 
@@ -358,17 +371,18 @@ def newton_window(
     bound: float,
     max_iters: int,
     windows: tuple[int, int],
+    safe: bool = True,
 ):
     """Safe Newton over time on ``init`` ``(T, ...)``; returns ``(zs, DeerInfo)``.
 
-    ``windows = (wide, short)``: passes run over ``wide`` steps until one fails to cut the
-    largest residual by :data:`SHRINK`, then over ``short`` steps to the end (equal: one fixed
-    window). ``linearise(start, zprev)`` gives ``(A, b, f)`` of the window's steps from
-    ``start`` linearised at ``zprev`` ``(W, ...)``; ``safeguard(start, new, f)`` keeps an
-    update finite and trusted.
+    ``windows = (wide, short)``: passes run over ``wide`` steps until Newton stalls (the largest
+    residual not cut by :data:`SHRINK` per update), then over ``short`` steps to the end (equal:
+    one fixed window). ``linearise(start, zprev)`` gives ``(A, b, f)`` of the window's steps
+    from ``start`` linearised at ``zprev`` ``(W, ...)``; ``safeguard(start, new, f)`` keeps an
+    update finite and trusted. ``safe=False``: plain Newton (``windows`` must be ``(T, T)``).
     """
     wide, short = windows
-    args = (linearise, safeguard, z0, form, bound, max_iters)
+    args = (linearise, safeguard, z0, _Static(form, bound, max_iters, safe))
 
     def body(st: _State) -> _State:
         if wide == short:
@@ -378,8 +392,7 @@ def newton_window(
         r, k = nxt.res, st.k
         grew = (k == 1) & jnp.logical_not(r[k] <= r[0])
         slow = (k >= 2) & jnp.logical_not(r[k] <= SHRINK**2 * r[jnp.maximum(k - 2, 0)])
-        stalled = grew | slow
-        return nxt._replace(narrow=st.narrow | stalled)
+        return nxt._replace(narrow=st.narrow | grew | slow)
 
     zero, false = jnp.zeros((), jnp.int32), jnp.zeros((), bool)
     res0 = jnp.full((max_iters + 1,), jnp.nan, init.dtype)

@@ -94,7 +94,6 @@ from gated_jax.cell._affine import (
     concrete,
     default_tol,
     newton_window,
-    windows,
     residual,
     residual_bound,
     scan_levels,
@@ -102,6 +101,7 @@ from gated_jax.cell._affine import (
     solve_reverse_tm,
     solve_tm,
     transpose,
+    windows,
 )
 from gated_jax.cell._core import (
     Operands,
@@ -231,7 +231,12 @@ def _newton(
         new = jnp.where(jnp.isfinite(new), new, fz)
         return jnp.clip(new, cut(lo, start, W), cut(hi, start, W))
 
-    return newton_window(linearise, safeguard, z0, init, form, bound, max_iters, window)
+    wide, short, safe = window
+    if not safe:
+        safeguard = lambda start, new, fz: new
+    return newton_window(
+        linearise, safeguard, z0, init, form, bound, max_iters, (wide, short), safe
+    )
 
 
 def _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback, window):
@@ -352,7 +357,7 @@ def _scan_backend(ops: Operands, opts: ScanOptions, jacobian: str) -> jax.Array:
     max_iters = budget(opts.max_iters, T)
     xs_tm, mask = _time_major(ops, opts.reverse)
     init = jnp.zeros((T, B, m), ops.xs.dtype)
-    window = windows(None, T)
+    window = windows(None, T) + (True,)
     zs, info = _solve_jit(
         ops.params, xs_tm, ops.z0, mask, init, jacobian, tol, max_iters, True, window
     )
@@ -411,6 +416,7 @@ def gated_deer(
     init: jax.Array | None = None,
     fallback: bool = False,
     window: int | None = None,
+    safeguard: bool = True,
 ) -> tuple[jax.Array, DeerInfo]:
     r"""Solve the gated recurrence over the whole sequence by Newton's method (DEER).
 
@@ -498,7 +504,8 @@ def gated_deer(
     _check_full_fits(ops, xs, jacobian)
     tol = default_tol(ops.xs.dtype) if tol is None else tol
     max_iters = budget(max_iters, T)
-    window = windows(window, T)
+    safeguard = boolean("safeguard", safeguard)
+    window = (windows(window, T) if safeguard else (T, T)) + (safeguard,)
     init_tm = _initial_guess(ops, init)
     if T == 0:
         zs = jnp.zeros((B, 0, m), ops.xs.dtype)
