@@ -10,6 +10,24 @@ same way: by the per-step residual of the returned trajectory,
 
 never by the iteration count, with at most ``min(max_iters, T)`` Newton updates.
 
+**The safe driver** (:func:`newton_window`) runs every Newton update over a window that starts at
+the first step not yet verified: iteration ``k`` makes at least the first ``k`` steps exact, and
+a verified step is frozen (its affine map replaced by the constant ``z[t]``, ``A[t] = 0``), so
+nothing before the window is recomputed and no rounding from it is amplified. The first
+unverified step ``s`` is taken exactly, ``z[s] = f(z[s-1])`` (Picard's update, ``A[s] = 0``), so
+every update verifies at least one more step: ``T`` updates always suffice. The window is the
+whole remaining sequence while Newton converges (the largest residual cut by :data:`SHRINK` per
+update, over two updates) and :data:`SHORT_WINDOW` steps once it stalls (a positive Lyapunov
+exponent: Newton's prefix then grows by a few steps per update, and a short window keeps the
+work per update small). A solver's ``safeguard`` keeps each update finite and trusted (the
+gated cell: the box every trajectory stays in; any step: a trust region around Picard's update).
+
+References (the safe driver): X. Gonzalez, A. Warrington, J. T. H. Smith, S. W. Linderman,
+"Towards scalable and stable parallelization of nonlinear RNNs" (ELK: damping, the Picard
+update as its limit), NeurIPS 2024; the sliding window past the converged prefix of parallel
+MCMC and fixed-point samplers (e.g. Y. Shih et al., "Parallel sampling of diffusion models",
+NeurIPS 2023).
+
 An affine scan solves ``z[t] = A[t] z[t-1] + b[t]`` by ``lax.associative_scan`` over the
 associative composition ``(A_2, b_2) o (A_1, b_1) = (A_2 A_1, A_2 b_1 + b_2)`` in
 ``ceil(log2 T)`` levels; ``A`` comes in one of three forms: ``"diagonal"`` ``(..., m)``,
@@ -73,15 +91,23 @@ class DeerInfo(NamedTuple):
     Attributes:
       iterations: the number of Newton updates (affine scans) run, an int32 scalar; ``0`` when
         the initial guess already solved the recurrence, ``1`` for ``W_z = None``.
-      residuals: ``(min(max_iters, T) + 1,)``: the per-step residual of each iterate,
-        ``max_t |z_k[t] - f(z_k[t-1], x[t])|`` (``k = 0`` the initial guess); NaN past
+      residuals: ``(min(max_iters, T) + 1,)``: per pass ``k``, the largest per-step residual
+        ``|z_k[t] - f(z_k[t-1], x[t])|`` of the iterate over the steps that pass examined (its
+        window, from the first step not yet verified; ``k = 0`` the initial guess); NaN past
         ``iterations``. The residual, not the change between iterates, is what convergence is
         judged by: it is zero exactly on a trajectory of the cell.
-      converged: a bool scalar: the returned trajectory's residual is within
+      converged: a bool scalar: every step of the returned trajectory was verified within
         ``max(tol, 32 eps) * max(1, max |z|)`` (``eps`` the dtype's machine epsilon).
       sequential: a bool scalar: the returned trajectory is the sequential loop's, run because
         Newton did not converge (only with ``fallback=True``, as ``gated_scan`` does under
         ``jit``); the states are then exact and ``converged`` still says Newton did not get there.
+      work: step evaluations, an int32 scalar: the window lengths of every pass summed (each
+        pass evaluates the step and its Jacobian once per step of its window); the sequential
+        loop's work is ``T``. ``None`` where a solver does not report it.
+      peak: ``max |z|`` over the initial guess and every iterate (NaN if one was NaN): the
+        evidence that no iterate overflowed. ``None`` where not reported.
+      verified: an int32 scalar: the steps ``0 .. verified - 1`` are verified (``T`` when
+        converged). ``None`` where not reported.
     """
 
     iterations: jax.Array

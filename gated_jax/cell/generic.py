@@ -32,6 +32,14 @@ residual of the iterate, ``max_t |c[t] - f(c[t-1], x[t])| <= max(tol, 32 eps) ma
 (:func:`gated_jax.cell.parallel.residual_bound`), at most ``min(max_iters, T)`` Newton updates,
 reported in a :class:`~gated_jax.cell.DeerInfo`.
 
+**Safety.** The Newton loop is the safe driver of :func:`gated_jax.cell.gated_deer`
+(:func:`gated_jax.cell._affine.newton_window`): each update covers a window from the first
+unverified step (verified steps frozen, the first unverified step taken exactly, so ``T``
+updates always converge), wide while Newton converges and short once it stalls, and a Newton
+value is kept only where it is finite and within the trust region
+``|c_{k+1}[t] - f(c_k[t-1], x[t])| <= TRUST max(1, max |f|)`` around the step's own (Picard)
+value, which is taken elsewhere: no iterate overflows (``DeerInfo.peak``), whatever the step.
+
 **Gradients** are those of the sequential recurrence, by implicit differentiation at the
 returned trajectory (never through the Newton iterations). With ``g[t]`` the cotangent of
 ``carry[t]``, the adjoint recurrence

@@ -42,6 +42,27 @@ composes ``(T, B, H, h, h)`` blocks, ``O(T m h^2)`` work and ``O(T m h)`` memory
 instead of ``O(T m^3)`` and ``O(T m^2)``. The implicit-differentiation backward pass uses the
 same structure for ``J^T``.
 
+**A solver that never diverges.** Plain Newton over the whole sequence, on a cell with a
+positive Lyapunov exponent, passes through iterates far outside any trajectory (``1e13`` and
+more in float32) because each update composes the expanding Jacobians of the whole sequence.
+The default solver (``safeguard=True``) runs the safe driver of
+:func:`gated_jax.cell._affine.newton_window`: each update covers a window from the first
+unverified step (verified steps frozen, the first unverified step taken exactly, so every update
+verifies at least one more step and ``T`` updates always converge), wide while Newton converges
+and 8 steps once it stalls, and every update is projected on the box every trajectory of the
+convex mix stays in,
+
+.. math::
+
+    \min\big(z_0, \min_{t' \le t} u[t']\big) \le z[t] \le \max\big(z_0, \max_{t' \le t} u[t']\big)
+
+(per unit; ``z[t]`` is between ``z[t-1]`` and ``u[t]``), with a non-finite value replaced by the
+step's own value ``f(z_k[t-1], x[t])``. The projection never moves a trajectory of the cell, so
+the verified prefix and Newton's convergence near the solution are kept, and no iterate leaves
+the box: no overflow and no NaN, in float32 as in float64. ``DeerInfo.work`` counts the step
+evaluations (``T`` for the sequential loop) and ``DeerInfo.peak`` the largest ``|z|`` of any
+iterate.
+
 The backends of :func:`~gated_jax.cell.gated_scan` here are :func:`mingru_scan`,
 :func:`deer` and :func:`quasi_deer`, each ``backend(ops, opts)`` like the sequential ones.
 
@@ -190,7 +211,7 @@ def _newton(
     jacobian: str,
     tol: float,
     max_iters: int,
-    window: tuple[int, int],
+    window: tuple[int, int, bool],
 ):
     """Safe Newton (or quasi-Newton) iterations of affine scans over a window past the verified
     prefix (:func:`gated_jax.cell._affine.newton_window`); returns ``(zs, DeerInfo)``.
@@ -336,8 +357,8 @@ def _not_converged(info: DeerInfo, jacobian: str, tol: float, max_iters: int, T:
         f"converge in `max_iters` (={max_iters}) iterations: the last iterate's per-step "
         f"residual is {residual}, above `tol` (={tol:g}) relative to "
         f"max(1, max|z|) (floor {residual_bound(0.0, dtype):.2g} for {jnp.dtype(dtype).name}). "
-        f"Raise max_iters (at most T = {T} are used), or use method='sequential': on an "
-        "expanding cell (positive Lyapunov exponent) Newton amplifies rounding error. Under "
+        f"Raise max_iters (T = {T} always converge), or use method='sequential': on an "
+        "expanding cell (positive Lyapunov exponent) Newton verifies a few steps per update. Under "
         "jax.jit the sequential loop is run instead (gated_deer(..., fallback=True) reports it)."
     )
 
@@ -432,7 +453,10 @@ def gated_deer(
     ``"full"`` uses it exactly: a diagonal ``w_z`` ``(m,)`` gives the diagonal
     ``J = diag(c + s w_z)`` (``O(T m)`` per iteration, quadratic convergence; ``"diagonal"`` is
     then the same exact Newton), heads ``(H, h, h)`` give ``H`` blocks of ``h x h``
-    (``O(T m h^2)`` per iteration). Convergence is judged by the residual
+    (``O(T m h^2)`` per iteration). By default each update covers a window past the verified
+    prefix and is projected on the box every trajectory of the cell stays in, so no iterate
+    overflows and ``T`` updates always converge (module docstring, "A solver that never
+    diverges"). Convergence is judged by the residual
     alone: iterations stop when the current trajectory satisfies the recurrence step by step,
 
     .. math::
@@ -457,14 +481,25 @@ def gated_deer(
       jacobian: ``"full"`` (DEER) or ``"diagonal"`` (quasi-DEER).
       tol: convergence tolerance, a float > 0; ``None``: ``1e-12`` in float64, ``1e-5``
         otherwise.
-      max_iters: the most Newton updates, an int >= 1; ``None``: 100. At most ``T`` are run
-        (iteration ``k`` fixes step ``k``, so ``T`` solve the recurrence in exact arithmetic and
-        more cannot help in floating point).
-      init: the initial guess ``(..., T, m)``; ``None`` means zeros. In a training loop the
-        previous step's trajectory is a good guess when the parameters move little.
+      max_iters: the most Newton updates, an int >= 1; ``None``: 100. At most ``T`` are run:
+        each update of the default solver verifies at least one more step, so ``max_iters=T``
+        always converges (on an expanding cell in about ``T / 2`` updates of 8 steps).
+      init: the initial guess ``(..., T, m)``; ``None`` means zeros. **Warm starts:** in a
+        training loop, pass the previous step's trajectory (``jax.lax.stop_gradient`` of the
+        states it returned, for the same inputs): when the parameters move little it is close
+        to the new solution and Newton needs fewer updates (a guess only changes the cost,
+        never the answer's check). Steps past the window keep the guess until the window
+        reaches them.
       fallback: when Newton does not converge, return the sequential loop's trajectory instead
         of the last iterate (``info.sequential`` says it happened); what ``gated_scan`` does
         under ``jit``. A strict bool.
+      window: the longest window of a Newton update, an int >= 1 (capped at ``T``): one fixed
+        window; ``None`` (default): the whole remaining sequence while Newton converges, then 8
+        steps once it stalls (module docstring).
+      safeguard: ``True`` (default): the safe solver (windows past the verified prefix, the
+        first unverified step exact, updates projected on the cell's box); ``False``: plain
+        (undamped) Newton over the whole sequence, as published, for comparison. A strict
+        bool.
 
     Returns:
       ``(zs, info)``: ``zs`` ``(..., T, m)`` (the last iterate when unconverged, unless
@@ -505,7 +540,8 @@ def gated_deer(
     tol = default_tol(ops.xs.dtype) if tol is None else tol
     max_iters = budget(max_iters, T)
     safeguard = boolean("safeguard", safeguard)
-    window = (windows(window, T) if safeguard else (T, T)) + (safeguard,)
+    wide_short = windows(window, T)  # validated either way
+    schedule = (wide_short if safeguard else (max(T, 1),) * 2) + (safeguard,)
     init_tm = _initial_guess(ops, init)
     if T == 0:
         zs = jnp.zeros((B, 0, m), ops.xs.dtype)
@@ -514,7 +550,7 @@ def gated_deer(
     else:
         xs_tm, mask = _time_major(ops, False)
         zs_tm, info = _solve_jit(
-            ops.params, xs_tm, ops.z0, mask, init_tm, jacobian, tol, max_iters, fallback, window
+            ops.params, xs_tm, ops.z0, mask, init_tm, jacobian, tol, max_iters, fallback, schedule
         )
         zs = jnp.swapaxes(zs_tm, 0, 1)
     return jnp.reshape(zs, ops.batch + (T, m)).astype(ops.out_dtype), info
