@@ -12,7 +12,9 @@ safe solver, plain DEER (compile excluded).
 Part 3 (``warm``): a training loop (20 Adam steps, diagonal gate, ``T = 1024``, ``B = 16``,
 ``m = 64``): Newton updates per step with ``init=`` the previous step's trajectory and without.
 
-    python benchmarks/solver_safe.py [grid|time|warm ...]
+    python benchmarks/solver_safe.py [grid|grid-safe|time|warm ...]
+
+(``grid-safe``: the default solver only, both dtypes.)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def grid(dtype: str) -> None:
+def grid(dtype: str, variants=(True, False)) -> None:
     from gated_jax import cell
     from gated_jax.experiments import counterexample
     from gated_jax.experiments.baselines import FAMILIES, random_bases
@@ -49,7 +51,7 @@ def grid(dtype: str) -> None:
             box = max(np.max(np.abs(u)), 0.0 if z0 is None else float(np.max(np.abs(z0))))
             kind = "LLE > 0" if lle > 0 else ("-0.1 <= LLE <= 0" if lle >= -0.1 else "LLE < -0.1")
             for jac in ("full", "diagonal"):
-                for safe in (True, False):
+                for safe in variants:
                     _, info = cell.gated_deer(p, xs, z0, jacobian=jac, max_iters=T, safeguard=safe)
                     row = stats[(jac, safe, kind)]
                     row[0] += 1
@@ -134,10 +136,11 @@ def warm(scale: float) -> None:
 
 if __name__ == "__main__":
     parts = sys.argv[1:] or ["grid", "time", "warm"]
-    if "grid" in parts:
-        grid("float32")
-        with jax.enable_x64(True):
-            grid("float64")
+    for part, variants in (("grid", (True, False)), ("grid-safe", (True,))):
+        if part in parts:
+            grid("float32", variants)
+            with jax.enable_x64(True):
+                grid("float64", variants)
     if "time" in parts:
         timing()
     if "warm" in parts:

@@ -338,8 +338,12 @@ class _State(NamedTuple):
 
 
 SHRINK = 0.8
-"""Wide passes must cut the largest residual by this factor per update (over two updates), or
-the short window takes over."""
+"""Wide passes go on while the largest residual after ``k`` updates is within
+``r[0] SHRINK^(k - GRACE)`` (a fall by this factor per update on average, after ``GRACE``
+updates of slack); the first wide pass above it hands over to the short window."""
+
+GRACE = 2
+"""Updates of slack before the wide passes must cut the residual (see :data:`SHRINK`)."""
 
 
 class _Static(NamedTuple):
@@ -414,11 +418,11 @@ def newton_window(
         if wide == short:
             return _pass(st, wide, *args)
         nxt = lax.cond(st.narrow, lambda: _pass(st, short, *args), lambda: _pass(st, wide, *args))
-        # stalled: the residual grew in the first update, or two updates cut it by < SHRINK^2
-        r, k = nxt.res, st.k
-        grew = (k == 1) & jnp.logical_not(r[k] <= r[0])
-        slow = (k >= 2) & jnp.logical_not(r[k] <= SHRINK**2 * r[jnp.maximum(k - 2, 0)])
-        return nxt._replace(narrow=st.narrow | grew | slow)
+        # stalled: the largest residual above the envelope r[0] SHRINK^(k - GRACE)
+        k = st.k
+        envelope = nxt.res[0] * SHRINK ** (k - GRACE).astype(nxt.res.dtype)
+        stalled = (k >= 1) & jnp.logical_not(nxt.res[k] <= envelope)
+        return nxt._replace(narrow=st.narrow | stalled)
 
     zero, false = jnp.zeros((), jnp.int32), jnp.zeros((), bool)
     res0 = jnp.full((max_iters + 1,), jnp.nan, init.dtype)
