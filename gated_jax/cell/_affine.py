@@ -16,8 +16,8 @@ a verified step is frozen (its affine map replaced by the constant ``z[t]``, ``A
 nothing before the window is recomputed and no rounding from it is amplified. The first
 unverified step ``s`` is taken exactly, ``z[s] = f(z[s-1])`` (Picard's update, ``A[s] = 0``), so
 every update verifies at least one more step: ``T`` updates always suffice. The window is the
-whole remaining sequence while Newton converges (the largest residual cut by :data:`SHRINK` per
-update, over two updates) and :data:`SHORT_WINDOW` steps once it stalls (a positive Lyapunov
+whole remaining sequence while Newton converges (the largest residual after ``k`` updates
+within ``r[0] SHRINK^(k - GRACE)``) and :data:`SHORT_WINDOW` steps once it stalls (a positive Lyapunov
 exponent: Newton's prefix then grows by a few steps per update, and a short window keeps the
 work per update small). A solver's ``safeguard`` keeps each update finite and trusted (the
 gated cell: the box every trajectory stays in; any step: a trust region around Picard's update).
@@ -406,8 +406,8 @@ def newton_window(
     """Safe Newton over time on ``init`` ``(T, ...)``; returns ``(zs, DeerInfo)``.
 
     ``windows = (wide, short)``: passes run over ``wide`` steps until Newton stalls (the largest
-    residual not cut by :data:`SHRINK` per update), then over ``short`` steps to the end (equal:
-    one fixed window). ``linearise(start, zprev)`` gives ``(A, b, f)`` of the window's steps
+    residual above the envelope of :data:`SHRINK` and :data:`GRACE`), then over ``short`` steps
+    to the end (equal: one fixed window). ``linearise(start, zprev)`` gives ``(A, b, f)`` of the window's steps
     from ``start`` linearised at ``zprev`` ``(W, ...)``; ``safeguard(start, new, f)`` keeps an
     update finite and trusted. ``safe=False``: plain Newton (``windows`` must be ``(T, T)``).
     """
