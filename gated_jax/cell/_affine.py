@@ -17,9 +17,9 @@ nothing before the window is recomputed and no rounding from it is amplified. Th
 unverified step ``s`` is taken exactly, ``z[s] = f(z[s-1])`` (Picard's update, ``A[s] = 0``), so
 every update verifies at least one more step: ``T`` updates always suffice. The window is the
 whole remaining sequence while Newton converges (the largest residual after ``k`` updates
-within ``r[0] SHRINK^(k - GRACE)``) and :data:`SHORT_WINDOW` steps once it stalls (a positive Lyapunov
-exponent: Newton's prefix then grows by a few steps per update, and a short window keeps the
-work per update small). A solver's ``safeguard`` keeps each update finite and trusted (the
+within ``r[0] SHRINK^(k - GRACE)``) and :data:`SHORT_WINDOW` steps once it stalls (a positive
+Lyapunov exponent: Newton's prefix then grows by a few steps per update, and a short window
+keeps the work per update small). A solver's ``safeguard`` keeps each update finite and trusted (the
 gated cell: the box every trajectory stays in; any step: a trust region around Picard's update).
 
 References (the safe driver): X. Gonzalez, A. Warrington, J. T. H. Smith, S. W. Linderman,
@@ -407,9 +407,10 @@ def newton_window(
 
     ``windows = (wide, short)``: passes run over ``wide`` steps until Newton stalls (the largest
     residual above the envelope of :data:`SHRINK` and :data:`GRACE`), then over ``short`` steps
-    to the end (equal: one fixed window). ``linearise(start, zprev)`` gives ``(A, b, f)`` of the window's steps
-    from ``start`` linearised at ``zprev`` ``(W, ...)``; ``safeguard(start, new, f)`` keeps an
-    update finite and trusted. ``safe=False``: plain Newton (``windows`` must be ``(T, T)``).
+    to the end (equal: one fixed window). ``linearise(start, zprev)`` gives ``(A, b, f)`` of
+    the window's steps from ``start`` linearised at ``zprev`` ``(W, ...)``;
+    ``safeguard(start, new, f)`` keeps an update finite and trusted. ``safe=False``: plain
+    Newton (``windows`` must be ``(T, T)``).
     """
     wide, short = windows
     args = (linearise, safeguard, z0, _Static(form, bound, max_iters, safe))
