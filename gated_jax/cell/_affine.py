@@ -10,6 +10,24 @@ same way: by the per-step residual of the returned trajectory,
 
 never by the iteration count, with at most ``min(max_iters, T)`` Newton updates.
 
+**The safe driver** (:func:`newton_window`) runs every Newton update over a window that starts at
+the first step not yet verified: iteration ``k`` makes at least the first ``k`` steps exact, and
+a verified step is frozen (its affine map replaced by the constant ``z[t]``, ``A[t] = 0``), so
+nothing before the window is recomputed and no rounding from it is amplified. The first
+unverified step ``s`` is taken exactly, ``z[s] = f(z[s-1])`` (Picard's update, ``A[s] = 0``), so
+every update verifies at least one more step: ``T`` updates always suffice. The window is the
+whole remaining sequence while Newton converges (the largest residual after ``k`` updates
+within ``r[0] SHRINK^(k - GRACE)``) and :data:`SHORT_WINDOW` steps once it stalls (a positive
+Lyapunov exponent: Newton's prefix then grows by a few steps per update, and a short window
+keeps the work per update small). A solver's ``safeguard`` keeps each update finite and trusted (the
+gated cell: the box every trajectory stays in; any step: a trust region around Picard's update).
+
+References (the safe driver): X. Gonzalez, A. Warrington, J. T. H. Smith, S. W. Linderman,
+"Towards scalable and stable parallelization of nonlinear RNNs" (ELK: damping, the Picard
+update as its limit), NeurIPS 2024; the sliding window past the converged prefix of parallel
+MCMC and fixed-point samplers (e.g. Y. Shih et al., "Parallel sampling of diffusion models",
+NeurIPS 2023).
+
 An affine scan solves ``z[t] = A[t] z[t-1] + b[t]`` by ``lax.associative_scan`` over the
 associative composition ``(A_2, b_2) o (A_1, b_1) = (A_2 A_1, A_2 b_1 + b_2)`` in
 ``ceil(log2 T)`` levels; ``A`` comes in one of three forms: ``"diagonal"`` ``(..., m)``,
@@ -73,21 +91,32 @@ class DeerInfo(NamedTuple):
     Attributes:
       iterations: the number of Newton updates (affine scans) run, an int32 scalar; ``0`` when
         the initial guess already solved the recurrence, ``1`` for ``W_z = None``.
-      residuals: ``(min(max_iters, T) + 1,)``: the per-step residual of each iterate,
-        ``max_t |z_k[t] - f(z_k[t-1], x[t])|`` (``k = 0`` the initial guess); NaN past
+      residuals: ``(min(max_iters, T) + 1,)``: per pass ``k``, the largest per-step residual
+        ``|z_k[t] - f(z_k[t-1], x[t])|`` of the iterate over the steps that pass examined (its
+        window, from the first step not yet verified; ``k = 0`` the initial guess); NaN past
         ``iterations``. The residual, not the change between iterates, is what convergence is
         judged by: it is zero exactly on a trajectory of the cell.
-      converged: a bool scalar: the returned trajectory's residual is within
+      converged: a bool scalar: every step of the returned trajectory was verified within
         ``max(tol, 32 eps) * max(1, max |z|)`` (``eps`` the dtype's machine epsilon).
       sequential: a bool scalar: the returned trajectory is the sequential loop's, run because
         Newton did not converge (only with ``fallback=True``, as ``gated_scan`` does under
         ``jit``); the states are then exact and ``converged`` still says Newton did not get there.
+      work: step evaluations, an int32 scalar: the window lengths of every pass summed (each
+        pass evaluates the step and its Jacobian once per step of its window); the sequential
+        loop's work is ``T``. ``None`` where a solver does not report it.
+      peak: ``max |z|`` over the initial guess and every iterate (NaN if one was NaN): the
+        evidence that no iterate overflowed. ``None`` where not reported.
+      verified: an int32 scalar: the steps ``0 .. verified - 1`` are verified (``T`` when
+        converged). ``None`` where not reported.
     """
 
     iterations: jax.Array
     residuals: jax.Array
     converged: jax.Array
     sequential: jax.Array
+    work: jax.Array | None = None
+    peak: jax.Array | None = None
+    verified: jax.Array | None = None
 
 
 class DeerNotConverged(RuntimeError):
@@ -242,6 +271,19 @@ DEFAULT_MAX_ITERS = 100
 """``max_iters=None`` means ``min(T, DEFAULT_MAX_ITERS)`` Newton updates."""
 
 
+SHORT_WINDOW = 8
+"""The short window of the default schedule (``window=None``), in steps."""
+
+
+def windows(window: int | None, T: int) -> tuple[int, int]:
+    """``(wide, short)`` window lengths: ``window=None`` gives ``(T, min(T, SHORT_WINDOW))``,
+    the adaptive schedule; an int ``w >= 1`` one fixed window ``min(w, T)``."""
+    window = positive_int("window", window, allow_none=True)
+    if window is None:
+        return max(1, T), max(1, min(T, SHORT_WINDOW))
+    return (max(1, min(T, window)),) * 2
+
+
 def check_solver_options(jacobian, tol, max_iters) -> tuple[str, float | None, int | None]:
     """Validate ``jacobian``, ``tol`` (a float > 0 or None) and ``max_iters`` (an int >= 1 or
     None)."""
@@ -266,3 +308,127 @@ def budget(max_iters: int | None, T: int) -> int:
     exact arithmetic; in floating point more cannot help (they re-amplify the same rounding on
     an expanding cell), and the cap keeps the residual buffer at ``T + 1`` entries."""
     return max(1, min(T, DEFAULT_MAX_ITERS if max_iters is None else max_iters))
+
+
+# --------------------------------------------------------------------------------------------
+# the safe Newton driver shared by both solvers: a window past the converged prefix, the first
+# unverified step taken exactly (Picard), untrusted updates replaced by Picard's
+
+
+def _per_step(x):
+    """``max`` of ``|x|`` over every axis but time (axis 0); NaN-propagating."""
+    return jnp.max(jnp.abs(x), axis=tuple(range(1, x.ndim))) if x.ndim > 1 else jnp.abs(x)
+
+
+def _lead_mask(mask, like):
+    """A ``(W,)`` bool mask reshaped to broadcast against ``like`` (time on axis 0)."""
+    return jnp.reshape(mask, mask.shape + (1,) * (like.ndim - 1))
+
+
+class _State(NamedTuple):
+    k: jax.Array  # Newton updates taken
+    zs: jax.Array  # the iterate, (T, ...)
+    s: jax.Array  # the first step not yet verified (steps < s are final)
+    res: jax.Array  # per pass: the largest residual over the window's unverified steps
+    pmax: jax.Array  # max |z| over the verified prefix
+    peak: jax.Array  # max |z| over every iterate
+    work: jax.Array  # step evaluations (window lengths summed over passes)
+    narrow: jax.Array  # the short window is in use (from the first wide pass that stalled)
+    stop: jax.Array
+
+
+SHRINK = 0.8
+"""Wide passes go on while the largest residual after ``k`` updates is within
+``r[0] SHRINK^(k - GRACE)`` (a fall by this factor per update on average, after ``GRACE``
+updates of slack); the first wide pass above it hands over to the short window."""
+
+GRACE = 2
+"""Updates of slack before the wide passes must cut the residual (see :data:`SHRINK`)."""
+
+
+class _Static(NamedTuple):
+    form: str
+    bound: float
+    max_iters: int
+    safe: bool
+
+
+def _pass(st: _State, W: int, linearise, safeguard, z0, o: _Static) -> _State:
+    """One pass over the window of ``W`` steps at the first unverified step: verify, then update
+    (``o.safe=False``: plain Newton over the whole sequence, every step checked every pass)."""
+    T = st.zs.shape[0]
+    start = jnp.clip(st.s, 0, T - W)
+    win = lax.dynamic_slice_in_dim(st.zs, start, W, axis=0)
+    before = jnp.where(start == 0, z0, st.zs[jnp.maximum(start - 1, 0)])
+    A, b, f = linearise(start, shift(win, before))
+    t = start + jnp.arange(W)
+    since = st.s if o.safe else jnp.zeros_like(st.s)  # steps before `since` are final
+    r, size = _per_step(win - f), _per_step(win)
+    # step t counts as solved against max(1, max |z| up to t): a scale the final trajectory has
+    cmax = jnp.maximum(jnp.maximum(1.0, st.pmax), lax.cummax(size, axis=0))
+    bad = (t >= since) & jnp.logical_not(r <= o.bound * cmax)
+    first = jnp.where(jnp.any(bad), jnp.argmax(bad), W).astype(st.s.dtype)
+    s = start + first
+    pmax = jnp.maximum(st.pmax, jnp.max(jnp.where(t < s, size, 0.0))) if o.safe else st.pmax
+    res = st.res.at[st.k].set(jnp.max(jnp.where(t >= since, r, 0.0)))
+    stop = (s >= T) | (st.k >= o.max_iters)
+
+    def update():
+        if not o.safe:
+            new = solve_tm(A, b, before, o.form)
+            zs = lax.dynamic_update_slice_in_dim(st.zs, new, start, 0)
+            return zs, jnp.maximum(st.peak, jnp.max(jnp.abs(new)))
+        frozen, exact = _lead_mask(t < s, win), _lead_mask(t == s, win)
+        # verified steps reproduce themselves (A = 0, b = z) and the first unverified one is
+        # taken exactly, z[s] = f(z[s-1]) (A = 0, b = f): every update solves one more step
+        Ak = jnp.where(_lead_mask(t <= s, A), jnp.zeros_like(A), A)
+        bk = jnp.where(frozen, win, jnp.where(exact, f, b))
+        new = jnp.where(frozen, win, safeguard(start, solve_tm(Ak, bk, before, o.form), f))
+        zs = lax.dynamic_update_slice_in_dim(st.zs, new, start, 0)
+        return zs, jnp.maximum(st.peak, jnp.max(jnp.abs(new)))
+
+    zs, peak = lax.cond(stop, lambda: (st.zs, st.peak), update)
+    k = st.k + jnp.where(stop, 0, 1)
+    return st._replace(k=k, zs=zs, s=s, res=res, pmax=pmax, peak=peak, work=st.work + W, stop=stop)
+
+
+def newton_window(
+    linearise,
+    safeguard,
+    z0,
+    init,
+    form: str,
+    bound: float,
+    max_iters: int,
+    windows: tuple[int, int],
+    safe: bool = True,
+):
+    """Safe Newton over time on ``init`` ``(T, ...)``; returns ``(zs, DeerInfo)``.
+
+    ``windows = (wide, short)``: passes run over ``wide`` steps until Newton stalls (the largest
+    residual above the envelope of :data:`SHRINK` and :data:`GRACE`), then over ``short`` steps
+    to the end (equal: one fixed window). ``linearise(start, zprev)`` gives ``(A, b, f)`` of
+    the window's steps from ``start`` linearised at ``zprev`` ``(W, ...)``;
+    ``safeguard(start, new, f)`` keeps an update finite and trusted. ``safe=False``: plain
+    Newton (``windows`` must be ``(T, T)``).
+    """
+    wide, short = windows
+    args = (linearise, safeguard, z0, _Static(form, bound, max_iters, safe))
+
+    def body(st: _State) -> _State:
+        if wide == short:
+            return _pass(st, wide, *args)
+        nxt = lax.cond(st.narrow, lambda: _pass(st, short, *args), lambda: _pass(st, wide, *args))
+        # stalled: the largest residual above the envelope r[0] SHRINK^(k - GRACE)
+        k = st.k
+        envelope = nxt.res[0] * SHRINK ** (k - GRACE).astype(nxt.res.dtype)
+        stalled = (k >= 1) & jnp.logical_not(nxt.res[k] <= envelope)
+        return nxt._replace(narrow=st.narrow | stalled)
+
+    zero, false = jnp.zeros((), jnp.int32), jnp.zeros((), bool)
+    res0 = jnp.full((max_iters + 1,), jnp.nan, init.dtype)
+    peak0 = jnp.max(jnp.abs(init))
+    pmax0 = jnp.zeros((), init.dtype)
+    st = _State(zero, init, zero, res0, pmax0, peak0, zero, false, false)
+    st = lax.while_loop(lambda st: jnp.logical_not(st.stop), body, st)
+    return st.zs, DeerInfo(st.k, st.res, st.s >= init.shape[0], false, st.work, st.peak, st.s)

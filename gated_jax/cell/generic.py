@@ -32,6 +32,14 @@ residual of the iterate, ``max_t |c[t] - f(c[t-1], x[t])| <= max(tol, 32 eps) ma
 (:func:`gated_jax.cell.parallel.residual_bound`), at most ``min(max_iters, T)`` Newton updates,
 reported in a :class:`~gated_jax.cell.DeerInfo`.
 
+**Safety.** The Newton loop is the safe driver of :func:`gated_jax.cell.gated_deer`
+(:func:`gated_jax.cell._affine.newton_window`): each update covers a window from the first
+unverified step (verified steps frozen, the first unverified step taken exactly, so ``T``
+updates always converge), wide while Newton converges and short once it stalls, and a Newton
+value is kept only where it is finite and within the trust region
+``|c_{k+1}[t] - f(c_k[t-1], x[t])| <= TRUST max(1, max |f|)`` around the step's own (Picard)
+value, which is taken elsewhere: no iterate overflows (``DeerInfo.peak``), whatever the step.
+
 **Gradients** are those of the sequential recurrence, by implicit differentiation at the
 returned trajectory (never through the Newton iterations). With ``g[t]`` the cotangent of
 ``carry[t]``, the adjoint recurrence
@@ -71,14 +79,14 @@ from gated_jax.cell._affine import (
     budget,
     check_solver_options,
     default_tol,
-    residual,
+    newton_window,
     residual_bound,
     shift,
     solve_reverse_tm,
-    solve_tm,
+    windows,
 )
 
-__all__ = ["DIAGONAL_BATCH", "deer_scan"]
+__all__ = ["DIAGONAL_BATCH", "TRUST", "deer_scan"]
 
 DIAGONAL_BATCH = 32
 """One-hot JVPs evaluated together when ``jacobian="diagonal"`` computes the exact diagonal."""
@@ -139,30 +147,36 @@ def _linearised(fn, consts, cprev, xs, jacobian: str):
     return A, f - A * cprev, f
 
 
-def _newton(fn, consts, c0, xs, init, opts: _Options):
-    """Newton (or quasi-Newton) iterations judged by the per-step residual; ``(cs, DeerInfo)``.
+TRUST = 4.0
+"""A Newton value is kept where it is finite and within ``TRUST max(1, max |f|)`` of the step's
+own value ``f(c_k[t-1], x[t])`` over its window; elsewhere the step's value is taken."""
 
-    The same loop as :func:`gated_jax.cell.gated_deer`'s: each pass measures the residual of
-    the current iterate and stops when it is within the bound, else takes one update; at most
-    ``max_iters`` updates, so the returned iterate's residual is always measured.
+
+def _newton(fn, consts, c0, xs, init, opts: _Options):
+    """Safe Newton (or quasi-Newton) iterations judged by the per-step residual; ``(cs,
+    DeerInfo)``.
+
+    The same driver as :func:`gated_jax.cell.gated_deer`'s
+    (:func:`gated_jax.cell._affine.newton_window`): a window past the verified prefix, wide
+    while Newton converges and short once it stalls, the first unverified step taken exactly;
+    an update is kept only where it is finite and within the trust region :data:`TRUST`, the
+    step's own (Picard) value taken elsewhere, so no iterate overflows.
     """
     bound = residual_bound(opts.tol, init.dtype)
     form = "diagonal" if opts.jacobian == "diagonal" else "dense"
-    false = jnp.zeros((), bool)
 
-    def body(state):
-        k, cs, res, _, _ = state
-        A, b, f = _linearised(fn, consts, shift(cs, c0), xs, opts.jacobian)
-        r, scale = residual(cs, f)
-        ok = jnp.isfinite(r) & (r <= bound * jnp.maximum(1.0, scale))
-        stop = ok | (k >= opts.max_iters)
-        new = lax.cond(stop, lambda: cs, lambda: solve_tm(A, b, c0, form))
-        return k + jnp.where(stop, 0, 1), new, res.at[k].set(r), ok, stop
+    def cut(start, W):
+        return jax.tree.map(lambda a: lax.dynamic_slice_in_dim(a, start, W, 0), xs)
 
-    res0 = jnp.full((opts.max_iters + 1,), jnp.nan, init.dtype)
-    state = (jnp.zeros((), jnp.int32), init, res0, false, false)
-    k, cs, res, ok, _ = lax.while_loop(lambda s: jnp.logical_not(s[4]), body, state)
-    return cs, DeerInfo(k, res, ok, false)
+    def linearise(start, cprev):
+        return _linearised(fn, consts, cprev, cut(start, cprev.shape[0]), opts.jacobian)
+
+    def safeguard(start, new, f):
+        radius = TRUST * jnp.maximum(1.0, jnp.max(jnp.abs(f)))
+        return jnp.where(jnp.isfinite(new) & (jnp.abs(new - f) <= radius), new, f)
+
+    win = windows(None, init.shape[0])
+    return newton_window(linearise, safeguard, c0, init, form, bound, opts.max_iters, win)
 
 
 def _sequential(fn, consts, c0, xs):

@@ -42,6 +42,27 @@ composes ``(T, B, H, h, h)`` blocks, ``O(T m h^2)`` work and ``O(T m h)`` memory
 instead of ``O(T m^3)`` and ``O(T m^2)``. The implicit-differentiation backward pass uses the
 same structure for ``J^T``.
 
+**A solver that never diverges.** Plain Newton over the whole sequence, on a cell with a
+positive Lyapunov exponent, passes through iterates far outside any trajectory (``1e13`` and
+more in float32) because each update composes the expanding Jacobians of the whole sequence.
+The default solver (``safeguard=True``) runs the safe driver of
+:func:`gated_jax.cell._affine.newton_window`: each update covers a window from the first
+unverified step (verified steps frozen, the first unverified step taken exactly, so every update
+verifies at least one more step and ``T`` updates always converge), wide while Newton converges
+and 8 steps once it stalls, and every update is projected on the box every trajectory of the
+convex mix stays in,
+
+.. math::
+
+    \min\big(z_0, \min_{t' \le t} u[t']\big) \le z[t] \le \max\big(z_0, \max_{t' \le t} u[t']\big)
+
+(per unit; ``z[t]`` is between ``z[t-1]`` and ``u[t]``), with a non-finite value replaced by the
+step's own value ``f(z_k[t-1], x[t])``. The projection never moves a trajectory of the cell, so
+the verified prefix and Newton's convergence near the solution are kept, and no iterate leaves
+the box: no overflow and no NaN, in float32 as in float64. ``DeerInfo.work`` counts the step
+evaluations (``T`` for the sequential loop) and ``DeerInfo.peak`` the largest ``|z|`` of any
+iterate.
+
 The backends of :func:`~gated_jax.cell.gated_scan` here are :func:`mingru_scan`,
 :func:`deer` and :func:`quasi_deer`, each ``backend(ops, opts)`` like the sequential ones.
 
@@ -93,6 +114,7 @@ from gated_jax.cell._affine import (
     check_solver_options,
     concrete,
     default_tol,
+    newton_window,
     residual,
     residual_bound,
     scan_levels,
@@ -100,6 +122,7 @@ from gated_jax.cell._affine import (
     solve_reverse_tm,
     solve_tm,
     transpose,
+    windows,
 )
 from gated_jax.cell._core import (
     Operands,
@@ -170,13 +193,33 @@ def _mingru(p: GatedParams, a, u, z0, mask):
     return solve_tm(c, (1 - c) * u, z0, "diagonal")
 
 
-def _newton(p: GatedParams, a, u, z0, mask, init, jacobian: str, tol: float, max_iters: int):
-    """Newton (or quasi-Newton) iterations of affine scans; returns ``(zs, DeerInfo)``.
+def _box(u, z0, mask):
+    """``(lo, hi)`` ``(T, B, m)``: every trajectory of the convex mix stays in
+    ``min(z0, u[:t+1]) <= z[t] <= max(z0, u[:t+1])`` (a masked step holds ``z``, inside)."""
+    lo = jnp.minimum(lax.cummin(u, axis=0), z0[None])
+    hi = jnp.maximum(lax.cummax(u, axis=0), z0[None])
+    return lo, hi
 
-    Each pass first measures the per-step residual of the current iterate (the linearisation
-    evaluates ``f`` along it anyway) and stops there when it is within the bound; otherwise it
-    takes one Newton update. At most ``max_iters`` updates are taken, so the last iterate's
-    residual is always measured: a trajectory is never reported solved on the iteration count.
+
+def _newton(
+    p: GatedParams,
+    a,
+    u,
+    z0,
+    mask,
+    init,
+    jacobian: str,
+    tol: float,
+    max_iters: int,
+    window: tuple[int, int, bool],
+):
+    """Safe Newton (or quasi-Newton) iterations of affine scans over a window past the verified
+    prefix (:func:`gated_jax.cell._affine.newton_window`); returns ``(zs, DeerInfo)``.
+
+    Each pass measures the per-step residual of the current iterate over the window, moves the
+    window to the first step outside the bound, and stops when every step is within it;
+    otherwise it takes one Newton update of the window, projected on the box every trajectory
+    of the cell stays in (:func:`_box`), non-finite values replaced by the step itself.
     """
     bound = residual_bound(tol, init.dtype)
     false = jnp.zeros((), bool)
@@ -186,31 +229,40 @@ def _newton(p: GatedParams, a, u, z0, mask, init, jacobian: str, tol: float, max
         r0, _ = residual(init, _step.update(None, shift(init, z0), a, u, mask)[0])
         r1, _ = residual(zs, fz)
         res = jnp.full((max_iters + 1,), jnp.nan, zs.dtype).at[0].set(r0).at[1].set(r1)
+        T = zs.shape[0]
+        one = jnp.ones((), jnp.int32)
+        peak = jnp.max(jnp.abs(zs))
         # one affine scan is exact (no iteration can amplify rounding): always converged
-        return zs, DeerInfo(jnp.ones((), jnp.int32), res, jnp.ones((), bool), false)
+        info = DeerInfo(one, res, jnp.ones((), bool), false, T * one, peak, T * one)
+        return zs, info
     form = _form(p.w_z, jacobian)
+    lo, hi = _box(u, z0, mask)
 
-    def body(state):
-        k, zs, res, _, _ = state
-        A, b, fz = _linearised(p, shift(zs, z0), a, u, mask, jacobian)
-        r, scale = residual(zs, fz)
-        ok = jnp.isfinite(r) & (r <= bound * jnp.maximum(1.0, scale))
-        stop = ok | (k >= max_iters)
-        new = lax.cond(stop, lambda: zs, lambda: solve_tm(A, b, z0, form))
-        return k + jnp.where(stop, 0, 1), new, res.at[k].set(r), ok, stop
+    def cut(x, start, W):
+        return None if x is None else lax.dynamic_slice_in_dim(x, start, W, 0)
 
-    def cond(state):
-        return jnp.logical_not(state[4])
+    def linearise(start, zprev):
+        W = zprev.shape[0]
+        return _linearised(
+            p, zprev, cut(a, start, W), cut(u, start, W), cut(mask, start, W), jacobian
+        )
 
-    res0 = jnp.full((max_iters + 1,), jnp.nan, init.dtype)
-    state = (jnp.zeros((), jnp.int32), init, res0, false, false)
-    k, zs, res, ok, _ = lax.while_loop(cond, body, state)
-    return zs, DeerInfo(k, res, ok, false)
+    def safeguard(start, new, fz):
+        W = new.shape[0]
+        new = jnp.where(jnp.isfinite(new), new, fz)
+        return jnp.clip(new, cut(lo, start, W), cut(hi, start, W))
+
+    wide, short, safe = window
+    if not safe:
+        safeguard = lambda start, new, fz: new
+    return newton_window(
+        linearise, safeguard, z0, init, form, bound, max_iters, (wide, short), safe
+    )
 
 
-def _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
+def _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback, window):
     a, u = _step.projections(p, xs_tm)
-    zs, info = _newton(p, a, u, z0, mask, init, jacobian, tol, max_iters)
+    zs, info = _newton(p, a, u, z0, mask, init, jacobian, tol, max_iters, window)
     if fallback and p.w_z is not None:
         # never a wrong trajectory: without convergence, run the sequential loop instead
         zs = lax.cond(
@@ -252,19 +304,19 @@ def _fixed_point_adjoint(p: GatedParams, zs, xs_tm, z0, mask, g, jacobian: str):
 # fixed point (never the Newton iterations)
 
 
-def _solve_core(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
-    return _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback)
+def _solve_core(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback, window):
+    return _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback, window)
 
 
-_core_vjp = jax.custom_vjp(_solve_core, nondiff_argnums=(5, 6, 7, 8))
+_core_vjp = jax.custom_vjp(_solve_core, nondiff_argnums=(5, 6, 7, 8, 9))
 
 
-def _core_fwd(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
-    zs, info = _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback)
+def _core_fwd(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback, window):
+    zs, info = _solve(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback, window)
     return (zs, info), (p, xs_tm, z0, mask, zs)
 
 
-def _core_bwd(jacobian, tol, max_iters, fallback, res, cts):
+def _core_bwd(jacobian, tol, max_iters, fallback, window, res, cts):
     p, xs_tm, z0, mask, zs = res
     dp, dxs, dz0 = _fixed_point_adjoint(p, zs, xs_tm, z0, mask, cts[0], jacobian)
     return dp, dxs, dz0, None, None
@@ -273,9 +325,9 @@ def _core_bwd(jacobian, tol, max_iters, fallback, res, cts):
 _core_vjp.defvjp(_core_fwd, _core_bwd)
 
 
-@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8))
-def _solve_jit(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback):
-    return _core_vjp(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback)
+@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8, 9))
+def _solve_jit(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback, window):
+    return _core_vjp(p, xs_tm, z0, mask, init, jacobian, tol, max_iters, fallback, window)
 
 
 def _check_full_fits(ops: Operands, xs, jacobian: str) -> None:
@@ -305,8 +357,8 @@ def _not_converged(info: DeerInfo, jacobian: str, tol: float, max_iters: int, T:
         f"converge in `max_iters` (={max_iters}) iterations: the last iterate's per-step "
         f"residual is {residual}, above `tol` (={tol:g}) relative to "
         f"max(1, max|z|) (floor {residual_bound(0.0, dtype):.2g} for {jnp.dtype(dtype).name}). "
-        f"Raise max_iters (at most T = {T} are used), or use method='sequential': on an "
-        "expanding cell (positive Lyapunov exponent) Newton amplifies rounding error. Under "
+        f"Raise max_iters (T = {T} always converge), or use method='sequential': on an "
+        "expanding cell (positive Lyapunov exponent) Newton verifies a few steps per update. Under "
         "jax.jit the sequential loop is run instead (gated_deer(..., fallback=True) reports it)."
     )
 
@@ -326,7 +378,10 @@ def _scan_backend(ops: Operands, opts: ScanOptions, jacobian: str) -> jax.Array:
     max_iters = budget(opts.max_iters, T)
     xs_tm, mask = _time_major(ops, opts.reverse)
     init = jnp.zeros((T, B, m), ops.xs.dtype)
-    zs, info = _solve_jit(ops.params, xs_tm, ops.z0, mask, init, jacobian, tol, max_iters, True)
+    window = windows(None, T) + (True,)
+    zs, info = _solve_jit(
+        ops.params, xs_tm, ops.z0, mask, init, jacobian, tol, max_iters, True, window
+    )
     if concrete(info.converged) is False:
         raise _not_converged(info, jacobian, tol, max_iters, T, ops.xs.dtype)
     if not opts.return_sequence:
@@ -381,6 +436,8 @@ def gated_deer(
     max_iters: int | None = None,
     init: jax.Array | None = None,
     fallback: bool = False,
+    window: int | None = None,
+    safeguard: bool = True,
 ) -> tuple[jax.Array, DeerInfo]:
     r"""Solve the gated recurrence over the whole sequence by Newton's method (DEER).
 
@@ -396,7 +453,10 @@ def gated_deer(
     ``"full"`` uses it exactly: a diagonal ``w_z`` ``(m,)`` gives the diagonal
     ``J = diag(c + s w_z)`` (``O(T m)`` per iteration, quadratic convergence; ``"diagonal"`` is
     then the same exact Newton), heads ``(H, h, h)`` give ``H`` blocks of ``h x h``
-    (``O(T m h^2)`` per iteration). Convergence is judged by the residual
+    (``O(T m h^2)`` per iteration). By default each update covers a window past the verified
+    prefix and is projected on the box every trajectory of the cell stays in, so no iterate
+    overflows and ``T`` updates always converge (module docstring, "A solver that never
+    diverges"). Convergence is judged by the residual
     alone: iterations stop when the current trajectory satisfies the recurrence step by step,
 
     .. math::
@@ -421,14 +481,25 @@ def gated_deer(
       jacobian: ``"full"`` (DEER) or ``"diagonal"`` (quasi-DEER).
       tol: convergence tolerance, a float > 0; ``None``: ``1e-12`` in float64, ``1e-5``
         otherwise.
-      max_iters: the most Newton updates, an int >= 1; ``None``: 100. At most ``T`` are run
-        (iteration ``k`` fixes step ``k``, so ``T`` solve the recurrence in exact arithmetic and
-        more cannot help in floating point).
-      init: the initial guess ``(..., T, m)``; ``None`` means zeros. In a training loop the
-        previous step's trajectory is a good guess when the parameters move little.
+      max_iters: the most Newton updates, an int >= 1; ``None``: 100. At most ``T`` are run:
+        each update of the default solver verifies at least one more step, so ``max_iters=T``
+        always converges (on an expanding cell in about ``T / 2`` updates of 8 steps).
+      init: the initial guess ``(..., T, m)``; ``None`` means zeros. **Warm starts:** in a
+        training loop, pass the previous step's trajectory (``jax.lax.stop_gradient`` of the
+        states it returned, for the same inputs): when the parameters move little it is close
+        to the new solution and Newton needs fewer updates (a guess only changes the cost,
+        never the answer's check). Steps past the window keep the guess until the window
+        reaches them.
       fallback: when Newton does not converge, return the sequential loop's trajectory instead
         of the last iterate (``info.sequential`` says it happened); what ``gated_scan`` does
         under ``jit``. A strict bool.
+      window: the longest window of a Newton update, an int >= 1 (capped at ``T``): one fixed
+        window; ``None`` (default): the whole remaining sequence while Newton converges, then 8
+        steps once it stalls (module docstring).
+      safeguard: ``True`` (default): the safe solver (windows past the verified prefix, the
+        first unverified step exact, updates projected on the cell's box); ``False``: plain
+        (undamped) Newton over the whole sequence, as published, for comparison. A strict
+        bool.
 
     Returns:
       ``(zs, info)``: ``zs`` ``(..., T, m)`` (the last iterate when unconverged, unless
@@ -468,6 +539,9 @@ def gated_deer(
     _check_full_fits(ops, xs, jacobian)
     tol = default_tol(ops.xs.dtype) if tol is None else tol
     max_iters = budget(max_iters, T)
+    safeguard = boolean("safeguard", safeguard)
+    wide_short = windows(window, T)  # validated either way
+    schedule = (wide_short if safeguard else (max(T, 1),) * 2) + (safeguard,)
     init_tm = _initial_guess(ops, init)
     if T == 0:
         zs = jnp.zeros((B, 0, m), ops.xs.dtype)
@@ -476,7 +550,7 @@ def gated_deer(
     else:
         xs_tm, mask = _time_major(ops, False)
         zs_tm, info = _solve_jit(
-            ops.params, xs_tm, ops.z0, mask, init_tm, jacobian, tol, max_iters, fallback
+            ops.params, xs_tm, ops.z0, mask, init_tm, jacobian, tol, max_iters, fallback, schedule
         )
         zs = jnp.swapaxes(zs_tm, 0, 1)
     return jnp.reshape(zs, ops.batch + (T, m)).astype(ops.out_dtype), info
