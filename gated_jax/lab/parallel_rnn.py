@@ -221,7 +221,7 @@ def _rank_correlation(rows: list[dict]) -> float:
 
 def section(ctx) -> str:
     names = ("SimpleCell",) if ctx.quick else tuple(CELLS)
-    scales = (1.0, 8.0) if ctx.quick else (1.0, 2.0, 4.0, 8.0)
+    scales = (1.0, 2.0, 4.0, 8.0)
     B, T, n, m = (2, 64, 3, 4) if ctx.quick else (2, 256, 4, 8)
     rows = lyapunov_rows(names, scales, B=B, T=T, n=n, m=m)
     lines = [
