@@ -85,6 +85,7 @@ from gated_jax.conv import conv_weight_jacobian as conv_weight_jacobian
 # gated_jax.cell: the gated recurrence
 from gated_jax.cell import DeerInfo as DeerInfo
 from gated_jax.cell import GatedParams as GatedParams
+from gated_jax.cell import cell_lyapunov_exponent as cell_lyapunov_exponent
 from gated_jax.cell import deer_scan as deer_scan
 from gated_jax.cell import gated_bptt as gated_bptt
 from gated_jax.cell import gated_chunked as gated_chunked
@@ -188,6 +189,7 @@ __all__ = [  # noqa: F822 (lazy names resolve through __getattr__)
     # cell
     "DeerInfo",
     "GatedParams",
+    "cell_lyapunov_exponent",
     "deer_scan",
     "gated_bptt",
     "gated_chunked",

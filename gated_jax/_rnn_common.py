@@ -63,7 +63,9 @@ from gated_jax.cell import (
     DeerNotConverged,
     GatedParams,
     deer_scan,
+    gated_deer,
     gated_scan,
+    resolve_method,
 )
 from gated_jax.cell._affine import check_solver_options, concrete
 from gated_jax.cell.params import default_recurrent_init, recurrent_shape
@@ -452,6 +454,7 @@ def run_sequence(
     initial_carry: Any = None,
     seq_lengths: Any = None,
     overrides: Mapping[str, Any] | None = None,
+    on_info: Callable[[DeerInfo], Any] | None = None,
 ):
     """A layer's call: ``outputs`` (or ``(carry, outputs)``) of its cell over ``inputs``.
 
@@ -468,6 +471,8 @@ def run_sequence(
       initial_carry: ``(*batch, m)``; default ``new_carry(...)``.
       seq_lengths: ``(*batch,)`` ints in ``[0, T]``.
       overrides: call-time values of :data:`SEQUENCE_FLAGS` (``None``: the attribute).
+      on_info: called with the solver's :class:`~gated_jax.cell.DeerInfo` when a parallel
+        method ran (the layer sows it); ``None``: not wanted (see :func:`apply_sequence`).
 
     Returns:
       The outputs ``(*batch, T, m)``, or ``(carry, outputs)`` with ``return_carry``.
@@ -493,6 +498,7 @@ def run_sequence(
         remat=layer.remat,
         backward=layer.backward,
         method=layer.method,
+        on_info=on_info,
     )
     return (carry, outputs) if flags["return_carry"] else outputs
 
@@ -542,6 +548,45 @@ def _final_carry(zs: jax.Array, z0: jax.Array) -> jax.Array:
     return jnp.broadcast_to(z0, zs.shape[:-2] + z0.shape[-1:])
 
 
+def _deer_with_info(method: str, backward: str, on_info: Callable | None) -> Callable | None:
+    """``gated_scan``'s stand-in that reports the solver: ``None`` unless ``on_info`` is given
+    and ``method`` resolves to a parallel method (with the closed-form backward pass).
+
+    The stand-in solves the recurrence by :func:`gated_jax.cell.gated_deer` (``fallback``:
+    under ``jit`` an unconverged solve runs the sequential loop; eagerly it raises
+    :class:`~gated_jax.cell.DeerNotConverged`, as ``gated_scan`` does) and passes its
+    :class:`~gated_jax.cell.DeerInfo` (one for the whole batch) to ``on_info``. With
+    ``seq_lengths`` the inputs past each length are zeroed and the states there replaced by
+    the last valid one: the recurrence is causal, so the states up to each length are those
+    of the masked recurrence, and nothing past it reaches the outputs or the gradients.
+    """
+    jacobian = _JACOBIAN_OF.get(resolve_method(method))
+    if on_info is None or jacobian is None or backward != "closed_form":
+        return None
+
+    def solve(params, xs, z0, *, seq_lengths=None, **_):
+        T = xs.shape[-2]
+        if seq_lengths is not None:
+            t = jnp.reshape(jnp.arange(T), (1,) * seq_lengths.ndim + (T,))
+            xs = jnp.where((t < seq_lengths[..., None])[..., None], xs, 0)
+        zs, info = gated_deer(params, xs, z0, jacobian=jacobian, fallback=True)
+        if concrete(info.converged) is False:
+            raise DeerNotConverged(
+                f"GatedRNN(method={method!r}) did not converge: the per-step residual stayed "
+                "above the bound. Use method='sequential' for an expanding cell (positive "
+                "Lyapunov exponent); under jax.jit the sequential loop is run instead."
+            )
+        on_info(info)
+        if seq_lengths is None or T == 0:
+            return zs
+        last = jnp.clip(jnp.minimum(t, seq_lengths[..., None] - 1), 0)
+        held = jnp.take_along_axis(zs, last[..., None], axis=-2)
+        empty = (seq_lengths == 0)[..., None, None]
+        return jnp.where(empty, jnp.broadcast_to(z0[..., None, :], zs.shape), held)
+
+    return solve
+
+
 def apply_sequence(
     params: GatedParams,
     inputs: jax.Array,
@@ -556,13 +601,17 @@ def apply_sequence(
     remat: bool | int = False,
     backward: str = "closed_form",
     method: str = "sequential",
+    on_info: Callable[[DeerInfo], Any] | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """``(final_carry, outputs)`` of the cell over ``inputs`` with ``nn.RNN``'s conventions.
 
     ``inputs`` is ``(*batch, T, n)`` (``(T, *batch, n)`` if ``time_major``), ``carry``
     ``(*batch, m)``. ``reverse`` flips each sequence's valid part (padding stays at the end,
     ``flax.linen.recurrent.flip_sequences``), runs forward and leaves the outputs in processing
-    order unless ``keep_order``. Runs on :func:`gated_jax.cell.gated_scan`'s fast path.
+    order unless ``keep_order``. Runs on :func:`gated_jax.cell.gated_scan`'s fast path; with
+    ``on_info`` and a parallel method (``method`` resolving to ``"deer"`` / ``"quasi_deer"``)
+    on :func:`gated_jax.cell.gated_deer` instead, whose :class:`~gated_jax.cell.DeerInfo` is
+    passed to ``on_info`` (:func:`_deer_with_info`).
 
     Raises:
       ValueError: ``inputs`` of another width than the cell's, ``seq_lengths`` not ints of
@@ -580,7 +629,8 @@ def apply_sequence(
     if reverse:
         xs = flip(xs, seq_lengths)
     params, z0, xs, out_dtype = promote(params, carry, xs, dtype)
-    zs = gated_scan(
+    solve = _deer_with_info(method, backward, on_info) or gated_scan
+    zs = solve(
         params,
         xs,
         z0,

@@ -485,7 +485,11 @@ class GatedRNN(_GatedRNNFields):
         ``"autodiff"`` (JAX differentiates the scan; also forward mode: ``jvp``, ``jacfwd``).
       method: how the recurrence is solved over time, ``gated_scan(method=...)``:
         ``"sequential"`` (default), ``"deer"`` / ``"quasi_deer"`` (Newton over the whole
-        sequence, parallel in time; need ``backward="closed_form"``) or ``"auto"``.
+        sequence, parallel in time; need ``backward="closed_form"``) or ``"auto"``. When a
+        parallel method runs and the ``'intermediates'`` collection is mutable
+        (``apply(..., mutable="intermediates")``), the layer solves by
+        :func:`gated_jax.cell.gated_deer` and sows its :class:`~gated_jax.cell.DeerInfo`
+        (iterations, residuals, converged, sequential; one for the batch) as ``deer_info``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -547,6 +551,10 @@ class GatedRNN(_GatedRNNFields):
         common.sequence_options(**{k: getattr(self, k) for k in common.SEQUENCE_OPTIONS})
         super().__post_init__()
 
+    def _sows_info(self) -> bool:
+        """Whether a call sows the solver's info: ``'intermediates'`` mutable, not ``init``."""
+        return self.is_mutable_collection("intermediates") and not self.is_initializing()
+
     def __call__(
         self,
         inputs: jax.Array,
@@ -577,6 +585,7 @@ class GatedRNN(_GatedRNNFields):
           ``(carry, outputs)`` with ``return_carry``.
         """
         key = jax.random.key(0) if init_key is None else init_key
+        sow = lambda info: self.sow("intermediates", "deer_info", info)
         return common.run_sequence(
             self,
             inputs,
@@ -592,6 +601,7 @@ class GatedRNN(_GatedRNNFields):
                 reverse=reverse,
                 keep_order=keep_order,
             ),
+            on_info=sow if self._sows_info() else None,
         )
 
 
@@ -641,9 +651,12 @@ class ParallelRNN(nn.Module):
     differentiation at the solution. Convergence is judged by the per-step residual (see
     :func:`gated_jax.cell.gated_deer`); eagerly an unconverged solve raises
     :class:`~gated_jax.cell.DeerNotConverged`, under ``jax.jit`` the sequential scan is run
-    instead (for the whole batch, when any sequence did not converge). Each call sows its
-    :class:`~gated_jax.cell.DeerInfo` (one per sequence) in the ``'intermediates'``
-    collection as ``deer_info``. DEER pays off on
+    instead (for the whole batch, when any sequence did not converge). Each parallel call sows
+    its :class:`~gated_jax.cell.DeerInfo` (one per sequence) in the ``'intermediates'``
+    collection as ``deer_info``, Flax's idiom for intermediates: ``ys, state =
+    layer.apply(variables, x, mutable="intermediates")``, then
+    ``state["intermediates"]["deer_info"][0].iterations`` (nothing is stored when the
+    collection is not mutable). DEER pays off on
     long sequences of small, contractive cells (few iterations); on an expanding cell (positive
     Lyapunov exponent) it needs up to ``T`` iterations: use ``"sequential"``. ``init`` runs the
     cell sequentially (the same outputs, without compiling the solver).

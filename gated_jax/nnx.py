@@ -468,6 +468,10 @@ class GatedRNN(nnx.Module):
         mode: ``jvp``, ``jacfwd``), as in :func:`gated_jax.cell.gated_scan`.
       method: ``"sequential"`` (default), ``"deer"``, ``"quasi_deer"`` (parallel in time; need
         ``backward="closed_form"``) or ``"auto"``, as in :func:`gated_jax.cell.gated_scan`.
+      sow_info: with a parallel method, solve by :func:`gated_jax.cell.gated_deer` and sow its
+        :class:`~gated_jax.cell.DeerInfo` (one for the batch) as an ``nnx.Intermediate`` named
+        ``deer_info``: ``ys, inter = nnx.capture(layer, nnx.Intermediate)(x)`` (see
+        :class:`ParallelRNN`). A strict bool, default ``False``.
       rngs: first spelling: the cell's parameter ``nnx.Rngs``; with a cell it is accepted, as
         ``nnx.RNN`` accepts it, and unused (the carry key comes from the call).
       **cell_options: first spelling only: the other :class:`GatedCell` options.
@@ -507,10 +511,12 @@ class GatedRNN(nnx.Module):
         remat: bool | int = False,
         backward: str = "closed_form",
         method: str = "sequential",
+        sow_info: bool = False,
         rngs: nnx.Rngs | bool | None = None,
         **cell_options: Any,
     ):
         self.cell = _cell_or_first_spelling(cell, hidden_features, rngs, cell_options)
+        self.sow_info: bool = flag("sow_info", sow_info)
         options = common.sequence_options(
             time_major=time_major,
             return_carry=return_carry,
@@ -560,6 +566,7 @@ class GatedRNN(nnx.Module):
           The outputs ``(*batch, T, m)``, or ``(carry, outputs)`` with ``return_carry``.
         """
         cell = self.cell
+        sow = lambda info: self.sow(nnx.Intermediate, "deer_info", info)
         return common.run_sequence(
             self,
             inputs,
@@ -575,6 +582,7 @@ class GatedRNN(nnx.Module):
                 reverse=reverse,
                 keep_order=keep_order,
             ),
+            on_info=sow if self.sow_info else None,
         )
 
 
@@ -635,9 +643,12 @@ class ParallelRNN(nnx.Module):
     implicit-differentiation gradients), then the outputs in one parallel evaluation. Eagerly
     an unconverged solve raises :class:`~gated_jax.cell.DeerNotConverged`; under ``nnx.jit``
     the sequential scan is run instead (for the whole batch, when any sequence did not
-    converge). The solver's
-    :class:`~gated_jax.cell.DeerInfo` is not kept on the module (the linen layer sows it); call
-    :func:`gated_jax.deer_scan` on ``nnx.split``'s cell to inspect iterations.
+    converge). With ``sow_info=True`` each parallel call sows the solver's
+    :class:`~gated_jax.cell.DeerInfo` (one per sequence: ``iterations``, ``residuals``,
+    ``converged``, ``sequential``) as an ``nnx.Intermediate`` named ``deer_info``, the NNX
+    idiom for intermediates (as ``nnx.MultiHeadAttention(sow_weights=True)``): read it with
+    ``ys, inter = nnx.capture(layer, nnx.Intermediate)(x)``, then ``inter["deer_info"][0]``
+    (``nnx.capture`` works inside ``nnx.jit``; outside a capture Flax stores it on the module).
 
     Args:
       cell: an ``nnx.RNNCellBase`` (one feature axis).
@@ -645,6 +656,7 @@ class ParallelRNN(nnx.Module):
         (``"sequential"`` for now); see :class:`gated_jax.nn.ParallelRNN`.
       tol, max_iters: the solver's (``None``: :func:`gated_jax.deer_scan`'s defaults).
       time_major, return_carry, reverse, keep_order: as ``nnx.RNN``.
+      sow_info: sow the solver's ``DeerInfo`` when a parallel method runs (a strict bool).
       rngs: as ``nnx.RNN``'s (the stream ``initialize_carry`` draws from): ``True`` (default),
         ``False`` or an ``nnx.Rngs``.
 
@@ -678,6 +690,7 @@ class ParallelRNN(nnx.Module):
         return_carry: bool = False,
         reverse: bool = False,
         keep_order: bool = False,
+        sow_info: bool = False,
         rngs: nnx.Rngs | bool = True,
     ):
         if not isinstance(cell, nnx.RNNCellBase):
@@ -699,6 +712,7 @@ class ParallelRNN(nnx.Module):
         self.return_carry: bool = options["return_carry"]
         self.reverse: bool = options["reverse"]
         self.keep_order: bool = options["keep_order"]
+        self.sow_info: bool = flag("sow_info", sow_info)
         self.rngs: rnglib.RngStream | None
         if rngs is True:
             self.rngs = rnglib.RngStream(0, tag="carry")
@@ -732,7 +746,7 @@ class ParallelRNN(nnx.Module):
                 rngs = rngs.carry.fork()
             initial_carry = self.cell.initialize_carry(shape, rngs)
         graphdef, state = nnx.split(self.cell)
-        carry, outputs, _ = common.run_cell(
+        carry, outputs, info = common.run_cell(
             lambda c, x: nnx.merge(graphdef, state)(c, x),
             inputs,
             initial_carry,
@@ -744,4 +758,6 @@ class ParallelRNN(nnx.Module):
             reverse=flags["reverse"],
             keep_order=flags["keep_order"],
         )
+        if info is not None and self.sow_info:
+            self.sow(nnx.Intermediate, "deer_info", info)
         return (carry, outputs) if flags["return_carry"] else outputs

@@ -43,7 +43,8 @@ Modules, one concept each, each importing only the ones above it:
 * :mod:`~gated_jax.cell.sharded`: :func:`sequence_parallel_scan`, the time axis sharded over
   the devices of a mesh axis;
 * :mod:`~gated_jax.cell.generic`: :func:`deer_scan`, DEER for any step function on pytree
-  carries (autodiff Jacobians, implicit-differentiation gradients);
+  carries (autodiff Jacobians, implicit-differentiation gradients), and
+  :func:`cell_lyapunov_exponent`, its largest Lyapunov exponent from JVPs;
 * :mod:`~gated_jax.cell.scan`: :func:`gated_scan`, one dispatch over every backend.
 
 References:
@@ -57,6 +58,7 @@ from gated_jax.cell.diagnostics import jacobian_norm_bound as jacobian_norm_boun
 from gated_jax.cell.diagnostics import jacobian_product as jacobian_product
 from gated_jax.cell.diagnostics import lyapunov_exponent as lyapunov_exponent
 from gated_jax.cell.diagnostics import state_jacobians as state_jacobians
+from gated_jax.cell.generic import cell_lyapunov_exponent as cell_lyapunov_exponent
 from gated_jax.cell.generic import deer_scan as deer_scan
 from gated_jax.cell.parallel import DeerInfo as DeerInfo
 from gated_jax.cell.parallel import DeerNotConverged as DeerNotConverged
@@ -80,6 +82,7 @@ __all__ = [
     "DeerNotConverged",
     "GatedParams",
     "affine_scan",
+    "cell_lyapunov_exponent",
     "deer_scan",
     "gated_deer",
     "gated_bptt",
