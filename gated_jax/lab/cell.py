@@ -559,7 +559,8 @@ def bench(quick: bool = False) -> Table:
         ],
     )
     table.rows += _variant_rows(runs, times, dot)
-    table.rows += _path_rows(quick, p, n)
+    if not quick:  # each path's memory at long T: compiling them is most of the quick table
+        table.rows += _path_rows(quick, p, n)
     table.notes += [
         device_line() + f"; large jnp.dot: {dot:.1f} GFLOP/s in the same run; 1-minute load "
         f"average {load0:.2f} at the start, {_load():.2f} at the end, on {os.cpu_count()} CPUs "
@@ -568,9 +569,8 @@ def bench(quick: bool = False) -> Table:
         *(
             [
                 "quick: without the plain scan, backward='autodiff', GRU, MGU, the final-state "
-                f"and forward-only rows, the memory at T={T_mem}, the timed path rows and the "
-                "final-state rows from T=10^3 and the remat=True path row (the path rows give "
-                "the default and the final-state path's memory at a long T, compiled only)."
+                f"and forward-only rows, the memory at T={T_mem} and the path rows (each "
+                "path's memory at long T: `gated-jax bench --only cell`)."
             ]
             if quick
             else []

@@ -202,10 +202,11 @@ def _variants(bases, configs, length: int, m: int, chunk: int, norms=_NORMS):
         fns[f"chunked-{norm}"] = lambda one=one: map_configs(
             one, configs, shared=bases, chunk_size=chunk, progress=False
         )
-    v_jac = jax.jit(jax.vmap(jacobians, in_axes=_IN_AXES))
-    v_prod = jax.jit(jax.vmap(products, in_axes=_IN_AXES))
-    fns["vmap-jacobians"] = lambda: v_jac(*args)
-    fns["vmap-products"] = lambda: v_prod(*args)
+    if len(norms) > 1:  # the profile of the vmapped call (the full table)
+        v_jac = jax.jit(jax.vmap(jacobians, in_axes=_IN_AXES))
+        v_prod = jax.jit(jax.vmap(products, in_axes=_IN_AXES))
+        fns["vmap-jacobians"] = lambda: v_jac(*args)
+        fns["vmap-products"] = lambda: v_prod(*args)
     return fns, ones
 
 
@@ -274,12 +275,17 @@ def _bench_rows(times, errs, cstats, configs: int, chunk: int, norms=_NORMS) -> 
     return rows
 
 
-def _bench_notes(times, length: int, n: int, m: int, configs: int, norms=_NORMS) -> list[str]:
-    t_jac, t_prod = times["vmap-jacobians"], times["vmap-products"]
-    per_norm = ", ".join(f"{nm} {(times[f'vmap-{nm}'] - t_prod) * 1e3:.3g}" for nm in norms)
-    return [
+def _bench_notes(times, length: int, n: int, m: int, configs: int) -> list[str]:
+    what = (
         f"gated cell, T = {length}, n = {n}, m = {m}, float64, {configs} configurations; each "
-        f"returns {length + 1} spectral norms of {m} x {m} products.",
+        f"returns {length + 1} spectral norms of {m} x {m} products."
+    )
+    if "vmap-products" not in times:  # quick: no profile
+        return [what]
+    t_jac, t_prod = times["vmap-jacobians"], times["vmap-products"]
+    per_norm = ", ".join(f"{nm} {(times[f'vmap-{nm}'] - t_prod) * 1e3:.3g}" for nm in _NORMS)
+    return [
+        what,
         f"Profile of the vmapped call (ms): Jacobians {t_jac * 1e3:.3g}; + reverse products "
         f"{(t_prod - t_jac) * 1e3:.3g}; + norms: {per_norm}. A loop of the jit'd function with "
         "norms left out would still cost the per-configuration Jacobians and products, so the "
@@ -331,11 +337,12 @@ def bench(quick: bool = False):
         ],
     )
     table.rows += _bench_rows(times, errs, cstats, configs, chunk, norms)
-    table.notes += _bench_notes(times, length, n, m, configs, norms)
+    table.notes += _bench_notes(times, length, n, m, configs)
     if quick:
         table.notes.append(
-            "quick: the SVD norm only (`gated-jax bench --only flow` adds norm='power'); "
-            "compile time and temp memory not measured ('-')."
+            "quick: the SVD norm only, no profile of the vmapped call (`gated-jax bench --only "
+            "flow` adds norm='power' and the profile); compile time and temp memory not "
+            "measured ('-')."
         )
     return table
 
