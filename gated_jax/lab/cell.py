@@ -418,11 +418,12 @@ class _Runs:
         self.mem_long: dict = {}
 
 
-# what the quick bench leaves out (the comparison survives: lean scan, closed-form BPTT and its
-# memory options, nn.RNN(GatedCell), GatedRNN); the memory at a long T is read in the path rows
+# what the quick bench leaves out (the comparison survives: lean scan, closed-form BPTT,
+# nn.RNN(GatedCell), GatedRNN); the memory options and long T are in the full table
 _NOT_QUICK = (
     "project plain_scan (gated_step in lax.scan), jax.grad",
     "gated_scan backward='autodiff'",
+    "gated_scan remat=True",
     "final state: lean lax.scan, loss on z[T]",
     "final state: gated_scan return_sequence=False",
 )
@@ -568,9 +569,9 @@ def bench(quick: bool = False) -> Table:
         *_NOTES,
         *(
             [
-                "quick: without the plain scan, backward='autodiff', GRU, MGU, the final-state "
-                f"and forward-only rows, the memory at T={T_mem} and the path rows (each "
-                "path's memory at long T: `gated-jax bench --only cell`)."
+                "quick: without the plain scan, backward='autodiff', remat=True, GRU, MGU, the "
+                f"final-state and forward-only rows, the memory at T={T_mem} and the path rows "
+                "(each path's memory at long T: `gated-jax bench --only cell`)."
             ]
             if quick
             else []
