@@ -194,3 +194,34 @@ def test_imports_flow_one_way_through_the_layers():
                     continue
                 assert parts[1] in layer, f"{rel} imports unknown {name}"
                 assert layer[parts[1]] <= own, f"{rel} imports {name}"
+
+
+def test_report_in_worker_processes_is_the_report_of_one_process(tmp_path):
+    import os
+
+    import _report_fakes as fake
+
+    def report(jobs: int) -> tuple[list[str], int]:
+        out = tmp_path / f"jobs{jobs}"
+        text = lab.write_report(out, seed=3, progress=False, jobs=jobs, capabilities=[fake])
+        lines = [ln for ln in text.read_text().splitlines() if "computed in" not in ln]
+        return lines, int((out / "section.pid").read_text())
+
+    one, pid_one = report(1)
+    two, pid_two = report(2)
+    assert pid_one == os.getpid() and pid_two != os.getpid()  # the section ran in a worker
+    assert two == one
+    text = "\n".join(two)
+    assert "fake body, seed 3" in text and "| 4 |" in text and "| 5 |" in text
+    assert "**1 of 2 formulas exceed the tolerance.**" in text
+    bench = [ln for ln in two if ln.startswith("| True |")]  # quick sizes, run in this process
+    assert bench == [f"| True | {os.getpid()} |"]
+
+
+def test_report_full_runs_the_benchmarks_at_full_size(tmp_path):
+    import _report_fakes as fake
+
+    path = lab.write_report(tmp_path / "r", full=True, progress=False, capabilities=[fake])
+    assert "| False |" in path.read_text()
+    with pytest.raises(ValueError, match="`jobs` \\(=0\\)"):
+        lab.write_report(tmp_path / "s", jobs=0, progress=False, capabilities=[fake])

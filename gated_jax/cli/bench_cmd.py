@@ -9,7 +9,7 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="small sizes and fewer rows (under a minute on 2 CPU cores, for smoke tests)",
+        help="small sizes and fewer rows (about 30 s on 2 quiet CPU cores; for smoke tests)",
     )
     p.add_argument(
         "--only",

@@ -85,15 +85,26 @@ def write_report(
     out_dir: str | Path,
     *,
     quick: bool = False,
+    full: bool = False,
     seed: int = 0,
     progress: bool = True,
+    jobs: int = 1,
     capabilities: Sequence[ModuleType] = CAPABILITIES,
 ) -> Path:
     """Write ``report.md`` (and its PNG figures) into ``out_dir``; return the report's path.
 
     The sections are each capability's ``section(ctx)``, in the order of
-    :data:`CAPABILITIES`, then the verification table and the benchmark tables.
+    :data:`CAPABILITIES`, then the verification table and the benchmark tables. ``quick``:
+    small sizes everywhere; ``full``: the benchmarks at ``gated-jax bench``'s full sizes (else
+    its quick sizes); ``jobs``: worker processes for the sections and verify rows (the
+    benchmarks run last, alone).
     """
     return _report.write_report(
-        out_dir, quick=quick, seed=seed, progress=progress, capabilities=capabilities
+        out_dir,
+        quick=quick,
+        full=full,
+        seed=seed,
+        progress=progress,
+        jobs=jobs,
+        capabilities=capabilities,
     )

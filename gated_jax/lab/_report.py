@@ -15,10 +15,14 @@ from gated_jax.lab import _run
 
 @dataclasses.dataclass
 class Context:
-    """What a section gets: where to write, how big to run, and a figure saver."""
+    """What a section gets: where to write, how big to run, and a figure saver.
+
+    ``quick``: small sizes everywhere; ``full``: the benchmarks at their full sizes.
+    """
 
     out_dir: Path
     quick: bool = False
+    full: bool = False
     seed: int = 0
 
     def save_figure(self, fig, name: str) -> str:
@@ -78,56 +82,158 @@ VERIFICATION_TITLE = "Verification: every closed form against JAX autodiff (floa
 BENCHMARKS_TITLE = "Benchmarks"
 
 
-def verification_section(ctx: Context, capabilities: Sequence[ModuleType]) -> str:
-    """Every capability's verify rows as one table, with a one-line verdict."""
+def verification_table(rows: Sequence[Any]) -> str:
+    """The verify rows as one table, with a one-line verdict."""
     from gated_jax.lab._verify import TOLERANCE, format_table
 
-    rows = _run.run_checks(ctx.seed, None, capabilities=capabilities)
     bad = [r for r in rows if not r.ok]
     verdict = (
         f"All {len(rows)} formulas agree with autodiff to within {TOLERANCE:g} relative error."
         if not bad
         else f"**{len(bad)} of {len(rows)} formulas exceed the tolerance.**"
     )
-    return format_table(rows) + "\n\n" + verdict
+    return format_table(list(rows)) + "\n\n" + verdict
+
+
+def verification_section(ctx: Context, capabilities: Sequence[ModuleType]) -> str:
+    """Every capability's verify rows as one table, with a one-line verdict."""
+    return verification_table(_run.run_checks(ctx.seed, None, capabilities=capabilities))
 
 
 def benchmarks_section(ctx: Context, capabilities: Sequence[ModuleType]) -> str:
-    """Every capability's benchmark table at quick sizes (full sizes: ``gated-jax bench``)."""
+    """Every capability's benchmark table: quick sizes, or ``gated-jax bench``'s with ``full``."""
     from gated_jax.lab._harness import device_line
 
-    # Quick sizes keep `make demo` to a few minutes; full sizes take several minutes per suite.
-    tables = _run.run_benchmarks(True, None, capabilities=capabilities)
+    # Quick sizes keep `make demo` to a few minutes; full sizes take minutes per table.
+    tables = _run.run_benchmarks(not ctx.full, None, capabilities=capabilities)
+    size = (
+        "These are the full sizes of `gated-jax bench`."
+        if ctx.full
+        else "These are the quick sizes (`gated-jax bench --quick`); `gated-jax bench`, "
+        "`gated-jax report --full` or the scripts in `benchmarks/` give the full-size figures."
+    )
     head = (
         f"Measured on {device_line()}, variants interleaved in one process; medians, and ratios "
         "to the baseline in the same run (absolute times on a shared machine mean little). "
-        "These are the quick sizes; `gated-jax bench` or the scripts in `benchmarks/` give the "
-        "full-size figures."
+        "The benchmarks run last, alone, after every other section has finished. " + size
     )
     return head + "\n\n" + "\n\n".join(t.to_markdown() for t in tables)
+
+
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """``fn(*args)`` and the seconds it took (a worker's job: both travel back)."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t0
+
+
+def _checks_of(module_name: str, seed: int) -> list:
+    """One capability's verify rows, found by its module's name (picklable for a worker)."""
+    import importlib
+
+    return _run.run_checks(seed, None, capabilities=(importlib.import_module(module_name),))
+
+
+def _start_worker() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
+def _in_workers(ctx: Context, caps: Sequence[ModuleType], jobs: int, bar) -> tuple[dict, dict]:
+    """Every section and every capability's verify rows, ``jobs`` processes at a time.
+
+    Each job is independent (its own seeds, its own figure files), so the report's text is the
+    same as in one process. The two heaviest sections, listed last, are started first.
+    Returns ``({title: (body, seconds)}, {capability: (rows, seconds)})``.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    work = [("section", m) for m in reversed(caps)] + [
+        ("checks", m) for m in reversed(caps) if m.checks is not None
+    ]
+    spawn = multiprocessing.get_context("spawn")  # a forked JAX runtime is not safe
+    sections: dict = {}
+    checks: dict = {}
+    with ProcessPoolExecutor(jobs, mp_context=spawn, initializer=_start_worker) as pool:
+        futures = {
+            (
+                pool.submit(_timed, m.section, ctx)
+                if kind == "section"
+                else pool.submit(_timed, _checks_of, m.__name__, ctx.seed)
+            ): (kind, m)
+            for kind, m in work
+        }
+        for fut in as_completed(futures):
+            kind, m = futures[fut]
+            (sections if kind == "section" else checks)[m.__name__] = fut.result()
+            bar.update(1)
+    return sections, checks
+
+
+def _job_count(caps: Sequence[ModuleType]) -> int:
+    """Each section, each capability's verify rows, and the benchmarks."""
+    return len(caps) + sum(m.checks is not None for m in caps) + 1
 
 
 def write_report(
     out_dir: str | Path,
     *,
     quick: bool = False,
+    full: bool = False,
     seed: int = 0,
     progress: bool = True,
+    jobs: int = 1,
     capabilities: Sequence[ModuleType],
 ) -> Path:
     """Write ``report.md`` (and its PNG figures) into ``out_dir``; return the report's path.
 
     The sections are each capability's ``section(ctx)``, in the order of
     :data:`gated_jax.lab.CAPABILITIES`, then the verification table and the benchmark tables.
+    ``quick``: small sizes everywhere; ``full``: the benchmarks at ``gated-jax bench``'s full
+    sizes (otherwise at its quick sizes). ``jobs > 1`` computes the sections and the verify
+    rows in that many worker processes (the capabilities must be importable modules); the
+    benchmarks always run last, alone in this process.
     """
     import matplotlib
     from tqdm.auto import tqdm
 
     matplotlib.use("Agg")
     seed = positive_int("seed", seed, minimum=0, maximum=2**32 - 1)
+    jobs = positive_int("jobs", jobs)
     out = output_dir("out_dir", out_dir)
     caps = tuple(capabilities)
-    ctx = Context(out_dir=out, quick=quick, seed=seed)
+    ctx = Context(out_dir=out, quick=quick, full=full, seed=seed)
+    bar = tqdm(total=_job_count(caps), desc="report", unit="job", disable=not progress)
+    if jobs > 1:
+        sections, checks = _in_workers(ctx, caps, jobs, bar)
+    else:
+        sections, checks = {}, {}
+        for m in caps:
+            bar.set_postfix_str(m.TITLE[:40])
+            sections[m.__name__] = _timed(m.section, ctx)
+            bar.update(1)
+        for m in caps:
+            if m.checks is not None:
+                bar.set_postfix_str(f"verify {_run.name(m)}")
+                checks[m.__name__] = _timed(_checks_of_module, m, seed)
+                bar.update(1)
+    bar.set_postfix_str(BENCHMARKS_TITLE)
+    bench = _timed(benchmarks_section, ctx, caps)
+    bar.update(1)
+    bar.close()
+    path = out / "report.md"
+    path.write_text(_assemble(caps, sections, checks, bench))
+    return path
+
+
+def _checks_of_module(module: ModuleType, seed: int) -> list:
+    return _run.run_checks(seed, None, capabilities=(module,))
+
+
+def _assemble(caps, sections: dict, checks: dict, bench: tuple[str, float]) -> str:
+    """The report's Markdown: the sections in the listed order, verification, benchmarks."""
     parts = [
         "# gated_jax report: the homework reproduced and verified",
         "",
@@ -136,16 +242,11 @@ def write_report(
         "incomplete or wrong, the section says so and shows the evidence.",
         "",
     ]
-    jobs: list[tuple[str, Callable[[Context], str]]] = [(m.TITLE, m.section) for m in caps]
-    jobs.append((VERIFICATION_TITLE, lambda c: verification_section(c, caps)))
-    jobs.append((BENCHMARKS_TITLE, lambda c: benchmarks_section(c, caps)))
-    bar = tqdm(jobs, desc="report", unit="section", disable=not progress)
-    for title, section in bar:
-        bar.set_postfix_str(title[:40])
-        t0 = time.perf_counter()
-        body = section(ctx)
+    rows = [r for m in caps if m.__name__ in checks for r in checks[m.__name__][0]]
+    verify_s = sum(s for _, s in checks.values())
+    done = [(m.TITLE, *sections[m.__name__]) for m in caps]
+    done += [(VERIFICATION_TITLE, verification_table(rows), verify_s), (BENCHMARKS_TITLE, *bench)]
+    for title, body, seconds in done:
         parts += [f"## {title}", "", body.strip(), ""]
-        parts += [f"<sub>section computed in {time.perf_counter() - t0:.1f} s</sub>", ""]
-    path = out / "report.md"
-    path.write_text("\n".join(parts))
-    return path
+        parts += [f"<sub>section computed in {seconds:.1f} s</sub>", ""]
+    return "\n".join(parts)

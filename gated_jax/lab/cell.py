@@ -418,11 +418,12 @@ class _Runs:
         self.mem_long: dict = {}
 
 
-# what the quick bench leaves out (the comparison survives: lean scan, closed-form BPTT and its
-# memory options, nn.RNN(GatedCell), GatedRNN); the memory at a long T is read in the path rows
+# what the quick bench leaves out (the comparison survives: lean scan, closed-form BPTT,
+# nn.RNN(GatedCell), GatedRNN); the memory options and long T are in the full table
 _NOT_QUICK = (
     "project plain_scan (gated_step in lax.scan), jax.grad",
     "gated_scan backward='autodiff'",
+    "gated_scan remat=True",
     "final state: lean lax.scan, loss on z[T]",
     "final state: gated_scan return_sequence=False",
 )
@@ -532,7 +533,8 @@ def bench(quick: bool = False) -> Table:
     T_mem = 512 if quick else 4096
     rounds = 5 if quick else 9
     p = cell.init_gated_params(jax.random.key(0), n, m)
-    xs = jax.random.normal(jax.random.key(1), (B, T, n), jnp.float32)
+    # drawn by NumPy: a jax.random draw compiles a program per shape, costlier than the draw
+    xs = jnp.asarray(np.random.default_rng(1).standard_normal((B, T, n)), jnp.float32)
     mm = 2.0 * B * n * m  # FLOPs of one matmul (n = m here)
     xl = jax.ShapeDtypeStruct((B, T_mem, n), jnp.float32)
     runs = _Runs()
@@ -558,7 +560,8 @@ def bench(quick: bool = False) -> Table:
         ],
     )
     table.rows += _variant_rows(runs, times, dot)
-    table.rows += _path_rows(quick, p, n)
+    if not quick:  # each path's memory at long T: compiling them is most of the quick table
+        table.rows += _path_rows(quick, p, n)
     table.notes += [
         device_line() + f"; large jnp.dot: {dot:.1f} GFLOP/s in the same run; 1-minute load "
         f"average {load0:.2f} at the start, {_load():.2f} at the end, on {os.cpu_count()} CPUs "
@@ -566,10 +569,9 @@ def bench(quick: bool = False) -> Table:
         *_NOTES,
         *(
             [
-                "quick: without the plain scan, backward='autodiff', GRU, MGU, the final-state "
-                f"and forward-only rows, the memory at T={T_mem}, the timed path rows and the "
-                "final-state rows from T=10^3 (the path rows give each path's memory at a long "
-                "T, compiled only)."
+                "quick: without the plain scan, backward='autodiff', remat=True, GRU, MGU, the "
+                f"final-state and forward-only rows, the memory at T={T_mem} and the path rows "
+                "(each path's memory at long T: `gated-jax bench --only cell`)."
             ]
             if quick
             else []
@@ -603,6 +605,8 @@ def _path_rows(quick: bool, p, n: int) -> list[list]:
         "remat=True": _mean_sq(lambda p, x: cell.gated_scan(p, x, remat=True)),
         "return_sequence=False": _gated_final,
     }
+    if quick:  # the two ends of the memory range; remat=True's is in the full table
+        del paths["remat=True"]
     rows = []
     for T in lengths:
         xs = _inputs(jax.random.key(2), (B, T, n), timed=T <= timed_up_to)

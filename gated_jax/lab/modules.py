@@ -476,7 +476,7 @@ def _temp_bytes(compiled) -> int:
 def bench(quick: bool = False) -> Table:
     """Time every variant at batch 32, T = 256, width 256 (``quick``: 8, 32, 32, fewer rows)."""
     B, T, W = (8, 32, 32) if quick else (32, 256, 256)
-    x = jax.random.normal(jax.random.key(1), (B, T, W), jnp.float32)
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((B, T, W)), jnp.float32)
     variants = {
         BASELINE: _linen_grad(nn.RNN(gnn.GatedCell(W, use_bias=True)), x),
         "GatedRNN": _linen_grad(gnn.GatedRNN(W, use_bias=True), x),
@@ -485,13 +485,13 @@ def bench(quick: bool = False) -> Table:
         ),
         "nnx GatedRNN": _nnx_grad(gnnx.GatedRNN(W, W, use_bias=True, rngs=nnx.Rngs(0)), x),
     }
-    # the core called directly on the same weights: what GatedRNN adds on top of it
-    core_params = gnn.to_gated_params(variants["GatedRNN"][1])
-    variants["gated_scan (core, no module)"] = (
-        jax.grad(lambda p, x: jnp.mean(gated_scan(p, x) ** 2)),
-        core_params,
-    )
     if not quick:
+        # the core called directly on the same weights: what GatedRNN adds on top of it
+        core_params = gnn.to_gated_params(variants["GatedRNN"][1])
+        variants["gated_scan (core, no module)"] = (
+            jax.grad(lambda p, x: jnp.mean(gated_scan(p, x) ** 2)),
+            core_params,
+        )
         remat = gnn.GatedRNN(W, use_bias=True, remat=True)
         variants["GatedRNN(remat=True)"] = _linen_grad(remat, x)
         # unrolled loops on both sides: on a GPU the per-step launch is what unrolling removes
@@ -520,12 +520,19 @@ def bench(quick: bool = False) -> Table:
         device_line(),
         "jax.grad of mean(outputs**2) with respect to all parameters; medians of interleaved "
         "rounds; speed-up = baseline time / variant time (target for GatedRNN: >= 1.5x).",
-        "The gated_scan row differentiates the core on the same weights (GatedParams): "
-        "GatedRNN's time minus its time is what the module adds.",
         "The NNX rows split the module once (parameters / rest) and time jax.jit of a merge "
         "function; nnx.RNN is built with rngs=False (the zeros carry needs no key).",
     ]
-    if not quick:
+    if quick:
+        table.notes.append(
+            "quick: the linen and NNX pairs only (`gated-jax bench --only modules` adds the "
+            "core gated_scan on the same weights, remat, unroll=4, MGU and GRU)."
+        )
+    else:
+        table.notes.append(
+            "The gated_scan row differentiates the core on the same weights (GatedParams): "
+            "GatedRNN's time minus its time is what the module adds."
+        )
         table.notes.append(
             "MGU and GRU do more work per step than the gated cell; they are there for scale. "
             "The unroll=4 rows unroll both loops (lax.scan unroll); compare them with each other."
