@@ -440,7 +440,7 @@ def _times(c: PlatformConstants, shape: Shape, it: Iterations, grad: bool) -> di
 
 def _pick(times: dict[str, float]) -> str:
     seq = times["sequential"]
-    name = min(times, key=times.get)
+    name = min(times, key=lambda k: times[k])
     return name if times[name] * MARGIN <= seq else "sequential"
 
 

@@ -101,6 +101,7 @@ def resolve_method(
       'sequential'
     """
     choice("method", method, METHODS)
+    grad = boolean("grad", grad)
     if method != "auto":
         return method
     if params is None or xs is None:
@@ -109,7 +110,7 @@ def resolve_method(
     shape = cost.shape_of(params, T, max(B, 1))
     constants = cost.platform_constants(platform)
     estimate = lambda: cost.estimate_iterations(params, xs, z0)  # noqa: E731
-    return cost.decide(shape, constants, estimate, grad=boolean("grad", grad)).method
+    return cost.decide(shape, constants, estimate, grad=grad).method
 
 
 def select_backend(method: str, opts: ScanOptions, recurrent_gate: bool) -> Backend:

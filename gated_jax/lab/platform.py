@@ -237,7 +237,7 @@ def decision_table(
             )
             d = cost.decide(cost.Shape(T, B, m, m, kind, h), c, it)
             par = {k: v for k, v in d.seconds.items() if k != "sequential"}
-            best = min(par, key=par.get)
+            best = min(par, key=lambda k: par[k])
             cells.append(f"{d.method} ({best} {d.seconds['sequential'] / par[best]:.2f}x)")
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     return out
