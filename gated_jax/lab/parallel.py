@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gated_jax import cell
+from gated_jax.cell import cost
 from gated_jax.cell.parallel import scan_levels
 from gated_jax.lab._harness import Table, compiled_with_stats, device_line, time_interleaved
 from gated_jax.lab._report import render
@@ -401,16 +402,34 @@ def _fits(stats, margin: float = 0.8) -> tuple[bool, str]:
 
 _NOTES = [
     "Speed-ups are sequential time / method time in the same run (> 1: the parallel method "
-    "wins). Loss mean(zs**2), gradient w.r.t. all parameters.",
+    "wins). Loss mean(zs**2), gradient w.r.t. all parameters. The forward pass of a parallel "
+    "method is timed as jit(gated_deer(..., fallback=True)), the program gated_scan runs under "
+    "jit, which also reports its iterations.",
     "Depth: sequential associative-scan levels (ceil(log2 T)) x Newton iterations, against "
     "the T dependent steps of the sequential loop.",
-    "Work: forward multiply-adds counted from the algorithm (work_macs), relative to the "
-    "sequential loop's: the input projections 2 T B n m for all; the loop adds T B m^2; each "
-    "iteration re-evaluates the cell (T B m^2) and runs one scan of ~2T compositions, "
-    "2 T B m (diagonal: quasi-DEER, minGRU) or 2 T B m^3 (full DEER).",
+    "Work: forward multiply-adds and elementwise operations counted from the algorithm (the "
+    "cost model's counts, gated_jax.cell.cost), relative to the sequential loop's.",
+    "model: the cost model's predicted fwd+bwd speed-up with this platform's constants "
+    "(cache or shipped) and the measured iterations; 'auto' (on the sequential rows): what "
+    "gated_scan(method='auto') picks for that cell and shape, from its own probe.",
     "iterations = -1: not converged (gated_scan then raises eagerly / runs the sequential "
     "loop under jit). skipped: XLA's buffer estimate for the fwd+bwd program exceeds 80% of "
     "the device memory.",
+]
+
+COLUMNS = [
+    "cell",
+    "T",
+    "method",
+    "iterations",
+    "fwd ms",
+    "fwd speed-up",
+    "fwd+bwd ms",
+    "fwd+bwd speed-up",
+    "model fwd+bwd speed-up",
+    "depth (levels x iters) vs T",
+    "work vs sequential",
+    "compile s",
 ]
 
 
@@ -418,7 +437,6 @@ def _measure(p, xs, methods) -> tuple[dict, dict, dict, dict]:
     """``(fns, iters, compile_s, skipped)`` of each method: compiled, checked to fit, iterated."""
     fns, iters, comp, skipped = {}, {}, {}, {}
     for meth in ("sequential", *methods):
-        fwd = jax.jit(lambda p, x, meth=meth: cell.gated_scan(p, x, method=meth))
         loss = lambda p, x, meth=meth: jnp.mean(cell.gated_scan(p, x, method=meth) ** 2)
         fb, stats = compiled_with_stats(jax.grad(loss), p, xs)  # measured, then timed
         comp[meth] = stats.compile_s
@@ -426,28 +444,34 @@ def _measure(p, xs, methods) -> tuple[dict, dict, dict, dict]:
         if not ok:
             skipped[meth] = need
             continue
+        if meth == "sequential":
+            fwd = jax.jit(lambda p, x: cell.gated_scan(p, x))
+        else:
+            jac = "diagonal" if meth == "quasi_deer" else "full"
+            fwd = jax.jit(lambda p, x, j=jac: cell.gated_deer(p, x, jacobian=j, fallback=True))
+            _, info = fwd(p, xs)
+            iters[meth] = int(info.iterations) if bool(info.converged) else -1
         fns[("fwd", meth)] = lambda f=fwd, p=p, xs=xs: f(p, xs)
         fns[("fb", meth)] = lambda f=fb, p=p, xs=xs: f(p, xs)
-        if meth != "sequential":
-            jac = "full" if meth == "deer" else "diagonal"
-            _, info = cell.gated_deer(p, xs, jacobian=jac)
-            iters[meth] = int(info.iterations) if bool(info.converged) else -1
     return fns, iters, comp, skipped
 
 
-def _depth_and_work(
-    T: int, meth: str, k, base: float, work_args: tuple, recurrent: bool
-) -> tuple[str, str]:
+def _depth_and_work(shape, meth: str, k) -> tuple[str, str]:
     """The depth column (levels x iterations vs ``T``) and the work column (vs sequential)."""
+    T = shape.T
     if meth == "sequential":
         return f"{T} steps", "1"
+    if shape.kind is None:
+        k = 1 if k is None else k
     depth = (
         f"{scan_levels(T)} x {'k' if k is None else k}"
         + ("" if k is None else f" = {scan_levels(T) * k}")
         + f" vs {T}"
     )
-    work = "" if k is None or k < 0 else f"{work_macs(*work_args, meth, k, recurrent) / base:.2f}x"
-    return depth, work
+    if k is None or k < 0:
+        return depth, ""
+    seq = cost.METHOD_COSTS["sequential"].forward(shape, 0).work
+    return depth, f"{cost.METHOD_COSTS[meth].forward(shape, k).work / seq:.2f}x"
 
 
 def _timing_row(meth: str, k, times: dict, skipped: dict) -> list:
@@ -462,62 +486,77 @@ def _timing_row(meth: str, k, times: dict, skipped: dict) -> list:
     ]
 
 
+def _model_column(shape, meth: str, k, p, xs) -> str:
+    c = cost.platform_constants()
+    if meth == "sequential":
+        return "auto: " + cell.resolve_method("auto", params=p, xs=xs)
+    if k is None or k < 0:
+        return ""
+    return f"{cost.predict(c, 'sequential', shape) / cost.predict(c, meth, shape, k):.2f}x"
+
+
+def _cases(quick: bool, n: int, m: int, m_full: int) -> list[tuple]:
+    """``(label, params, methods)``: minGRU, dense (quasi-DEER; full DEER at ``m_full``),
+    diagonal and heads ``w_z`` (exact structured Newton), float32."""
+
+    def params(mm, gate="dense", heads=None, scale=1.0):
+        kw = {} if gate == "dense" else {"recurrent_gate": gate}
+        kw |= {} if heads is None else {"heads": heads}
+        p = cell.init_gated_params(jax.random.key(0), n, mm, **kw)
+        return p if p.w_z is None else p._replace(w_z=scale * p.w_z)  # dense: ||W_z|| = scale
+
+    if quick:
+        return [("diagonal w_z", params(m, "diagonal"), ("deer",))]
+    h = 16
+    return [
+        ("minGRU", params(m, False), ("deer",)),
+        ("dense ||W_z||=0.5", params(m, scale=0.5), ("quasi_deer",)),
+        ("dense ||W_z||=0.5", params(m_full, scale=0.5), ("quasi_deer", "deer")),
+        ("diagonal w_z", params(m, "diagonal"), ("deer",)),
+        (f"heads h={h}", params(m, "heads", m // h), ("deer", "quasi_deer")),
+    ]
+
+
 def bench(quick: bool = False, *, lengths: tuple[int, ...] | None = None) -> Table:
     """Median times of parallel vs sequential ``gated_scan`` (float32), forward and fwd+bwd.
 
-    ``lengths`` overrides the sequence lengths (default ``(256, 1024, 4096)``, quick
-    ``(256,)``, without full DEER). Each method's forward+backward
-    program is compiled first; one whose buffers (XLA's memory estimate: full DEER's
-    ``(T, B, m, m)`` Jacobians and their compositions, several GiB at ``T = 4096``) exceed 80%
-    of the device's memory is listed as skipped with the bytes it needs, not run.
+    Cells: minGRU (one exact scan), a dense contractive cell (quasi-DEER; full DEER at a
+    smaller ``m``: its ``O(T m^3)`` work), a diagonal and a head-structured ``w_z`` (exact
+    structured Newton; quasi-DEER on heads). ``lengths`` overrides the sequence lengths
+    (default ``(256, 1024, 4096)``; quick: ``(64,)``, the diagonal cell only, small sizes).
+    Each method's forward+backward program is compiled first; one whose buffers (XLA's
+    memory estimate) exceed 80% of the device's memory is listed as skipped with the bytes it
+    needs, not run.
     """
     load0 = _load()
-    B, n, m, m_full = (4, 32, 32, 16) if quick else (32, 256, 256, 64)
+    B, n, m, m_full = (2, 8, 8, 8) if quick else (16, 256, 256, 64)
     if lengths is None:
-        lengths = (256,) if quick else (256, 1024, 4096)
-    rounds = 3 if quick else 5
+        lengths = (64,) if quick else (256, 1024, 4096)
     table = Table(
         title=f"{BENCH_TITLE} (B={B}, n={n}, m={m}"
         + ("" if quick else f"; full DEER m={m_full}")
         + "; float32)",
-        columns=[
-            "cell",
-            "T",
-            "method",
-            "iterations",
-            "fwd ms",
-            "fwd speed-up",
-            "fwd+bwd ms",
-            "fwd+bwd speed-up",
-            "depth (levels x iters) vs T",
-            "work vs sequential",
-            "compile s",
-        ],
+        columns=list(COLUMNS),
     )
-    cases = [
-        ("minGRU", m, None, ("deer",)),
-        ("full ||W_z||=0.5", m, 0.5, ("quasi_deer",)),
-        ("full ||W_z||=0.5", m_full, 0.5, ("quasi_deer", "deer")),
-    ]
-    if quick:  # each parallel solver once: DEER on minGRU, quasi-DEER on the full cell
-        cases = cases[:2]
-    for label, mm, wz, methods in cases:
-        p = cell.init_gated_params(jax.random.key(0), n, mm)
-        p = p._replace(w_z=None if wz is None else wz * p.w_z)  # orthogonal: ||W_z|| = wz
+    for label, p, methods in _cases(quick, n, m, m_full):
+        mm = int(p.w_x.shape[0])
         for T in lengths:
             xs = jax.random.normal(jax.random.key(1), (B, T, n), jnp.float32)
             fns, iters, comp, skipped = _measure(p, xs, methods)
-            times = time_interleaved(fns, rounds=rounds, warmup=1)
-            base = work_macs(T, B, n, mm, "sequential", 0, wz is not None)
+            times = time_interleaved(fns, rounds=3 if quick else 5, warmup=1)
+            shape = cost.shape_of(p, T, B)
             for meth in ("sequential", *methods):
                 k = iters.get(meth)
-                depth, work = _depth_and_work(T, meth, k, base, (T, B, n, mm), wz is not None)
+                depth, work = _depth_and_work(shape, meth, k)
                 row = _timing_row(meth, k, times, skipped)
-                table.rows.append([f"{label}, m={mm}", T, meth, *row, depth, work, comp[meth]])
+                model = _model_column(shape, meth, k, p, xs)
+                table.rows.append(
+                    [f"{label}, m={mm}", T, meth, *row, model, depth, work, comp[meth]]
+                )
     table.notes += [
         device_line() + f"; 1-minute load average {load0:.2f} at the start, {_load():.2f} at "
         f"the end, on {os.cpu_count()} CPUs.",
         *_NOTES,
-        *(["quick: one length, full DEER (m^3 work per step) left out."] if quick else []),
+        *(["quick: one length, the diagonal cell only, small sizes."] if quick else []),
     ]
     return table
