@@ -136,7 +136,8 @@ def checks(seed: int) -> list[Check]:
 
 @dataclasses.dataclass(frozen=True)
 class PredictabilityConfig:
-    """The grid: the gradient-flow sweep's axes (gated cell) plus the minGRU cell."""
+    """The grid: the gradient-flow sweep's axes (gated cell) plus the minGRU cell, and the
+    structured cells (diagonal and head ``w_z``) at a few recurrent norms."""
 
     wz_norms: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
     gate_biases: tuple[float, ...] = (0.0, -2.0, 2.0)
@@ -145,6 +146,9 @@ class PredictabilityConfig:
     lengths: tuple[int, ...] = (64, 256, 1024)
     n: int = 8
     m: int = 16
+    structured: tuple[str, ...] = ("diagonal", "heads")
+    structured_norms: tuple[float, ...] = (0.5, 2.0, 8.0)
+    heads: int = 4
 
     @classmethod
     def quick(cls) -> PredictabilityConfig:
@@ -154,7 +158,52 @@ class PredictabilityConfig:
             input_scales=(1.0,),
             seeds=(0,),
             lengths=(32, 128),
+            structured_norms=(0.5, 8.0),
         )
+
+
+def structured_wz(rec, rho: float, kind: str, heads: int):
+    """A structured ``w_z`` of norm ``rho`` from a unit-norm ``(m, m)`` draw: its diagonal
+    scaled to ``max |w_z| = rho`` (``"diagonal"``), or its ``heads`` diagonal blocks each
+    scaled to spectral norm ``rho`` (``"heads"``, ``(H, h, h)``)."""
+    rec = np.asarray(rec)
+    if kind == "diagonal":
+        d = np.diag(rec)
+        return jnp.asarray(rho * d / np.max(np.abs(d)))
+    h = rec.shape[0] // heads
+    blocks = np.stack([rec[k * h : (k + 1) * h, k * h : (k + 1) * h] for k in range(heads)])
+    return jnp.asarray(rho * blocks / np.linalg.norm(blocks, 2, axis=(-2, -1))[:, None, None])
+
+
+def _measure_row(row: dict, p, xs, z0=None, quasi: bool = True) -> dict:
+    """LLE and iterations to converge (``max_iters = T``, tol 1e-10) of one configuration."""
+    row["lle"] = float(cell.lyapunov_exponent(p, xs, z0))
+    for key, jac in (("deer", "full"), ("quasi_deer", "diagonal")):
+        if key == "quasi_deer" and not quasi:
+            row[key], row[key + "_converged"] = None, None
+            continue
+        _, info = cell.gated_deer(p, xs, z0, jacobian=jac, max_iters=row["T"], tol=1e-10)
+        row[key] = int(info.iterations)
+        row[key + "_converged"] = bool(info.converged)
+    return row
+
+
+def _structured_rows(cfg: PredictabilityConfig, bases, init) -> list[dict]:
+    """The diagonal and head cells: exact Newton (``"deer"``) only, gate bias 0, the first
+    seed (their compiled programs are the section's main cost)."""
+    rows = []
+    for si, seed in enumerate(cfg.seeds[:1]):
+        base = {k: jnp.asarray(v[si]) for k, v in bases.items() if k != "xs"}
+        for kind in cfg.structured:
+            for rho in cfg.structured_norms:
+                p = init(base, 1.0, 0.0)
+                p = p._replace(w_z=structured_wz(bases["rec"][si, 0], rho, kind, cfg.heads))
+                for T in cfg.lengths:
+                    xs = jnp.asarray(bases["xs"][si, :T])
+                    row = dict(cell=kind, wz_norm=rho, gate_bias=0.0, input_scale=1.0)
+                    row |= dict(seed=seed, T=T)
+                    rows.append(_measure_row(row, p, xs, quasi=False))
+    return rows
 
 
 def predictability_sweep(cfg: PredictabilityConfig) -> list[dict]:
@@ -165,22 +214,15 @@ def predictability_sweep(cfg: PredictabilityConfig) -> list[dict]:
     ``T``. Configurations are drawn as in :func:`gated_jax.experiments.flow_sweep`
     (:func:`~gated_jax.experiments.baselines.random_bases`: ``W_c, W_x`` normal / ``sqrt(n)``,
     ``W_z`` of spectral norm ``rho``, ``b_c = b``, ``x = sigma xi``); ``wz_norm = None`` is minGRU.
+    The structured cells (``cell="diagonal"``, ``"heads"``; :func:`structured_wz` of the same
+    draw) run exact Newton only (``quasi_deer`` is ``None``: on a diagonal cell it is the same
+    program).
     """
     from gated_jax.experiments.baselines import FAMILIES, random_bases
 
     init = FAMILIES["gated"].init
-    T_max = max(cfg.lengths)
-    bases = random_bases(cfg.seeds, n=cfg.n, m=cfg.m, length=T_max)
+    bases = random_bases(cfg.seeds, n=cfg.n, m=cfg.m, length=max(cfg.lengths))
     rows = []
-
-    def measure(row, p, xs, z0=None):
-        row["lle"] = float(cell.lyapunov_exponent(p, xs, z0))
-        for key, jac in (("deer", "full"), ("quasi_deer", "diagonal")):
-            _, info = cell.gated_deer(p, xs, z0, jacobian=jac, max_iters=row["T"], tol=1e-10)
-            row[key] = int(info.iterations)
-            row[key + "_converged"] = bool(info.converged)
-        rows.append(row)
-
     with jax.enable_x64(True):
         from gated_jax.experiments import counterexample
 
@@ -188,7 +230,7 @@ def predictability_sweep(cfg: PredictabilityConfig) -> list[dict]:
             ce = dict(
                 cell="counterexample", wz_norm=1.5, gate_bias=0.0, input_scale=3.0, seed=-1, T=T
             )
-            measure(ce, *counterexample(T))
+            rows.append(_measure_row(ce, *counterexample(T)))
         for si, seed in enumerate(cfg.seeds):
             base = {k: jnp.asarray(v[si]) for k, v in bases.items() if k != "xs"}
             for rho in (None, *cfg.wz_norms):
@@ -207,7 +249,8 @@ def predictability_sweep(cfg: PredictabilityConfig) -> list[dict]:
                                 seed=seed,
                                 T=T,
                             )
-                            measure(row, p, xs)
+                            rows.append(_measure_row(row, p, xs))
+        rows += _structured_rows(cfg, bases, init)
     return rows
 
 
@@ -219,8 +262,31 @@ def _in_bin(r: dict, lo: float, hi: float) -> bool:
     return (lo <= r["lle"] < hi) if hi <= 0 else r["lle"] > lo
 
 
-def _binned(rows: list[dict], T: int, key: str, lo: float, hi: float) -> list[int]:
-    return [r[key] for r in rows if r["T"] == T and r["cell"] != "minGRU" and _in_bin(r, lo, hi)]
+DENSE = ("gated", "counterexample")
+"""The dense cells of the binned table (the structured ones have their own)."""
+
+
+def _binned(rows: list[dict], T: int, key: str, lo: float, hi: float, cells=DENSE) -> list[int]:
+    return [r[key] for r in rows if r["T"] == T and r["cell"] in cells and _in_bin(r, lo, hi)]
+
+
+def _structured_summary(rows: list[dict]) -> list[str]:
+    """Exact Newton's iterations per structure, ``T`` and LLE bin (dense DEER alongside)."""
+    kinds = [("gated", "dense (DEER)")] + [
+        (k, f"{k} (exact Newton)")
+        for k in ("diagonal", "heads")
+        if any(r["cell"] == k for r in rows)
+    ]
+    out = ["| T | cell | " + " | ".join(b[0] for b in BINS) + " |"]
+    out.append("|---:|---|" + "---|" * len(BINS))
+    for T in sorted({r["T"] for r in rows}):
+        for kind, label in kinds:
+            cells = []
+            for _, lo, hi in BINS:
+                v = _binned(rows, T, "deer", lo, hi, cells=(kind,))
+                cells.append(f"median {np.median(v):.0f}, max {max(v)} ({len(v)})" if v else "none")
+            out.append(f"| {T} | {label} | " + " | ".join(cells) + " |")
+    return out
 
 
 def _threshold_summary(rows: list[dict]) -> list[str]:
@@ -293,6 +359,13 @@ SECTION = "\n".join(
         "",
         "{verdict}",
         "",
+        "Structured recurrent gates (`w_z` diagonal, or {heads} heads of {h} x {h} blocks; "
+        "recurrent norms {snorms}, gate bias 0, seed {sseed}): Newton with the exact "
+        "structured Jacobian (`method='deer'`; diagonal scans, or scans of blocks), iterations "
+        "binned by the LLE as above, with the dense cell's DEER for comparison:",
+        "",
+        "{structured}",
+        "",
         "{figures}",
         "",
         "All rows: `{csv_name}`.",
@@ -307,13 +380,18 @@ def section(ctx) -> str:
 
     path = ctx.out_dir / "predictability.csv"
     with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))  # the same keys in every row
         w.writeheader()
         w.writerows(rows)
     fig_links = _figures(ctx, rows)
     data = {
         "summary": "\n".join(_threshold_summary(rows)),
         "verdict": _verdict(rows),
+        "structured": "\n".join(_structured_summary(rows)),
+        "heads": cfg.heads,
+        "sseed": cfg.seeds[0],
+        "h": cfg.m // cfg.heads,
+        "snorms": ", ".join(f"{r:g}" for r in cfg.structured_norms),
         "figures": "\n".join(fig_links),
         "csv_name": path.name,
     }
@@ -328,32 +406,49 @@ def _figures(ctx, rows: list[dict]) -> list[str]:
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover
         return []
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    dense = [r for r in rows if r["quasi_deer"] is not None]
+    structured = [r for r in rows if r["cell"] in ("diagonal", "heads")]
     for T in sorted({r["T"] for r in rows}):
-        sub = [r for r in rows if r["T"] == T]
-        for ax, key in zip(axes, ("deer", "quasi_deer"), strict=True):
+        sub = [r for r in dense if r["T"] == T]
+        for ax, key in zip(axes[:2], ("deer", "quasi_deer"), strict=True):
             ax.scatter([r["lle"] for r in sub], [r[key] for r in sub], s=12, label=f"T={T}")
-    for ax, key in zip(axes, ("DEER", "quasi-DEER"), strict=True):
+        for kind, marker in (("diagonal", "o"), ("heads", "^")):
+            sub = [r for r in structured if r["T"] == T and r["cell"] == kind]
+            if sub:
+                lle, k = [r["lle"] for r in sub], [r["deer"] for r in sub]
+                axes[2].scatter(lle, k, s=14, marker=marker, label=f"{kind}, T={T}")
+    titles = ("DEER (dense)", "quasi-DEER (dense)", "exact Newton (structured)")
+    for ax, key in zip(axes, titles, strict=True):
         ax.axvline(0.0, color="k", lw=0.8)
         ax.set_yscale("log")
         ax.set_xlabel("largest Lyapunov exponent (per step)")
         ax.set_ylabel(f"{key} iterations to converge")
-        ax.legend()
+        ax.legend(fontsize=7)
     links = [ctx.save_figure(fig, "predictability_lle")]
     fig, ax = plt.subplots(figsize=(5, 4))
     lengths = sorted({r["T"] for r in rows})
-    for label, pred in (("LLE < 0", lambda r: r["lle"] < 0), ("LLE > 0", lambda r: r["lle"] > 0)):
+    lines = [
+        ("DEER, LLE < 0", DENSE, lambda r: r["lle"] < 0),
+        ("DEER, LLE > 0", DENSE, lambda r: r["lle"] > 0),
+        ("diagonal, LLE < 0", ("diagonal",), lambda r: r["lle"] < 0),
+        ("heads, LLE < 0", ("heads",), lambda r: r["lle"] < 0),
+    ]
+    for label, cells, pred in lines:
         med = [
-            np.median([r["deer"] for r in rows if r["T"] == T and pred(r)] or [np.nan])
+            np.median(
+                [r["deer"] for r in rows if r["T"] == T and r["cell"] in cells and pred(r)]
+                or [np.nan]
+            )
             for T in lengths
         ]
-        ax.plot(lengths, med, "o-", label=f"DEER, {label}")
+        ax.plot(lengths, med, "o-", label=label)
     ax.plot(lengths, lengths, "k--", lw=0.8, label="T")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("T")
     ax.set_ylabel("median iterations")
-    ax.legend()
+    ax.legend(fontsize=7)
     links.append(ctx.save_figure(fig, "predictability_T"))
     return links
 
