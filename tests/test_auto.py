@@ -255,3 +255,19 @@ def test_bad_inputs_raise_in_the_project_format(tmp_path):
         cost.decide(cost.Shape(-1, 1, 1, 1), _constants(), _it(1))
     with pytest.raises(ValueError, match=r"^`grad` \(='yes'\) must be"):
         cell.resolve_method("auto", params=None, xs=jnp.ones((1, 4, 1)), grad="yes")
+
+
+def test_the_report_section_shows_the_decision_table(tmp_path, monkeypatch):
+    from gated_jax.lab import platform
+    from gated_jax.lab._report import Context
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    md = platform.section(Context(out_dir=tmp_path, quick=True))
+    tables = [line for line in md.splitlines() if line.startswith("| ")]
+    rows = [t for t in tables if not t.startswith("| structure")]
+    assert len(rows) == 2 * len(platform.STRUCTURES)
+    if cost.platform_constants().backend == "cpu":  # this platform's rows: the loop throughout
+        for row in rows[: len(platform.STRUCTURES)]:
+            cells = [c.strip() for c in row.strip("| ").split("|")][1:]
+            assert cells and all(c.startswith("sequential") for c in cells), row
+    assert "shipped" in md
