@@ -56,7 +56,7 @@ def _programs(quick: bool) -> dict:
     """The timed programs (zero-argument functions) and what each needs to be read.
 
     ``quick`` keeps the three that compile fast (the loop's latency and the matmul rate)."""
-    T1, T2 = (128, 1024) if quick else (256, 2048)
+    T1, T2 = (64, 4096) if quick else (256, 4096)
     tiny = _params(4, 4)
     seq = _scan_fn(tiny, "sequential")
     mat = jnp.ones((4096, 256), jnp.float32), jnp.ones((256, 256), jnp.float32)
@@ -158,7 +158,7 @@ def _check_rows(c: cost.PlatformConstants, rounds: int) -> list[list]:
 
 
 CONSTANT_NOTES = {
-    "step_s": ("us", 1e6, "sequential loop, T = 256 vs 2048 at n = m = 4, B = 1"),
+    "step_s": ("us", 1e6, "sequential loop, T = 256 (quick: 64) vs 4096 at n = m = 4, B = 1"),
     "level_s": ("us", 1e6, "diagonal affine scan, T = 64 vs 4096, one unit"),
     "iteration_s": ("us", 1e6, "diagonal-cell Newton at T = 64, less the model's other terms"),
     "loop_macs_per_s": ("GMAC/s", 1e-9, "sequential loop at B = 16, m = 128, less its latency"),
