@@ -530,26 +530,36 @@ COLUMNS = [
 ]
 
 
-def _measure(p, xs, methods) -> tuple[dict, dict, dict, dict]:
-    """``(fns, iters, compile_s, skipped)`` of each method: compiled, checked to fit, iterated."""
+def _forward(meth: str):
+    if meth == "sequential":
+        return jax.jit(lambda p, x: cell.gated_scan(p, x))
+    jac = "diagonal" if meth == "quasi_deer" else "full"
+    return jax.jit(lambda p, x: cell.gated_deer(p, x, jacobian=jac, fallback=True))
+
+
+def _measure(p, xs, methods, grad: bool = True) -> tuple[dict, dict, dict, dict]:
+    """``(fns, iters, compile_s, skipped)`` of each method: compiled, checked to fit, iterated.
+
+    The forward+backward program is compiled first (its memory is checked, then it is timed);
+    without ``grad`` only the forward one is compiled and timed."""
     fns, iters, comp, skipped = {}, {}, {}, {}
     for meth in ("sequential", *methods):
-        loss = lambda p, x, meth=meth: jnp.mean(cell.gated_scan(p, x, method=meth) ** 2)
-        fb, stats = compiled_with_stats(jax.grad(loss), p, xs)  # measured, then timed
-        comp[meth] = stats.compile_s
-        ok, need = _fits(stats)
-        if not ok:
-            skipped[meth] = need
-            continue
-        if meth == "sequential":
-            fwd = jax.jit(lambda p, x: cell.gated_scan(p, x))
+        fwd = _forward(meth)
+        if grad:
+            loss = lambda p, x, meth=meth: jnp.mean(cell.gated_scan(p, x, method=meth) ** 2)
+            fb, stats = compiled_with_stats(jax.grad(loss), p, xs)  # measured, then timed
+            ok, need = _fits(stats)
+            if not ok:
+                comp[meth], skipped[meth] = stats.compile_s, need
+                continue
+            fns[("fb", meth)] = lambda f=fb, p=p, xs=xs: f(p, xs)
         else:
-            jac = "diagonal" if meth == "quasi_deer" else "full"
-            fwd = jax.jit(lambda p, x, j=jac: cell.gated_deer(p, x, jacobian=j, fallback=True))
+            fwd, stats = compiled_with_stats(fwd, p, xs)
+        comp[meth] = stats.compile_s
+        if meth != "sequential":
             _, info = fwd(p, xs)
             iters[meth] = int(info.iterations) if bool(info.converged) else -1
         fns[("fwd", meth)] = lambda f=fwd, p=p, xs=xs: f(p, xs)
-        fns[("fb", meth)] = lambda f=fb, p=p, xs=xs: f(p, xs)
     return fns, iters, comp, skipped
 
 
@@ -574,13 +584,11 @@ def _depth_and_work(shape, meth: str, k) -> tuple[str, str]:
 def _timing_row(meth: str, k, times: dict, skipped: dict) -> list:
     if meth in skipped:
         return ["", "skipped: " + skipped[meth], "", "", ""]
-    return [
-        "" if k is None else k,
-        times[("fwd", meth)] * 1e3,
-        times[("fwd", "sequential")] / times[("fwd", meth)],
-        times[("fb", meth)] * 1e3,
-        times[("fb", "sequential")] / times[("fb", meth)],
-    ]
+    fb = [""] * 2
+    if ("fb", meth) in times:
+        fb = [times[("fb", meth)] * 1e3, times[("fb", "sequential")] / times[("fb", meth)]]
+    fwd = [times[("fwd", meth)] * 1e3, times[("fwd", "sequential")] / times[("fwd", meth)]]
+    return ["" if k is None else k, *fwd, *fb]
 
 
 def _model_column(shape, meth: str, k, p, xs) -> str:
@@ -620,7 +628,8 @@ def bench(quick: bool = False, *, lengths: tuple[int, ...] | None = None) -> Tab
     Cells: minGRU (one exact scan), a dense contractive cell (quasi-DEER; full DEER at a
     smaller ``m``: its ``O(T m^3)`` work), a diagonal and a head-structured ``w_z`` (exact
     structured Newton; quasi-DEER on heads). ``lengths`` overrides the sequence lengths
-    (default ``(256, 1024, 4096)``; quick: ``(64,)``, the diagonal cell only, small sizes).
+    (default ``(256, 1024, 4096)``; quick: ``(64,)``, the diagonal cell only, small sizes,
+    forward only).
     Each method's forward+backward program is compiled first; one whose buffers (XLA's
     memory estimate) exceed 80% of the device's memory is listed as skipped with the bytes it
     needs, not run.
@@ -639,7 +648,7 @@ def bench(quick: bool = False, *, lengths: tuple[int, ...] | None = None) -> Tab
         mm = int(p.w_x.shape[0])
         for T in lengths:
             xs = jax.random.normal(jax.random.key(1), (B, T, n), jnp.float32)
-            fns, iters, comp, skipped = _measure(p, xs, methods)
+            fns, iters, comp, skipped = _measure(p, xs, methods, grad=not quick)
             times = time_interleaved(fns, rounds=3 if quick else 5, warmup=1)
             shape = cost.shape_of(p, T, B)
             for meth in ("sequential", *methods):
@@ -654,6 +663,10 @@ def bench(quick: bool = False, *, lengths: tuple[int, ...] | None = None) -> Tab
         device_line() + f"; 1-minute load average {load0:.2f} at the start, {_load():.2f} at "
         f"the end, on {os.cpu_count()} CPUs.",
         *_NOTES,
-        *(["quick: one length, the diagonal cell only, small sizes."] if quick else []),
+        *(
+            ["quick: one length, the diagonal cell only, small sizes, forward only."]
+            if quick
+            else []
+        ),
     ]
     return table
