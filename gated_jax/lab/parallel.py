@@ -615,8 +615,8 @@ def _cases(quick: bool, n: int, m: int, m_full: int) -> list[tuple]:
     h = 16
     return [
         ("minGRU", params(m, False), ("deer",)),
-        ("dense ||W_z||=0.5", params(m, scale=0.5), ("quasi_deer",)),
-        ("dense ||W_z||=0.5", params(m_full, scale=0.5), ("quasi_deer", "deer")),
+        ("dense, norm 0.5", params(m, scale=0.5), ("quasi_deer",)),
+        ("dense, norm 0.5", params(m_full, scale=0.5), ("quasi_deer", "deer")),
         ("diagonal w_z", params(m, "diagonal"), ("deer",)),
         (f"heads h={h}", params(m, "heads", m // h), ("deer", "quasi_deer")),
     ]
