@@ -10,6 +10,8 @@ model: predicted against measured forward+backward time of the sequential loop a
 parallel methods at ``T = 1024, B = 16, m = 256``, and saves the constants to the cache that
 ``auto`` reads (:func:`gated_jax.cell.cost.cache_path`); the quick one saves nothing.
 
+The quick variant measures nothing (it lists the constants in use): the report runs it.
+
 Report section (``section``): the decision table of ``auto`` over structures and lengths for
 this platform's constants and for the shipped GPU guesses.
 """
@@ -52,11 +54,9 @@ def _xs(B: int, T: int, n: int):
     return jax.random.normal(jax.random.key(1), (B, T, n), jnp.float32)
 
 
-def _programs(quick: bool) -> dict:
-    """The timed programs (zero-argument functions) and what each needs to be read.
-
-    ``quick`` keeps the three that compile fast (the loop's latency and the matmul rate)."""
-    T1, T2 = (64, 4096) if quick else (256, 4096)
+def _programs() -> dict:
+    """The timed programs (zero-argument functions) and what each needs to be read."""
+    T1, T2 = 256, 4096
     tiny = _params(4, 4)
     seq = _scan_fn(tiny, "sequential")
     mat = jnp.ones((4096, 256), jnp.float32), jnp.ones((256, 256), jnp.float32)
@@ -67,8 +67,6 @@ def _programs(quick: bool) -> dict:
         "loop_long": (lambda: seq(tiny, x2), T2),
         "dot": (lambda: dot(*mat), 4096 * 256 * 256),
     }
-    if quick:
-        return progs
     wide, diag = _params(8, 128), _params(4, 4, "diagonal")
     seq_wide = _scan_fn(wide, "sequential")
     deer = jax.jit(lambda p, x: cell.gated_deer(p, x))
@@ -93,19 +91,14 @@ def _loop_rate(progs, times, step_s: float, bulk: float) -> float:
     return loop_macs / max(rest, loop_macs / (100 * bulk))
 
 
-def measure(quick: bool = False) -> tuple[cost.PlatformConstants, dict[str, float]]:
-    """The platform's constants and the median seconds of each program they come from;
-    ``quick`` measures ``step_s`` and ``bulk_macs_per_s`` and takes the others from the
-    constants in use (:func:`gated_jax.cell.cost.platform_constants`)."""
-    progs = _programs(quick)
-    times = time_interleaved({k: v[0] for k, v in progs.items()}, rounds=3 if quick else 7)
+def measure() -> tuple[cost.PlatformConstants, dict[str, float]]:
+    """The platform's constants and the median seconds of each program they come from."""
+    progs = _programs()
+    times = time_interleaved({k: v[0] for k, v in progs.items()}, rounds=7)
     (_, T1), (_, T2) = progs["loop_short"], progs["loop_long"]
     step_s = max((times["loop_long"] - times["loop_short"]) / (T2 - T1), 1e-9)
     bulk = progs["dot"][1] / times["dot"]
-    in_use = cost.platform_constants()
-    c = in_use._replace(step_s=step_s, bulk_macs_per_s=bulk, source="measured")
-    if quick:
-        return c, times
+    c = cost.platform_constants()._replace(step_s=step_s, bulk_macs_per_s=bulk, source="measured")
     level_s = max((times["scan_long"] - times["scan_short"]) / (2 * (12 - 6)), 1e-9)
     B, T, m = progs["scan_big"][1]
     scan_rate = 6.0 * B * T * m / max(times["scan_big"] - 2 * scan_levels(T) * level_s, 1e-9)
@@ -158,7 +151,7 @@ def _check_rows(c: cost.PlatformConstants, rounds: int) -> list[list]:
 
 
 CONSTANT_NOTES = {
-    "step_s": ("us", 1e6, "sequential loop, T = 256 (quick: 64) vs 4096 at n = m = 4, B = 1"),
+    "step_s": ("us", 1e6, "sequential loop, T = 256 vs 4096 at n = m = 4, B = 1"),
     "level_s": ("us", 1e6, "diagonal affine scan, T = 64 vs 4096, one unit"),
     "iteration_s": ("us", 1e6, "diagonal-cell Newton at T = 64, less the model's other terms"),
     "loop_macs_per_s": ("GMAC/s", 1e-9, "sequential loop at B = 16, m = 128, less its latency"),
@@ -168,41 +161,38 @@ CONSTANT_NOTES = {
 
 
 def bench(quick: bool = False) -> Table:
-    """The platform's constants (and, in full, the model against measured times; saved)."""
+    """The platform's constants, measured, against the model and saved (``quick``: the
+    constants in use, nothing measured: the report's benchmark section stays fast)."""
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
-    c, _ = measure(quick)
+    in_use = cost.platform_constants()
+    c = in_use if quick else measure()[0]
+    label = f"in use ({in_use.source})" if quick else "measured"
     table = Table(
         title=f"Platform constants of the cost model ({c.backend}, float32)",
-        columns=["constant", "measured", "shipped", "unit", "from"],
+        columns=["constant", label, "shipped", "unit", "measured from"],
     )
     shipped = cost.SHIPPED.get(c.backend, cost.SHIPPED["gpu"])
     for key, (unit, scale, how) in CONSTANT_NOTES.items():
-        measured = key in ("step_s", "bulk_macs_per_s") or not quick
-        how = (
-            how
-            if measured
-            else f"not measured in quick (in use: {cost.platform_constants().source})"
-        )
         table.rows.append([key, getattr(c, key) * scale, getattr(shipped, key) * scale, unit, how])
     if not quick:
         table.rows += _check_rows(c, rounds=3)
         path = cost.save_constants(c)
         table.notes.append(f"saved to {path}: method='auto' reads it on this backend.")
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
-    table.notes += [
+    table.notes.append(
         device_line() + f"; 1-minute load average {load0:.2f} at the start, {load1:.2f} at the "
-        f"end, on {os.cpu_count()} CPUs (a loaded machine measures slower constants).",
-        "Check rows: the model's prediction (ms) against the measured median (ms) with the "
-        "iterations the solver used; 'auto picks' is the decision from its own probe.",
-        *(
-            [
-                "quick: the loop latency and the matmul rate only, fewer rounds, no check rows, "
-                "nothing saved."
-            ]
-            if quick
-            else []
-        ),
-    ]
+        f"end, on {os.cpu_count()} CPUs (a loaded machine measures slower constants)."
+    )
+    if quick:
+        table.notes.append(
+            "quick: nothing measured; `gated-jax bench --only platform` measures the constants "
+            "(a few minutes), checks the model against measured times and saves them."
+        )
+    else:
+        table.notes.append(
+            "Check rows: the model's prediction (ms) against the measured median (ms) with the "
+            "iterations the solver used; 'auto picks' is the decision from its own probe."
+        )
     return table
 
 
