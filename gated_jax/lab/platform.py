@@ -2,10 +2,10 @@
 
 Benchmark (``bench``, ``gated-jax bench --only platform``): measures the constants of
 :class:`gated_jax.cell.cost.PlatformConstants` on this machine (float32, interleaved, medians)
-from six small programs: the sequential loop at two lengths (the per-step latency) and at a
+from eight small programs: the sequential loop at two lengths (the per-step latency) and at a
 wide state (the loop's multiply-add rate), one large matmul (the bulk rate), diagonal affine
 scans at two lengths (the per-level latency) and at a large size (the scan rate), and a
-diagonal-cell Newton solve (the per-iteration overhead). The full variant also checks the
+diagonal-cell Newton solve (the per-iteration overhead). It also checks the
 model: predicted against measured forward+backward time of the sequential loop and the
 parallel methods at ``T = 1024, B = 16, m = 256``, and saves the constants to the cache that
 ``auto`` reads (:func:`gated_jax.cell.cost.cache_path`); the quick one saves nothing.
