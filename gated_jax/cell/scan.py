@@ -36,9 +36,10 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from gated_jax._validate import choice, fail, positive_int
-from gated_jax.cell import chunked, parallel, sequential
+from gated_jax._validate import boolean, choice, fail, positive_int
+from gated_jax.cell import chunked, cost, parallel, sequential
 from gated_jax.cell._core import BACKWARDS, Operands, ScanOptions, check_options, prepare
 from gated_jax.cell.params import GatedParams
 from gated_jax.cell.sequential import gated_bptt as gated_bptt
@@ -78,15 +79,25 @@ BACKENDS: dict[Backend, Callable[[Operands, ScanOptions], jax.Array]] = {
 batch-first, or the final state ``(B, m)`` when ``opts.return_sequence`` is ``False``."""
 
 
-def resolve_method(method: str, platform: str | None = None) -> str:
+def resolve_method(
+    method: str,
+    platform: str | None = None,
+    *,
+    params: GatedParams | None = None,
+    xs: jax.Array | None = None,
+    z0: jax.Array | None = None,
+    grad: bool = True,
+) -> str:
     """The backend that ``method`` names on ``platform`` (default: JAX's default backend).
 
-    ``"auto"`` is resolved here, once, to the fastest backend measured for the platform. On
-    CPU the sequential loop beats the time-parallel methods at every measured size (the
-    parallel ones do ``O(log T)`` times more work, and a CPU has no idle width for the scan's
-    parallelism to fill; ``gated_jax.lab.parallel``'s benchmark has the figures), so ``"auto"``
-    is ``"sequential"`` there. No accelerator measurement backs another choice yet, so it is
-    ``"sequential"`` on every platform.
+    ``"auto"`` is resolved by the cost model of :mod:`gated_jax.cell.cost`: the platform's
+    measured constants (``gated-jax bench --only platform`` caches them; shipped defaults
+    otherwise), the structure of ``params.w_z``, the shapes of ``xs`` ``(..., T, n)`` and an
+    iteration estimate from a short probe of the cell (a static rule when ``params`` or ``xs``
+    are tracers, under ``jit``). It picks a parallel method only where the model predicts it
+    :data:`~gated_jax.cell.cost.MARGIN` times faster than the sequential loop (forward+backward
+    with ``grad``, else forward); on the shipped CPU constants that is nowhere the benchmarks
+    measured. Without ``params`` and ``xs`` ``"auto"`` is ``"sequential"``.
 
     Examples:
       >>> from gated_jax.cell import resolve_method
@@ -94,7 +105,16 @@ def resolve_method(method: str, platform: str | None = None) -> str:
       'sequential'
     """
     choice("method", method, METHODS)
-    return "sequential" if method == "auto" else method
+    grad = boolean("grad", grad)
+    if method != "auto":
+        return method
+    if params is None or xs is None:
+        return "sequential"
+    T, B = int(jnp.shape(xs)[-2]), int(np.prod(jnp.shape(xs)[:-2], dtype=np.int64))
+    shape = cost.shape_of(params, T, max(B, 1))
+    constants = cost.platform_constants(platform)
+    estimate = lambda: cost.estimate_iterations(params, xs, z0)  # noqa: E731
+    return cost.decide(shape, constants, estimate, grad=grad).method
 
 
 def select_backend(method: str, opts: ScanOptions, recurrent_gate: bool) -> Backend:
@@ -273,9 +293,11 @@ def gated_scan(
     """
     opts = check_options(reverse, unroll, remat, backward, return_sequence)
     name = resolve_method(method)
-    opts = _solver_options(name, opts, tol, max_iters)
     chunk = positive_int("chunk", chunk, allow_none=True)
     ops = prepare(params, xs, z0, seq_lengths, states=opts.return_sequence)
+    if method == "auto" and opts.backward == "closed_form":
+        name = resolve_method(method, params=ops.params, xs=ops.xs, z0=ops.z0)
+    opts = _solver_options(name, opts, tol, max_iters)
     zs = _call(select_backend(name, opts, ops.params.w_z is not None), ops, opts, chunk)
     shape = ops.batch + ((ops.T, ops.m) if opts.return_sequence else (ops.m,))
     return jnp.reshape(zs, shape).astype(ops.out_dtype)

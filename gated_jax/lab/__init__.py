@@ -31,6 +31,7 @@ from gated_jax.lab import (
     modules,
     parallel,
     parallel_rnn,
+    platform,
     shapes,
 )
 from gated_jax.lab._harness import Table
@@ -41,6 +42,7 @@ from gated_jax.lab._verify import TOLERANCE, Check, format_table
 CAPABILITIES: tuple[ModuleType, ...] = (
     *(shapes, conv, diagram, cell, modules, flow, parallel),
     parallel_rnn,
+    platform,
 )
 
 __all__ = [

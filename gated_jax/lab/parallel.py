@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gated_jax import cell
+from gated_jax.cell import cost
 from gated_jax.cell.parallel import scan_levels
 from gated_jax.lab._harness import Table, compiled_with_stats, device_line, time_interleaved
 from gated_jax.lab._report import render
@@ -135,7 +136,9 @@ def checks(seed: int) -> list[Check]:
 
 @dataclasses.dataclass(frozen=True)
 class PredictabilityConfig:
-    """The grid: the gradient-flow sweep's axes (gated cell) plus the minGRU cell."""
+    """The grid: the gradient-flow sweep's axes (gated cell) plus the minGRU cell, and, when
+    ``structured`` names them (the report's section does), the structured cells (diagonal and
+    head ``w_z``) at a few recurrent norms."""
 
     wz_norms: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
     gate_biases: tuple[float, ...] = (0.0, -2.0, 2.0)
@@ -144,6 +147,9 @@ class PredictabilityConfig:
     lengths: tuple[int, ...] = (64, 256, 1024)
     n: int = 8
     m: int = 16
+    structured: tuple[str, ...] = ()
+    structured_norms: tuple[float, ...] = (0.5, 2.0, 8.0)
+    heads: int = 4
 
     @classmethod
     def quick(cls) -> PredictabilityConfig:
@@ -153,7 +159,59 @@ class PredictabilityConfig:
             input_scales=(1.0,),
             seeds=(0,),
             lengths=(32, 128),
+            structured_norms=(0.5, 8.0),
         )
+
+
+def structured_wz(rec, rho: float, kind: str, heads: int):
+    """A structured ``w_z`` of norm ``rho`` from a unit-norm ``(m, m)`` draw: its diagonal
+    scaled to ``max |w_z| = rho`` (``"diagonal"``), or its ``heads`` diagonal blocks each
+    scaled to spectral norm ``rho`` (``"heads"``, ``(H, h, h)``)."""
+    rec = np.asarray(rec)
+    if kind == "diagonal":
+        d = np.diag(rec)
+        return jnp.asarray(rho * d / np.max(np.abs(d)))
+    h = rec.shape[0] // heads
+    blocks = np.stack([rec[k * h : (k + 1) * h, k * h : (k + 1) * h] for k in range(heads)])
+    return jnp.asarray(rho * blocks / np.linalg.norm(blocks, 2, axis=(-2, -1))[:, None, None])
+
+
+def _measure_row(row: dict, p, xs, z0=None, quasi: bool = True) -> dict:
+    """LLE and iterations to converge (``max_iters = T``, tol 1e-10) of one configuration."""
+    row["lle"] = float(cell.lyapunov_exponent(p, xs, z0))
+    for key, jac in (("deer", "full"), ("quasi_deer", "diagonal")):
+        if key == "quasi_deer" and not quasi:
+            row[key], row[key + "_converged"] = None, None
+            continue
+        _, info = cell.gated_deer(p, xs, z0, jacobian=jac, max_iters=row["T"], tol=1e-10)
+        row[key] = int(info.iterations)
+        row[key + "_converged"] = bool(info.converged)
+    return row
+
+
+def _structured_rows(cfg: PredictabilityConfig, bases, init) -> list[dict]:
+    """The diagonal and head cells, gate bias 0: exact Newton's iterations and the LLE.
+
+    Each structured ``w_z`` runs as its dense matrix (:func:`structured_wz`, then
+    ``recurrent_dense``): DEER's dense Jacobian of that matrix IS the structured cell's exact
+    Jacobian, so the iterates are exact structured Newton's (up to rounding), and the programs
+    the dense sweep compiled are reused: the structured rows add no compilation.
+    (``quasi_deer`` is ``None``: on a diagonal cell it is the same program.)"""
+    from gated_jax.cell.step import recurrent_dense
+
+    rows = []
+    for si, seed in enumerate(cfg.seeds):
+        base = {k: jnp.asarray(v[si]) for k, v in bases.items() if k != "xs"}
+        for kind in cfg.structured:
+            for rho in cfg.structured_norms:
+                w_z = structured_wz(bases["rec"][si, 0], rho, kind, cfg.heads)
+                p = init(base, 1.0, 0.0)._replace(w_z=recurrent_dense(w_z))
+                for T in cfg.lengths:
+                    xs = jnp.asarray(bases["xs"][si, :T])
+                    row = dict(cell=kind, wz_norm=rho, gate_bias=0.0, input_scale=1.0)
+                    row |= dict(seed=seed, T=T)
+                    rows.append(_measure_row(row, p, xs, quasi=False))
+    return rows
 
 
 def predictability_sweep(cfg: PredictabilityConfig) -> list[dict]:
@@ -164,22 +222,15 @@ def predictability_sweep(cfg: PredictabilityConfig) -> list[dict]:
     ``T``. Configurations are drawn as in :func:`gated_jax.experiments.flow_sweep`
     (:func:`~gated_jax.experiments.baselines.random_bases`: ``W_c, W_x`` normal / ``sqrt(n)``,
     ``W_z`` of spectral norm ``rho``, ``b_c = b``, ``x = sigma xi``); ``wz_norm = None`` is minGRU.
+    The structured cells (``cell="diagonal"``, ``"heads"``; :func:`structured_wz` of the same
+    draw) run exact Newton only (``quasi_deer`` is ``None``: on a diagonal cell it is the same
+    program).
     """
     from gated_jax.experiments.baselines import FAMILIES, random_bases
 
     init = FAMILIES["gated"].init
-    T_max = max(cfg.lengths)
-    bases = random_bases(cfg.seeds, n=cfg.n, m=cfg.m, length=T_max)
+    bases = random_bases(cfg.seeds, n=cfg.n, m=cfg.m, length=max(cfg.lengths))
     rows = []
-
-    def measure(row, p, xs, z0=None):
-        row["lle"] = float(cell.lyapunov_exponent(p, xs, z0))
-        for key, jac in (("deer", "full"), ("quasi_deer", "diagonal")):
-            _, info = cell.gated_deer(p, xs, z0, jacobian=jac, max_iters=row["T"], tol=1e-10)
-            row[key] = int(info.iterations)
-            row[key + "_converged"] = bool(info.converged)
-        rows.append(row)
-
     with jax.enable_x64(True):
         from gated_jax.experiments import counterexample
 
@@ -187,7 +238,7 @@ def predictability_sweep(cfg: PredictabilityConfig) -> list[dict]:
             ce = dict(
                 cell="counterexample", wz_norm=1.5, gate_bias=0.0, input_scale=3.0, seed=-1, T=T
             )
-            measure(ce, *counterexample(T))
+            rows.append(_measure_row(ce, *counterexample(T)))
         for si, seed in enumerate(cfg.seeds):
             base = {k: jnp.asarray(v[si]) for k, v in bases.items() if k != "xs"}
             for rho in (None, *cfg.wz_norms):
@@ -206,7 +257,8 @@ def predictability_sweep(cfg: PredictabilityConfig) -> list[dict]:
                                 seed=seed,
                                 T=T,
                             )
-                            measure(row, p, xs)
+                            rows.append(_measure_row(row, p, xs))
+        rows += _structured_rows(cfg, bases, init)
     return rows
 
 
@@ -218,8 +270,31 @@ def _in_bin(r: dict, lo: float, hi: float) -> bool:
     return (lo <= r["lle"] < hi) if hi <= 0 else r["lle"] > lo
 
 
-def _binned(rows: list[dict], T: int, key: str, lo: float, hi: float) -> list[int]:
-    return [r[key] for r in rows if r["T"] == T and r["cell"] != "minGRU" and _in_bin(r, lo, hi)]
+DENSE = ("gated", "counterexample")
+"""The dense cells of the binned table (the structured ones have their own)."""
+
+
+def _binned(rows: list[dict], T: int, key: str, lo: float, hi: float, cells=DENSE) -> list[int]:
+    return [r[key] for r in rows if r["T"] == T and r["cell"] in cells and _in_bin(r, lo, hi)]
+
+
+def _structured_summary(rows: list[dict]) -> list[str]:
+    """Exact Newton's iterations per structure, ``T`` and LLE bin (dense DEER alongside)."""
+    kinds = [("gated", "dense (DEER)")] + [
+        (k, f"{k} (exact Newton)")
+        for k in ("diagonal", "heads")
+        if any(r["cell"] == k for r in rows)
+    ]
+    out = ["| T | cell | " + " | ".join(b[0] for b in BINS) + " |"]
+    out.append("|---:|---|" + "---|" * len(BINS))
+    for T in sorted({r["T"] for r in rows}):
+        for kind, label in kinds:
+            cells = []
+            for _, lo, hi in BINS:
+                v = _binned(rows, T, "deer", lo, hi, cells=(kind,))
+                cells.append(f"median {np.median(v):.0f}, max {max(v)} ({len(v)})" if v else "none")
+            out.append(f"| {T} | {label} | " + " | ".join(cells) + " |")
+    return out
 
 
 def _threshold_summary(rows: list[dict]) -> list[str]:
@@ -292,6 +367,13 @@ SECTION = "\n".join(
         "",
         "{verdict}",
         "",
+        "Structured recurrent gates (`w_z` diagonal, or {heads} heads of {h} x {h} blocks; "
+        "recurrent norms {snorms}, gate bias 0): Newton with the exact "
+        "structured Jacobian (`method='deer'`; diagonal scans, or scans of blocks), iterations "
+        "binned by the LLE as above, with the dense cell's DEER for comparison:",
+        "",
+        "{structured}",
+        "",
         "{figures}",
         "",
         "All rows: `{csv_name}`.",
@@ -301,18 +383,23 @@ SECTION = "\n".join(
 
 def section(ctx) -> str:
     cfg = PredictabilityConfig.quick() if ctx.quick else PredictabilityConfig()
+    cfg = dataclasses.replace(cfg, structured=("diagonal", "heads"))
     rows = predictability_sweep(cfg)
     import csv
 
     path = ctx.out_dir / "predictability.csv"
     with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))  # the same keys in every row
         w.writeheader()
         w.writerows(rows)
     fig_links = _figures(ctx, rows)
     data = {
         "summary": "\n".join(_threshold_summary(rows)),
         "verdict": _verdict(rows),
+        "structured": "\n".join(_structured_summary(rows)),
+        "heads": cfg.heads,
+        "h": cfg.m // cfg.heads,
+        "snorms": ", ".join(f"{r:g}" for r in cfg.structured_norms),
         "figures": "\n".join(fig_links),
         "csv_name": path.name,
     }
@@ -327,32 +414,49 @@ def _figures(ctx, rows: list[dict]) -> list[str]:
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover
         return []
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    dense = [r for r in rows if r["quasi_deer"] is not None]
+    structured = [r for r in rows if r["cell"] in ("diagonal", "heads")]
     for T in sorted({r["T"] for r in rows}):
-        sub = [r for r in rows if r["T"] == T]
-        for ax, key in zip(axes, ("deer", "quasi_deer"), strict=True):
+        sub = [r for r in dense if r["T"] == T]
+        for ax, key in zip(axes[:2], ("deer", "quasi_deer"), strict=True):
             ax.scatter([r["lle"] for r in sub], [r[key] for r in sub], s=12, label=f"T={T}")
-    for ax, key in zip(axes, ("DEER", "quasi-DEER"), strict=True):
+        for kind, marker in (("diagonal", "o"), ("heads", "^")):
+            sub = [r for r in structured if r["T"] == T and r["cell"] == kind]
+            if sub:
+                lle, k = [r["lle"] for r in sub], [r["deer"] for r in sub]
+                axes[2].scatter(lle, k, s=14, marker=marker, label=f"{kind}, T={T}")
+    titles = ("DEER (dense)", "quasi-DEER (dense)", "exact Newton (structured)")
+    for ax, key in zip(axes, titles, strict=True):
         ax.axvline(0.0, color="k", lw=0.8)
         ax.set_yscale("log")
         ax.set_xlabel("largest Lyapunov exponent (per step)")
         ax.set_ylabel(f"{key} iterations to converge")
-        ax.legend()
+        ax.legend(fontsize=7)
     links = [ctx.save_figure(fig, "predictability_lle")]
     fig, ax = plt.subplots(figsize=(5, 4))
     lengths = sorted({r["T"] for r in rows})
-    for label, pred in (("LLE < 0", lambda r: r["lle"] < 0), ("LLE > 0", lambda r: r["lle"] > 0)):
+    lines = [
+        ("DEER, LLE < 0", DENSE, lambda r: r["lle"] < 0),
+        ("DEER, LLE > 0", DENSE, lambda r: r["lle"] > 0),
+        ("diagonal, LLE < 0", ("diagonal",), lambda r: r["lle"] < 0),
+        ("heads, LLE < 0", ("heads",), lambda r: r["lle"] < 0),
+    ]
+    for label, cells, pred in lines:
         med = [
-            np.median([r["deer"] for r in rows if r["T"] == T and pred(r)] or [np.nan])
+            np.median(
+                [r["deer"] for r in rows if r["T"] == T and r["cell"] in cells and pred(r)]
+                or [np.nan]
+            )
             for T in lengths
         ]
-        ax.plot(lengths, med, "o-", label=f"DEER, {label}")
+        ax.plot(lengths, med, "o-", label=label)
     ax.plot(lengths, lengths, "k--", lw=0.8, label="T")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("T")
     ax.set_ylabel("median iterations")
-    ax.legend()
+    ax.legend(fontsize=7)
     links.append(ctx.save_figure(fig, "predictability_T"))
     return links
 
@@ -401,123 +505,174 @@ def _fits(stats, margin: float = 0.8) -> tuple[bool, str]:
 
 _NOTES = [
     "Speed-ups are sequential time / method time in the same run (> 1: the parallel method "
-    "wins). Loss mean(zs**2), gradient w.r.t. all parameters.",
+    "wins). Loss mean(zs**2), gradient w.r.t. all parameters. The forward pass of a parallel "
+    "method is timed as jit(gated_deer(..., fallback=True)), the program gated_scan runs under "
+    "jit, which also reports its iterations.",
     "Depth: sequential associative-scan levels (ceil(log2 T)) x Newton iterations, against "
     "the T dependent steps of the sequential loop.",
-    "Work: forward multiply-adds counted from the algorithm (work_macs), relative to the "
-    "sequential loop's: the input projections 2 T B n m for all; the loop adds T B m^2; each "
-    "iteration re-evaluates the cell (T B m^2) and runs one scan of ~2T compositions, "
-    "2 T B m (diagonal: quasi-DEER, minGRU) or 2 T B m^3 (full DEER).",
+    "Work: forward multiply-adds and elementwise operations counted from the algorithm (the "
+    "cost model's counts, gated_jax.cell.cost), relative to the sequential loop's.",
+    "model: the cost model's predicted fwd+bwd speed-up with this platform's constants "
+    "(cache or shipped) and the measured iterations; 'auto' (on the sequential rows): what "
+    "gated_scan(method='auto') picks for that cell and shape, from its own probe.",
     "iterations = -1: not converged (gated_scan then raises eagerly / runs the sequential "
     "loop under jit). skipped: XLA's buffer estimate for the fwd+bwd program exceeds 80% of "
     "the device memory.",
 ]
 
+COLUMNS = [
+    "cell",
+    "T",
+    "method",
+    "iterations",
+    "fwd ms",
+    "fwd speed-up",
+    "fwd+bwd ms",
+    "fwd+bwd speed-up",
+    "model fwd+bwd speed-up",
+    "depth (levels x iters) vs T",
+    "work vs sequential",
+    "compile s",
+]
 
-def _measure(p, xs, methods) -> tuple[dict, dict, dict, dict]:
-    """``(fns, iters, compile_s, skipped)`` of each method: compiled, checked to fit, iterated."""
+
+def _forward(meth: str):
+    if meth == "sequential":
+        return jax.jit(lambda p, x: cell.gated_scan(p, x))
+    jac = "diagonal" if meth == "quasi_deer" else "full"
+    return jax.jit(lambda p, x: cell.gated_deer(p, x, jacobian=jac, fallback=True))
+
+
+def _measure(p, xs, methods, grad: bool = True) -> tuple[dict, dict, dict, dict]:
+    """``(fns, iters, compile_s, skipped)`` of each method: compiled, checked to fit, iterated.
+
+    The forward+backward program is compiled first (its memory is checked, then it is timed);
+    without ``grad`` only the forward one is compiled and timed."""
     fns, iters, comp, skipped = {}, {}, {}, {}
     for meth in ("sequential", *methods):
-        fwd = jax.jit(lambda p, x, meth=meth: cell.gated_scan(p, x, method=meth))
-        loss = lambda p, x, meth=meth: jnp.mean(cell.gated_scan(p, x, method=meth) ** 2)
-        fb, stats = compiled_with_stats(jax.grad(loss), p, xs)  # measured, then timed
+        fwd = _forward(meth)
+        if grad:
+            loss = lambda p, x, meth=meth: jnp.mean(cell.gated_scan(p, x, method=meth) ** 2)
+            fb, stats = compiled_with_stats(jax.grad(loss), p, xs)  # measured, then timed
+            ok, need = _fits(stats)
+            if not ok:
+                comp[meth], skipped[meth] = stats.compile_s, need
+                continue
+            fns[("fb", meth)] = lambda f=fb, p=p, xs=xs: f(p, xs)
+        else:
+            fwd, stats = compiled_with_stats(fwd, p, xs)
         comp[meth] = stats.compile_s
-        ok, need = _fits(stats)
-        if not ok:
-            skipped[meth] = need
-            continue
-        fns[("fwd", meth)] = lambda f=fwd, p=p, xs=xs: f(p, xs)
-        fns[("fb", meth)] = lambda f=fb, p=p, xs=xs: f(p, xs)
         if meth != "sequential":
-            jac = "full" if meth == "deer" else "diagonal"
-            _, info = cell.gated_deer(p, xs, jacobian=jac)
+            _, info = fwd(p, xs)
             iters[meth] = int(info.iterations) if bool(info.converged) else -1
+        fns[("fwd", meth)] = lambda f=fwd, p=p, xs=xs: f(p, xs)
     return fns, iters, comp, skipped
 
 
-def _depth_and_work(
-    T: int, meth: str, k, base: float, work_args: tuple, recurrent: bool
-) -> tuple[str, str]:
+def _depth_and_work(shape, meth: str, k) -> tuple[str, str]:
     """The depth column (levels x iterations vs ``T``) and the work column (vs sequential)."""
+    T = shape.T
     if meth == "sequential":
         return f"{T} steps", "1"
+    if shape.kind is None:
+        k = 1 if k is None else k
     depth = (
         f"{scan_levels(T)} x {'k' if k is None else k}"
         + ("" if k is None else f" = {scan_levels(T) * k}")
         + f" vs {T}"
     )
-    work = "" if k is None or k < 0 else f"{work_macs(*work_args, meth, k, recurrent) / base:.2f}x"
-    return depth, work
+    if k is None or k < 0:
+        return depth, ""
+    seq = cost.METHOD_COSTS["sequential"].forward(shape, 0).work
+    return depth, f"{cost.METHOD_COSTS[meth].forward(shape, k).work / seq:.2f}x"
 
 
 def _timing_row(meth: str, k, times: dict, skipped: dict) -> list:
     if meth in skipped:
         return ["", "skipped: " + skipped[meth], "", "", ""]
+    fb = [""] * 2
+    if ("fb", meth) in times:
+        fb = [times[("fb", meth)] * 1e3, times[("fb", "sequential")] / times[("fb", meth)]]
+    fwd = [times[("fwd", meth)] * 1e3, times[("fwd", "sequential")] / times[("fwd", meth)]]
+    return ["" if k is None else k, *fwd, *fb]
+
+
+def _model_column(shape, meth: str, k, p, xs) -> str:
+    c = cost.platform_constants()
+    if meth == "sequential":
+        return "auto: " + cell.resolve_method("auto", params=p, xs=xs)
+    if k is None or k < 0:
+        return ""
+    return f"{cost.predict(c, 'sequential', shape) / cost.predict(c, meth, shape, k):.2f}x"
+
+
+def _cases(quick: bool, n: int, m: int, m_full: int) -> list[tuple]:
+    """``(label, params, methods)``: minGRU, dense (quasi-DEER; full DEER at ``m_full``),
+    diagonal and heads ``w_z`` (exact structured Newton), float32."""
+
+    def params(mm, gate="dense", heads=None, scale=1.0):
+        kw = {} if gate == "dense" else {"recurrent_gate": gate}
+        kw |= {} if heads is None else {"heads": heads}
+        p = cell.init_gated_params(jax.random.key(0), n, mm, **kw)
+        return p if p.w_z is None else p._replace(w_z=scale * p.w_z)  # dense: ||W_z|| = scale
+
+    if quick:
+        return [("diagonal w_z", params(m, "diagonal"), ("deer",))]
+    h = 16
     return [
-        "" if k is None else k,
-        times[("fwd", meth)] * 1e3,
-        times[("fwd", "sequential")] / times[("fwd", meth)],
-        times[("fb", meth)] * 1e3,
-        times[("fb", "sequential")] / times[("fb", meth)],
+        ("minGRU", params(m, False), ("deer",)),
+        ("dense, norm 0.5", params(m, scale=0.5), ("quasi_deer",)),
+        ("dense, norm 0.5", params(m_full, scale=0.5), ("quasi_deer", "deer")),
+        ("diagonal w_z", params(m, "diagonal"), ("deer",)),
+        (f"heads h={h}", params(m, "heads", m // h), ("deer", "quasi_deer")),
     ]
 
 
 def bench(quick: bool = False, *, lengths: tuple[int, ...] | None = None) -> Table:
     """Median times of parallel vs sequential ``gated_scan`` (float32), forward and fwd+bwd.
 
-    ``lengths`` overrides the sequence lengths (default ``(256, 1024, 4096)``, quick
-    ``(256,)``, without full DEER). Each method's forward+backward
-    program is compiled first; one whose buffers (XLA's memory estimate: full DEER's
-    ``(T, B, m, m)`` Jacobians and their compositions, several GiB at ``T = 4096``) exceed 80%
-    of the device's memory is listed as skipped with the bytes it needs, not run.
+    Cells: minGRU (one exact scan), a dense contractive cell (quasi-DEER; full DEER at a
+    smaller ``m``: its ``O(T m^3)`` work), a diagonal and a head-structured ``w_z`` (exact
+    structured Newton; quasi-DEER on heads). ``lengths`` overrides the sequence lengths
+    (default ``(256, 1024, 4096)``; quick: ``(64,)``, the diagonal cell only, small sizes,
+    forward only).
+    Each method's forward+backward program is compiled first; one whose buffers (XLA's
+    memory estimate) exceed 80% of the device's memory is listed as skipped with the bytes it
+    needs, not run.
     """
     load0 = _load()
-    B, n, m, m_full = (4, 32, 32, 16) if quick else (32, 256, 256, 64)
+    B, n, m, m_full = (2, 8, 8, 8) if quick else (16, 256, 256, 64)
     if lengths is None:
-        lengths = (256,) if quick else (256, 1024, 4096)
-    rounds = 3 if quick else 5
+        lengths = (64,) if quick else (256, 1024, 4096)
     table = Table(
         title=f"{BENCH_TITLE} (B={B}, n={n}, m={m}"
         + ("" if quick else f"; full DEER m={m_full}")
         + "; float32)",
-        columns=[
-            "cell",
-            "T",
-            "method",
-            "iterations",
-            "fwd ms",
-            "fwd speed-up",
-            "fwd+bwd ms",
-            "fwd+bwd speed-up",
-            "depth (levels x iters) vs T",
-            "work vs sequential",
-            "compile s",
-        ],
+        columns=list(COLUMNS),
     )
-    cases = [
-        ("minGRU", m, None, ("deer",)),
-        ("full ||W_z||=0.5", m, 0.5, ("quasi_deer",)),
-        ("full ||W_z||=0.5", m_full, 0.5, ("quasi_deer", "deer")),
-    ]
-    if quick:  # each parallel solver once: DEER on minGRU, quasi-DEER on the full cell
-        cases = cases[:2]
-    for label, mm, wz, methods in cases:
-        p = cell.init_gated_params(jax.random.key(0), n, mm)
-        p = p._replace(w_z=None if wz is None else wz * p.w_z)  # orthogonal: ||W_z|| = wz
+    for label, p, methods in _cases(quick, n, m, m_full):
+        mm = int(p.w_x.shape[0])
         for T in lengths:
             xs = jax.random.normal(jax.random.key(1), (B, T, n), jnp.float32)
-            fns, iters, comp, skipped = _measure(p, xs, methods)
-            times = time_interleaved(fns, rounds=rounds, warmup=1)
-            base = work_macs(T, B, n, mm, "sequential", 0, wz is not None)
+            fns, iters, comp, skipped = _measure(p, xs, methods, grad=not quick)
+            times = time_interleaved(fns, rounds=3 if quick else 5, warmup=1)
+            shape = cost.shape_of(p, T, B)
             for meth in ("sequential", *methods):
                 k = iters.get(meth)
-                depth, work = _depth_and_work(T, meth, k, base, (T, B, n, mm), wz is not None)
+                depth, work = _depth_and_work(shape, meth, k)
                 row = _timing_row(meth, k, times, skipped)
-                table.rows.append([f"{label}, m={mm}", T, meth, *row, depth, work, comp[meth]])
+                model = _model_column(shape, meth, k, p, xs)
+                table.rows.append(
+                    [f"{label}, m={mm}", T, meth, *row, model, depth, work, comp[meth]]
+                )
     table.notes += [
         device_line() + f"; 1-minute load average {load0:.2f} at the start, {_load():.2f} at "
         f"the end, on {os.cpu_count()} CPUs.",
         *_NOTES,
-        *(["quick: one length, full DEER (m^3 work per step) left out."] if quick else []),
+        *(
+            ["quick: one length, the diagonal cell only, small sizes, forward only."]
+            if quick
+            else []
+        ),
     ]
     return table
