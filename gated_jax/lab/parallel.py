@@ -539,6 +539,8 @@ COLUMNS = [
 def _forward(meth: str):
     if meth == "sequential":
         return jax.jit(lambda p, x: cell.gated_scan(p, x))
+    if meth == "chunked":
+        return jax.jit(lambda p, x: cell.gated_chunked(p, x, fallback=True))
     jac = "diagonal" if meth == "quasi_deer" else "full"
     return jax.jit(lambda p, x: cell.gated_deer(p, x, jacobian=jac, fallback=True))
 
@@ -570,21 +572,25 @@ def _measure(p, xs, methods, grad: bool = True) -> tuple[dict, dict, dict, dict]
 
 
 def _depth_and_work(shape, meth: str, k) -> tuple[str, str]:
-    """The depth column (levels x iterations vs ``T``) and the work column (vs sequential)."""
+    """The depth column (levels x iterations vs ``T``; the chunked hybrid: its loop steps and
+    scan levels, from the cost model) and the work column (vs sequential)."""
     T = shape.T
     if meth == "sequential":
         return f"{T} steps", "1"
     if shape.kind is None:
         k = 1 if k is None else k
-    depth = (
-        f"{scan_levels(T)} x {'k' if k is None else k}"
-        + ("" if k is None else f" = {scan_levels(T) * k}")
-        + f" vs {T}"
-    )
-    if k is None or k < 0:
-        return depth, ""
+    known = k is not None and k >= 0
+    counts = cost.METHOD_COSTS[meth].forward(shape, k) if known else None
+    if meth == "chunked":
+        depth = "chunk steps + levels" + (f" = {counts.depth:.0f}" if counts else "")
+    else:
+        depth = f"{scan_levels(T)} x {'k' if k is None else k}" + (
+            "" if k is None else f" = {scan_levels(T) * k}"
+        )
+    if counts is None:
+        return depth + f" vs {T}", ""
     seq = cost.METHOD_COSTS["sequential"].forward(shape, 0).work
-    return depth, f"{cost.METHOD_COSTS[meth].forward(shape, k).work / seq:.2f}x"
+    return depth + f" vs {T}", f"{counts.work / seq:.2f}x"
 
 
 def _timing_row(meth: str, k, times: dict, skipped: dict) -> list:
@@ -620,22 +626,23 @@ def _cases(quick: bool, n: int, m: int, m_full: int) -> list[tuple]:
         return [("diagonal w_z", params(m, "diagonal"), ("deer",))]
     h = 16
     return [
-        ("minGRU", params(m, False), ("deer",)),
+        ("minGRU", params(m, False), ("deer", "chunked")),
         ("dense, norm 0.5", params(m, scale=0.5), ("quasi_deer",)),
-        ("dense, norm 0.5", params(m_full, scale=0.5), ("quasi_deer", "deer")),
-        ("diagonal w_z", params(m, "diagonal"), ("deer",)),
-        (f"heads h={h}", params(m, "heads", m // h), ("deer", "quasi_deer")),
+        ("dense, norm 0.5", params(m_full, scale=0.5), ("quasi_deer", "deer", "chunked")),
+        ("diagonal w_z", params(m, "diagonal"), ("deer", "chunked")),
+        (f"heads h={h}", params(m, "heads", m // h), ("deer", "quasi_deer", "chunked")),
     ]
 
 
 def bench(quick: bool = False, *, lengths: tuple[int, ...] | None = None) -> Table:
     """Median times of parallel vs sequential ``gated_scan`` (float32), forward and fwd+bwd.
 
-    Cells: minGRU (one exact scan), a dense contractive cell (quasi-DEER; full DEER at a
-    smaller ``m``: its ``O(T m^3)`` work), a diagonal and a head-structured ``w_z`` (exact
-    structured Newton; quasi-DEER on heads). ``lengths`` overrides the sequence lengths
-    (default ``(256, 1024, 4096)``; quick: ``(64,)``, the diagonal cell only, small sizes,
-    forward only).
+    Cells: minGRU (one exact scan), a dense contractive cell (quasi-DEER; full DEER and the
+    chunked hybrid at a smaller ``m``: their ``O(T m^3)`` work), a diagonal and a
+    head-structured ``w_z`` (exact structured Newton; quasi-DEER on heads); the chunked hybrid
+    (``method="chunked"``, its default chunk) on every cell but the large dense one.
+    ``lengths`` overrides the sequence lengths (default ``(256, 1024, 4096)``; quick:
+    ``(64,)``, the diagonal cell only, small sizes, forward only).
     Each method's forward+backward program is compiled first; one whose buffers (XLA's
     memory estimate) exceed 80% of the device's memory is listed as skipped with the bytes it
     needs, not run.
