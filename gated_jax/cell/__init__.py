@@ -63,6 +63,7 @@ from gated_jax.cell.scan import BACKWARDS as BACKWARDS
 from gated_jax.cell.scan import METHODS as METHODS
 from gated_jax.cell.scan import gated_bptt as gated_bptt
 from gated_jax.cell.scan import gated_scan as gated_scan
+from gated_jax.cell.scan import resolve_backward as resolve_backward
 from gated_jax.cell.scan import resolve_method as resolve_method
 from gated_jax.cell.step import gated_step as gated_step
 from gated_jax.cell.step import step_jacobian as step_jacobian
@@ -84,6 +85,7 @@ __all__ = [
     "jacobian_norm_bound",
     "jacobian_product",
     "lyapunov_exponent",
+    "resolve_backward",
     "resolve_method",
     "state_jacobians",
     "step_jacobian",

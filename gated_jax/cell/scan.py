@@ -40,8 +40,9 @@ from gated_jax.cell import parallel, sequential
 from gated_jax.cell._core import BACKWARDS, Operands, ScanOptions, check_options, prepare
 from gated_jax.cell.params import GatedParams
 from gated_jax.cell.sequential import gated_bptt as gated_bptt
+from gated_jax.cell.sequential import resolve_backward as resolve_backward
 
-__all__ = ["BACKWARDS", "METHODS", "gated_bptt", "gated_scan", "resolve_method"]
+__all__ = ["BACKWARDS", "METHODS", "gated_bptt", "gated_scan", "resolve_backward", "resolve_method"]
 
 METHODS = ("sequential", "deer", "quasi_deer", "auto")
 """The ``method`` options of :func:`gated_scan` (``"auto"`` is resolved by
@@ -117,6 +118,8 @@ def _solver_options(method: str, opts: ScanOptions, tol, max_iters) -> ScanOptio
     if method not in PARALLEL_METHODS:
         return opts
     _, tol, max_iters = parallel.check_solver_options(PARALLEL_METHODS[method], tol, max_iters)
+    if opts.backward == "auto":
+        opts = opts._replace(backward="closed_form")
     if opts.backward != "closed_form":
         raise fail(
             "backward",
@@ -150,7 +153,7 @@ def gated_scan(
     reverse: bool = False,
     unroll: int = 1,
     remat: bool | int = False,
-    backward: str = "closed_form",
+    backward: str = "auto",
     method: str = "sequential",
     tol: float | None = None,
     max_iters: int | None = None,
@@ -261,6 +264,18 @@ def gated_scan(
     name = resolve_method(method)
     opts = _solver_options(name, opts, tol, max_iters)
     ops = prepare(params, xs, z0, seq_lengths, states=opts.return_sequence)
+    if opts.backward == "auto":  # the per-shape rule (parallel methods are closed_form above)
+        n = ops.xs.shape[-1]
+        path = resolve_backward(
+            "auto",
+            ops.xs.shape[0],
+            ops.T,
+            n,
+            ops.m,
+            remat=opts.remat,
+            return_sequence=opts.return_sequence,
+        )
+        opts = opts._replace(backward=path)
     zs = _call(select_backend(name, opts, ops.params.w_z is not None), ops, opts)
     shape = ops.batch + ((ops.T, ops.m) if opts.return_sequence else (ops.m,))
     return jnp.reshape(zs, shape).astype(ops.out_dtype)
