@@ -15,7 +15,7 @@ def add_arguments(p) -> None:
         "--only",
         nargs="+",
         default=None,
-        help="capabilities whose benchmark to run (conv, cell, modules, flow, parallel)",
+        help="capabilities whose benchmark to run (conv, cell, modules, flow, parallel, speed)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -21,13 +21,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from gated_jax.lab import _report, _run, cell, conv, diagram, flow, modules, parallel, shapes
+from gated_jax.lab import _report, _run, cell, conv, diagram, flow, modules, parallel, shapes, speed
 from gated_jax.lab._harness import Table
 from gated_jax.lab._report import Context
 from gated_jax.lab._run import name
 from gated_jax.lab._verify import TOLERANCE, Check, format_table
 
-CAPABILITIES: tuple[ModuleType, ...] = (shapes, conv, diagram, cell, modules, flow, parallel)
+CAPABILITIES: tuple[ModuleType, ...] = (shapes, conv, diagram, cell, modules, flow, parallel, speed)
 
 __all__ = [
     "CAPABILITIES",
