@@ -8,7 +8,8 @@ the rule chooses between, forced) against the lean autodiff scan, and ``GatedRNN
 gradients' relative error against float64 (``gated_jax.lab.speed`` does the measuring).
 
 Results accumulate in ``benchmarks/results/speed_map_<dtype>.json`` (one record per shape,
-saved after each shape); a rerun skips the shapes already there (``--force`` remeasures them),
+saved after each shape); a rerun skips the shapes already there (``--force`` remeasures them;
+a record whose ``"auto"`` path is not the one the rule picks now is remeasured anyway),
 so the grid can be run in pieces (``--B 1 8 --T 32 256``) or restarted after an interruption.
 Every run rewrites the CSV, the Markdown table and the heatmap PNG from all the records in the
 file; shapes never measured are listed, and grey ("n/a") in the heatmap.
@@ -17,6 +18,7 @@ file; shapes never measured are listed, and grey ("n/a") in the heatmap.
     python benchmarks/speed_map.py --dtype bfloat16     # the whole grid, bfloat16
     python benchmarks/speed_map.py --B 1 8 --T 32       # a subset
     python benchmarks/speed_map.py --plot-only          # redraw from the saved records
+    python benchmarks/speed_map.py --profile 32 32 16 64  # where the time goes at one shape
 """
 
 from __future__ import annotations
@@ -56,7 +58,22 @@ def _args(argv=None):
     ap.add_argument("--budget", type=float, default=3.0, help="timing seconds per shape")
     ap.add_argument("--max-rounds", type=int, default=11, help="cap on interleaved rounds")
     ap.add_argument("--plot-only", action="store_true", help="only redraw table and heatmap")
+    ap.add_argument(
+        "--profile",
+        type=int,
+        nargs=4,
+        metavar=("B", "T", "N", "M"),
+        help="where the time goes at one shape (forward / backward, HLO counts), then exit",
+    )
     return ap.parse_args(argv)
+
+
+def _rule(s) -> str:
+    """The path ``backward="auto"`` takes at ``s`` now: a record measured under another rule
+    is stale, and remeasured."""
+    from gated_jax import cell
+
+    return cell.resolve_backward("auto", s.B, s.T, s.n, s.m)
 
 
 def _load(path: Path) -> dict[tuple, dict]:
@@ -103,13 +120,18 @@ def main(argv=None) -> int:
     from gated_jax.lab import speed
 
     a = _args(argv)
+    if a.profile:
+        for name, row in speed.pieces(speed.Shape(*a.profile)).items():
+            print(name, {k: round(v, 3) for k, v in row.items()}, flush=True)
+        return 0
     path = a.out or RESULTS / f"speed_map_{a.dtype}.json"
     records = _load(path)
     todo = speed.grid(a.B, a.T, a.nm)
     if not a.plot_only:
         t0 = time.perf_counter()
         for i, s in enumerate(todo, 1):
-            if tuple(s) in records and not a.force:
+            saved = records.get(tuple(s))
+            if saved and not a.force and saved["path"] == _rule(s):
                 print(f"[{i}/{len(todo)}] {tuple(s)} skip (saved; --force remeasures)", flush=True)
                 continue
             t1 = time.perf_counter()

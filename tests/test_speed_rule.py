@@ -77,16 +77,25 @@ def test_every_path_matches_autodiff_of_the_reference(seed, shape, w_z, reverse)
         assert err < 1e-11, (path, err)
 
 
-def test_stepwise_remat_final_state_and_forward_mode():
-    p, xs, z0, _, _ = _case(5, 4, 6, 3, 4, "dense")
+@jax.jit
+def _stepwise_options(p, xs, z0):
+    """Forward mode, the final state and ``remat`` on the stepwise path, and the reference."""
     ref = lambda x: plain_scan(p, x, z0)
     f = lambda x, **k: gated_scan(p, x, z0, backward="stepwise", **k)
-    jr = jax.jit(jax.jacfwd(ref))(xs)
-    # forward mode goes through the stepwise path (no custom VJP on it)
-    assert max_rel_error(jax.jit(jax.jacfwd(f))(xs), jr) < 1e-12
-    g_ref = jax.grad(lambda x: jnp.sum(jnp.sin(ref(x)[:, -1])))(xs)
-    g_fin = jax.grad(lambda x: jnp.sum(jnp.sin(f(x, return_sequence=False))))(xs)
-    g_rem = jax.grad(lambda x: jnp.sum(jnp.sin(f(x, remat=True)[:, -1])))(xs)
+    loss = lambda zT: jnp.sum(jnp.sin(zT))
+    return (
+        jax.jacfwd(ref)(xs),
+        jax.jacfwd(f)(xs),  # forward mode goes through (no custom VJP on this path)
+        jax.grad(lambda x: loss(ref(x)[:, -1]))(xs),
+        jax.grad(lambda x: loss(f(x, return_sequence=False)))(xs),
+        jax.grad(lambda x: loss(f(x, remat=True)[:, -1]))(xs),
+    )
+
+
+def test_stepwise_remat_final_state_and_forward_mode():
+    p, xs, z0, _, _ = _case(5, 3, 5, 2, 3, "dense")
+    j_ref, j_fwd, g_ref, g_fin, g_rem = _stepwise_options(p, xs, z0)
+    assert max_rel_error(j_fwd, j_ref) < 1e-12
     assert max_rel_error(g_fin, g_ref) < 1e-12 and max_rel_error(g_rem, g_ref) < 1e-12
 
 
@@ -139,28 +148,35 @@ def test_gated_rnn_auto_matches_nn_rnn():
     assert max_rel_error(got, ref) < 1e-12
 
 
+@jax.jit
+def _bf16_and_f32(p16, x16):
+    """Per path: states and gradients with bfloat16 operands, and the float32 computation on
+    the same values with its result rounded once to bfloat16."""
+    p32, x32 = jax.tree.map(lambda a: a.astype(jnp.float32), (p16, x16))
+    out = {}
+    for path in ("closed_form", "stepwise"):
+        f = lambda p, x, path=path: gated_scan(p, x, backward=path)
+        loss = lambda p, x, f=f: jnp.sum(f(p, x).astype(jnp.bfloat16).astype(jnp.float32) ** 2)
+        out[path] = (
+            f(p16, x16),
+            f(p32, x32).astype(jnp.bfloat16),
+            jax.grad(loss, (0, 1))(p16, x16),
+            jax.grad(loss, (0, 1))(p32, x32),
+        )
+    return out
+
+
 def test_bfloat16_runs_in_float32():
     """bfloat16 operands: projections, recurrence and accumulations in float32, the result
     (and each gradient) rounded once to bfloat16, on either path."""
     p, xs, _, _, _ = _case(8, 32, 6, 3, 4, "dense")
     p16, x16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), (p, xs))
-    p32, x32 = jax.tree.map(lambda a: a.astype(jnp.float32), (p16, x16))
-    for path in ("closed_form", "stepwise"):
-        f = lambda p, x, path=path: gated_scan(p, x, backward=path)
-        zs = jax.jit(f)(p16, x16)
-        assert zs.dtype == jnp.bfloat16
-        assert np.array_equal(np.asarray(zs), np.asarray(jax.jit(f)(p32, x32).astype(jnp.bfloat16)))
-        loss = lambda p, x, f=f: jnp.sum(f(p, x).astype(jnp.float32) ** 2)
-        g16 = jax.jit(jax.grad(loss, (0, 1)))(p16, x16)
-        g32 = jax.jit(
-            jax.grad(
-                lambda p, x, f=f: jnp.sum(f(p, x).astype(jnp.bfloat16).astype(jnp.float32) ** 2),
-                (0, 1),
-            )
-        )(p32, x32)
-        assert all(a.dtype == jnp.bfloat16 for a in jax.tree.leaves(g16))
+    for path, (zs, zs32, g16, g32) in _bf16_and_f32(p16, x16).items():
+        assert zs.dtype == jnp.bfloat16 and np.array_equal(np.asarray(zs), np.asarray(zs32))
+        assert all(a.dtype == jnp.bfloat16 for a in jax.tree.leaves(g16)), path
         # the same float32 computation, rounded once: within bfloat16's half-ulp of it
-        assert max_rel_error(jax.tree.map(lambda a: a.astype(jnp.float32), g16), g32) < 2**-8
+        g16 = jax.tree.map(lambda a: a.astype(jnp.float32), g16)
+        assert max_rel_error(g16, g32) < 2**-8, path
 
 
 def test_backwards_lists_auto():

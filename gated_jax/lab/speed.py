@@ -248,7 +248,7 @@ def table(records: Sequence[dict], title: str) -> Table:
     if any("rel_err" in r for r in records):
         cols += ["bf16 grad rel. err. lean / gated_scan"]
     t = Table(title=title, columns=cols, rows=[_row(r) for r in records])
-    t.notes += summary(records)
+    t.notes += summary(records) + rule_check(records)
     return t
 
 
@@ -273,6 +273,35 @@ def summary(records: Sequence[dict]) -> list[str]:
             f"compile time at most {max(comp):.2f}x the baseline's"
         )
     return out
+
+
+def rule_check(records: Sequence[dict]) -> list[str]:
+    """The rule's choice against the measured best of the paths it chooses between (forced):
+    how often it picked the faster one, or one within the noise of it, and where not."""
+    forced = {path: name for name, path in FORCED.items()}
+    agree, wrong = 0, []
+    for rec in records:
+        ms, sp = rec["ms"], rec["spread"]
+        if not all(name in ms for name in FORCED):
+            continue
+        best = min(FORCED, key=lambda k: ms[k])
+        chosen = forced[rec["path"]]
+        slower = ms[chosen] / ms[best] - 1.0
+        if slower <= sp[chosen] + sp[best]:
+            agree += 1
+        else:
+            wrong.append(
+                f"{(rec['B'], rec['T'], rec['n'], rec['m'])}: {rec['path']} "
+                f"{slower:.0%} slower than {FORCED[best]}"
+            )
+    total = agree + len(wrong)
+    if not total:
+        return []
+    out = [
+        f"backward='auto' picked the faster path (or one within the noise) on {agree} of "
+        f"{total} shapes"
+    ]
+    return out + (["where it did not: " + "; ".join(wrong)] if wrong else [])
 
 
 def heatmap(records: Sequence[dict], path, title: str = "") -> None:
@@ -308,6 +337,66 @@ def heatmap(records: Sequence[dict], path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _computations(text: str) -> dict[str, list[str]]:
+    """An optimised HLO program's computations: name -> the opcodes of its instructions."""
+    import re
+
+    comps: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in text.splitlines():
+        head = re.match(r"(?:ENTRY )?%([\w.\-]+) .*\{$", line)
+        if head:
+            current = comps.setdefault(head.group(1), [])
+            continue
+        op = re.match(r"\s*(?:ROOT )?%[\w.\-]+ = .*? ([a-z][\w\-]*)\(", line)
+        if op:
+            current.append(op.group(1))
+    return comps
+
+
+def _hlo_counts(compiled) -> dict[str, int]:
+    """Instructions of an optimised HLO program outside fused computations (a fusion counts
+    once): all of them, those in loop bodies, and of those the matmuls (``dot``, or a library
+    call), layout changes (``copy``, ``transpose``) and slices (``dynamic-slice``,
+    ``dynamic-update-slice``)."""
+    import re
+
+    text = compiled.as_text()
+    comps = _computations(text)
+    bodies = set(re.findall(r"body=%?([\w.\-]+)", text))
+    top = {k: v for k, v in comps.items() if "fused" not in k and "wrapped" not in k}
+    loop = [op for k in bodies for op in comps.get(k, [])]
+    kinds = {"matmuls": ("dot", "custom-call"), "layout": ("copy", "transpose")}
+    kinds["slices"] = ("dynamic-slice", "dynamic-update-slice")
+    out = {"instructions": sum(map(len, top.values())), "loops": len(bodies)}
+    out["in loop bodies"] = len(loop)
+    out |= {f"{k} in loops": sum(op in v for op in loop) for k, v in kinds.items()}
+    return out
+
+
+def pieces(s: Shape, rounds: int = 15) -> dict[str, dict[str, float]]:
+    """Where the time goes at one shape: per path (the lean scan, the closed form, the plain
+    autodiff loop), the forward pass alone and forward+backward (median ms, interleaved), and
+    the optimised program's instruction counts (:func:`_hlo_counts`)."""
+    p, xs = _inputs(s, jnp.float32)
+    paths = {"lean": lean_scan}
+    for path in ("closed_form", "stepwise"):
+        paths[path] = lambda q, x, path=path: cell.gated_scan(q, x, backward=path)
+    fns, out = {}, {}
+    for name, f in paths.items():
+        fwd = jax.jit(f).lower(p, xs).compile()
+        g = jax.jit(jax.grad(_mean_sq(f), (0, 1))).lower(p, xs).compile()
+        fns[f"{name} forward"] = lambda fwd=fwd: fwd(p, xs)
+        fns[f"{name} forward+backward"] = lambda g=g: g(p, xs)
+        out[name] = dict(_hlo_counts(g))
+    samples = time_samples(fns, budget_s=60.0, max_rounds=rounds, min_rounds=rounds)
+    for name in paths:
+        fwd = 1e3 * statistics.median(samples[f"{name} forward"])
+        both = 1e3 * statistics.median(samples[f"{name} forward+backward"])
+        out[name] |= {"forward ms": fwd, "forward+backward ms": both}
+    return out
 
 
 QUICK = (Shape(4, 16, 8, 8),)
