@@ -386,7 +386,7 @@ def sequence_options(
     keep_order: Any = False,
     unroll: Any = 1,
     remat: Any = False,
-    backward: Any = "closed_form",
+    backward: Any = "auto",
     method: Any = "sequential",
 ) -> dict[str, Any]:
     """The layer's sequence options, validated (in this order) and normalised.
@@ -554,7 +554,7 @@ def apply_sequence(
     keep_order: bool = False,
     unroll: int = 1,
     remat: bool | int = False,
-    backward: str = "closed_form",
+    backward: str = "auto",
     method: str = "sequential",
 ) -> tuple[jax.Array, jax.Array]:
     """``(final_carry, outputs)`` of the cell over ``inputs`` with ``nn.RNN``'s conventions.

@@ -201,13 +201,21 @@ def gated_scan(
         temporary memory ``O((T/K + K) B m)`` besides ``zs`` itself, for one extra forward loop.
         When ``K`` does not divide ``T`` the last ``T mod K`` steps are one shorter block. With
         ``backward="autodiff"``, ``remat`` wraps the whole scan in ``jax.checkpoint`` instead.
-      backward: ``"closed_form"`` (default; reverse mode: ``grad``, ``vjp``, ``jacrev``) or
-        ``"autodiff"``: JAX differentiates the hoisted scan itself, which also supports forward
-        mode (``jvp``, ``jacfwd``, ``hessian``). A ``jax.custom_vjp`` cannot be differentiated
-        in forward mode, so forward mode with the default raises a ``TypeError`` naming this
-        switch. (Under an outer ``jax.jit`` JAX raises its own "can't apply forward-mode
-        autodiff (jvp) to a custom_vjp function" first.) The Jacobian diagnostics run their
-        trajectory with ``"autodiff"``, so they support forward mode as they are.
+      backward: ``"auto"`` (default): ``"closed_form"`` or ``"stepwise"``, picked from the
+        shapes and the platform by a fixed rule (:func:`resolve_backward`, which also says
+        which one a call takes). ``"closed_form"`` (reverse mode: ``grad``, ``vjp``,
+        ``jacrev``): the backward pass above. ``"autodiff"``: JAX differentiates the hoisted,
+        blocked scan itself. ``"stepwise"``: JAX differentiates one plain ``lax.scan`` with the
+        whole step in its body (both projections per step, no blocks), the leanest program,
+        for shapes where fixed costs dominate. All four give the same gradients.
+        ``"autodiff"`` and ``"stepwise"`` also support forward mode (``jvp``, ``jacfwd``,
+        ``hessian``). A ``jax.custom_vjp`` cannot be differentiated in forward mode, so
+        forward mode through the closed form raises a ``TypeError`` naming this switch.
+        (Under an outer ``jax.jit`` JAX raises its own "can't apply forward-mode autodiff
+        (jvp) to a custom_vjp function" first.) The Jacobian diagnostics run their
+        trajectory with ``"autodiff"``, so they support forward mode as they are. With
+        ``remat`` and ``"autodiff"`` or ``"stepwise"``, the whole scan is wrapped in
+        ``jax.checkpoint``.
       method: ``"sequential"`` (the loop above), ``"deer"`` (Newton over the whole sequence,
         exact Jacobians in ``w_z``'s structure: dense, per head, or diagonal),
         ``"quasi_deer"`` (their diagonals) or ``"auto"`` (:func:`resolve_method`). The
