@@ -304,17 +304,20 @@ def rule_check(records: Sequence[dict]) -> list[str]:
     return out + (["where it did not: " + "; ".join(wrong)] if wrong else [])
 
 
-def heatmap(records: Sequence[dict], path, title: str = "") -> None:
+def heatmap(records: Sequence[dict], path, title: str = "", full_grid: bool = True) -> None:
     """Two panels (``gated_scan`` / lean scan, ``GatedRNN`` / ``nn.RNN``): rows ``(n, m)``,
-    columns ``(B, T)``, each cell the speed-up (green faster, red slower; grey unmeasured)."""
+    columns ``(B, T)``, each cell the speed-up (green faster, red slower; grey unmeasured).
+    ``full_grid``: every row and column of the grid, measured or not."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
-    nms = sorted({(r["n"], r["m"]) for r in records}, key=lambda nm: (nm[1], nm[0]))
-    bts = sorted({(r["B"], r["T"]) for r in records})
+    nms = {(r["n"], r["m"]) for r in records} | (set(GRID_NM) if full_grid else set())
+    nms = sorted(nms, key=lambda nm: (nm[1], nm[0]))
+    bts = {(r["B"], r["T"]) for r in records}
+    bts = sorted(bts | ({(B, T) for B in GRID_B for T in GRID_T} if full_grid else set()))
     fig, axes = plt.subplots(2, 1, figsize=(1.0 + 0.8 * len(bts), 2.0 + 1.2 * len(nms)))
     for ax, (name, base) in zip(axes, PAIRS, strict=True):
         M = np.full((len(nms), len(bts)), np.nan)
@@ -331,7 +334,9 @@ def heatmap(records: Sequence[dict], path, title: str = "") -> None:
         ax.set_xticks(range(len(bts)), [f"B={b}\nT={t}" for b, t in bts], fontsize=7)
         ax.set_yticks(range(len(nms)), [f"n={n}, m={m}" for n, m in nms], fontsize=7)
         ax.set_title(f"{name} speed-up over {base}", fontsize=9)
-        fig.colorbar(im, ax=ax, shrink=0.8)
+        bar = fig.colorbar(im, ax=ax, shrink=0.8, ticks=[1 / 3, 0.5, 1, 2, 3])
+        bar.ax.minorticks_off()
+        bar.ax.set_yticklabels(["1/3", "1/2", "1", "2", "3"])
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
