@@ -138,8 +138,8 @@ def main(argv=None) -> int:
             rec = speed.measure(s, a.dtype, budget_s=a.budget, max_rounds=a.max_rounds)
             records[tuple(s)] = rec
             _save(path, records)
-            r = speed.ratio(rec, speed.SCAN, speed.LEAN)
-            q = speed.ratio(rec, speed.RNN, speed.FLAX)
+            r = speed.ratio(rec, speed.SCAN, speed.LEAN) or (float("nan"), 0.0)
+            q = speed.ratio(rec, speed.RNN, speed.FLAX) or (float("nan"), 0.0)
             print(
                 f"[{i}/{len(todo)}] {tuple(s)} path={rec['path']} scan x{r[0]:.2f} "
                 f"rnn x{q[0]:.2f} ({time.perf_counter() - t1:.1f} s, "

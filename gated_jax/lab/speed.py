@@ -314,10 +314,10 @@ def heatmap(records: Sequence[dict], path, title: str = "", full_grid: bool = Tr
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
-    nms = {(r["n"], r["m"]) for r in records} | (set(GRID_NM) if full_grid else set())
-    nms = sorted(nms, key=lambda nm: (nm[1], nm[0]))
-    bts = {(r["B"], r["T"]) for r in records}
-    bts = sorted(bts | ({(B, T) for B in GRID_B for T in GRID_T} if full_grid else set()))
+    nm_set = {(r["n"], r["m"]) for r in records} | (set(GRID_NM) if full_grid else set())
+    nms = sorted(nm_set, key=lambda nm: (nm[1], nm[0]))
+    bt_set = {(r["B"], r["T"]) for r in records}
+    bts = sorted(bt_set | ({(B, T) for B in GRID_B for T in GRID_T} if full_grid else set()))
     fig, axes = plt.subplots(2, 1, figsize=(1.0 + 0.8 * len(bts), 2.0 + 1.2 * len(nms)))
     for ax, (name, base) in zip(axes, PAIRS, strict=True):
         M = np.full((len(nms), len(bts)), np.nan)
@@ -381,15 +381,16 @@ def _hlo_counts(compiled) -> dict[str, int]:
     return out
 
 
-def pieces(s: Shape, rounds: int = 15) -> dict[str, dict[str, float]]:
+def pieces(s: Shape, rounds: int = 15) -> dict[str, dict[str, Any]]:
     """Where the time goes at one shape: per path (the lean scan, the closed form, the plain
     autodiff loop), the forward pass alone and forward+backward (median ms, interleaved), and
     the optimised program's instruction counts (:func:`_hlo_counts`)."""
     p, xs = _inputs(s, jnp.float32)
-    paths = {"lean": lean_scan}
+    paths: dict[str, Callable] = {"lean": lean_scan}
     for path in ("closed_form", "stepwise"):
         paths[path] = lambda q, x, path=path: cell.gated_scan(q, x, backward=path)
-    fns, out = {}, {}
+    fns: dict[str, Callable] = {}
+    out: dict[str, dict[str, Any]] = {}
     for name, f in paths.items():
         fwd = jax.jit(f).lower(p, xs).compile()
         g = jax.jit(jax.grad(_mean_sq(f), (0, 1))).lower(p, xs).compile()
@@ -409,11 +410,12 @@ BENCH_TITLE = "Speed map: gated_scan vs the lean scan, GatedRNN vs nn.RNN(GatedC
 
 
 def bench(quick: bool = False) -> Table:
-    """The map at a few shapes (quick: one small shape, under 3 s; the whole grid is
-    ``benchmarks/speed_map.py``)."""
+    """The map at a few shapes (quick: one small shape, ``gated_scan`` and the lean scan
+    only, a few seconds; the whole grid is ``benchmarks/speed_map.py``)."""
     shapes = QUICK if quick else grid(GRID_B[:2], GRID_T[:2], GRID_NM[:2] + GRID_NM[4:])
+    # quick: the scan pair only, few rounds (two small programs to compile)
     recs = [
-        measure(s, budget_s=0.3 if quick else 2.0, max_rounds=5 if quick else 9, forced=not quick)
+        measure(s, budget_s=0.2, max_rounds=5, forced=False, modules=False) if quick else measure(s)
         for s in shapes
     ]
     t = table(recs, f"{BENCH_TITLE} (float32{', quick' if quick else ''})")
