@@ -63,13 +63,12 @@ __all__ = ["gated_bptt", "resolve_backward"]  # the backends are reached through
 # --------------------------------------------------------------------------------------------
 # the per-shape rule of backward="auto"
 
-# CPU: the plain autodiff loop where a short run over a batch of narrow states makes the
-# closed form's fixed costs (layout changes, the gate recomputed as one more (m, m) matmul, a
-# larger program) outweigh its savings; the thresholds are read off the speed map
-# (benchmarks/speed_map.py, whose notes check the rule against the measured best).
-_STEPWISE_MIN_B = 32
+# CPU: the plain autodiff loop for a batch of narrow states (B m >= 2048, m <= 64), where the
+# closed form's fixed costs (layout changes, the gate recomputed as one more (m, m) matmul, the
+# block matmuls) outweigh its savings; read off the speed map (benchmarks/speed_map.py, whose
+# notes check the rule against the measured best of the two paths).
+_STEPWISE_MIN_BM = 2048
 _STEPWISE_MAX_M = 64
-_STEPWISE_MAX_T = 64
 
 
 def resolve_backward(
@@ -92,9 +91,9 @@ def resolve_backward(
       belong to the blocked loop), and on every platform but CPU (no accelerator measurement
       backs another choice yet);
     * on CPU, ``"stepwise"`` (JAX's autodiff of the plain loop, the whole step in the
-      ``lax.scan`` body) for a short run over a batch of narrow states, ``B >= 32``,
-      ``m <= 64`` and ``T <= 64``, where the closed form's fixed costs outweigh what it saves;
-      ``"closed_form"`` otherwise.
+      ``lax.scan`` body) for a batch of narrow states, ``B m >= 2048`` with ``m <= 64``,
+      where the closed form's fixed costs outweigh what it saves; ``"closed_form"``
+      otherwise.
 
     Every path computes the same gradients (to rounding).
 
@@ -114,8 +113,8 @@ def resolve_backward(
         return "closed_form"
     if (platform or jax.default_backend()) != "cpu":
         return "closed_form"
-    small = B >= _STEPWISE_MIN_B and m <= _STEPWISE_MAX_M and T <= _STEPWISE_MAX_T
-    return "stepwise" if small else "closed_form"
+    narrow = B * m >= _STEPWISE_MIN_BM and m <= _STEPWISE_MAX_M
+    return "stepwise" if narrow else "closed_form"
 
 
 # --------------------------------------------------------------------------------------------
