@@ -4,8 +4,8 @@
 #   bash benchmarks/device_check.sh OUT_DIR
 #
 # Uses the Python on PATH (python3) with gated_jax importable from this checkout; writes
-# bench.md, notebooks.txt and pytest.txt to OUT_DIR. Each part has its own time limit
-# (seconds, overridable: BENCH_S, NOTEBOOK_S, PYTEST_S), so one slow part cannot eat the others.
+# bench.md, speed_map.{txt,json,md,csv,png}, notebooks.txt and pytest.txt to OUT_DIR. Each part has its own time limit
+# (seconds, overridable: BENCH_S, SPEEDMAP_S, NOTEBOOK_S, PYTEST_S), so one slow part cannot eat the others.
 set -u
 out=${1:?usage: device_check.sh OUT_DIR}
 mkdir -p "$out"
@@ -33,6 +33,13 @@ echo "== benchmarks"
 timeout "${BENCH_S:-300}" $py -m gated_jax.cli bench --only modules cell flow conv parallel 2>&1 \
   | tee "$out/bench.md"
 echo "bench exit ${PIPESTATUS[0]}" | tee -a "$out/bench.md"
+
+echo "== speed map (issue 30; the accelerator's sizes: B up to 256, m up to 1024)"
+# each shape is saved as measured: a timeout keeps the shapes done (cheapest first)
+timeout "${SPEEDMAP_S:-240}" $py benchmarks/speed_map.py --B 8 32 128 256 --T 256 2048 \
+  --nm 64x64 256x256 1024x1024 16x64 --budget 1 --max-rounds 7 \
+  --out "$out/speed_map_gpu.json" 2>&1 | tee "$out/speed_map.txt"
+echo "speed map exit ${PIPESTATUS[0]}" | tee -a "$out/speed_map.txt"
 
 echo "== notebooks"
 timeout "${NOTEBOOK_S:-150}" $py benchmarks/run_notebooks.py --timeout "${NOTEBOOK_EACH_S:-120}" 2>&1 \

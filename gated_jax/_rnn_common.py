@@ -388,7 +388,7 @@ def sequence_options(
     keep_order: Any = False,
     unroll: Any = 1,
     remat: Any = False,
-    backward: Any = "closed_form",
+    backward: Any = "auto",
     method: Any = "sequential",
 ) -> dict[str, Any]:
     """The layer's sequence options, validated (in this order) and normalised.
@@ -599,7 +599,7 @@ def apply_sequence(
     keep_order: bool = False,
     unroll: int = 1,
     remat: bool | int = False,
-    backward: str = "closed_form",
+    backward: str = "auto",
     method: str = "sequential",
     on_info: Callable[[DeerInfo], Any] | None = None,
 ) -> tuple[jax.Array, jax.Array]:

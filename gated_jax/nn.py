@@ -430,7 +430,7 @@ class _GatedRNNFields(nn.Module):
     keep_order: bool = False
     unroll: int = 1
     remat: bool | int = False
-    backward: str = "closed_form"
+    backward: str = "auto"
     method: str = "sequential"
 
 
@@ -481,8 +481,10 @@ class GatedRNN(_GatedRNNFields):
       unroll: steps per loop iteration of the scan (a positive int).
       remat: ``True`` (or a block length) recomputes the forward states in the backward pass
         instead of storing them (``gated_scan(remat=...)``): less memory on long sequences.
-      backward: ``"closed_form"`` (default, fast; reverse mode: ``grad``, ``vjp``) or
-        ``"autodiff"`` (JAX differentiates the scan; also forward mode: ``jvp``, ``jacfwd``).
+      backward: ``"auto"`` (default: the faster of ``"closed_form"`` and ``"stepwise"`` by
+        :func:`gated_jax.cell.resolve_backward`'s rule), ``"closed_form"`` (reverse mode:
+        ``grad``, ``vjp``), ``"autodiff"`` or ``"stepwise"`` (JAX differentiates the scan;
+        also forward mode: ``jvp``, ``jacfwd``), as in :func:`gated_jax.cell.gated_scan`.
       method: how the recurrence is solved over time, ``gated_scan(method=...)``:
         ``"sequential"`` (default), ``"deer"`` / ``"quasi_deer"`` (Newton over the whole
         sequence, parallel in time; need ``backward="closed_form"``) or ``"auto"``. When a

@@ -464,8 +464,9 @@ class GatedRNN(nnx.Module):
       unroll: steps per loop iteration (a positive int).
       remat: ``True`` (or a block length) recomputes forward states in the backward pass
         (``gated_scan(remat=...)``).
-      backward: ``"closed_form"`` (default, fast; reverse mode) or ``"autodiff"`` (also forward
-        mode: ``jvp``, ``jacfwd``), as in :func:`gated_jax.cell.gated_scan`.
+      backward: ``"auto"`` (default), ``"closed_form"`` (reverse mode), ``"autodiff"`` or
+        ``"stepwise"`` (also forward mode: ``jvp``, ``jacfwd``), as in
+        :func:`gated_jax.cell.gated_scan`.
       method: ``"sequential"`` (default), ``"deer"``, ``"quasi_deer"`` (parallel in time; need
         ``backward="closed_form"``) or ``"auto"``, as in :func:`gated_jax.cell.gated_scan`.
       sow_info: with a parallel method, solve by :func:`gated_jax.cell.gated_deer` and sow its
@@ -509,7 +510,7 @@ class GatedRNN(nnx.Module):
         keep_order: bool = False,
         unroll: int = 1,
         remat: bool | int = False,
-        backward: str = "closed_form",
+        backward: str = "auto",
         method: str = "sequential",
         sow_info: bool = False,
         rngs: nnx.Rngs | bool | None = None,

@@ -70,6 +70,7 @@ from gated_jax.cell.scan import BACKWARDS as BACKWARDS
 from gated_jax.cell.scan import METHODS as METHODS
 from gated_jax.cell.scan import gated_bptt as gated_bptt
 from gated_jax.cell.scan import gated_scan as gated_scan
+from gated_jax.cell.scan import resolve_backward as resolve_backward
 from gated_jax.cell.scan import resolve_method as resolve_method
 from gated_jax.cell.sharded import sequence_parallel_scan as sequence_parallel_scan
 from gated_jax.cell.step import gated_step as gated_step
@@ -94,6 +95,7 @@ __all__ = [
     "jacobian_norm_bound",
     "jacobian_product",
     "lyapunov_exponent",
+    "resolve_backward",
     "resolve_method",
     "sequence_parallel_scan",
     "state_jacobians",

@@ -46,8 +46,9 @@ from gated_jax._validate import (
 from gated_jax.cell import step as _step
 from gated_jax.cell.params import GatedParams, check_params
 
-BACKWARDS = ("closed_form", "autodiff")
-"""The ``backward`` options of :func:`gated_jax.cell.gated_scan`."""
+BACKWARDS = ("auto", "closed_form", "autodiff", "stepwise")
+"""The ``backward`` options of :func:`gated_jax.cell.gated_scan` (``"auto"`` is resolved per
+shape and platform by :func:`gated_jax.cell.resolve_backward`)."""
 
 
 class Operands(NamedTuple):

@@ -43,8 +43,9 @@ from gated_jax.cell import chunked, cost, parallel, sequential
 from gated_jax.cell._core import BACKWARDS, Operands, ScanOptions, check_options, prepare
 from gated_jax.cell.params import GatedParams
 from gated_jax.cell.sequential import gated_bptt as gated_bptt
+from gated_jax.cell.sequential import resolve_backward as resolve_backward
 
-__all__ = ["BACKWARDS", "METHODS", "gated_bptt", "gated_scan", "resolve_method"]
+__all__ = ["BACKWARDS", "METHODS", "gated_bptt", "gated_scan", "resolve_backward", "resolve_method"]
 
 METHODS = ("sequential", "deer", "quasi_deer", "chunked", "auto")
 """The ``method`` options of :func:`gated_scan` (``"auto"`` is resolved by
@@ -143,6 +144,8 @@ def _solver_options(method: str, opts: ScanOptions, tol, max_iters) -> ScanOptio
     if method not in PARALLEL_METHODS:
         return opts
     _, tol, max_iters = parallel.check_solver_options(PARALLEL_METHODS[method], tol, max_iters)
+    if opts.backward == "auto":
+        opts = opts._replace(backward="closed_form")
     if opts.backward != "closed_form":
         raise fail(
             "backward",
@@ -178,7 +181,7 @@ def gated_scan(
     reverse: bool = False,
     unroll: int = 1,
     remat: bool | int = False,
-    backward: str = "closed_form",
+    backward: str = "auto",
     method: str = "sequential",
     tol: float | None = None,
     max_iters: int | None = None,
@@ -227,13 +230,21 @@ def gated_scan(
         temporary memory ``O((T/K + K) B m)`` besides ``zs`` itself, for one extra forward loop.
         When ``K`` does not divide ``T`` the last ``T mod K`` steps are one shorter block. With
         ``backward="autodiff"``, ``remat`` wraps the whole scan in ``jax.checkpoint`` instead.
-      backward: ``"closed_form"`` (default; reverse mode: ``grad``, ``vjp``, ``jacrev``) or
-        ``"autodiff"``: JAX differentiates the hoisted scan itself, which also supports forward
-        mode (``jvp``, ``jacfwd``, ``hessian``). A ``jax.custom_vjp`` cannot be differentiated
-        in forward mode, so forward mode with the default raises a ``TypeError`` naming this
-        switch. (Under an outer ``jax.jit`` JAX raises its own "can't apply forward-mode
-        autodiff (jvp) to a custom_vjp function" first.) The Jacobian diagnostics run their
-        trajectory with ``"autodiff"``, so they support forward mode as they are.
+      backward: ``"auto"`` (default): ``"closed_form"`` or ``"stepwise"``, picked from the
+        shapes and the platform by a fixed rule (:func:`resolve_backward`, which also says
+        which one a call takes). ``"closed_form"`` (reverse mode: ``grad``, ``vjp``,
+        ``jacrev``): the backward pass above. ``"autodiff"``: JAX differentiates the hoisted,
+        blocked scan itself. ``"stepwise"``: JAX differentiates one plain ``lax.scan`` with the
+        whole step in its body (both projections per step, no blocks), the leanest program,
+        for shapes where fixed costs dominate. All four give the same gradients.
+        ``"autodiff"`` and ``"stepwise"`` also support forward mode (``jvp``, ``jacfwd``,
+        ``hessian``). A ``jax.custom_vjp`` cannot be differentiated in forward mode, so
+        forward mode through the closed form raises a ``TypeError`` naming this switch.
+        (Under an outer ``jax.jit`` JAX raises its own "can't apply forward-mode autodiff
+        (jvp) to a custom_vjp function" first.) The Jacobian diagnostics run their
+        trajectory with ``"autodiff"``, so they support forward mode as they are. With
+        ``remat`` and ``"autodiff"`` or ``"stepwise"``, the whole scan is wrapped in
+        ``jax.checkpoint``.
       method: ``"sequential"`` (the loop above), ``"deer"`` (Newton over the whole sequence,
         exact Jacobians in ``w_z``'s structure: dense, per head, or diagonal),
         ``"quasi_deer"`` (their diagonals) or ``"auto"`` (:func:`resolve_method`). The
@@ -295,9 +306,20 @@ def gated_scan(
     name = resolve_method(method)
     chunk = positive_int("chunk", chunk, allow_none=True)
     ops = prepare(params, xs, z0, seq_lengths, states=opts.return_sequence)
-    if method == "auto" and opts.backward == "closed_form":
+    if method == "auto" and opts.backward in ("auto", "closed_form"):
         name = resolve_method(method, params=ops.params, xs=ops.xs, z0=ops.z0)
     opts = _solver_options(name, opts, tol, max_iters)
+    if opts.backward == "auto":  # the per-shape rule (parallel methods are closed_form above)
+        path = resolve_backward(
+            "auto",
+            ops.xs.shape[0],
+            ops.T,
+            ops.xs.shape[-1],
+            ops.m,
+            remat=opts.remat,
+            return_sequence=opts.return_sequence,
+        )
+        opts = opts._replace(backward=path)
     zs = _call(select_backend(name, opts, ops.params.w_z is not None), ops, opts, chunk)
     shape = ops.batch + ((ops.T, ops.m) if opts.return_sequence else (ops.m,))
     return jnp.reshape(zs, shape).astype(ops.out_dtype)

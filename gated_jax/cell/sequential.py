@@ -31,9 +31,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gated_jax._validate import array_shape, check_array, fail
+from gated_jax._validate import array_shape, check_array, choice, fail
 from gated_jax.cell import step as _step
 from gated_jax.cell._core import (
+    BACKWARDS,
     Operands,
     Saved,
     ScanOptions,
@@ -56,7 +57,64 @@ from gated_jax.cell._core import (
 )
 from gated_jax.cell.params import GatedParams, as_params
 
-__all__ = ["gated_bptt"]  # the backends are reached through gated_scan
+__all__ = ["gated_bptt", "resolve_backward"]  # the backends are reached through gated_scan
+
+
+# --------------------------------------------------------------------------------------------
+# the per-shape rule of backward="auto"
+
+# CPU: the plain autodiff loop for a batch of narrow states (B m >= 2048, m <= 64), where the
+# closed form's fixed costs (layout changes, the gate recomputed as one more (m, m) matmul, the
+# block matmuls) outweigh its savings; read off the speed map (benchmarks/speed_map.py, whose
+# notes check the rule against the measured best of the two paths).
+_STEPWISE_MIN_BM = 2048
+_STEPWISE_MAX_M = 64
+
+
+def resolve_backward(
+    backward: str,
+    B: int,
+    T: int,
+    n: int,
+    m: int,
+    *,
+    remat: bool | int = False,
+    return_sequence: bool = True,
+    platform: str | None = None,
+) -> str:
+    """The backward pass ``backward`` runs for a ``(B, T, n) -> (B, T, m)`` scan on
+    ``platform`` (default: JAX's default backend): ``backward`` itself unless it is ``"auto"``.
+
+    ``"auto"`` is a fixed rule of the shapes and the platform (no timing at run time):
+
+    * ``"closed_form"`` with ``remat`` or ``return_sequence=False`` (their memory bounds
+      belong to the blocked loop), and on every platform but CPU (no accelerator measurement
+      backs another choice yet);
+    * on CPU, ``"stepwise"`` (JAX's autodiff of the plain loop, the whole step in the
+      ``lax.scan`` body) for a batch of narrow states, ``B m >= 2048`` with ``m <= 64``,
+      where the closed form's fixed costs outweigh what it saves; ``"closed_form"``
+      otherwise.
+
+    Every path computes the same gradients (to rounding).
+
+    Examples:
+      >>> from gated_jax.cell import resolve_backward
+      >>> resolve_backward("auto", 32, 256, 256, 256, platform="cpu")
+      'closed_form'
+      >>> resolve_backward("auto", 64, 64, 16, 64, platform="cpu")
+      'stepwise'
+      >>> resolve_backward("autodiff", 64, 64, 16, 64)
+      'autodiff'
+    """
+    choice("backward", backward, BACKWARDS)
+    if backward != "auto":
+        return backward
+    if remat is not False or not return_sequence:
+        return "closed_form"
+    if (platform or jax.default_backend()) != "cpu":
+        return "closed_form"
+    narrow = B * m >= _STEPWISE_MIN_BM and m <= _STEPWISE_MAX_M
+    return "stepwise" if narrow else "closed_form"
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,11 +197,32 @@ _blocked_cf = jax.custom_vjp(_blocked, nondiff_argnums=(4, 5, 6, 7, 8))
 _blocked_cf.defvjp(_blocked_fwd, _blocked_bwd)
 
 
+def _stepwise(p, xs, z0, mask, reverse: bool, unroll: int, seq: bool):
+    """The plain loop: one ``lax.scan`` over time-major ``xs``, the whole step in its body
+    (both projections and the recurrent matmul per step, no blocks), differentiated by JAX."""
+    w_zt = None if p.w_z is None else _step.loop_weights(p.w_z)
+
+    def step(z, inp):
+        x, mk = inp
+        a, u = _step.projections(p, x)
+        z, _ = _step.update(w_zt, z, a, u, mk, transposed=True)
+        return z, (z if seq else None)
+
+    last, zs = lax.scan(step, z0, (tm(xs), mask), reverse=reverse, unroll=unroll)
+    return tm(zs) if seq else last
+
+
 @jax.jit(static_argnums=(4, 5, 6, 7, 8, 9))
 def _sequential_jit(p, xs, z0, mask, reverse, unroll, remat, backward, seq, K):
     B, T, _ = xs.shape
     if T == 0:
         return jnp.zeros((B, 0, z0.shape[-1]), z0.dtype) if seq else z0
+    if backward == "stepwise":
+
+        def loop(p, xs, z0, mask):
+            return _stepwise(p, xs, z0, mask, reverse, unroll, seq)
+
+        return (jax.checkpoint(loop) if remat else loop)(p, xs, z0, mask)
     if backward == "autodiff":
         # JAX differentiates the blocked forward scan itself
         def run_blocks(p, xs, z0, mask):

@@ -33,6 +33,7 @@ from gated_jax.lab import (
     parallel_rnn,
     platform,
     shapes,
+    speed,
 )
 from gated_jax.lab._harness import Table
 from gated_jax.lab._report import Context
@@ -43,6 +44,7 @@ CAPABILITIES: tuple[ModuleType, ...] = (
     *(shapes, conv, diagram, cell, modules, flow, parallel),
     parallel_rnn,
     platform,
+    speed,
 )
 
 __all__ = [
