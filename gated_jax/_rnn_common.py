@@ -550,7 +550,8 @@ def _final_carry(zs: jax.Array, z0: jax.Array) -> jax.Array:
 
 def _deer_with_info(method: str, backward: str, on_info: Callable | None) -> Callable | None:
     """``gated_scan``'s stand-in that reports the solver: ``None`` unless ``on_info`` is given
-    and ``method`` resolves to a parallel method (with the closed-form backward pass).
+    and ``method`` resolves to a parallel method (with the closed-form backward pass, which
+    ``backward="auto"`` resolves to for the parallel methods).
 
     The stand-in solves the recurrence by :func:`gated_jax.cell.gated_deer` (``fallback``:
     under ``jit`` an unconverged solve runs the sequential loop; eagerly it raises
@@ -561,7 +562,7 @@ def _deer_with_info(method: str, backward: str, on_info: Callable | None) -> Cal
     of the masked recurrence, and nothing past it reaches the outputs or the gradients.
     """
     jacobian = _JACOBIAN_OF.get(resolve_method(method))
-    if on_info is None or jacobian is None or backward != "closed_form":
+    if on_info is None or jacobian is None or backward not in ("auto", "closed_form"):
         return None
 
     def solve(params, xs, z0, *, seq_lengths=None, **_):

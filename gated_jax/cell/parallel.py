@@ -516,7 +516,7 @@ def gated_deer(
       >>> p = p._replace(w_z=0.5 * p.w_z)
       >>> xs = jax.random.normal(jax.random.key(1), (2, 16, 3))
       >>> zs, info = gated_deer(p, xs)
-      >>> bool(info.converged), bool(jnp.max(jnp.abs(zs - gated_scan(p, xs))) < 1e-5)
+      >>> bool(info.converged), bool(jnp.max(jnp.abs(zs - gated_scan(p, xs))) < 1e-4)
       (True, True)
       >>> _, info = gated_deer(p._replace(w_z=None), xs)  # minGRU: one exact scan
       >>> int(info.iterations)
