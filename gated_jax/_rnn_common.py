@@ -55,6 +55,7 @@ from gated_jax._validate import (
     fail,
     flag,
     optional_flag,
+    positive_int,
 )
 from gated_jax.cell import (
     BACKWARDS,
@@ -663,6 +664,7 @@ def parallel_options(
     method: Any = "deer",
     tol: Any = None,
     max_iters: Any = None,
+    window: Any = None,
     time_major: Any = False,
     return_carry: Any = False,
     reverse: Any = False,
@@ -671,6 +673,7 @@ def parallel_options(
     """``ParallelRNN``'s options, validated (``ValueError`` naming the first bad one)."""
     out: dict[str, Any] = {"method": choice("method", method, PARALLEL_METHODS)}
     _, out["tol"], out["max_iters"] = check_solver_options("full", tol, max_iters)
+    out["window"] = positive_int("window", window, allow_none=True)
     flags = (time_major, return_carry, reverse, keep_order)
     out.update({k: flag(k, v) for k, v in zip(SEQUENCE_FLAGS, flags, strict=True)})
     return out
@@ -698,12 +701,12 @@ def _batch_of_one(cell_fn: Callable) -> Callable:
     return step
 
 
-def _deer_carries(cell_fn, carry, xs, jacobian: str, tol, max_iters):
+def _deer_carries(cell_fn, carry, xs, jacobian: str, tol, max_iters, window):
     """All carries ``(T, B, ...)`` by :func:`gated_jax.deer_scan` per example (``vmap``)."""
     step = _batch_of_one(cell_fn)
 
     def one(c, x):
-        return deer_scan(step, c, x, jacobian=jacobian, tol=tol, max_iters=max_iters)
+        return deer_scan(step, c, x, jacobian=jacobian, tol=tol, max_iters=max_iters, window=window)
 
     return jax.vmap(one, in_axes=(0, 1), out_axes=(1, 0))(carry, xs)
 
@@ -742,7 +745,7 @@ def _sequential_cell(cell_fn, carry, xs):
     return lax.scan(body, carry, xs)[1]
 
 
-def _solve_cell(cell_fn, carry, xs, method: str, tol, max_iters):
+def _solve_cell(cell_fn, carry, xs, method: str, tol, max_iters, window=None):
     """``(carries, outputs, info)``, time-major ``(T, B, ...)``; ``info`` ``None`` if sequential.
 
     Newton runs per sequence (``vmap``); the fallback is decided once for the batch, outside
@@ -751,7 +754,8 @@ def _solve_cell(cell_fn, carry, xs, method: str, tol, max_iters):
     """
     if method in ("sequential", "auto") or xs.shape[0] == 0:
         return (*_sequential_cell(cell_fn, carry, xs), None)
-    carries, info = _deer_carries(cell_fn, carry, xs, _JACOBIAN_OF[method], tol, max_iters)
+    jacobian = _JACOBIAN_OF[method]
+    carries, info = _deer_carries(cell_fn, carry, xs, jacobian, tol, max_iters, window)
     info = lax.stop_gradient(info)  # flags and counts: no tangents
     ok = jnp.all(info.converged)
     if concrete(ok) is False:
@@ -771,6 +775,7 @@ def run_cell(
     method: str,
     tol: float | None = None,
     max_iters: int | None = None,
+    window: int | None = None,
     seq_lengths: Any = None,
     time_major: bool = False,
     reverse: bool = False,
@@ -797,9 +802,8 @@ def run_cell(
     if reverse:
         xs = flip(xs, seq_lengths)
     flat = jax.tree.map(lambda a: jnp.reshape(a, (B,) + jnp.shape(a)[len(batch) :]), carry)
-    carries, ys, info = _solve_cell(
-        cell_fn, flat, jnp.reshape(xs, (T, B) + xs.shape[len(batch) + 1 :]), method, tol, max_iters
-    )
+    xs = jnp.reshape(xs, (T, B) + xs.shape[len(batch) + 1 :])
+    carries, ys, info = _solve_cell(cell_fn, flat, xs, method, tol, max_iters, window)
     if seq_lengths is None:
         final = jax.tree.map(lambda cs, c0: cs[-1] if T else c0, carries, flat)
     else:

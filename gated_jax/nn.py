@@ -675,7 +675,9 @@ class ParallelRNN(nn.Module):
         ``d`` the carry's size), ``"quasi_deer"`` (their exact diagonals: ``O(T d)`` memory,
         more iterations), ``"sequential"`` (``lax.scan``, what ``nn.RNN`` does) or ``"auto"``
         (``"sequential"`` for now: choosing by a cost model is future work).
-      tol, max_iters: the solver's, as :func:`gated_jax.deer_scan` (``None``: its defaults).
+      tol, max_iters, window: the solver's, as :func:`gated_jax.deer_scan` (``None``: its
+        defaults; ``window=T``, the sequence length, keeps every update wide: fewer, longer
+        updates on cells near ``lambda = 0``).
       time_major, return_carry, reverse, keep_order: as ``nn.RNN``.
 
     Examples:
@@ -704,6 +706,7 @@ class ParallelRNN(nn.Module):
     method: str = "deer"
     tol: float | None = None
     max_iters: int | None = None
+    window: int | None = None
     time_major: bool = False
     return_carry: bool = False
     reverse: bool = False
@@ -716,6 +719,7 @@ class ParallelRNN(nn.Module):
             method=self.method,
             tol=self.tol,
             max_iters=self.max_iters,
+            window=self.window,
             time_major=self.time_major,
             return_carry=self.return_carry,
             reverse=self.reverse,
@@ -756,6 +760,7 @@ class ParallelRNN(nn.Module):
             method=method,
             tol=self.tol,
             max_iters=self.max_iters,
+            window=self.window,
             seq_lengths=seq_lengths,
             time_major=flags["time_major"],
             reverse=flags["reverse"],

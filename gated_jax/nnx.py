@@ -655,7 +655,8 @@ class ParallelRNN(nnx.Module):
       cell: an ``nnx.RNNCellBase`` (one feature axis).
       method: ``"deer"`` (default), ``"quasi_deer"``, ``"sequential"`` or ``"auto"``
         (``"sequential"`` for now); see :class:`gated_jax.nn.ParallelRNN`.
-      tol, max_iters: the solver's (``None``: :func:`gated_jax.deer_scan`'s defaults).
+      tol, max_iters, window: the solver's (``None``: :func:`gated_jax.deer_scan`'s defaults;
+        ``window=T`` keeps every update wide).
       time_major, return_carry, reverse, keep_order: as ``nnx.RNN``.
       sow_info: sow the solver's ``DeerInfo`` when a parallel method runs (a strict bool).
       rngs: as ``nnx.RNN``'s (the stream ``initialize_carry`` draws from): ``True`` (default),
@@ -687,6 +688,7 @@ class ParallelRNN(nnx.Module):
         method: str = "deer",
         tol: float | None = None,
         max_iters: int | None = None,
+        window: int | None = None,
         time_major: bool = False,
         return_carry: bool = False,
         reverse: bool = False,
@@ -700,6 +702,7 @@ class ParallelRNN(nnx.Module):
             method=method,
             tol=tol,
             max_iters=max_iters,
+            window=window,
             time_major=time_major,
             return_carry=return_carry,
             reverse=reverse,
@@ -709,6 +712,7 @@ class ParallelRNN(nnx.Module):
         self.method: str = options["method"]
         self.tol: float | None = options["tol"]
         self.max_iters: int | None = options["max_iters"]
+        self.window: int | None = options["window"]
         self.time_major: bool = options["time_major"]
         self.return_carry: bool = options["return_carry"]
         self.reverse: bool = options["reverse"]
@@ -754,6 +758,7 @@ class ParallelRNN(nnx.Module):
             method=self.method,
             tol=self.tol,
             max_iters=self.max_iters,
+            window=self.window,
             seq_lengths=seq_lengths,
             time_major=flags["time_major"],
             reverse=flags["reverse"],

@@ -107,3 +107,29 @@ def test_sow_info_must_be_a_bool():
         gnnx.ParallelRNN(gru, sow_info="yes")
     with pytest.raises(ValueError, match="`sow_info`"):
         gnnx.GatedRNN(gnnx.GatedCell(N, M, rngs=nnx.Rngs(0)), sow_info=1)
+
+
+def test_parallel_rnn_window_keeps_updates_wide_near_a_neutral_exponent():
+    """An LSTM with its recurrent kernels x2 (exponent ~ -0.26): the default adaptive window
+    switches to 8-step updates after Newton's residual wanders; ``window=T`` keeps plain
+    DEER's few wide updates. Both equal ``nn.RNN`` and say how many updates they took."""
+    from flax import linen as nn
+
+    from gated_jax.lab import parallel_rnn
+
+    T_ = 256
+    cell, v, xs = parallel_rnn.case("LSTMCell", B=2, T=T_, n=4, m=8, scale=1.0, dtype=jnp.float64)
+    v = parallel_rnn.recurrent_scaled(v, 2.0)
+    ref = nn.RNN(cell).apply(v, xs)
+    its = {}
+    for w in (None, T_):
+        layer = gnn.ParallelRNN(cell, window=w, max_iters=T_)
+        ys, state = layer.apply(v, xs, mutable="intermediates")
+        info = state["intermediates"]["deer_info"][0]
+        assert bool(info.converged.all()) and _diff(ys, ref) < 1e-10
+        its[w] = int(info.iterations.max())
+    assert its[T_] <= 10 < its[None]
+    with pytest.raises(ValueError, match=r"`window` \(=0\)"):
+        gnn.ParallelRNN(cell, window=0)
+    with pytest.raises(ValueError, match=r"`window` \(=0\)"):
+        gnnx.ParallelRNN(nnx.GRUCell(3, 4, rngs=nnx.Rngs(0)), window=0)

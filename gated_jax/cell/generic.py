@@ -73,7 +73,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from gated_jax._validate import boolean, fail
+from gated_jax._validate import boolean, fail, positive_int
 from gated_jax.cell._affine import (
     DeerInfo,
     budget,
@@ -98,6 +98,7 @@ class _Options(NamedTuple):
     tol: float
     max_iters: int
     fallback: bool
+    window: int | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,7 +177,7 @@ def _newton(fn, consts, c0, xs, init, opts: _Options):
         radius = TRUST * jnp.maximum(1.0, jnp.max(jnp.abs(f)))
         return jnp.where(jnp.isfinite(new) & (jnp.abs(new - f) <= radius), new, f)
 
-    win = windows(None, init.shape[0])
+    win = windows(opts.window, init.shape[0])
     return newton_window(linearise, safeguard, c0, init, form, bound, opts.max_iters, win)
 
 
@@ -316,6 +317,7 @@ def deer_scan(
     max_iters: int | None = None,
     init: Any = None,
     fallback: bool = False,
+    window: int | None = None,
 ) -> tuple[Any, DeerInfo]:
     r"""All carries of ``carry[t] = step(carry[t-1], xs[t])`` by Newton's method over time (DEER).
 
@@ -352,6 +354,11 @@ def deer_scan(
         (``info.sequential`` says so); a strict bool. Under ``jax.vmap`` the choice is per
         example, a ``select``: the sequential scan is then always computed (decide once for
         the batch outside the ``vmap`` instead, as :class:`gated_jax.nn.ParallelRNN` does).
+      window: ``None`` (default): the adaptive window of :func:`gated_jax.cell.gated_deer`
+        (wide while Newton converges, 8 steps past the verified prefix once it stalls: bounded
+        work on expanding cells, but many short updates on cells near ``lambda = 0``); an int
+        ``w >= 1``: one fixed window of ``min(w, T)`` steps (``window=T``: every update over the
+        whole unverified suffix, plain DEER's depth, with the trust region kept).
 
     Returns:
       ``(carries, info)``: the carries after each step, ``init_carry``'s structure with a
@@ -383,6 +390,7 @@ def deer_scan(
     """
     jacobian, tol, max_iters = check_solver_options(jacobian, tol, max_iters)
     fallback = boolean("fallback", fallback)
+    window = positive_int("window", window, allow_none=True)
     if not callable(step):
         raise fail("step", step, "a function (carry, x) -> carry")
     T = _time_length(xs)
@@ -395,7 +403,7 @@ def deer_scan(
         info = DeerInfo(jnp.zeros((), jnp.int32), res, jnp.array(True), jnp.array(False))
         return jax.vmap(unravel)(guess), info
     fn, consts = _flat_step(step, unravel, c0, jax.tree.map(lambda a: a[0], xs))
-    opts = _Options(jacobian, float(tol), max_iters, fallback)
+    opts = _Options(jacobian, float(tol), max_iters, fallback, window)
     cs, info = _core(fn, consts, c0, xs, guess, opts)
     return jax.vmap(unravel)(cs), info
 
