@@ -70,6 +70,7 @@ __all__ = [
     "combine_full",
     "concrete",
     "default_tol",
+    "last_residual",
     "merge_heads",
     "residual",
     "residual_bound",
@@ -291,6 +292,16 @@ def check_solver_options(jacobian, tol, max_iters) -> tuple[str, float | None, i
     tol = finite_float("tol", tol, minimum=0.0, strict=True, allow_none=True)
     max_iters = positive_int("max_iters", max_iters, allow_none=True)
     return jacobian, tol, max_iters
+
+
+def last_residual(info: DeerInfo) -> str:
+    """The last iterate's residual as text for an error message (``"(traced)"`` where it has
+    no value: under an eager ``jax.grad`` the residuals are tracers with a value, under ``jit``
+    they are not)."""
+    try:
+        return f"{float(info.residuals[int(info.iterations)]):.3g}"
+    except jax.errors.ConcretizationTypeError:
+        return "(traced)"
 
 
 def concrete(x) -> bool | None:

@@ -80,6 +80,16 @@ class ScanOptions(NamedTuple):
     max_iters: int | None = None
 
 
+def time_major(ops: Operands, reverse: bool) -> tuple[jax.Array, jax.Array | None]:
+    """``(xs, mask)`` time-major, ``(T, B, n)`` and ``(T, B)``, for the parallel solvers;
+    ``reverse`` flips time (reverse time is the forward recurrence on flipped inputs)."""
+    xs_tm, mask = jnp.swapaxes(ops.xs, 0, 1), ops.mask
+    if reverse:
+        xs_tm = jnp.flip(xs_tm, 0)
+        mask = None if mask is None else jnp.flip(mask, 0)
+    return xs_tm, mask
+
+
 # --------------------------------------------------------------------------------------------
 # validation
 

@@ -85,6 +85,7 @@ from gated_jax.cell._affine import (
     check_solver_options,
     concrete,
     default_tol,
+    last_residual,
     residual_bound,
     solve_reverse_tm,
     solve_tm,
@@ -98,6 +99,7 @@ from gated_jax.cell._core import (
     input_grads,
     param_grads,
     prepare,
+    time_major,
 )
 from gated_jax.cell.params import GatedParams
 
@@ -433,19 +435,8 @@ def _check_fits(ops: Operands, xs, C: int) -> None:
         check_jacobians_fit(xs, ops.batch, C, ops.m, ops.xs.dtype, copies=4, width=width)
 
 
-def _time_major(ops: Operands, reverse: bool):
-    xs_tm, mask = jnp.swapaxes(ops.xs, 0, 1), ops.mask
-    if reverse:  # reverse time = the forward recurrence on flipped inputs
-        xs_tm = jnp.flip(xs_tm, 0)
-        mask = None if mask is None else jnp.flip(mask, 0)
-    return xs_tm, mask
-
-
 def _not_converged(info: DeerInfo, L: int, tol: float, max_iters: int, dtype):
-    try:
-        residual = f"{float(info.residuals[int(info.iterations)]):.3g}"
-    except jax.errors.ConcretizationTypeError:
-        residual = "(traced)"
+    residual = last_residual(info)
     return DeerNotConverged(
         f"gated_scan(method='chunked', chunk={L}) did not converge in `max_iters` "
         f"(={max_iters}) updates of the chunk starts: the trajectory's per-step residual is "
@@ -474,7 +465,7 @@ def chunked(ops: Operands, opts: ScanOptions, chunk: int | None = None) -> jax.A
     _check_fits(ops, ops.xs, C)
     tol = default_tol(ops.xs.dtype) if opts.tol is None else opts.tol
     max_iters = budget(opts.max_iters, max(1, C - 1))
-    xs_tm, mask = _time_major(ops, opts.reverse)
+    xs_tm, mask = time_major(ops, opts.reverse)
     init = jnp.zeros((T, B, m), ops.xs.dtype)
     zs, info = _solve_jit(ops.params, xs_tm, ops.z0, mask, init, L, tol, max_iters, True)
     if concrete(info.converged) is False:
@@ -567,7 +558,7 @@ def gated_chunked(
         if tuple(jnp.shape(init)) != want:
             raise fail("init", init, f"of shape {want}")
         init_tm = jnp.swapaxes(jnp.reshape(jnp.asarray(init, ops.xs.dtype), (B, T, m)), 0, 1)
-    xs_tm, mask = _time_major(ops, False)
+    xs_tm, mask = time_major(ops, False)
     zs, info = _solve_jit(ops.params, xs_tm, ops.z0, mask, init_tm, L, tol, max_iters, fallback)
     zs = jnp.swapaxes(zs, 0, 1)
     return jnp.reshape(zs, ops.batch + (T, m)).astype(ops.out_dtype), info

@@ -114,6 +114,7 @@ from gated_jax.cell._affine import (
     check_solver_options,
     concrete,
     default_tol,
+    last_residual,
     newton_window,
     residual,
     residual_bound,
@@ -132,6 +133,7 @@ from gated_jax.cell._core import (
     param_grads,
     prepare,
     run,
+    time_major,
 )
 from gated_jax.cell.diagnostics import lyapunov_exponent as lyapunov_exponent  # its old home
 from gated_jax.cell.params import GatedParams
@@ -339,19 +341,8 @@ def _check_full_fits(ops: Operands, xs, jacobian: str) -> None:
         check_jacobians_fit(xs, ops.batch, ops.T, ops.m, ops.xs.dtype, copies=3, width=width)
 
 
-def _time_major(ops: Operands, reverse: bool):
-    xs_tm, mask = jnp.swapaxes(ops.xs, 0, 1), ops.mask
-    if reverse:  # reverse time = the forward recurrence on flipped inputs
-        xs_tm = jnp.flip(xs_tm, 0)
-        mask = None if mask is None else jnp.flip(mask, 0)
-    return xs_tm, mask
-
-
 def _not_converged(info: DeerInfo, jacobian: str, tol: float, max_iters: int, T: int, dtype):
-    try:  # under an eager jax.grad the residuals are tracers (with a value); the flag is not
-        residual = f"{float(info.residuals[int(info.iterations)]):.3g}"
-    except jax.errors.ConcretizationTypeError:
-        residual = "(traced)"
+    residual = last_residual(info)
     return DeerNotConverged(
         f"gated_scan(method={'deer' if jacobian == 'full' else 'quasi_deer'!r}) did not "
         f"converge in `max_iters` (={max_iters}) iterations: the last iterate's per-step "
@@ -376,7 +367,7 @@ def _scan_backend(ops: Operands, opts: ScanOptions, jacobian: str) -> jax.Array:
     _check_full_fits(ops, ops.xs, jacobian)
     tol = default_tol(ops.xs.dtype) if opts.tol is None else opts.tol
     max_iters = budget(opts.max_iters, T)
-    xs_tm, mask = _time_major(ops, opts.reverse)
+    xs_tm, mask = time_major(ops, opts.reverse)
     init = jnp.zeros((T, B, m), ops.xs.dtype)
     window = windows(None, T) + (True,)
     zs, info = _solve_jit(
@@ -548,7 +539,7 @@ def gated_deer(
         res = jnp.full((max_iters + 1,), jnp.nan)
         info = DeerInfo(jnp.zeros((), jnp.int32), res, jnp.array(True), jnp.array(False))
     else:
-        xs_tm, mask = _time_major(ops, False)
+        xs_tm, mask = time_major(ops, False)
         zs_tm, info = _solve_jit(
             ops.params, xs_tm, ops.z0, mask, init_tm, jacobian, tol, max_iters, fallback, schedule
         )
