@@ -77,6 +77,7 @@ __all__ = [
     "PARALLEL_METHODS",
     "REQUIRED_LEAVES",
     "SEQUENCE_FLAGS",
+    "SOLVER_OPTIONS",
     "SEQUENCE_OPTIONS",
     "apply_sequence",
     "batch_shape",
@@ -90,6 +91,7 @@ __all__ = [
     "loop_weights",
     "orthogonal",
     "parallel_options",
+    "solver_options",
     "run_cell",
     "promote",
     "recurrent_init",
@@ -677,6 +679,15 @@ def parallel_options(
     flags = (time_major, return_carry, reverse, keep_order)
     out.update({k: flag(k, v) for k, v in zip(SEQUENCE_FLAGS, flags, strict=True)})
     return out
+
+
+SOLVER_OPTIONS = ("tol", "max_iters", "window")
+"""``ParallelRNN``'s solver options, passed on to :func:`gated_jax.deer_scan` as they are."""
+
+
+def solver_options(layer: Any) -> dict[str, Any]:
+    """The layer's :data:`SOLVER_OPTIONS` (validated at construction by ``parallel_options``)."""
+    return {k: getattr(layer, k) for k in SOLVER_OPTIONS}
 
 
 def prepare_call(layer: Any, inputs: Any, overrides: Mapping[str, Any]):
